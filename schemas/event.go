@@ -1,0 +1,102 @@
+package schemas
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Payload is the body of an event. Its Kind is fixed forever once
+// published: a change of meaning is a new kind with a new version.
+type Payload interface {
+	Kind() string
+}
+
+// Event is the envelope every payload travels in.
+type Event struct {
+	Kind   string          `json:"kind"`
+	Job    int64           `json:"job,omitempty"`
+	Time   time.Time       `json:"time"`
+	Source string          `json:"source,omitempty"` // stage@host that published it
+	Data   json.RawMessage `json:"data"`
+}
+
+// ErrUnknownKind is returned by Decode for a kind this build does not know.
+var ErrUnknownKind = errors.New("unknown event kind")
+
+// payloads lists a constructor for every kind this build knows.
+var payloads = []func() Payload{
+	func() Payload { return &JobCreated{} },
+	func() Payload { return &JobAssigned{} },
+	func() Payload { return &AssetFetched{} },
+	func() Payload { return &RepoCheckedOut{} },
+	func() Payload { return &JobReady{} },
+	func() Payload { return &JobStarted{} },
+	func() Payload { return &ModuleStarted{} },
+	func() Payload { return &ModuleFinished{} },
+	func() Payload { return &TestsFinished{} },
+	func() Payload { return &JobFinished{} },
+	func() Payload { return &WorkerRegistered{} },
+	func() Payload { return &MatchRequested{} },
+	func() Payload { return &MatchResolved{} },
+}
+
+var registry = sync.OnceValue(func() map[string]func() Payload {
+	m := make(map[string]func() Payload, len(payloads))
+	for _, newPayload := range payloads {
+		k := newPayload().Kind()
+		if _, dup := m[k]; dup {
+			panic("schemas: kind listed twice: " + k)
+		}
+		m[k] = newPayload
+	}
+	return m
+})
+
+// Kinds lists every registered event kind.
+func Kinds() []string {
+	out := make([]string, 0, len(registry()))
+	for k := range registry() {
+		out = append(out, k)
+	}
+	return out
+}
+
+// NewEvent wraps a payload in an envelope stamped with the current time.
+func NewEvent(job int64, source string, p Payload) (Event, error) {
+	data, err := json.Marshal(p)
+	if err != nil {
+		return Event{}, fmt.Errorf("encode %s: %w", p.Kind(), err)
+	}
+	return Event{Kind: p.Kind(), Job: job, Time: time.Now().UTC(), Source: source, Data: data}, nil
+}
+
+// Marshal encodes an event for the wire.
+func (e Event) Marshal() ([]byte, error) { return json.Marshal(e) }
+
+// Unmarshal decodes an envelope from the wire without decoding its payload.
+func Unmarshal(data []byte) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(data, &e); err != nil {
+		return Event{}, fmt.Errorf("decode event: %w", err)
+	}
+	if e.Kind == "" {
+		return Event{}, errors.New("decode event: no kind")
+	}
+	return e, nil
+}
+
+// Decode returns the typed payload of the event.
+func (e Event) Decode() (Payload, error) {
+	newPayload, ok := registry()[e.Kind]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownKind, e.Kind)
+	}
+	p := newPayload()
+	if err := json.Unmarshal(e.Data, p); err != nil {
+		return nil, fmt.Errorf("decode %s payload: %w", e.Kind, err)
+	}
+	return p, nil
+}

@@ -1,0 +1,212 @@
+package schemas
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Job states, as in openQA.
+const (
+	StateScheduled = "scheduled"
+	StateAssigned  = "assigned"
+	StateSetup     = "setup"
+	StateRunning   = "running"
+	StateUploading = "uploading"
+	StateDone      = "done"
+	StateCancelled = "cancelled"
+)
+
+// Job and module results, as in openQA.
+const (
+	ResultNone            = "none"
+	ResultPassed          = "passed"
+	ResultSoftfailed      = "softfailed"
+	ResultFailed          = "failed"
+	ResultIncomplete      = "incomplete"
+	ResultSkipped         = "skipped"
+	ResultObsoleted       = "obsoleted"
+	ResultUserCancelled   = "user_cancelled"
+	ResultUserRestarted   = "user_restarted"
+	ResultTimeoutExceeded = "timeout_exceeded"
+	ResultParallelFailed  = "parallel_failed"
+)
+
+// WorkerRef names one worker instance: openQA's "host:instance".
+type WorkerRef struct {
+	Host     string `json:"host"`
+	Instance int    `json:"instance"`
+}
+
+func (w WorkerRef) String() string { return fmt.Sprintf("%s:%d", w.Host, w.Instance) }
+
+// Targeted is an event addressed to one worker instance.
+type Targeted interface {
+	Payload
+	Target() WorkerRef
+}
+
+// JobCreated is the first event of every job.
+type JobCreated struct {
+	Settings map[string]string `json:"settings"`
+}
+
+func (JobCreated) Kind() string { return "job.created.v1" }
+
+// Name is openQA's job name: DISTRI-VERSION-FLAVOR-ARCH-Build…-TEST.
+func (c JobCreated) Name() string {
+	var parts []string
+	for _, k := range []string{"DISTRI", "VERSION", "FLAVOR", "ARCH"} {
+		if v := c.Settings[k]; v != "" {
+			parts = append(parts, v)
+		}
+	}
+	if b := c.Settings["BUILD"]; b != "" {
+		parts = append(parts, "Build"+b)
+	}
+	if t := c.Settings["TEST"]; t != "" {
+		parts = append(parts, t)
+	}
+	return strings.Join(parts, "-")
+}
+
+// JobAssigned gives a scheduled job to one worker instance.
+type JobAssigned struct {
+	Worker WorkerRef `json:"worker"`
+}
+
+func (e JobAssigned) Target() WorkerRef { return e.Worker }
+
+func (JobAssigned) Kind() string { return "job.assigned.v1" }
+
+// AssetFetched says one asset of the job is in the worker host's cache.
+type AssetFetched struct {
+	Worker  WorkerRef `json:"worker"`
+	Setting string    `json:"setting"` // ISO, HDD_1, KERNEL, …
+	Source  string    `json:"source"`  // what the job asked for
+	Path    string    `json:"path"`    // where the worker host has it
+	SHA256  string    `json:"sha256"`
+	Size    int64     `json:"size"`
+	Cached  bool      `json:"cached"` // served from the cache without download
+}
+
+func (AssetFetched) Kind() string { return "asset.fetched.v1" }
+
+// RepoCheckedOut records which commit of a test or needle repository the
+// job runs.
+type RepoCheckedOut struct {
+	Worker  WorkerRef `json:"worker"`
+	Setting string    `json:"setting"` // CASEDIR or NEEDLES_DIR
+	URL     string    `json:"url"`
+	Ref     string    `json:"ref,omitempty"`
+	Commit  string    `json:"commit"`
+	Path    string    `json:"path"`
+}
+
+func (RepoCheckedOut) Kind() string { return "repo.checked_out.v1" }
+
+// JobReady says everything the job needs is on the worker host: the boot
+// stage of that worker instance may start it.
+type JobReady struct {
+	Worker     WorkerRef         `json:"worker"`
+	Settings   map[string]string `json:"settings"`
+	Assets     map[string]string `json:"assets"` // setting → local path
+	CaseDir    string            `json:"casedir"`
+	NeedlesDir string            `json:"needles_dir"`
+	JobDir     string            `json:"job_dir"`
+}
+
+func (e JobReady) Target() WorkerRef { return e.Worker }
+
+func (JobReady) Kind() string { return "job.ready.v1" }
+
+// JobStarted says the VM of the job is starting.
+type JobStarted struct {
+	Worker WorkerRef `json:"worker"`
+	Accel  string    `json:"accel"` // kvm or tcg
+}
+
+func (JobStarted) Kind() string { return "job.started.v1" }
+
+// ModuleStarted says a test module began.
+type ModuleStarted struct {
+	Module string `json:"module"`
+}
+
+func (ModuleStarted) Kind() string { return "module.started.v1" }
+
+// ModuleResult is the outcome of one test module.
+type ModuleResult struct {
+	Name     string        `json:"name"`
+	Result   string        `json:"result"`
+	Reason   string        `json:"reason,omitempty"`
+	Duration time.Duration `json:"duration"`
+	Details  []Step        `json:"details,omitempty"`
+}
+
+// Step is one entry of a module's details: a screen match, a screenshot, a
+// serial wait, a note.
+type Step struct {
+	Kind       string  `json:"kind"` // match, screenshot, serial, info
+	Text       string  `json:"text,omitempty"`
+	Result     string  `json:"result,omitempty"`
+	Screenshot string  `json:"screenshot,omitempty"` // file name in the job's results
+	Needle     string  `json:"needle,omitempty"`
+	Similarity float64 `json:"similarity,omitempty"`
+}
+
+// ModuleFinished carries a module's result.
+type ModuleFinished struct {
+	ModuleResult
+}
+
+func (ModuleFinished) Kind() string { return "module.finished.v1" }
+
+// TestsFinished says the VM is stopped and the job's results wait for upload
+// in ResultsDir on the worker host.
+type TestsFinished struct {
+	Worker     WorkerRef      `json:"worker"`
+	Result     string         `json:"result"`
+	Reason     string         `json:"reason,omitempty"`
+	Modules    []ModuleResult `json:"modules"`
+	ResultsDir string         `json:"results_dir"`
+}
+
+func (e TestsFinished) Target() WorkerRef { return e.Worker }
+
+func (TestsFinished) Kind() string { return "job.tests_finished.v1" }
+
+// JobFinished is the last event of a job.
+type JobFinished struct {
+	Result  string         `json:"result"`
+	Reason  string         `json:"reason,omitempty"`
+	Modules []ModuleResult `json:"modules,omitempty"`
+	// Files lists the job's stored results: name → blob key.
+	Files map[string]string `json:"files,omitempty"`
+}
+
+func (JobFinished) Kind() string { return "job.finished.v1" }
+
+// WorkerRegistered announces a worker instance and what it can run.
+type WorkerRegistered struct {
+	Worker  WorkerRef `json:"worker"`
+	Classes []string  `json:"classes"` // WORKER_CLASS
+	Arch    string    `json:"arch"`
+	CPUs    int       `json:"cpus"`
+	KVM     bool      `json:"kvm"`
+}
+
+func (e WorkerRegistered) Target() WorkerRef { return e.Worker }
+
+func (WorkerRegistered) Kind() string { return "worker.registered.v1" }
+
+// WorkerClasses splits a comma-separated WORKER_CLASS value.
+func WorkerClasses(v string) []string {
+	var out []string
+	for _, c := range strings.Split(v, ",") {
+		if c = strings.TrimSpace(c); c != "" {
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -1,0 +1,200 @@
+// Package fetch is the worker host's setup stage: for each job assigned to
+// one of the host's instances it brings the job's assets into the host's
+// cache and checks out the job's tests and needles at a pinned commit, then
+// says the job is ready to boot.
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"jetqa/schemas"
+	"jetqa/streams"
+)
+
+// Config of the fetch stage of one worker host.
+type Config struct {
+	// Host is the worker host's name, as its instances register.
+	Host string
+	// CacheDir holds downloaded and copied assets (CACHEDIRECTORY).
+	CacheDir string
+	// AssetDir is where assets given by bare name are looked up.
+	AssetDir string
+	// JobsDir gets one directory per job: checkouts and results.
+	JobsDir string
+}
+
+func (c Config) withDefaults() Config {
+	if c.Host == "" {
+		c.Host, _ = os.Hostname()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.CacheDir == "":
+		return errors.New("fetch: no cache directory")
+	case c.JobsDir == "":
+		return errors.New("fetch: no jobs directory")
+	}
+	return nil
+}
+
+// Bus is what the fetch stage needs of the event streams.
+type Bus interface {
+	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
+	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
+	JobSettings(ctx context.Context, job int64) (map[string]string, error)
+}
+
+// Stage is the fetch stage.
+type Stage struct {
+	cfg Config
+	bus Bus
+	log *slog.Logger
+}
+
+// New returns the fetch stage of one worker host.
+func New(cfg Config, bus Bus, log *slog.Logger) (*Stage, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{cfg.CacheDir, cfg.JobsDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("fetch: %w", err)
+		}
+	}
+	return &Stage{cfg: cfg, bus: bus, log: log}, nil
+}
+
+// Run consumes the host's assignments until ctx ends.
+func (s *Stage) Run(ctx context.Context) error {
+	return s.bus.Consume(ctx, streams.ConsumerConfig{
+		Stream:  streams.StreamJobs,
+		Durable: "fetch-" + streams.Token(s.cfg.Host),
+		Filters: []string{streams.AssignedTo(s.cfg.Host)},
+	}, s.handle)
+}
+
+// errJob marks a problem with the job itself (its settings, its assets,
+// its repositories): the job ends incomplete with the message as reason.
+type errJob struct{ err error }
+
+func (e errJob) Error() string { return e.err.Error() }
+func (e errJob) Unwrap() error { return e.err }
+
+func jobError(format string, args ...any) error { return errJob{fmt.Errorf(format, args...)} }
+
+func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+	assigned, ok := p.(*schemas.JobAssigned)
+	if !ok {
+		return nil
+	}
+	job, worker := ev.Job, assigned.Worker
+	log := s.log.With("job", job, "worker", worker.String())
+	settings, err := s.bus.JobSettings(ctx, job)
+	if err != nil {
+		return err
+	}
+	ready, err := s.setup(ctx, job, worker, settings)
+	var je errJob
+	if errors.As(err, &je) {
+		log.Warn("job setup failed", "reason", err)
+		_, err := s.bus.Append(ctx, job, schemas.JobFinished{Result: schemas.ResultIncomplete, Reason: "setup failed: " + err.Error()})
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("job ready")
+	_, err = s.bus.Append(ctx, job, ready)
+	return err
+}
+
+func (s *Stage) setup(ctx context.Context, job int64, worker schemas.WorkerRef, settings map[string]string) (schemas.JobReady, error) {
+	jobDir := filepath.Join(s.cfg.JobsDir, fmt.Sprint(job))
+	if err := os.RemoveAll(jobDir); err != nil {
+		return schemas.JobReady{}, err
+	}
+	if err := os.MkdirAll(jobDir, 0o755); err != nil {
+		return schemas.JobReady{}, err
+	}
+	ready := schemas.JobReady{Worker: worker, Settings: settings, Assets: map[string]string{}, JobDir: jobDir}
+	for _, setting := range AssetSettings(settings) {
+		a, err := s.fetchAsset(ctx, setting, settings[setting], settings[setting+"_SHA256"])
+		if err != nil {
+			return ready, err
+		}
+		a.Worker = worker
+		if _, err := s.bus.Append(ctx, job, a); err != nil {
+			return ready, err
+		}
+		ready.Assets[setting] = a.Path
+	}
+	caseDir, ok := settings["CASEDIR"]
+	if !ok || caseDir == "" {
+		return ready, jobError("CASEDIR is not set: give the git URL (or path) of the test distribution, e.g. CASEDIR=https://host/tests.git#main")
+	}
+	checkout, err := s.checkout(ctx, "CASEDIR", caseDir, filepath.Join(jobDir, "casedir"))
+	if err != nil {
+		return ready, err
+	}
+	checkout.Worker = worker
+	if _, err := s.bus.Append(ctx, job, checkout); err != nil {
+		return ready, err
+	}
+	ready.CaseDir = checkout.Path
+	if needles := settings["NEEDLES_DIR"]; needles != "" {
+		nc, err := s.checkout(ctx, "NEEDLES_DIR", needles, filepath.Join(jobDir, "needles"))
+		if err != nil {
+			return ready, err
+		}
+		nc.Worker = worker
+		if _, err := s.bus.Append(ctx, job, nc); err != nil {
+			return ready, err
+		}
+		ready.NeedlesDir = nc.Path
+	} else {
+		ready.NeedlesDir = defaultNeedlesDir(ready.CaseDir, settings["DISTRI"])
+	}
+	return ready, nil
+}
+
+// defaultNeedlesDir is where openQA looks without NEEDLES_DIR:
+// products/<DISTRI>/needles inside CASEDIR, else needles/.
+func defaultNeedlesDir(caseDir, distri string) string {
+	if distri != "" {
+		d := filepath.Join(caseDir, "products", distri, "needles")
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			return d
+		}
+	}
+	return filepath.Join(caseDir, "needles")
+}
+
+var assetSetting = regexp.MustCompile(`^(ISO|KERNEL|INITRD|UEFI_PFLASH_VARS|HDD_\d+|ISO_\d+|ASSET_\d+)$`)
+
+// AssetSettings lists the settings of a job that name assets, sorted.
+func AssetSettings(settings map[string]string) []string {
+	var out []string
+	for k, v := range settings {
+		if v != "" && assetSetting.MatchString(k) {
+			out = append(out, k)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}

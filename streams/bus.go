@@ -1,0 +1,93 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Bus is one connection to NATS with its JetStream context. Every stage
+// gets one; all of a stage's reads and writes go through it.
+type Bus struct {
+	NC     *nats.Conn
+	JS     jetstream.JetStream
+	source string
+	log    *slog.Logger
+	closed chan struct{}
+}
+
+// Connect dials NATS at url. name identifies the connection on the server
+// and is stamped as the source of every event this bus appends.
+func Connect(ctx context.Context, url, name string, log *slog.Logger) (*Bus, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	closed := make(chan struct{})
+	nc, err := nats.Connect(url,
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("NATS disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "url", c.ConnectedUrl()) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	b := &Bus{NC: nc, JS: js, source: name, log: log, closed: closed}
+	if err := b.waitForJetStream(ctx); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *Bus) waitForJetStream(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		_, err := b.JS.AccountInfo(ctx)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+			return fmt.Errorf("NATS at %s has no JetStream: start it with -js or use `jetqa up`: %w", b.NC.ConnectedUrl(), err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("JetStream not ready: %w", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// Source is the name stamped on the events this bus appends.
+func (b *Bus) Source() string { return b.source }
+
+// Close drains the connection: pending publishes are flushed and
+// subscriptions finish their current message.
+func (b *Bus) Close() {
+	if err := b.NC.Drain(); err != nil {
+		b.NC.Close()
+		return
+	}
+	select {
+	case <-b.closed:
+	case <-time.After(10 * time.Second):
+		b.NC.Close()
+	}
+}

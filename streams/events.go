@@ -1,0 +1,353 @@
+package streams
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"jetqa/schemas"
+)
+
+// HeaderKind carries the event kind, so consumers and tools can filter
+// without decoding the payload.
+const HeaderKind = "Jetqa-Kind"
+
+// Append publishes an event about job (0 for events that are not about a
+// job) and returns its stream sequence. It waits for the stream's
+// acknowledgement: once Append returns, the fact is stored.
+func (b *Bus) Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error) {
+	subj, err := subject(job, p)
+	if err != nil {
+		return 0, err
+	}
+	return b.publish(ctx, subj, job, p)
+}
+
+func (b *Bus) publish(ctx context.Context, subj string, job int64, p schemas.Payload, opts ...jetstream.PublishOpt) (uint64, error) {
+	ev, err := schemas.NewEvent(job, b.source, p)
+	if err != nil {
+		return 0, err
+	}
+	data, err := ev.Marshal()
+	if err != nil {
+		return 0, err
+	}
+	msg := nats.NewMsg(subj)
+	msg.Data = data
+	msg.Header.Set(HeaderKind, ev.Kind)
+	ack, err := b.JS.PublishMsg(ctx, msg, opts...)
+	if err != nil {
+		return 0, fmt.Errorf("append %s to %s: %w", ev.Kind, subj, err)
+	}
+	return ack.Sequence, nil
+}
+
+// ResolveMatch answers a match request on the requesting worker's subject.
+func (b *Bus) ResolveMatch(ctx context.Context, to schemas.WorkerRef, job int64, res schemas.MatchResolved) error {
+	_, err := b.publish(ctx, MatchResolvedFor(to), job, res)
+	return err
+}
+
+// NextJobID allocates the next integer job id from the counters bucket.
+// Concurrent callers never get the same id: the update is a compare-and-set.
+func (b *Bus) NextJobID(ctx context.Context) (int64, error) {
+	kv, err := b.JS.KeyValue(ctx, BucketCounters)
+	if err != nil {
+		return 0, fmt.Errorf("counters bucket: %w", err)
+	}
+	for {
+		entry, err := kv.Get(ctx, "job")
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+			if _, err := kv.Create(ctx, "job", []byte("1")); err == nil {
+				return 1, nil
+			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+				return 0, fmt.Errorf("allocate job id: %w", err)
+			}
+		case err != nil:
+			return 0, fmt.Errorf("allocate job id: %w", err)
+		default:
+			last, err := strconv.ParseInt(string(entry.Value()), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("job id counter holds %q: %w", entry.Value(), err)
+			}
+			next := last + 1
+			if _, err := kv.Update(ctx, "job", []byte(strconv.FormatInt(next, 10)), entry.Revision()); err == nil {
+				return next, nil
+			} else if !isWrongSequence(err) {
+				return 0, fmt.Errorf("allocate job id: %w", err)
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+func isWrongSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+}
+
+// Delivery is what a handler learns about the message besides the event.
+type Delivery struct {
+	Subject    string
+	Sequence   uint64 // stream sequence
+	Pending    uint64 // messages after this one the consumer has not delivered yet
+	Redelivery uint64 // 0 on first delivery
+}
+
+// Handler processes one event. Returning nil acknowledges it; an error
+// wrapping ErrGiveUp dead-letters it; any other error retries it later.
+type Handler func(ctx context.Context, ev schemas.Event, p schemas.Payload, d Delivery) error
+
+// ErrGiveUp marks a handler error after which retrying cannot help.
+var ErrGiveUp = errors.New("giving up")
+
+// ConsumerConfig describes a durable consumer of a stage.
+type ConsumerConfig struct {
+	Stream  string
+	Durable string
+	Filters []string
+	// AckWait is how long a message may be worked on without a heartbeat;
+	// Consume heartbeats long handlers every third of it.
+	AckWait time.Duration
+	// MaxDeliver bounds retries; default 5.
+	MaxDeliver int
+	// DeliverNew starts a new durable at the end of the stream instead of the
+	// beginning.
+	DeliverNew bool
+}
+
+// Consume runs a durable pull consumer, one message at a time, until ctx
+// ends. Malformed events and unknown kinds are dead-lettered with a log line.
+func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error {
+	if cfg.AckWait == 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.MaxDeliver == 0 {
+		cfg.MaxDeliver = 5
+	}
+	deliver := jetstream.DeliverAllPolicy
+	if cfg.DeliverNew {
+		deliver = jetstream.DeliverNewPolicy
+	}
+	cons, err := b.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+		Durable:        cfg.Durable,
+		FilterSubjects: cfg.Filters,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
+		MaxDeliver:     cfg.MaxDeliver,
+		BackOff:        backoff(cfg.AckWait, cfg.MaxDeliver),
+		MaxAckPending:  1,
+		DeliverPolicy:  deliver,
+	})
+	if err != nil {
+		return fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(1))
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			b.log.Warn("consumer", "durable", cfg.Durable, "err", err)
+			continue
+		}
+		b.handle(ctx, cfg, msg, h)
+	}
+}
+
+// backoff spaces redeliveries of a failed message: 1 s, 5 s, 30 s, then AckWait.
+func backoff(ackWait time.Duration, maxDeliver int) []time.Duration {
+	steps := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
+	var out []time.Duration
+	for i := 0; i < maxDeliver-1; i++ {
+		d := ackWait
+		if i < len(steps) && steps[i] < ackWait {
+			d = steps[i]
+		}
+		out = append(out, d)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg, h Handler) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		b.log.Error("message without metadata", "durable", cfg.Durable, "err", err)
+		_ = msg.Term()
+		return
+	}
+	d := Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending, Redelivery: meta.NumDelivered - 1}
+	ev, p, err := decode(msg.Data())
+	if err != nil {
+		b.deadLetter(ctx, cfg.Durable, msg, err)
+		return
+	}
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	go heartbeat(hbCtx, msg, cfg.AckWait/3)
+	err = h(ctx, ev, p, d)
+	stopHeartbeat()
+	switch {
+	case err == nil:
+		if err := msg.DoubleAck(ctx); err != nil {
+			b.log.Warn("ack", "durable", cfg.Durable, "subject", d.Subject, "err", err)
+		}
+	case errors.Is(err, ErrGiveUp) || int(meta.NumDelivered) >= cfg.MaxDeliver:
+		b.deadLetter(ctx, cfg.Durable, msg, err)
+	default:
+		b.log.Warn("handler failed, will retry", "durable", cfg.Durable, "subject", d.Subject, "delivery", meta.NumDelivered, "err", err)
+		_ = msg.Nak()
+	}
+}
+
+func heartbeat(ctx context.Context, msg jetstream.Msg, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			_ = msg.InProgress()
+		}
+	}
+}
+
+func decode(data []byte) (schemas.Event, schemas.Payload, error) {
+	ev, err := schemas.Unmarshal(data)
+	if err != nil {
+		return ev, nil, err
+	}
+	p, err := ev.Decode()
+	return ev, p, err
+}
+
+// deadLetter moves a message to jetqa.dead.<durable> with the reason, and
+// terminates it so it is never redelivered.
+func (b *Bus) deadLetter(ctx context.Context, durable string, msg jetstream.Msg, reason error) {
+	b.log.Error("dead-lettering message", "durable", durable, "subject", msg.Subject(), "err", reason)
+	dead := nats.NewMsg(subjectDead + "." + Token(durable))
+	dead.Data = msg.Data()
+	dead.Header.Set("Jetqa-Subject", msg.Subject())
+	dead.Header.Set("Jetqa-Reason", reason.Error())
+	if _, err := b.JS.PublishMsg(ctx, dead); err != nil {
+		b.log.Error("dead letter not stored", "durable", durable, "err", err)
+	}
+	_ = msg.Term()
+}
+
+// WatchConfig describes a replay of events through an ordered consumer.
+type WatchConfig struct {
+	Stream  string
+	Filters []string
+	// From is the first stream sequence to deliver; 0 means the beginning.
+	From uint64
+	// New starts at the end of the stream: only events appended from now on.
+	New bool
+}
+
+// Watch replays the matching events in order and then follows new ones
+// until ctx ends or fn returns an error (ErrStopWatch ends it cleanly). It
+// keeps no state on the server; an unreadable event is logged and skipped.
+func (b *Bus) Watch(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Event, p schemas.Payload, d Delivery) error) error {
+	occ := jetstream.OrderedConsumerConfig{FilterSubjects: cfg.Filters}
+	switch {
+	case cfg.New:
+		occ.DeliverPolicy = jetstream.DeliverNewPolicy
+	case cfg.From > 0:
+		occ.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		occ.OptStartSeq = cfg.From
+	}
+	cons, err := b.JS.OrderedConsumer(ctx, cfg.Stream, occ)
+	if err != nil {
+		return fmt.Errorf("watch %s %v: %w", cfg.Stream, cfg.Filters, err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", cfg.Stream, err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return ctx.Err()
+			}
+			b.log.Warn("watch", "stream", cfg.Stream, "err", err)
+			continue
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			continue
+		}
+		ev, p, err := decode(msg.Data())
+		if err != nil {
+			b.log.Warn("skipping unreadable event", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "err", err)
+			continue
+		}
+		d := Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending}
+		if err := fn(ev, p, d); err != nil {
+			if errors.Is(err, ErrStopWatch) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// ErrStopWatch, returned by a Watch callback, ends the watch without error.
+var ErrStopWatch = errors.New("stop watching")
+
+// LastSequence is the current last sequence of a stream: a watcher that
+// has seen it has caught up with everything appended before the call.
+func (b *Bus) LastSequence(ctx context.Context, stream string) (uint64, error) {
+	s, err := b.JS.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// JobSettings reads the settings a job was created with.
+func (b *Bus) JobSettings(ctx context.Context, job int64) (map[string]string, error) {
+	s, err := b.JS.Stream(ctx, StreamJobs)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamJobs, err)
+	}
+	raw, err := s.GetLastMsgForSubject(ctx, JobSubject(job)+".created")
+	if err != nil {
+		return nil, fmt.Errorf("job %d: created event: %w", job, err)
+	}
+	_, p, err := decode(raw.Data)
+	if err != nil {
+		return nil, fmt.Errorf("job %d: %w", job, err)
+	}
+	created, ok := p.(*schemas.JobCreated)
+	if !ok {
+		return nil, fmt.Errorf("job %d: created subject holds %s", job, p.Kind())
+	}
+	return created.Settings, nil
+}

@@ -1,0 +1,179 @@
+package streams
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"jetqa/schemas"
+)
+
+// Stream names. They and the subjects below are the contract between stages.
+const (
+	// StreamJobs holds every job's events on jetqa.job.<id>.<event>[.<host>.<instance>].
+	StreamJobs = "JETQA_JOBS"
+	// StreamWorkers holds worker announcements on jetqa.worker.<host>.<instance>.<event>.
+	StreamWorkers = "JETQA_WORKERS"
+	// StreamMatchRequests is the matcher pool's work queue.
+	StreamMatchRequests = "JETQA_MATCH_REQUESTS"
+	// StreamMatchResults holds the answers, one subject per worker instance.
+	StreamMatchResults = "JETQA_MATCH_RESULTS"
+	// StreamDead keeps messages a stage could not process, for inspection.
+	StreamDead = "JETQA_DEAD"
+)
+
+// Buckets.
+const (
+	BucketCounters = "jetqa-counters" // key-value: id sequences
+	BucketNeedles  = "jetqa-needles"  // object store: needle JSON and PNG by content hash
+	BucketResults  = "jetqa-results"  // object store: screenshots, logs, details
+)
+
+// Subjects.
+const (
+	SubjectJobs          = "jetqa.job.>"
+	SubjectMatchRequest  = "jetqa.match.request"
+	subjectMatchResolved = "jetqa.match.resolved"
+	subjectDead          = "jetqa.dead"
+)
+
+// JobSubject is the subject all events of one job share as prefix.
+func JobSubject(job int64) string { return "jetqa.job." + strconv.FormatInt(job, 10) }
+
+// WorkerToken turns a worker reference into the two subject tokens
+// <host>.<instance>. Characters a subject token cannot hold become "_".
+func WorkerToken(w schemas.WorkerRef) string {
+	return Token(w.Host) + "." + strconv.Itoa(w.Instance)
+}
+
+// Token makes s usable as one subject token.
+func Token(s string) string {
+	if s == "" {
+		return "_"
+	}
+	return strings.Map(func(r rune) rune {
+		if r == '-' || r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// Filters for the stages' consumers.
+
+// AssignedTo matches the assignments of every instance of a worker host.
+func AssignedTo(host string) string { return "jetqa.job.*.assigned." + Token(host) + ".*" }
+
+// ReadyFor matches the jobs ready to boot on one worker instance.
+func ReadyFor(w schemas.WorkerRef) string { return "jetqa.job.*.ready." + WorkerToken(w) }
+
+// TestsFinishedOn matches the finished test runs of a worker host.
+func TestsFinishedOn(host string) string { return "jetqa.job.*.tests_finished." + Token(host) + ".*" }
+
+// JobEvents matches the given event tokens of every job ("created", "finished", …).
+func JobEvents(token string) string { return "jetqa.job.*." + token }
+
+// MatchResolvedFor is the subject on which one worker instance gets its answers.
+func MatchResolvedFor(w schemas.WorkerRef) string { return subjectMatchResolved + "." + WorkerToken(w) }
+
+// jobEventTokens maps job event kinds to their subject token after
+// jetqa.job.<id>. Kinds addressed to a worker get .<host>.<instance> too.
+var jobEventTokens = map[string]string{
+	schemas.JobCreated{}.Kind():     "created",
+	schemas.JobAssigned{}.Kind():    "assigned",
+	schemas.AssetFetched{}.Kind():   "asset",
+	schemas.RepoCheckedOut{}.Kind(): "repo",
+	schemas.JobReady{}.Kind():       "ready",
+	schemas.JobStarted{}.Kind():     "started",
+	schemas.ModuleStarted{}.Kind():  "module",
+	schemas.ModuleFinished{}.Kind(): "module",
+	schemas.TestsFinished{}.Kind():  "tests_finished",
+	schemas.JobFinished{}.Kind():    "finished",
+}
+
+// subject says where an event is appended.
+func subject(job int64, p schemas.Payload) (string, error) {
+	if token, ok := jobEventTokens[p.Kind()]; ok {
+		s := JobSubject(job) + "." + token
+		if t, ok := p.(schemas.Targeted); ok {
+			s += "." + WorkerToken(t.Target())
+		}
+		return s, nil
+	}
+	switch p := p.(type) {
+	case schemas.Targeted:
+		if p.Kind() == (schemas.WorkerRegistered{}).Kind() {
+			return "jetqa.worker." + WorkerToken(p.Target()) + ".registered", nil
+		}
+	case *schemas.MatchRequested, schemas.MatchRequested:
+		return SubjectMatchRequest, nil
+	}
+	return "", fmt.Errorf("no subject for event kind %s", p.Kind())
+}
+
+// Setup creates or updates every stream and bucket jetqa uses. Every
+// process calls it at start; it is idempotent.
+func (b *Bus) Setup(ctx context.Context) error {
+	streams := []jetstream.StreamConfig{
+		{
+			Name:        StreamJobs,
+			Description: "every job's events, the source of truth",
+			Subjects:    []string{SubjectJobs},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.LimitsPolicy,
+			Duplicates:  2 * time.Minute,
+		},
+		{
+			Name:              StreamWorkers,
+			Description:       "worker instances announcing themselves",
+			Subjects:          []string{"jetqa.worker.>"},
+			Storage:           jetstream.FileStorage,
+			MaxMsgsPerSubject: 10,
+		},
+		{
+			Name:        StreamMatchRequests,
+			Description: "work queue of the needle matcher pool",
+			Subjects:    []string{SubjectMatchRequest},
+			Storage:     jetstream.FileStorage,
+			Retention:   jetstream.WorkQueuePolicy,
+			MaxAge:      time.Hour,
+		},
+		{
+			Name:        StreamMatchResults,
+			Description: "answers of the matcher pool, one subject per worker instance",
+			Subjects:    []string{subjectMatchResolved + ".>"},
+			Storage:     jetstream.FileStorage,
+			MaxAge:      24 * time.Hour,
+		},
+		{
+			Name:        StreamDead,
+			Description: "messages a stage gave up on, kept for inspection",
+			Subjects:    []string{subjectDead + ".>"},
+			Storage:     jetstream.FileStorage,
+			MaxAge:      30 * 24 * time.Hour,
+		},
+	}
+	for _, cfg := range streams {
+		if _, err := b.JS.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("stream %s: %w", cfg.Name, err)
+		}
+	}
+	if _, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: BucketCounters, Description: "id sequences", Storage: jetstream.FileStorage, History: 1,
+	}); err != nil {
+		return fmt.Errorf("bucket %s: %w", BucketCounters, err)
+	}
+	for _, obj := range []jetstream.ObjectStoreConfig{
+		{Bucket: BucketNeedles, Description: "needles by content hash", Storage: jetstream.FileStorage},
+		{Bucket: BucketResults, Description: "job results: screenshots, logs, details", Storage: jetstream.FileStorage},
+	} {
+		if _, err := b.JS.CreateOrUpdateObjectStore(ctx, obj); err != nil {
+			return fmt.Errorf("object store %s: %w", obj.Bucket, err)
+		}
+	}
+	return nil
+}
