@@ -122,6 +122,9 @@ type ConsumerConfig struct {
 	// DeliverNew starts a new durable at the end of the stream instead of the
 	// beginning.
 	DeliverNew bool
+	// MaxAckPending is how many messages may be in work at once across all
+	// processes sharing the durable; default 1 (one job at a time).
+	MaxAckPending int
 }
 
 // Consume runs a durable pull consumer, one message at a time, until ctx
@@ -132,6 +135,9 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 	}
 	if cfg.MaxDeliver == 0 {
 		cfg.MaxDeliver = 5
+	}
+	if cfg.MaxAckPending == 0 {
+		cfg.MaxAckPending = 1
 	}
 	deliver := jetstream.DeliverAllPolicy
 	if cfg.DeliverNew {
@@ -144,7 +150,7 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 		AckWait:        cfg.AckWait,
 		MaxDeliver:     cfg.MaxDeliver,
 		BackOff:        backoff(cfg.AckWait, cfg.MaxDeliver),
-		MaxAckPending:  1,
+		MaxAckPending:  cfg.MaxAckPending,
 		DeliverPolicy:  deliver,
 	})
 	if err != nil {

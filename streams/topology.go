@@ -177,3 +177,8 @@ func (b *Bus) Setup(ctx context.Context) error {
 	}
 	return nil
 }
+
+// NeedleBlobKeys are the keys of a needle's JSON and PNG in BucketNeedles.
+func NeedleBlobKeys(hash string) (jsonKey, pngKey string) {
+	return hash + ".json", hash + ".png"
+}

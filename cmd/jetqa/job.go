@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"jetqa/schemas"
+	"jetqa/stages/api"
+	"jetqa/streams"
+)
+
+func cmdJob(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitCode(2)
+	}
+	fs := flag.NewFlagSet("job "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	apiURL := fs.String("api", envOr("JETQA_API", "http://127.0.0.1:9526"), "jetqa API")
+	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	c := client{api: strings.TrimRight(*apiURL, "/"), nats: *natsURL}
+	rest := fs.Args()
+	switch args[0] {
+	case "post":
+		return c.post(ctx, rest, stdout)
+	case "watch":
+		id, err := oneID(rest)
+		if err != nil {
+			return err
+		}
+		return c.watch(ctx, id, stdout)
+	case "show":
+		id, err := oneID(rest)
+		if err != nil {
+			return err
+		}
+		return c.show(ctx, id, stdout)
+	case "results":
+		if len(rest) != 2 {
+			return fmt.Errorf("usage: jetqa job results ID DIR")
+		}
+		id, err := oneID(rest[:1])
+		if err != nil {
+			return err
+		}
+		return c.results(ctx, id, rest[1], stdout)
+	}
+	return fmt.Errorf("unknown job command %q: use post, watch, show or results", args[0])
+}
+
+func oneID(args []string) (int64, error) {
+	if len(args) != 1 {
+		return 0, fmt.Errorf("give one job id")
+	}
+	id, err := strconv.ParseInt(args[0], 10, 64)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("job id %q: want a positive integer", args[0])
+	}
+	return id, nil
+}
+
+// client talks to a running jetqa: the API for commands, NATS for events.
+type client struct {
+	api, nats string
+}
+
+func (c client) do(ctx context.Context, method, path string, body url.Values, out any) error {
+	var r io.Reader
+	if body != nil {
+		r = strings.NewReader(body.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.api+path, r)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("jetqa API at %s: %w (is `jetqa up` running?)", c.api, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct{ Error string }
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("%s", e.Error)
+		}
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	if raw, ok := out.(*[]byte); ok {
+		*raw = data
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+func (c client) post(ctx context.Context, args []string, stdout io.Writer) error {
+	form := url.Values{}
+	for _, a := range args {
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return fmt.Errorf("job setting %q: write KEY=VALUE", a)
+		}
+		form.Set(k, v)
+	}
+	if len(form) == 0 {
+		return fmt.Errorf("give job settings as KEY=VALUE, e.g. DISTRI=testos TEST=demo ISO=... CASEDIR=...")
+	}
+	var out struct{ ID int64 }
+	if err := c.do(ctx, http.MethodPost, "/api/v1/jobs", form, &out); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, out.ID)
+	return nil
+}
+
+func (c client) job(ctx context.Context, id int64) (api.JobView, error) {
+	var out struct{ Job api.JobView }
+	err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d", id), nil, &out)
+	return out.Job, err
+}
+
+func (c client) show(ctx context.Context, id int64, stdout io.Writer) error {
+	j, err := c.job(ctx, id)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "job %d  %s\n", j.ID, j.Name)
+	fmt.Fprintf(stdout, "state:   %s\nresult:  %s\n", j.State, j.Result)
+	if j.Reason != "" {
+		fmt.Fprintf(stdout, "reason:  %s\n", j.Reason)
+	}
+	if j.Worker != "" {
+		fmt.Fprintf(stdout, "worker:  %s %s\n", j.Worker, j.Accel)
+	}
+	if j.Started != nil && j.Finished != nil {
+		fmt.Fprintf(stdout, "ran:     %s\n", j.Finished.Sub(*j.Started).Round(100*time.Millisecond))
+	}
+	for _, r := range j.Repos {
+		fmt.Fprintf(stdout, "%-8s %s @ %s\n", r.Setting+":", r.URL, r.Commit)
+	}
+	if len(j.Modules) > 0 {
+		fmt.Fprintln(stdout, "modules:")
+		for _, m := range j.Modules {
+			fmt.Fprintf(stdout, "  %-20s %-10s %s\n", m.Name, m.Result, m.Reason)
+		}
+	}
+	if len(j.Files) > 0 {
+		names := make([]string, 0, len(j.Files))
+		for n := range j.Files {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		fmt.Fprintf(stdout, "files:   %s\n         (jetqa job results %d DIR downloads them; %s/api/v1/jobs/%d/file/NAME serves one)\n", strings.Join(names, " "), id, c.api, id)
+	}
+	return nil
+}
+
+func (c client) results(ctx context.Context, id int64, dir string, stdout io.Writer) error {
+	j, err := c.job(ctx, id)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for name := range j.Files {
+		var data []byte
+		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/file/%s", id, url.PathEscape(name)), nil, &data); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(name)), data, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "%d files of job %d in %s\n", len(j.Files), id, dir)
+	return nil
+}
+
+// watch prints the job's events as they happen, from its first, and ends
+// when the job finishes: exit status 0 when it passed (or softfailed).
+func (c client) watch(ctx context.Context, id int64, stdout io.Writer) error {
+	bus, err := streams.Connect(ctx, c.nats, "jetqa-cli", nil)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	if _, err := bus.JobSettings(ctx, id); err != nil {
+		return fmt.Errorf("job %d does not exist (%v)", id, err)
+	}
+	var result string
+	err = bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobSubject(id) + ".>"}},
+		func(ev schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+			fmt.Fprintf(stdout, "%s  %-22s %s\n", ev.Time.Local().Format("15:04:05.000"), ev.Kind, summary(p))
+			if f, ok := p.(*schemas.JobFinished); ok {
+				result = f.Result
+				return streams.ErrStopWatch
+			}
+			return nil
+		})
+	if err != nil {
+		return err
+	}
+	if result != schemas.ResultPassed && result != schemas.ResultSoftfailed {
+		return exitCode(1)
+	}
+	return nil
+}
+
+// summary is the one-line description of an event in `job watch`.
+func summary(p schemas.Payload) string {
+	switch e := p.(type) {
+	case *schemas.JobCreated:
+		keys := make([]string, 0, len(e.Settings))
+		for k := range e.Settings {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var parts []string
+		for _, k := range keys {
+			parts = append(parts, k+"="+e.Settings[k])
+		}
+		return strings.Join(parts, " ")
+	case *schemas.JobAssigned:
+		return "to " + e.Worker.String()
+	case *schemas.AssetFetched:
+		how := "fetched"
+		if e.Cached {
+			how = "cached"
+		}
+		return fmt.Sprintf("%s=%s %s (%d bytes, sha256 %.12s)", e.Setting, e.Source, how, e.Size, e.SHA256)
+	case *schemas.RepoCheckedOut:
+		return fmt.Sprintf("%s=%s at %s", e.Setting, e.URL, e.Commit)
+	case *schemas.JobReady:
+		return "setup done on " + e.Worker.String()
+	case *schemas.JobStarted:
+		return "VM booting (" + e.Accel + ")"
+	case *schemas.ModuleStarted:
+		return e.Module
+	case *schemas.ModuleFinished:
+		s := fmt.Sprintf("%s %s in %s", e.Name, e.Result, e.Duration.Round(100*time.Millisecond))
+		if e.Reason != "" {
+			s += ": " + e.Reason
+		}
+		return s
+	case *schemas.TestsFinished:
+		return e.Result
+	case *schemas.JobFinished:
+		s := e.Result
+		if e.Reason != "" {
+			s += ": " + e.Reason
+		}
+		return s
+	}
+	return ""
+}

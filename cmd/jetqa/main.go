@@ -1,0 +1,98 @@
+// Command jetqa tests operating systems: it boots them in QEMU, matches
+// their screens against needles and reads their serial console, as an
+// event-sourced pipeline on NATS JetStream.
+//
+//	client/API --JobCreated--> [schedule] --JobAssigned--> [fetch] --JobReady-->
+//	[boot] --MatchRequested--> [match] --MatchResolved--> [boot]
+//	[boot] --ModuleFinished/TestsFinished--> [upload] --JobFinished--> consumers
+//
+// Every arrow is a JetStream message; the stages meet nowhere else.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+)
+
+const usage = `jetqa — automated operating system testing on NATS JetStream
+
+Usage:
+  jetqa up [flags]                 run everything on one host (embedded NATS)
+  jetqa job post KEY=VALUE ...     create a job, print its id
+  jetqa job watch ID               follow a job's events until it finishes
+  jetqa job show ID                print a job's state, result and modules
+  jetqa job results ID DIR         download a job's screenshots and logs
+  jetqa version
+
+Client commands reach the API at $JETQA_API (default http://127.0.0.1:9526)
+and NATS at $JETQA_NATS (default nats://127.0.0.1:4222).
+Run "jetqa COMMAND -h" for a command's flags.
+`
+
+var version = "dev"
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		var ec exitCode
+		if errors.As(err, &ec) {
+			os.Exit(int(ec))
+		}
+		fmt.Fprintln(os.Stderr, "jetqa:", err)
+		os.Exit(1)
+	}
+}
+
+// exitCode ends the program with a status and no further message.
+type exitCode int
+
+func (e exitCode) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitCode(2)
+	}
+	switch args[0] {
+	case "up":
+		return cmdUp(args[1:], stderr)
+	case "job":
+		return cmdJob(args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "jetqa", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: use debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitCode(0)
+		}
+		return exitCode(2)
+	}
+	return nil
+}

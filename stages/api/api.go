@@ -1,0 +1,245 @@
+// Package api is the HTTP face of jetqa: it creates jobs (an
+// openQA-compatible subset of its REST API) and answers from a read model
+// that it folds from the job stream — a projection, never the truth.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"jetqa/schemas"
+	"jetqa/streams"
+)
+
+// Config of the API.
+type Config struct {
+	// Listen is the address to serve on, e.g. 127.0.0.1:9526.
+	Listen string
+}
+
+// Bus is what the API needs of the event streams and blob store.
+type Bus interface {
+	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
+	Watch(ctx context.Context, cfg streams.WatchConfig, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
+	NextJobID(ctx context.Context) (int64, error)
+	GetBlob(ctx context.Context, bucket, key string) ([]byte, error)
+}
+
+// Server is the API stage.
+type Server struct {
+	cfg  Config
+	bus  Bus
+	log  *slog.Logger
+	view *projection
+	ln   net.Listener
+}
+
+// New listens on cfg.Listen; serving starts with Run.
+func New(cfg Config, bus Bus, log *slog.Logger) (*Server, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:9526"
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("api: listen on %s: %w", cfg.Listen, err)
+	}
+	return &Server{cfg: cfg, bus: bus, log: log, view: newProjection(), ln: ln}, nil
+}
+
+// Addr is the address the API serves on.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Run serves until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errs := make(chan error, 2)
+	go func() { errs <- s.view.follow(ctx, s.bus) }()
+	go func() { errs <- srv.Serve(s.ln) }()
+	select {
+	case <-ctx.Done():
+	case err := <-errs:
+		if ctx.Err() == nil && !errors.Is(err, http.ErrServerClosed) {
+			cancel()
+			_ = srv.Close()
+			return fmt.Errorf("api: %w", err)
+		}
+	}
+	shutdown, stop := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer stop()
+	return srv.Shutdown(shutdown)
+}
+
+// Handler routes the API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/jobs", s.postJob)
+	mux.HandleFunc("GET /api/v1/jobs", s.listJobs)
+	mux.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
+	mux.HandleFunc("GET /api/v1/jobs/{id}/file/{name}", s.getFile)
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	return mux
+}
+
+type apiError struct {
+	Error string `json:"error"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func fail(w http.ResponseWriter, status int, format string, args ...any) {
+	writeJSON(w, status, apiError{Error: fmt.Sprintf(format, args...)})
+}
+
+// postJob creates a job from settings given as form fields, query
+// parameters (as openqa-cli sends them) or a JSON object.
+func (s *Server) postJob(w http.ResponseWriter, r *http.Request) {
+	settings, err := readSettings(r)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	if len(settings) == 0 {
+		fail(w, http.StatusBadRequest, "no job settings: give KEY=VALUE pairs such as DISTRI, TEST, ISO, CASEDIR")
+		return
+	}
+	id, err := s.bus.NextJobID(r.Context())
+	if err != nil {
+		fail(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	seq, err := s.bus.Append(r.Context(), id, schemas.JobCreated{Settings: settings})
+	if err != nil {
+		fail(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	wait, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	s.view.waitFor(wait, seq)
+	cancel()
+	s.log.Info("job created", "job", id, "test", settings["TEST"])
+	writeJSON(w, http.StatusOK, map[string]any{"id": id, "ids": []int64{id}})
+}
+
+const maxSettingsBytes = 1 << 20
+
+func readSettings(r *http.Request) (map[string]string, error) {
+	settings := map[string]string{}
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	r.Body = http.MaxBytesReader(nil, r.Body, maxSettingsBytes)
+	if ct == "application/json" {
+		var m map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+			return nil, fmt.Errorf("job settings: not a JSON object of strings: %w", err)
+		}
+		for k, v := range m {
+			switch v := v.(type) {
+			case string:
+				settings[k] = v
+			case float64:
+				settings[k] = strconv.FormatFloat(v, 'f', -1, 64)
+			case bool:
+				settings[k] = strconv.FormatBool(v)
+			default:
+				return nil, fmt.Errorf("job setting %s: want a string, got %T", k, v)
+			}
+		}
+	} else if err := r.ParseForm(); err != nil {
+		return nil, fmt.Errorf("job settings: %w", err)
+	} else {
+		for k, vs := range r.Form {
+			settings[k] = vs[len(vs)-1]
+		}
+	}
+	for k := range settings {
+		if k == "" || strings.ContainsAny(k, " \t\n=") {
+			return nil, fmt.Errorf("job setting %q: a name may not be empty or contain spaces or '='", k)
+		}
+	}
+	return settings, nil
+}
+
+func jobID(w http.ResponseWriter, r *http.Request) (int64, bool) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		fail(w, http.StatusBadRequest, "job id %q: want a positive integer", r.PathValue("id"))
+		return 0, false
+	}
+	return id, true
+}
+
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	id, ok := jobID(w, r)
+	if !ok {
+		return
+	}
+	j, ok := s.view.get(id)
+	if !ok {
+		fail(w, http.StatusNotFound, "job %d does not exist", id)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"job": j})
+}
+
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	jobs := s.view.list(func(j *JobView) bool {
+		for _, f := range []struct{ param, value string }{
+			{"state", j.State}, {"result", j.Result}, {"test", j.Settings["TEST"]},
+			{"distri", j.Settings["DISTRI"]}, {"version", j.Settings["VERSION"]}, {"worker", j.Worker},
+		} {
+			if want := q.Get(f.param); want != "" && want != f.value {
+				return false
+			}
+		}
+		return true
+	})
+	if jobs == nil {
+		jobs = []JobView{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": jobs})
+}
+
+func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
+	id, ok := jobID(w, r)
+	if !ok {
+		return
+	}
+	j, ok := s.view.get(id)
+	if !ok {
+		fail(w, http.StatusNotFound, "job %d does not exist", id)
+		return
+	}
+	name := r.PathValue("name")
+	key, ok := j.Files[name]
+	if !ok {
+		fail(w, http.StatusNotFound, "job %d has no file %q", id, name)
+		return
+	}
+	data, err := s.bus.GetBlob(r.Context(), streams.BucketResults, key)
+	if err != nil {
+		fail(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	if ct := mime.TypeByExtension(path.Ext(name)); ct != "" {
+		w.Header().Set("Content-Type", ct)
+	}
+	_, _ = w.Write(data)
+}

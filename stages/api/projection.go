@@ -1,0 +1,140 @@
+package api
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"jetqa/schemas"
+	"jetqa/streams"
+)
+
+// JobView is the read model of one job: what the API shows. It is folded
+// from the job's events and never written any other way.
+type JobView struct {
+	ID       int64                    `json:"id"`
+	Name     string                   `json:"name"`
+	State    string                   `json:"state"`
+	Result   string                   `json:"result"`
+	Reason   string                   `json:"reason,omitempty"`
+	Settings map[string]string        `json:"settings"`
+	Worker   string                   `json:"assigned_worker,omitempty"`
+	Accel    string                   `json:"accel,omitempty"`
+	Created  time.Time                `json:"t_created"`
+	Started  *time.Time               `json:"t_started,omitempty"`
+	Finished *time.Time               `json:"t_finished,omitempty"`
+	Assets   []schemas.AssetFetched   `json:"assets,omitempty"`
+	Repos    []schemas.RepoCheckedOut `json:"repos,omitempty"`
+	Modules  []schemas.ModuleResult   `json:"modules"`
+	Files    map[string]string        `json:"files,omitempty"`
+}
+
+// projection keeps every job's view, following the job stream.
+type projection struct {
+	mu   sync.Mutex
+	seen uint64 // last stream sequence applied
+	cond *sync.Cond
+	jobs map[int64]*JobView
+}
+
+func newProjection() *projection {
+	p := &projection{jobs: map[int64]*JobView{}}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+// follow applies the job stream from its beginning until ctx ends.
+func (p *projection) follow(ctx context.Context, bus Bus) error {
+	return bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.SubjectJobs}},
+		func(ev schemas.Event, pl schemas.Payload, d streams.Delivery) error {
+			p.mu.Lock()
+			p.apply(ev, pl)
+			p.seen = d.Sequence
+			p.cond.Broadcast()
+			p.mu.Unlock()
+			return nil
+		})
+}
+
+// waitFor blocks until the event with stream sequence seq is applied, so a
+// client reads its own writes; it gives up when ctx ends.
+func (p *projection) waitFor(ctx context.Context, seq uint64) {
+	stop := context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.seen < seq && ctx.Err() == nil {
+		p.cond.Wait()
+	}
+}
+
+func (p *projection) apply(ev schemas.Event, pl schemas.Payload) {
+	if c, ok := pl.(*schemas.JobCreated); ok {
+		p.jobs[ev.Job] = &JobView{ID: ev.Job, Name: c.Name(), State: schemas.StateScheduled, Result: schemas.ResultNone, Settings: c.Settings, Created: ev.Time, Modules: []schemas.ModuleResult{}}
+		return
+	}
+	j := p.jobs[ev.Job]
+	if j == nil {
+		return
+	}
+	t := ev.Time
+	switch e := pl.(type) {
+	case *schemas.JobAssigned:
+		j.State, j.Worker = schemas.StateAssigned, e.Worker.String()
+	case *schemas.AssetFetched:
+		j.State = schemas.StateSetup
+		j.Assets = append(j.Assets, *e)
+	case *schemas.RepoCheckedOut:
+		j.State = schemas.StateSetup
+		j.Repos = append(j.Repos, *e)
+	case *schemas.JobReady:
+		j.State = schemas.StateSetup
+	case *schemas.JobStarted:
+		j.State, j.Accel, j.Started = schemas.StateRunning, e.Accel, &t
+	case *schemas.ModuleStarted:
+		j.Modules = append(j.Modules, schemas.ModuleResult{Name: e.Module, Result: "running"})
+	case *schemas.ModuleFinished:
+		if n := len(j.Modules); n > 0 && j.Modules[n-1].Name == e.Name {
+			j.Modules[n-1] = e.ModuleResult
+		} else {
+			j.Modules = append(j.Modules, e.ModuleResult)
+		}
+	case *schemas.TestsFinished:
+		j.State = schemas.StateUploading
+		j.Modules = e.Modules
+	case *schemas.JobFinished:
+		j.State, j.Result, j.Reason, j.Finished, j.Files = schemas.StateDone, e.Result, e.Reason, &t, e.Files
+		if len(e.Modules) > 0 {
+			j.Modules = e.Modules
+		}
+	}
+}
+
+func (p *projection) get(id int64) (JobView, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	j, ok := p.jobs[id]
+	if !ok {
+		return JobView{}, false
+	}
+	return *j, true
+}
+
+// list returns the jobs that pass keep, newest first.
+func (p *projection) list(keep func(*JobView) bool) []JobView {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []JobView
+	for _, j := range p.jobs {
+		if keep(j) {
+			out = append(out, *j)
+		}
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].ID > out[b].ID })
+	return out
+}

@@ -1,0 +1,254 @@
+// Package boot is the stage of one worker instance: it registers the
+// instance, takes the jobs made ready for it, boots each job's VM under
+// QEMU, runs the job's Starlark test modules against it — screens go to the
+// matcher pool, never to OpenCV here — and reports the modules' results.
+package boot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"time"
+
+	"jetqa/schemas"
+	"jetqa/stages/boot/qemu"
+	"jetqa/streams"
+)
+
+// Config of one worker instance.
+type Config struct {
+	Worker schemas.WorkerRef
+	// Classes is the instance's WORKER_CLASS; default qemu_x86_64.
+	Classes []string
+	// QEMU is the emulator binary; default qemu-system-x86_64.
+	QEMU string
+	// Accel is auto (KVM when usable, else TCG), kvm or tcg.
+	Accel string
+	// MatchTimeout bounds the wait for one answer of the matcher pool.
+	MatchTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if len(c.Classes) == 0 {
+		c.Classes = []string{"qemu_x86_64"}
+	}
+	if c.QEMU == "" {
+		c.QEMU = "qemu-system-x86_64"
+	}
+	if c.Accel == "" {
+		c.Accel = "auto"
+	}
+	if c.MatchTimeout == 0 {
+		c.MatchTimeout = time.Minute
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.Worker.Host == "" || c.Worker.Instance < 1 {
+		return fmt.Errorf("boot: worker %q: needs a host and an instance number ≥ 1", c.Worker.String())
+	}
+	switch c.Accel {
+	case "auto", "kvm", "tcg":
+	default:
+		return fmt.Errorf("boot: accel %q: use auto, kvm or tcg", c.Accel)
+	}
+	return nil
+}
+
+// Bus is what the boot stage needs of the event streams and blob store.
+type Bus interface {
+	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
+	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
+	Watch(ctx context.Context, cfg streams.WatchConfig, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
+	LastSequence(ctx context.Context, stream string) (uint64, error)
+	PutBlob(ctx context.Context, bucket, key string, r io.Reader) error
+	HasBlob(ctx context.Context, bucket, key string) (bool, error)
+}
+
+// Stage is one worker instance's boot stage.
+type Stage struct {
+	cfg Config
+	bus Bus
+	log *slog.Logger
+}
+
+// New returns the boot stage of one worker instance.
+func New(cfg Config, bus Bus, log *slog.Logger) (*Stage, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Stage{cfg: cfg, bus: bus, log: log.With("worker", cfg.Worker.String())}, nil
+}
+
+// Run registers the instance and runs the jobs made ready for it, one at a
+// time, until ctx ends.
+func (s *Stage) Run(ctx context.Context) error {
+	reg := schemas.WorkerRegistered{Worker: s.cfg.Worker, Classes: s.cfg.Classes, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), KVM: qemu.KVMUsable()}
+	if _, err := s.bus.Append(ctx, 0, reg); err != nil {
+		return fmt.Errorf("register worker %s: %w", s.cfg.Worker, err)
+	}
+	s.log.Info("worker registered", "classes", s.cfg.Classes, "kvm", reg.KVM)
+	return s.bus.Consume(ctx, streams.ConsumerConfig{
+		Stream:     streams.StreamJobs,
+		Durable:    "boot-" + streams.WorkerToken(s.cfg.Worker),
+		Filters:    []string{streams.ReadyFor(s.cfg.Worker)},
+		AckWait:    time.Minute,
+		MaxDeliver: 2,
+	}, s.handle)
+}
+
+func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload, d streams.Delivery) error {
+	ready, ok := p.(*schemas.JobReady)
+	if !ok {
+		return nil
+	}
+	resultsDir := filepath.Join(ready.JobDir, "results")
+	if err := os.MkdirAll(resultsDir, 0o755); err != nil {
+		return err
+	}
+	finished := schemas.TestsFinished{Worker: s.cfg.Worker, ResultsDir: resultsDir}
+	if d.Redelivery > 0 {
+		// The instance stopped while it ran this job; running it again here
+		// could act twice on its assets.
+		finished.Result, finished.Reason = schemas.ResultIncomplete, "the worker instance restarted while running the job"
+	} else {
+		finished.Result, finished.Reason, finished.Modules = s.runJob(ctx, ev.Job, ready, resultsDir)
+	}
+	if ctx.Err() != nil {
+		// Shutting down: the job is redelivered and ends incomplete then.
+		return ctx.Err()
+	}
+	_, err := s.bus.Append(ctx, ev.Job, finished)
+	return err
+}
+
+// runJob boots the VM and runs the test modules; it returns the job's
+// result, the reason when it did not pass, and the modules' results.
+func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, resultsDir string) (string, string, []schemas.ModuleResult) {
+	log := s.log.With("job", job)
+	settings := ready.Settings
+	maxTime := 2 * time.Hour
+	if v := settings["MAX_JOB_TIME"]; v != "" {
+		secs, err := strconv.Atoi(v)
+		if err != nil || secs <= 0 {
+			return schemas.ResultIncomplete, fmt.Sprintf("MAX_JOB_TIME=%q: give a number of seconds", v), nil
+		}
+		maxTime = time.Duration(secs) * time.Second
+	}
+	scale, err := timeoutScale(settings)
+	if err != nil {
+		return schemas.ResultIncomplete, err.Error(), nil
+	}
+	maxTime = time.Duration(float64(maxTime) * scale)
+	jobCtx, cancel := context.WithTimeout(ctx, maxTime)
+	defer cancel()
+
+	tests, err := loadTests(ready.CaseDir, settings)
+	if err != nil {
+		return schemas.ResultIncomplete, err.Error(), nil
+	}
+	needles, err := loadNeedles(ready.NeedlesDir)
+	if err != nil {
+		return schemas.ResultIncomplete, err.Error(), nil
+	}
+	qcfg, err := qemuConfig(s.cfg, ready, filepath.Join(ready.JobDir, "vm"), log)
+	if err != nil {
+		return schemas.ResultIncomplete, err.Error(), nil
+	}
+	if err := os.MkdirAll(qcfg.Dir, 0o755); err != nil {
+		return schemas.ResultIncomplete, err.Error(), nil
+	}
+	vm, err := qemu.Start(jobCtx, qcfg)
+	if err != nil {
+		return schemas.ResultIncomplete, "QEMU did not start: " + err.Error(), nil
+	}
+	defer func() {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		defer cancel()
+		if err := vm.Stop(stopCtx); err != nil {
+			log.Warn("stopping QEMU", "err", err)
+		}
+		copySerialLog(qcfg.Dir, resultsDir)
+	}()
+	if _, err := s.bus.Append(ctx, job, schemas.JobStarted{Worker: s.cfg.Worker, Accel: vm.Accel()}); err != nil {
+		return schemas.ResultIncomplete, err.Error(), nil
+	}
+	log.Info("VM started", "accel", vm.Accel())
+	matcher, err := startMatcher(jobCtx, s.bus, s.cfg.Worker, job)
+	if err != nil {
+		return schemas.ResultIncomplete, err.Error(), nil
+	}
+	r := &runner{
+		ctx: jobCtx, job: job, bus: s.bus, vm: vm, needles: needles, matcher: matcher,
+		settings: settings, scale: scale, resultsDir: resultsDir, log: log, matchTimeout: s.cfg.MatchTimeout,
+	}
+	result, reason, modules := r.runModules(tests)
+	if errors.Is(jobCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		return schemas.ResultTimeoutExceeded, fmt.Sprintf("the job ran longer than MAX_JOB_TIME (%s)", maxTime), modules
+	}
+	return result, reason, modules
+}
+
+func timeoutScale(settings map[string]string) (float64, error) {
+	v := settings["TIMEOUT_SCALE"]
+	if v == "" {
+		return 1, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 {
+		return 0, fmt.Errorf("TIMEOUT_SCALE=%q: give a positive number", v)
+	}
+	return f, nil
+}
+
+// qemuConfig turns job settings into the VM's configuration.
+func qemuConfig(cfg Config, ready *schemas.JobReady, dir string, log *slog.Logger) (qemu.Config, error) {
+	st := ready.Settings
+	q := qemu.Config{
+		Binary: cfg.QEMU, Dir: dir, Accel: cfg.Accel, CPU: st["QEMUCPU"], Log: log,
+		ISO: ready.Assets["ISO"], Kernel: ready.Assets["KERNEL"], Initrd: ready.Assets["INITRD"], Append: st["APPEND"],
+		VGA: st["QEMUVGA"],
+	}
+	for _, k := range []string{"QEMURAM", "QEMUCPUS"} {
+		v := st[k]
+		if v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return q, fmt.Errorf("%s=%q: give a positive whole number", k, v)
+		}
+		if k == "QEMURAM" {
+			q.MemoryMiB = n
+		} else {
+			q.CPUs = n
+		}
+	}
+	for i := 1; ; i++ {
+		p, ok := ready.Assets["HDD_"+strconv.Itoa(i)]
+		if !ok {
+			break
+		}
+		q.HDDs = append(q.HDDs, p)
+	}
+	if q.ISO == "" && q.Kernel == "" && len(q.HDDs) == 0 {
+		return q, errors.New("nothing to boot: set ISO, HDD_1 or KERNEL (with INITRD and APPEND)")
+	}
+	return q, nil
+}
+
+func copySerialLog(vmDir, resultsDir string) {
+	data, err := os.ReadFile(filepath.Join(vmDir, "serial0.log"))
+	if err != nil {
+		return
+	}
+	_ = os.WriteFile(filepath.Join(resultsDir, "serial0.txt"), data, 0o644)
+}

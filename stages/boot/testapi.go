@@ -1,0 +1,530 @@
+package boot
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"go.starlark.net/starlark"
+
+	"jetqa/schemas"
+	"jetqa/stages/boot/qemu"
+)
+
+// testFailure is a failed assertion of the test: the module fails.
+type testFailure struct{ msg string }
+
+func (e *testFailure) Error() string { return e.msg }
+
+func failf(format string, args ...any) error { return &testFailure{fmt.Sprintf(format, args...)} }
+
+// errIncomplete wraps a problem of the system rather than of the system
+// under test (the VM died, no matcher answered): the job is incomplete.
+type errIncomplete struct{ err error }
+
+func (e *errIncomplete) Error() string { return e.err.Error() }
+func (e *errIncomplete) Unwrap() error { return e.err }
+
+func incomplete(err error) error { return &errIncomplete{err} }
+
+// runner runs one job's test modules against its VM.
+type runner struct {
+	ctx          context.Context
+	job          int64
+	bus          Bus
+	vm           *qemu.VM
+	needles      *needleSet
+	matcher      *remoteMatcher
+	settings     map[string]string
+	scale        float64
+	resultsDir   string
+	log          *slog.Logger
+	matchTimeout time.Duration
+
+	module       *schemas.ModuleResult
+	shots        int
+	serialOffset int64
+}
+
+// testapiNames are the functions test modules may call, openQA's names.
+var testapiNames = map[string]func(r *runner) starlark.Callable{
+	"assert_screen":       func(r *runner) starlark.Callable { return r.builtin("assert_screen", r.assertScreen) },
+	"check_screen":        func(r *runner) starlark.Callable { return r.builtin("check_screen", r.checkScreen) },
+	"send_key":            func(r *runner) starlark.Callable { return r.builtin("send_key", r.sendKey) },
+	"type_string":         func(r *runner) starlark.Callable { return r.builtin("type_string", r.typeString) },
+	"wait_serial":         func(r *runner) starlark.Callable { return r.builtin("wait_serial", r.waitSerial) },
+	"script_run":          func(r *runner) starlark.Callable { return r.builtin("script_run", r.scriptRun) },
+	"assert_script_run":   func(r *runner) starlark.Callable { return r.builtin("assert_script_run", r.assertScriptRun) },
+	"save_screenshot":     func(r *runner) starlark.Callable { return r.builtin("save_screenshot", r.saveScreenshot) },
+	"wait_still_screen":   func(r *runner) starlark.Callable { return r.builtin("wait_still_screen", r.waitStillScreen) },
+	"record_info":         func(r *runner) starlark.Callable { return r.builtin("record_info", r.recordInfo) },
+	"record_soft_failure": func(r *runner) starlark.Callable { return r.builtin("record_soft_failure", r.recordSoftFailure) },
+	"get_var":             func(r *runner) starlark.Callable { return getVarBuiltin(r.settings) },
+}
+
+type builtinFunc func(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error)
+
+func (r *runner) builtin(name string, fn builtinFunc) *starlark.Builtin {
+	return starlark.NewBuiltin(name, func(_ *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		select {
+		case <-r.vm.Done():
+			return nil, incomplete(fmt.Errorf("QEMU exited during %s: %v", name, r.vm.Err()))
+		default:
+		}
+		if err := r.ctx.Err(); err != nil {
+			return nil, incomplete(err)
+		}
+		return fn(args, kwargs)
+	})
+}
+
+func (r *runner) predeclared() starlark.StringDict {
+	d := starlark.StringDict{}
+	for name, mk := range testapiNames {
+		d[name] = mk(r)
+	}
+	return d
+}
+
+// runModules runs the modules in order; a failed or incomplete module stops
+// the job and the remaining modules are skipped.
+func (r *runner) runModules(modules []*testModule) (result, reason string, results []schemas.ModuleResult) {
+	result = schemas.ResultPassed
+	for i, m := range modules {
+		mr := r.runModule(m)
+		results = append(results, mr)
+		switch mr.Result {
+		case schemas.ResultSoftfailed:
+			if result == schemas.ResultPassed {
+				result = schemas.ResultSoftfailed
+			}
+			continue
+		case schemas.ResultPassed:
+			continue
+		}
+		result = mr.Result
+		reason = fmt.Sprintf("%s: %s", m.name, mr.Reason)
+		for _, rest := range modules[i+1:] {
+			results = append(results, schemas.ModuleResult{Name: rest.name, Result: schemas.ResultSkipped})
+		}
+		break
+	}
+	return result, reason, results
+}
+
+func (r *runner) runModule(m *testModule) schemas.ModuleResult {
+	start := time.Now()
+	r.module = &schemas.ModuleResult{Name: m.name, Result: schemas.ResultPassed}
+	r.shots = 0
+	if _, err := r.bus.Append(r.ctx, r.job, schemas.ModuleStarted{Module: m.name}); err != nil {
+		r.module.Result, r.module.Reason = schemas.ResultIncomplete, err.Error()
+		return *r.module
+	}
+	r.log.Info("module started", "module", m.name)
+	thread := &starlark.Thread{Name: m.file, Print: func(_ *starlark.Thread, msg string) { r.log.Info("test output", "module", m.name, "msg", msg) }}
+	stop := context.AfterFunc(r.ctx, func() { thread.Cancel("the job was stopped") })
+	err := r.callRun(thread, m)
+	stop()
+	var tf *testFailure
+	var inc *errIncomplete
+	switch {
+	case err == nil:
+	case r.ctx.Err() != nil:
+		r.module.Result, r.module.Reason = schemas.ResultIncomplete, "stopped: "+r.ctx.Err().Error()
+	case errors.As(err, &inc):
+		r.module.Result, r.module.Reason = schemas.ResultIncomplete, inc.Error()
+	case errors.As(err, &tf):
+		r.module.Result, r.module.Reason = schemas.ResultFailed, tf.msg+" (at "+position(err)+")"
+	default:
+		// An error in the test code itself: fail() or a Starlark runtime error.
+		r.module.Result, r.module.Reason = schemas.ResultFailed, starlarkError(err)
+	}
+	r.module.Duration = time.Since(start).Round(time.Millisecond)
+	r.log.Info("module finished", "module", m.name, "result", r.module.Result, "reason", r.module.Reason)
+	if _, err := r.bus.Append(context.WithoutCancel(r.ctx), r.job, schemas.ModuleFinished{ModuleResult: *r.module}); err != nil {
+		r.log.Error("module result not recorded", "module", m.name, "err", err)
+	}
+	return *r.module
+}
+
+func (r *runner) callRun(thread *starlark.Thread, m *testModule) error {
+	globals, err := m.prog.Init(thread, r.predeclared())
+	if err != nil {
+		return err
+	}
+	run, ok := globals["run"].(starlark.Callable)
+	if !ok {
+		return fmt.Errorf("%s defines no run() function", m.file)
+	}
+	_, err = starlark.Call(thread, run, nil, nil)
+	return err
+}
+
+// position is file:line of the innermost test code frame of an error.
+func position(err error) string {
+	var ee *starlark.EvalError
+	if !errors.As(err, &ee) || len(ee.CallStack) == 0 {
+		return "?"
+	}
+	for i := len(ee.CallStack) - 1; i >= 0; i-- {
+		if pos := ee.CallStack[i].Pos; pos.IsValid() {
+			return pos.String()
+		}
+	}
+	return "?"
+}
+
+func (r *runner) timeout(args starlark.Value, def float64) time.Duration {
+	secs := def
+	switch v := args.(type) {
+	case starlark.Int:
+		if i, ok := v.Int64(); ok {
+			secs = float64(i)
+		}
+	case starlark.Float:
+		secs = float64(v)
+	}
+	return time.Duration(secs * r.scale * float64(time.Second))
+}
+
+// tagsArg accepts a tag or a list of tags, like openQA's mustmatch.
+func tagsArg(v starlark.Value) ([]string, error) {
+	switch v := v.(type) {
+	case starlark.String:
+		return []string{string(v)}, nil
+	case *starlark.List:
+		var out []string
+		for i := 0; i < v.Len(); i++ {
+			s, ok := v.Index(i).(starlark.String)
+			if !ok {
+				return nil, fmt.Errorf("tags must be strings, got %s", v.Index(i).Type())
+			}
+			out = append(out, string(s))
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("tags must be a string or a list of strings, got %s", v.Type())
+}
+
+func (r *runner) assertScreen(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var mustmatch, timeout starlark.Value = nil, starlark.MakeInt(30)
+	if err := starlark.UnpackArgs("assert_screen", args, kwargs, "mustmatch", &mustmatch, "timeout?", &timeout); err != nil {
+		return nil, err
+	}
+	res, err := r.waitForScreen("assert_screen", mustmatch, r.timeout(timeout, 30))
+	if err != nil {
+		return nil, err
+	}
+	if !res.Matched {
+		return nil, failf("%s", describeMiss("assert_screen", mustmatch, res))
+	}
+	return starlark.String(res.Best.Needle), nil
+}
+
+func (r *runner) checkScreen(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var mustmatch, timeout starlark.Value = nil, starlark.MakeInt(0)
+	if err := starlark.UnpackArgs("check_screen", args, kwargs, "mustmatch", &mustmatch, "timeout?", &timeout); err != nil {
+		return nil, err
+	}
+	res, err := r.waitForScreen("check_screen", mustmatch, r.timeout(timeout, 0))
+	if err != nil {
+		return nil, err
+	}
+	return starlark.Bool(res.Matched), nil
+}
+
+func describeMiss(fn string, mustmatch starlark.Value, res schemas.MatchResolved) string {
+	msg := fmt.Sprintf("%s: no candidate needle with tag(s) %s matched", fn, mustmatch.String())
+	if res.Best != nil {
+		worst := 1.0
+		for _, a := range res.Best.Areas {
+			worst = min(worst, a.Similarity)
+		}
+		msg += fmt.Sprintf(" (closest: %s at %.0f%%)", res.Best.Needle, worst*100)
+	}
+	return msg
+}
+
+// waitForScreen polls the screen until a needle with one of the tags
+// matches or the timeout passes. Like os-autoinst it searches near each
+// area first and the whole screen every five seconds and at the end.
+func (r *runner) waitForScreen(fn string, mustmatch starlark.Value, timeout time.Duration) (schemas.MatchResolved, error) {
+	tags, err := tagsArg(mustmatch)
+	if err != nil {
+		return schemas.MatchResolved{}, fmt.Errorf("%s: %w", fn, err)
+	}
+	candidates := r.needles.withTags(tags)
+	if len(candidates) == 0 {
+		return schemas.MatchResolved{}, failf("%s: no needle in NEEDLES_DIR has tag(s) %s", fn, mustmatch.String())
+	}
+	refs, err := r.needles.publish(r.ctx, r.bus, candidates)
+	if err != nil {
+		return schemas.MatchResolved{}, incomplete(err)
+	}
+	deadline := time.Now().Add(timeout)
+	var last []byte
+	var lastFull time.Time
+	var res schemas.MatchResolved
+	for {
+		screen, err := r.vm.Screendump(r.ctx)
+		if err != nil {
+			return res, incomplete(fmt.Errorf("%s: screendump: %w", fn, err))
+		}
+		now := time.Now()
+		atEnd := !now.Before(deadline)
+		ratio := 0.02
+		if atEnd || now.Sub(lastFull) >= 5*time.Second {
+			ratio, lastFull = 1, now
+		}
+		if !bytes.Equal(screen, last) || ratio == 1 {
+			last = screen
+			mctx, cancel := context.WithTimeout(r.ctx, r.matchTimeout)
+			res, err = r.matcher.match(mctx, screen, tags, refs, ratio)
+			cancel()
+			if err != nil {
+				return res, incomplete(fmt.Errorf("%s: %w", fn, err))
+			}
+			if res.Error != "" {
+				return res, incomplete(fmt.Errorf("%s: matcher: %s", fn, res.Error))
+			}
+			if res.Matched {
+				r.recordMatch(screen, res, true)
+				return res, nil
+			}
+		}
+		if atEnd {
+			r.recordMatch(screen, res, false)
+			return res, nil
+		}
+		if err := r.pause(min(250*time.Millisecond, time.Until(deadline))); err != nil {
+			return res, err
+		}
+	}
+}
+
+// pause waits a little between screen polls, ending early when the job
+// stops or the VM dies.
+func (r *runner) pause(d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-r.ctx.Done():
+		return incomplete(r.ctx.Err())
+	case <-r.vm.Done():
+		return incomplete(fmt.Errorf("QEMU exited: %v", r.vm.Err()))
+	}
+}
+
+func (r *runner) recordMatch(screen []byte, res schemas.MatchResolved, ok bool) {
+	step := schemas.Step{Kind: "match", Result: schemas.ResultFailed, Screenshot: r.saveScreen(screen)}
+	if ok {
+		step.Result = schemas.ResultPassed
+	}
+	if res.Best != nil {
+		step.Needle = res.Best.Needle
+		step.Similarity = 1
+		for _, a := range res.Best.Areas {
+			step.Similarity = min(step.Similarity, a.Similarity)
+		}
+	}
+	r.module.Details = append(r.module.Details, step)
+}
+
+// saveScreen writes a screenshot into the job's results and returns its name.
+func (r *runner) saveScreen(png []byte) string {
+	r.shots++
+	name := fmt.Sprintf("%s-%d.png", r.module.Name, r.shots)
+	if err := os.WriteFile(filepath.Join(r.resultsDir, name), png, 0o644); err != nil {
+		r.log.Warn("screenshot not saved", "err", err)
+		return ""
+	}
+	return name
+}
+
+func (r *runner) sendKey(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var key string
+	var waitChange bool
+	if err := starlark.UnpackArgs("send_key", args, kwargs, "key", &key, "wait_screen_change?", &waitChange); err != nil {
+		return nil, err
+	}
+	if err := r.vm.SendKey(r.ctx, key); err != nil {
+		return nil, fmt.Errorf("send_key(%q): %w", key, err)
+	}
+	return starlark.None, nil
+}
+
+func (r *runner) typeString(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var s string
+	var maxInterval int
+	if err := starlark.UnpackArgs("type_string", args, kwargs, "string", &s, "max_interval?", &maxInterval); err != nil {
+		return nil, err
+	}
+	if err := r.vm.TypeString(r.ctx, s, 0); err != nil {
+		return nil, fmt.Errorf("type_string: %w", err)
+	}
+	return starlark.None, nil
+}
+
+func (r *runner) waitSerial(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var pattern string
+	var timeout starlark.Value = starlark.MakeInt(90)
+	if err := starlark.UnpackArgs("wait_serial", args, kwargs, "regexp", &pattern, "timeout?", &timeout); err != nil {
+		return nil, err
+	}
+	re, err := regexp.Compile(pattern)
+	if err != nil {
+		return nil, fmt.Errorf("wait_serial: bad regexp %q: %w", pattern, err)
+	}
+	out, ok, err := r.serialWait(re, r.timeout(timeout, 90))
+	step := schemas.Step{Kind: "serial", Text: "wait_serial " + pattern, Result: schemas.ResultPassed}
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		step.Result = schemas.ResultFailed
+		r.module.Details = append(r.module.Details, step)
+		return starlark.None, nil
+	}
+	r.module.Details = append(r.module.Details, step)
+	return starlark.String(out), nil
+}
+
+// serialWait waits for re on the serial output after the last match.
+func (r *runner) serialWait(re *regexp.Regexp, timeout time.Duration) (string, bool, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, timeout)
+	defer cancel()
+	out, end, err := r.vm.Serial().WaitFor(ctx, re, r.serialOffset)
+	if err != nil {
+		if r.ctx.Err() != nil {
+			return "", false, incomplete(r.ctx.Err())
+		}
+		return "", false, nil
+	}
+	r.serialOffset = end
+	return out, true, nil
+}
+
+// runCommand types cmd on the VM's console followed by a marker echo to the
+// serial port, as openQA's script_run does, and returns the exit code.
+func (r *runner) runCommand(fn, cmd string, timeout time.Duration) (int, bool, error) {
+	marker := "jq" + newID()[:6]
+	re := regexp.MustCompile(marker + `-(\d+)-`)
+	if err := r.vm.TypeString(r.ctx, cmd+"; echo "+marker+"-$?- > /dev/ttyS0\n", 0); err != nil {
+		return 0, false, fmt.Errorf("%s: %w", fn, err)
+	}
+	out, ok, err := r.serialWait(re, timeout)
+	if err != nil || !ok {
+		return 0, ok, err
+	}
+	var code int
+	fmt.Sscanf(re.FindStringSubmatch(out)[1], "%d", &code)
+	return code, true, nil
+}
+
+func (r *runner) scriptRun(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var cmd string
+	var timeout starlark.Value = starlark.MakeInt(90)
+	if err := starlark.UnpackArgs("script_run", args, kwargs, "cmd", &cmd, "timeout?", &timeout); err != nil {
+		return nil, err
+	}
+	code, ok, err := r.runCommand("script_run", cmd, r.timeout(timeout, 90))
+	if err != nil {
+		return nil, err
+	}
+	r.module.Details = append(r.module.Details, schemas.Step{Kind: "serial", Text: fmt.Sprintf("script_run %q: exit %d", cmd, code), Result: schemas.ResultPassed})
+	if !ok {
+		return starlark.None, nil
+	}
+	return starlark.MakeInt(code), nil
+}
+
+func (r *runner) assertScriptRun(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var cmd, failMessage string
+	var timeout starlark.Value = starlark.MakeInt(90)
+	if err := starlark.UnpackArgs("assert_script_run", args, kwargs, "cmd", &cmd, "timeout?", &timeout, "fail_message?", &failMessage); err != nil {
+		return nil, err
+	}
+	code, ok, err := r.runCommand("assert_script_run", cmd, r.timeout(timeout, 90))
+	switch {
+	case err != nil:
+		return nil, err
+	case !ok:
+		return nil, failf("assert_script_run %q: no exit status within %s %s", cmd, r.timeout(timeout, 90), failMessage)
+	case code != 0:
+		return nil, failf("assert_script_run %q: exit status %d %s", cmd, code, failMessage)
+	}
+	r.module.Details = append(r.module.Details, schemas.Step{Kind: "serial", Text: fmt.Sprintf("assert_script_run %q", cmd), Result: schemas.ResultPassed})
+	return starlark.None, nil
+}
+
+func (r *runner) saveScreenshot(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	if err := starlark.UnpackArgs("save_screenshot", args, kwargs); err != nil {
+		return nil, err
+	}
+	png, err := r.vm.Screendump(r.ctx)
+	if err != nil {
+		return nil, incomplete(fmt.Errorf("save_screenshot: %w", err))
+	}
+	r.module.Details = append(r.module.Details, schemas.Step{Kind: "screenshot", Screenshot: r.saveScreen(png)})
+	return starlark.None, nil
+}
+
+// waitStillScreen waits until the screen has not changed for stilltime
+// seconds; it returns False when that does not happen within timeout.
+func (r *runner) waitStillScreen(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var still, timeout starlark.Value = starlark.MakeInt(7), starlark.MakeInt(30)
+	if err := starlark.UnpackArgs("wait_still_screen", args, kwargs, "stilltime?", &still, "timeout?", &timeout); err != nil {
+		return nil, err
+	}
+	stillFor, deadline := r.timeout(still, 7)/time.Duration(r.scale), time.Now().Add(r.timeout(timeout, 30))
+	var last []byte
+	since := time.Now()
+	for time.Now().Before(deadline) {
+		screen, err := r.vm.Screendump(r.ctx)
+		if err != nil {
+			return nil, incomplete(fmt.Errorf("wait_still_screen: %w", err))
+		}
+		if !bytes.Equal(screen, last) {
+			last, since = screen, time.Now()
+		} else if time.Since(since) >= stillFor {
+			return starlark.True, nil
+		}
+		if err := r.pause(200 * time.Millisecond); err != nil {
+			return nil, err
+		}
+	}
+	return starlark.False, nil
+}
+
+func (r *runner) recordInfo(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var title, output string
+	if err := starlark.UnpackArgs("record_info", args, kwargs, "title", &title, "output?", &output); err != nil {
+		return nil, err
+	}
+	r.module.Details = append(r.module.Details, schemas.Step{Kind: "info", Text: strings.TrimSpace(title + "\n" + output)})
+	return starlark.None, nil
+}
+
+func (r *runner) recordSoftFailure(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var reason string
+	if err := starlark.UnpackArgs("record_soft_failure", args, kwargs, "reason", &reason); err != nil {
+		return nil, err
+	}
+	r.module.Details = append(r.module.Details, schemas.Step{Kind: "info", Text: "soft failure: " + reason, Result: schemas.ResultSoftfailed})
+	if r.module.Result == schemas.ResultPassed {
+		r.module.Result = schemas.ResultSoftfailed
+	}
+	return starlark.None, nil
+}

@@ -1,0 +1,99 @@
+package boot
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"go.starlark.net/starlark"
+	"go.starlark.net/syntax"
+)
+
+// starOptions are the Starlark dialect of test code: top-level if/for and
+// while loops are allowed, as test authors coming from Perl expect.
+var starOptions = &syntax.FileOptions{While: true, TopLevelControl: true, GlobalReassign: true, Set: true}
+
+// testModule is one scheduled module: tests/<path>.star with a run().
+type testModule struct {
+	name string // last path element, as openQA names modules
+	file string // path relative to CASEDIR
+	prog *starlark.Program
+}
+
+// loadTests runs CASEDIR/main.star, which schedules modules with
+// loadtest("path"), and compiles every scheduled module, so that a syntax
+// error anywhere stops the job before the VM boots.
+func loadTests(caseDir string, settings map[string]string) ([]*testModule, error) {
+	mainFile := filepath.Join(caseDir, "main.star")
+	src, err := os.ReadFile(mainFile)
+	if err != nil {
+		return nil, fmt.Errorf("CASEDIR has no main.star: %w", err)
+	}
+	var modules []*testModule
+	loadtest := starlark.NewBuiltin("loadtest", func(_ *starlark.Thread, fn *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		var path string
+		if err := starlark.UnpackArgs(fn.Name(), args, kwargs, "path", &path); err != nil {
+			return nil, err
+		}
+		path = strings.TrimSuffix(path, ".star")
+		if strings.Contains(path, "..") || filepath.IsAbs(path) {
+			return nil, fmt.Errorf("loadtest(%q): the path must stay inside tests/", path)
+		}
+		file := filepath.Join("tests", path+".star")
+		modSrc, err := os.ReadFile(filepath.Join(caseDir, file))
+		if err != nil {
+			return nil, fmt.Errorf("loadtest(%q): %w", path, err)
+		}
+		_, prog, err := starlark.SourceProgramOptions(starOptions, file, modSrc, isPredeclared)
+		if err != nil {
+			return nil, fmt.Errorf("test module %s: %w", file, err)
+		}
+		modules = append(modules, &testModule{name: filepath.Base(path), file: file, prog: prog})
+		return starlark.None, nil
+	})
+	predeclared := starlark.StringDict{
+		"loadtest": loadtest,
+		"get_var":  getVarBuiltin(settings),
+	}
+	thread := &starlark.Thread{Name: "main.star"}
+	if _, err := starlark.ExecFileOptions(starOptions, thread, "main.star", src, predeclared); err != nil {
+		return nil, fmt.Errorf("main.star: %s", starlarkError(err))
+	}
+	if len(modules) == 0 {
+		return nil, errors.New("main.star scheduled no test module: call loadtest(\"name\") for tests/name.star")
+	}
+	return modules, nil
+}
+
+// isPredeclared says which names test modules may use without defining
+// them: the testapi.
+func isPredeclared(name string) bool {
+	_, ok := testapiNames[name]
+	return ok
+}
+
+// starlarkError renders an error with the Starlark backtrace when there is
+// one, so the reason names file and line.
+func starlarkError(err error) string {
+	var ee *starlark.EvalError
+	if errors.As(err, &ee) {
+		return ee.Backtrace()
+	}
+	return err.Error()
+}
+
+func getVarBuiltin(settings map[string]string) *starlark.Builtin {
+	return starlark.NewBuiltin("get_var", func(_ *starlark.Thread, fn *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+		var name string
+		var def starlark.Value = starlark.None
+		if err := starlark.UnpackArgs(fn.Name(), args, kwargs, "name", &name, "default?", &def); err != nil {
+			return nil, err
+		}
+		if v, ok := settings[name]; ok {
+			return starlark.String(v), nil
+		}
+		return def, nil
+	})
+}

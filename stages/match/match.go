@@ -1,0 +1,206 @@
+// Package match is the needle matching pool: stateless matchers that take
+// match requests from a JetStream work queue, fetch the candidate needles
+// by content hash (decoded and prepared once per process), search the
+// screen with OpenCV and answer on the requesting worker's subject.
+package match
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"jetqa/schemas"
+	"jetqa/stages/match/needle"
+	"jetqa/streams"
+)
+
+// Config of one matcher process.
+type Config struct {
+	// Name identifies the matcher in its answers; default host name.
+	Name string
+	// Workers is how many requests this process matches at once; default
+	// one per core.
+	Workers int
+	// MaxCandidates is how many failing candidates an answer reports.
+	MaxCandidates int
+}
+
+func (c Config) withDefaults() Config {
+	if c.Name == "" {
+		h, _ := os.Hostname()
+		c.Name = "matcher@" + h
+	}
+	if c.Workers <= 0 {
+		c.Workers = runtime.NumCPU()
+	}
+	if c.MaxCandidates <= 0 {
+		c.MaxCandidates = 5
+	}
+	return c
+}
+
+// Bus is what a matcher needs of the event streams and blob store.
+type Bus interface {
+	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
+	ResolveMatch(ctx context.Context, to schemas.WorkerRef, job int64, res schemas.MatchResolved) error
+	GetBlob(ctx context.Context, bucket, key string) ([]byte, error)
+}
+
+// Pool is the matchers of one process.
+type Pool struct {
+	cfg Config
+	bus Bus
+	log *slog.Logger
+
+	mu      sync.Mutex
+	needles map[string]*needle.Needle // by content hash
+	loading singleflight.Group
+}
+
+// New returns a matcher pool.
+func New(cfg Config, bus Bus, log *slog.Logger) *Pool {
+	return &Pool{cfg: cfg.withDefaults(), bus: bus, log: log, needles: map[string]*needle.Needle{}}
+}
+
+// Durable is the one consumer all matchers of all processes share.
+const Durable = "matchers"
+
+// Run matches requests with cfg.Workers goroutines until ctx ends.
+func (p *Pool) Run(ctx context.Context) error {
+	defer p.closeNeedles()
+	var wg sync.WaitGroup
+	errs := make(chan error, p.cfg.Workers)
+	for range p.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs <- p.bus.Consume(ctx, streams.ConsumerConfig{
+				Stream:        streams.StreamMatchRequests,
+				Durable:       Durable,
+				Filters:       []string{streams.SubjectMatchRequest},
+				AckWait:       30 * time.Second,
+				MaxDeliver:    3,
+				MaxAckPending: 1024,
+			}, p.handle)
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Pool) handle(ctx context.Context, ev schemas.Event, pl schemas.Payload, _ streams.Delivery) error {
+	req, ok := pl.(*schemas.MatchRequested)
+	if !ok {
+		return fmt.Errorf("%w: %s on the match queue", streams.ErrGiveUp, pl.Kind())
+	}
+	res := p.Match(ctx, req)
+	return p.bus.ResolveMatch(ctx, req.ReplyTo, ev.Job, res)
+}
+
+// Match evaluates one request. Problems with the request itself (a screen
+// that is not a PNG, a needle that cannot be loaded) are answered in
+// MatchResolved.Error, so the job ends with the reason.
+func (p *Pool) Match(ctx context.Context, req *schemas.MatchRequested) schemas.MatchResolved {
+	start := time.Now()
+	res := schemas.MatchResolved{ID: req.ID, Matcher: p.cfg.Name}
+	defer func() { res.Micros = time.Since(start).Microseconds() }()
+	needles := make([]*needle.Needle, 0, len(req.Needles))
+	for _, ref := range req.Needles {
+		n, err := p.needle(ctx, ref)
+		if err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		needles = append(needles, n)
+	}
+	screen, err := needle.DecodeScreen(req.Screen)
+	if err != nil {
+		res.Error = fmt.Sprintf("screen: %v", err)
+		return res
+	}
+	defer screen.Close()
+	best, all := needle.Search(screen, needles, req.Threshold, req.Ratio)
+	res.Matched = best != nil
+	for i, c := range all {
+		if i == p.cfg.MaxCandidates {
+			break
+		}
+		res.Candidates = append(res.Candidates, candidate(c))
+	}
+	switch {
+	case best != nil:
+		c := candidate(*best)
+		res.Best = &c
+	case len(res.Candidates) > 0:
+		c := res.Candidates[0]
+		res.Best = &c
+	}
+	return res
+}
+
+func candidate(c needle.Candidate) schemas.CandidateMatch {
+	out := schemas.CandidateMatch{Needle: c.Needle, OK: c.OK, Error: c.Error}
+	for _, a := range c.Areas {
+		out.Areas = append(out.Areas, schemas.AreaMatch{X: a.X, Y: a.Y, Width: a.Width, Height: a.Height, Similarity: a.Similarity, OK: a.OK})
+	}
+	return out
+}
+
+// needle returns the prepared needle for a reference, loading it from the
+// blob store once per process however many requests ask for it at once.
+func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*needle.Needle, error) {
+	p.mu.Lock()
+	n, ok := p.needles[ref.Hash]
+	p.mu.Unlock()
+	if ok {
+		return n, nil
+	}
+	v, err, _ := p.loading.Do(ref.Hash, func() (any, error) {
+		jsonKey, pngKey := streams.NeedleBlobKeys(ref.Hash)
+		js, err := p.bus.GetBlob(ctx, streams.BucketNeedles, jsonKey)
+		if err != nil {
+			return nil, fmt.Errorf("needle %s: %w", ref.Name, err)
+		}
+		png, err := p.bus.GetBlob(ctx, streams.BucketNeedles, pngKey)
+		if err != nil {
+			return nil, fmt.Errorf("needle %s: %w", ref.Name, err)
+		}
+		spec, err := schemas.ParseNeedle(ref.Name, js)
+		if err != nil {
+			return nil, err
+		}
+		n, err := needle.Prepare(spec, png)
+		if err != nil {
+			return nil, err
+		}
+		p.mu.Lock()
+		p.needles[ref.Hash] = n
+		p.mu.Unlock()
+		return n, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*needle.Needle), nil
+}
+
+func (p *Pool) closeNeedles() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for h, n := range p.needles {
+		n.Close()
+		delete(p.needles, h)
+	}
+}
