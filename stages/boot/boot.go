@@ -98,7 +98,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	s.log.Info("worker registered", "classes", s.cfg.Classes, "kvm", reg.KVM)
 	return s.bus.Consume(ctx, streams.ConsumerConfig{
 		Stream:     streams.StreamJobs,
-		Durable:    "boot-" + streams.WorkerToken(s.cfg.Worker),
+		Durable:    "boot-" + streams.Token(s.cfg.Worker.String()),
 		Filters:    []string{streams.ReadyFor(s.cfg.Worker)},
 		AckWait:    time.Minute,
 		MaxDeliver: 2,

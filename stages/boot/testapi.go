@@ -174,7 +174,7 @@ func position(err error) string {
 		return "?"
 	}
 	for i := len(ee.CallStack) - 1; i >= 0; i-- {
-		if pos := ee.CallStack[i].Pos; pos.IsValid() {
+		if pos := ee.CallStack[i].Pos; pos.IsValid() && pos.Filename() != "<builtin>" {
 			return pos.String()
 		}
 	}

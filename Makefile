@@ -1,0 +1,41 @@
+# jetqa — make run: install what is missing, build, run the demo VM test.
+#         make test: the whole test suite.
+
+GO      ?= go
+DATA    ?= data
+TESTOS  ?= deploy/testos/out
+# Two cores: keep the race-enabled test build and the VMs from starving.
+TESTFLAGS ?= -race -p 2 -timeout 30m
+
+export CGO_ENABLED = 1
+export JETQA_TESTOS = $(abspath $(TESTOS))
+
+.PHONY: all deps build testos run test vet bench clean
+
+all: build
+
+deps:
+	@bash deploy/install-deps.sh
+
+build: deps
+	$(GO) build -o bin/jetqa ./cmd/jetqa
+
+testos: deps
+	@bash deploy/testos/build.sh $(TESTOS)
+	@bash deploy/testos/make-repo.sh $(TESTOS)/testos-tests
+
+run: build testos
+	@bash deploy/demo.sh bin/jetqa $(DATA) $(TESTOS)
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+test: deps testos vet
+	$(GO) test $(TESTFLAGS) ./...
+
+bench: deps testos
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
+
+clean:
+	rm -rf bin $(TESTOS)

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/nats-io/nats.go"
+
+	"jetqa/schemas"
+	"jetqa/streams"
+)
+
+// testosDir is the output of deploy/testos/build.sh and make-repo.sh
+// (`make testos`): testos.iso, vmlinuz, initrd.img and testos-tests/.
+func testosDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("JETQA_TESTOS")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "deploy", "testos", "out")
+	}
+	dir, _ = filepath.Abs(dir)
+	for _, f := range []string{"testos.iso", "vmlinuz", "initrd.img", "testos-tests/main.star"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Fatalf("the testos demo image is missing (%v): run `make testos` first", err)
+		}
+	}
+	return dir
+}
+
+// system is one `jetqa up` in the test process, on a free port.
+type system struct {
+	api  string
+	nats string
+	bus  *streams.Bus
+
+	mu    sync.Mutex
+	kinds map[string]int // every event kind published on jetqa.>
+}
+
+func startSystem(t *testing.T) *system {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	var api, natsURL string
+	g, teardown, err := upGroup(ctx, upConfig{
+		DataDir: t.TempDir(), Listen: "127.0.0.1:0", NATSPort: -1, Host: "e2e", Instances: 1, Matchers: 2,
+		Accel: "tcg", WorkerClass: "qemu_x86_64",
+	}, log, func(a, n string) { api, natsURL = "http://"+a, n })
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- g.Run() }()
+	s := &system{api: api, nats: natsURL, kinds: map[string]int{}}
+	s.bus, err = streams.Connect(ctx, natsURL, "e2e-test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every hop is a JetStream message: a plain subscriber sees them all.
+	sub, err := s.bus.NC.Subscribe("jetqa.>", func(m *nats.Msg) {
+		if k := m.Header.Get(streams.HeaderKind); k != "" {
+			s.mu.Lock()
+			s.kinds[k]++
+			s.mu.Unlock()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = sub.Unsubscribe()
+		s.bus.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("jetqa up ended with: %v", err)
+		}
+		teardown()
+	})
+	return s
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func (s *system) post(t *testing.T, settings map[string]string) int64 {
+	t.Helper()
+	form := url.Values{}
+	for k, v := range settings {
+		form.Set(k, v)
+	}
+	resp, err := http.PostForm(s.api+"/api/v1/jobs", form)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var out struct{ ID int64 }
+	if resp.StatusCode != http.StatusOK || json.Unmarshal(body, &out) != nil || out.ID == 0 {
+		t.Fatalf("post job: %s %s", resp.Status, body)
+	}
+	return out.ID
+}
+
+// finish waits for the job's last event.
+func (s *system) finish(t *testing.T, id int64, within time.Duration) schemas.JobFinished {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var fin schemas.JobFinished
+	err := s.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobSubject(id) + ".finished"}},
+		func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+			fin = *p.(*schemas.JobFinished)
+			return streams.ErrStopWatch
+		})
+	if err != nil {
+		t.Fatalf("job %d did not finish within %s: %v", id, within, err)
+	}
+	t.Logf("job %d: %s %s", id, fin.Result, fin.Reason)
+	return fin
+}
+
+func demoSettings(testos string, extra ...string) map[string]string {
+	s := map[string]string{
+		"DISTRI": "testos", "VERSION": "1", "FLAVOR": "demo", "ARCH": "x86_64", "TEST": "demo",
+		"QEMURAM": "512", "ISO": filepath.Join(testos, "testos.iso"), "CASEDIR": filepath.Join(testos, "testos-tests"),
+	}
+	for _, kv := range extra {
+		k, v, _ := strings.Cut(kv, "=")
+		s[k] = v
+	}
+	return s
+}
+
+func TestDemoJobPassesAndFailsOnPurpose(t *testing.T) {
+	testos := testosDir(t)
+	s := startSystem(t)
+
+	id := s.post(t, demoSettings(testos))
+	fin := s.finish(t, id, 5*time.Minute)
+	if fin.Result != schemas.ResultPassed {
+		t.Fatalf("demo job %d: %s (%s), want passed", id, fin.Result, fin.Reason)
+	}
+	if _, ok := fin.Files["serial0.txt"]; !ok {
+		t.Errorf("no serial log among the results: %v", fin.Files)
+	}
+	var shots int
+	for name := range fin.Files {
+		if strings.HasSuffix(name, ".png") {
+			shots++
+		}
+	}
+	if shots == 0 {
+		t.Errorf("no screenshots among the results: %v", fin.Files)
+	}
+
+	fid := s.post(t, demoSettings(testos, "TEST=demo-fail", "FAIL_ON_PURPOSE=1"))
+	fin = s.finish(t, fid, 5*time.Minute)
+	if fin.Result != schemas.ResultFailed {
+		t.Fatalf("job %d: %s (%s), want failed", fid, fin.Result, fin.Reason)
+	}
+	if !strings.Contains(fin.Reason, "fail:") || !strings.Contains(fin.Reason, "graphical-desktop") {
+		t.Errorf("reason %q names neither the module nor the needle tag", fin.Reason)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range []string{"job.created.v1", "job.assigned.v1", "asset.fetched.v1", "repo.checked_out.v1", "job.ready.v1",
+		"job.started.v1", "module.finished.v1", "match.requested.v1", "match.resolved.v1", "job.tests_finished.v1", "job.finished.v1"} {
+		if s.kinds[k] == 0 {
+			t.Errorf("no %s event crossed JetStream (saw %v)", k, s.kinds)
+		}
+	}
+}
+
+// repoVariant copies the testos tests repository, applies change to the
+// copy and commits it.
+func repoVariant(t *testing.T, testos string, change func(dir string)) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "tests")
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(testos, "testos-tests"))); err != nil {
+		t.Fatal(err)
+	}
+	change(dir)
+	repo, err := git.PlainOpen(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wt, err := repo.Worktree()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wt.AddGlob("."); err != nil {
+		t.Fatal(err)
+	}
+	sig := &object.Signature{Name: "test", Email: "test@localhost", When: time.Now()}
+	if _, err := wt.Commit("variant", &git.CommitOptions{Author: sig, AllowEmptyCommits: true}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadInputEndsJobIncompleteWithReason(t *testing.T) {
+	testos := testosDir(t)
+	s := startSystem(t)
+	brokenNeedle := repoVariant(t, testos, func(dir string) {
+		writeFile(t, filepath.Join(dir, "needles", "broken.json"), `{"tags": ["x"], "area": [`)
+		writeFile(t, filepath.Join(dir, "needles", "broken.png"), "")
+	})
+	syntaxError := repoVariant(t, testos, func(dir string) {
+		writeFile(t, filepath.Join(dir, "tests", "shell.star"), "def run():\n    type_string(\"ls\n")
+	})
+	for _, tc := range []struct {
+		name     string
+		settings []string
+		reason   []string
+	}{
+		{"missing asset", []string{"ISO=/nonexistent/testos.iso"}, []string{"ISO=/nonexistent/testos.iso", "does not exist"}},
+		{"git URL that does not exist", []string{"CASEDIR=http://127.0.0.1:1/nothing.git"}, []string{"CASEDIR", "nothing.git"}},
+		{"needle JSON that does not parse", []string{"CASEDIR=" + brokenNeedle}, []string{"broken.json"}},
+		{"Starlark syntax error", []string{"CASEDIR=" + syntaxError}, []string{"tests/shell.star:2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := s.post(t, demoSettings(testos, tc.settings...))
+			fin := s.finish(t, id, 3*time.Minute)
+			if fin.Result != schemas.ResultIncomplete {
+				t.Fatalf("result %s (%s), want incomplete", fin.Result, fin.Reason)
+			}
+			for _, want := range tc.reason {
+				if !strings.Contains(fin.Reason, want) {
+					t.Errorf("reason %q does not name %q", fin.Reason, want)
+				}
+			}
+		})
+	}
+	t.Run("the next job passes", func(t *testing.T) {
+		id := s.post(t, demoSettings(testos))
+		if fin := s.finish(t, id, 5*time.Minute); fin.Result != schemas.ResultPassed {
+			t.Fatalf("job %d after the bad ones: %s (%s)", id, fin.Result, fin.Reason)
+		}
+	})
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages jetqa needs to build, to run VMs and to build
+# the testos demo image — only those that are missing. Safe to run again.
+set -euo pipefail
+
+packages=(
+  gcc g++ pkg-config          # cgo, for OpenCV through gocv
+  libopencv-dev               # needle matching
+  qemu-system-x86 qemu-utils  # the VMs
+  git curl                    # test and needle repositories; the demo script
+  grub-pc-bin grub-common xorriso mtools busybox-static cpio  # the testos image
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  exit 0
+fi
+echo "installing: ${missing[*]}"
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+$sudo apt-get update -q
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
