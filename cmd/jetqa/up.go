@@ -69,9 +69,8 @@ func cmdUp(args []string, stderr io.Writer) error {
 	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
 	err = g.Run()
 	teardown()
-	var sig run.SignalError
-	if errors.As(err, &sig) {
-		log.Info("stopped", "signal", sig.Signal.String())
+	if errors.Is(err, run.ErrSignal) {
+		log.Info("stopped", "why", err.Error())
 		return nil
 	}
 	return err
