@@ -1,0 +1,300 @@
+#!/usr/bin/env bash
+# testos - the tiny demo distribution that jetqa tests run against
+# =================================================================
+#
+# Usage:   deploy/testos/build.sh OUTDIR
+#
+# Builds, from stock Debian packages only (no compiling):
+#
+#   OUTDIR/vmlinuz      Debian's kernel (linux-image-<abi>-amd64, the version the
+#                       linux-image-amd64 metapackage currently points at). It is
+#                       fetched with `apt-get download` and unpacked with
+#                       `dpkg-deb -x`; nothing is installed on the host.
+#   OUTDIR/initrd.img   gzip'd newc cpio (reproducible): a static busybox plus
+#                       an /init that mounts proc/sys/devtmpfs, sets the
+#                       hostname "testos", quiets the kernel log on the consoles
+#                       (dmesg -n 1), clears the VGA screen, and hands over to
+#                       busybox init, which runs a root shell (no login) on both
+#                       tty1 (VGA) and ttyS0 (serial), respawned on exit.
+#                       Each shell prints the banner ("Welcome to testos" plus a
+#                       version line) and uses the prompt "testos:~# ".
+#                       On tty1 the shell clears the screen first and switches to
+#                       a non-blinking software cursor, so an idle screen gives
+#                       identical screendumps. No kernel modules: 8250 serial,
+#                       vgacon, i8042/atkbd and devtmpfs are built into the
+#                       Debian kernel (checked against its config).
+#   OUTDIR/testos.iso   BIOS (i386-pc) bootable ISO made with grub-mkrescue. GRUB
+#                       stays in VGA text mode, shows a one-entry menu "testos
+#                       1.0" (timeout $GRUB_TIMEOUT, default 1 s) and boots the
+#                       kernel with $TESTOS_CMDLINE (see below) with
+#                       gfxpayload=text: 80x25 text, a 720x400 screen in QEMU.
+#   OUTDIR/cmdline      the kernel command line the ISO uses (one line)
+#
+# The same vmlinuz + initrd.img also boot directly:
+#   qemu-system-x86_64 -accel tcg -m 512 -vga std \
+#     -kernel OUTDIR/vmlinuz -initrd OUTDIR/initrd.img \
+#     -append "console=tty0 console=ttyS0,115200"
+# deploy/testos/smoketest.py OUTDIR boots the result under QEMU and checks it.
+#
+# Re-running is cheap: if all outputs exist and are newer than this script,
+# nothing is done (FORCE=1 rebuilds anyway, e.g. after changing a knob below or
+# to pick up a newer Debian kernel). Downloaded .debs are kept in OUTDIR/.cache.
+# Missing host tools are installed with apt-get; apt is the only network
+# access needed. Must run as root (apt-get, mknod).
+#
+# Quirk: busybox ash's line editor sends ESC[6n (cursor position query) right
+# after each prompt; on the serial console nobody answers it, so the serial log
+# shows "testos:~# \e[6n". Match the prompt as a substring.
+#
+# Environment knobs:
+#   FORCE=1            rebuild even if outputs are up to date
+#   GRUB_TIMEOUT=N     GRUB menu timeout in seconds (default 1)
+#   TESTOS_VERSION=X   version string shown in the banner (default 1.0)
+set -euo pipefail
+
+if [[ $# -ne 1 || $1 == -h || $1 == --help ]]; then
+    echo "usage: $0 OUTDIR" >&2
+    exit 2
+fi
+
+TESTOS_VERSION=${TESTOS_VERSION:-1.0}
+GRUB_TIMEOUT=${GRUB_TIMEOUT:-1}
+# console=tty0 first, ttyS0 last: kernel messages go to both, /dev/console is
+# the serial port. The shells are started on tty1 and ttyS0 explicitly by init.
+# nomodeset keeps the VGA text mode (no DRM driver switch; GRUB itself passes
+# gfxpayload=text so vesafb never binds, and vga=normal would only make GRUB
+# print a deprecation warning);
+# consoleblank=0 keeps the screen from blanking during long tests.
+TESTOS_CMDLINE="console=tty0 console=ttyS0,115200 nomodeset consoleblank=0"
+
+log() { printf '[testos] %s\n' "$*" >&2; }
+
+SCRIPT=$(readlink -f "${BASH_SOURCE[0]}")
+mkdir -p "$1"
+OUT=$(cd "$1" && pwd)
+
+up_to_date() {
+    local f
+    for f in vmlinuz initrd.img testos.iso; do
+        [[ -s $OUT/$f && $OUT/$f -nt $SCRIPT ]] || return 1
+    done
+}
+if [[ ${FORCE:-0} != 1 ]] && up_to_date; then
+    log "outputs in $OUT are newer than $(basename "$SCRIPT"); nothing to do (FORCE=1 rebuilds)"
+    exit 0
+fi
+
+# ---------------------------------------------------------------- host tools
+need_pkgs=()
+command -v apt-get >/dev/null || { log "apt-get is required"; exit 1; }
+command -v dpkg-deb >/dev/null || { log "dpkg-deb is required"; exit 1; }
+command -v cpio >/dev/null || need_pkgs+=(cpio)
+command -v gzip >/dev/null || need_pkgs+=(gzip)
+command -v grub-mkrescue >/dev/null || need_pkgs+=(grub-common)
+[[ -d /usr/lib/grub/i386-pc ]] || need_pkgs+=(grub-pc-bin)
+command -v xorriso >/dev/null || need_pkgs+=(xorriso)
+command -v mformat >/dev/null || need_pkgs+=(mtools)
+if ((${#need_pkgs[@]})); then
+    log "installing missing host packages: ${need_pkgs[*]}"
+    if ! apt-get install -y --no-install-recommends "${need_pkgs[@]}"; then
+        apt-get update
+        apt-get install -y --no-install-recommends "${need_pkgs[@]}"
+    fi
+fi
+
+# apt-get wrappers: refresh the package lists once if a lookup fails.
+apt_refreshed=0
+apt_refresh() {
+    if ((apt_refreshed == 0)); then
+        log "running apt-get update"
+        apt-get update >&2
+        apt_refreshed=1
+        return 0
+    fi
+    return 1
+}
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/testos-build.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+CACHE=$OUT/.cache
+mkdir -p "$CACHE"
+
+# download_deb PKG: prints the path of PKG's .deb (candidate version), cached
+# in $CACHE as PKG_VERSION.deb (epoch colon replaced by "_").
+download_deb() {
+    local pkg=$1 ver deb dl
+    while :; do
+        ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
+        [[ -n $ver && $ver != "(none)" ]] && break
+        apt_refresh || { log "package $pkg not found in apt"; return 1; }
+    done
+    deb=$CACHE/${pkg}_${ver//:/_}.deb
+    if [[ -s $deb ]]; then
+        log "using cached $(basename "$deb")"
+    else
+        log "downloading $pkg $ver"
+        dl=$(mktemp -d "$TMP/dl.XXXXXX")
+        # apt's "download is performed unsandboxed" notice is noise here.
+        (cd "$dl" && apt-get download "$pkg=$ver" 2>&1 | grep -v unsandboxed >&2) || true
+        set -- "$dl"/*.deb
+        [[ $# -eq 1 && -s $1 ]] || { log "apt-get download $pkg=$ver failed"; return 1; }
+        mv "$1" "$deb.part" && mv "$deb.part" "$deb"
+    fi
+    printf '%s\n' "$deb"
+}
+
+# ---------------------------------------------------------------- kernel
+kpkg=""
+while :; do
+    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9].*-amd64$/ {print $2; exit}')
+    [[ -n $kpkg ]] && break
+    apt_refresh || { log "cannot resolve linux-image-amd64"; exit 1; }
+done
+KVER=${kpkg#linux-image-}
+log "kernel package: $kpkg"
+kdeb=$(download_deb "$kpkg")
+mkdir -p "$TMP/kernel"
+dpkg-deb -x "$kdeb" "$TMP/kernel"
+kconfig=$TMP/kernel/boot/config-$KVER
+[[ -f $TMP/kernel/boot/vmlinuz-$KVER && -f $kconfig ]] || { log "unexpected layout in $kdeb"; exit 1; }
+# Everything the image relies on must be built in, since we ship no modules.
+for opt in BLK_DEV_INITRD RD_GZIP DEVTMPFS SERIAL_8250 SERIAL_8250_CONSOLE \
+    VGA_CONSOLE VT_CONSOLE SERIO_I8042 KEYBOARD_ATKBD; do
+    grep -qx "CONFIG_$opt=y" "$kconfig" || { log "kernel lacks built-in CONFIG_$opt"; exit 1; }
+done
+
+# ---------------------------------------------------------------- busybox
+if [[ -x /bin/busybox ]] && dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
+    BUSYBOX=/bin/busybox
+    log "busybox: host's busybox-static ($BUSYBOX)"
+else
+    bbdeb=$(download_deb busybox-static)
+    mkdir -p "$TMP/bb"
+    dpkg-deb -x "$bbdeb" "$TMP/bb"
+    BUSYBOX=$TMP/bb/bin/busybox
+    log "busybox: extracted from $(basename "$bbdeb")"
+fi
+BBVER=$("$BUSYBOX" 2>&1 | head -n1 | awk '{print $2}' || true)
+
+# ---------------------------------------------------------------- initramfs
+R=$TMP/root
+log "assembling initramfs (testos $TESTOS_VERSION, kernel $KVER, busybox $BBVER)"
+mkdir -p "$R"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,run,root,var/log,mnt}
+chmod 1777 "$R/tmp"
+chmod 700 "$R/root"
+install -m 0755 "$BUSYBOX" "$R/bin/busybox"
+"$BUSYBOX" --list-full | while read -r applet; do
+    [[ $applet == bin/busybox || -e $R/$applet ]] && continue
+    mkdir -p "$R/$(dirname "$applet")"
+    ln -s /bin/busybox "$R/$applet"
+done
+# The console nodes must exist before devtmpfs is mounted (kernel opens
+# /dev/console for init's stdio).
+mknod -m 600 "$R/dev/console" c 5 1
+mknod -m 666 "$R/dev/null" c 1 3
+
+cat >"$R/init" <<'EOF'
+#!/bin/sh
+# testos /init: minimal setup, then busybox init (see /etc/inittab).
+export PATH=/sbin:/usr/sbin:/bin:/usr/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /run
+hostname testos
+# Keep late kernel messages off the consoles so the screens stay clean.
+dmesg -n 1
+# Clear the VGA console: the screen then shows only the banner and the prompt.
+printf '\033[H\033[J' >/dev/tty1
+echo "testos: /init done, starting shells on tty1 and ttyS0" >/dev/console
+exec /sbin/init
+EOF
+chmod 0755 "$R/init"
+
+cat >"$R/etc/inittab" <<'EOF'
+# busybox init: a root shell (no login) on the VGA console and the serial port
+::sysinit:/bin/true
+tty1::respawn:-/bin/sh
+ttyS0::respawn:-/bin/sh
+::ctrlaltdel:/sbin/reboot
+::shutdown:/bin/sync
+EOF
+
+cat >"$R/etc/profile" <<'EOF'
+export PATH=/sbin:/usr/sbin:/bin:/usr/bin
+export HOME=/root USER=root LOGNAME=root
+export PS1='testos:\w# '
+cd "$HOME"
+case "$(tty)" in
+/dev/ttyS*)
+    export TERM=vt100
+    ;;
+*)
+    export TERM=linux
+    # VGA console: start from a clean screen (hides ash's own banner) and use
+    # a non-blinking software cursor (inverted cell) instead of the blinking
+    # hardware cursor, so screenshots of an idle screen are identical.
+    printf '\033[H\033[J\033[?17;127;0c'
+    ;;
+esac
+cat /etc/motd
+EOF
+
+{
+    echo "Welcome to testos"
+    echo "testos version $TESTOS_VERSION (Linux $KVER, BusyBox $BBVER)"
+    echo
+} >"$R/etc/motd"
+
+cat >"$R/etc/os-release" <<EOF
+NAME="testos"
+ID=testos
+VERSION_ID="$TESTOS_VERSION"
+PRETTY_NAME="testos $TESTOS_VERSION"
+EOF
+echo testos >"$R/etc/hostname"
+echo "root:x:0:0:root:/root:/bin/sh" >"$R/etc/passwd"
+echo "root:x:0:" >"$R/etc/group"
+printf '127.0.0.1\tlocalhost testos\n' >"$R/etc/hosts"
+printf '%s\n' /bin/sh >"$R/etc/shells"
+
+# Fixed timestamps and sorted names: same inputs give the same initrd.img.
+find "$R" -exec touch -h -d @0 {} +
+(cd "$R" && find . -print0 | LC_ALL=C sort -z |
+    cpio --null --create --format=newc --owner=0:0 --reproducible --quiet) |
+    gzip -9n >"$TMP/initrd.img"
+
+# ---------------------------------------------------------------- ISO
+log "building testos.iso with grub-mkrescue (i386-pc)"
+ISO=$TMP/iso
+mkdir -p "$ISO/boot/grub"
+cp "$TMP/kernel/boot/vmlinuz-$KVER" "$ISO/boot/vmlinuz"
+cp "$TMP/initrd.img" "$ISO/boot/initrd.img"
+cat >"$ISO/boot/grub/grub.cfg" <<EOF
+# testos: VGA text mode all the way (80x25, 720x400 in QEMU)
+terminal_output console
+set timeout=$GRUB_TIMEOUT
+set timeout_style=menu
+set default=0
+menuentry "testos $TESTOS_VERSION" {
+    set gfxpayload=text
+    linux /boot/vmlinuz $TESTOS_CMDLINE
+    initrd /boot/initrd.img
+}
+EOF
+grub-mkrescue --compress=xz --locales= --themes= --fonts= -o "$TMP/testos.iso" "$ISO" >"$TMP/mkrescue.log" 2>&1 || {
+    cat "$TMP/mkrescue.log" >&2
+    exit 1
+}
+
+# ---------------------------------------------------------------- install
+cp "$TMP/kernel/boot/vmlinuz-$KVER" "$OUT/vmlinuz.tmp" && mv -f "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
+mv -f "$TMP/initrd.img" "$OUT/initrd.img"
+mv -f "$TMP/testos.iso" "$OUT/testos.iso"
+printf '%s\n' "$TESTOS_CMDLINE" >"$OUT/cmdline"
+log "done:"
+ls -l "$OUT/vmlinuz" "$OUT/initrd.img" "$OUT/testos.iso" "$OUT/cmdline" >&2
+log "kernel $KVER; command line: $TESTOS_CMDLINE"
