@@ -127,7 +127,7 @@ func (c client) post(ctx context.Context, args []string, stdout io.Writer) error
 		form.Set(k, v)
 	}
 	if len(form) == 0 {
-		return fmt.Errorf("give job settings as KEY=VALUE, e.g. DISTRI=testos TEST=demo ISO=... CASEDIR=...")
+		return fmt.Errorf("give job settings as KEY=VALUE, e.g. DISTRI=testos TEST=demo ISO=PATH CASEDIR=REPO")
 	}
 	var out struct{ ID int64 }
 	if err := c.do(ctx, http.MethodPost, "/api/v1/jobs", form, &out); err != nil {

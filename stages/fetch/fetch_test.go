@@ -1,0 +1,168 @@
+package fetch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+)
+
+func newStage(t *testing.T) *Stage {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := New(Config{Host: "h", CacheDir: filepath.Join(dir, "cache"), AssetDir: filepath.Join(dir, "assets"), JobsDir: filepath.Join(dir, "jobs")}, nil, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func sum(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func TestFetchAsset(t *testing.T) {
+	s := newStage(t)
+	content := []byte(strings.Repeat("testos image ", 1000))
+	local := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(local, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(s.cfg.AssetDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.cfg.AssetDir, "named.iso"), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/disk.img" {
+			http.NotFound(w, r)
+			return
+		}
+		_, _ = w.Write(content)
+	}))
+	defer srv.Close()
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		name, source, sha string
+		cached            bool
+		errWant           string
+	}{
+		{name: "local path", source: local, sha: sum(content)},
+		{name: "local path again is cached", source: local, cached: true},
+		{name: "name in the asset directory", source: "named.iso"},
+		{name: "URL", source: srv.URL + "/disk.img", sha: strings.ToUpper(sum(content))},
+		{name: "URL again is cached", source: srv.URL + "/disk.img", cached: true},
+		{name: "wrong checksum", source: local, sha: sum([]byte("other")), errWant: "SHA-256 is " + sum(content)},
+		{name: "missing file", source: "/nonexistent/x.iso", errWant: "/nonexistent/x.iso does not exist"},
+		{name: "escaping the asset directory", source: "../etc/passwd", errWant: "not an absolute path"},
+		{name: "404", source: srv.URL + "/nothing.iso", errWant: "HTTP 404"},
+		{name: "unreachable", source: "http://127.0.0.1:1/x.iso", errWant: "download failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := s.fetchAsset(ctx, "ISO", tc.source, tc.sha)
+			if tc.errWant != "" {
+				var je errJob
+				if err == nil || !errors.As(err, &je) || !strings.Contains(err.Error(), tc.errWant) || !strings.Contains(err.Error(), "ISO=") {
+					t.Fatalf("error %v, want a job error naming ISO and %q", err, tc.errWant)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(a.Path)
+			if err != nil || sum(got) != sum(content) || a.SHA256 != sum(content) || a.Size != int64(len(content)) {
+				t.Errorf("asset %+v: bytes differ (%v)", a, err)
+			}
+			if a.Cached != tc.cached {
+				t.Errorf("cached = %v, want %v", a.Cached, tc.cached)
+			}
+			if !strings.HasPrefix(a.Path, s.cfg.CacheDir) {
+				t.Errorf("asset at %s, outside the cache %s", a.Path, s.cfg.CacheDir)
+			}
+		})
+	}
+}
+
+func commit(t *testing.T, repo *git.Repository, dir, file, content string) string {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, file), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wt, err := repo.Worktree()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wt.Add(file); err != nil {
+		t.Fatal(err)
+	}
+	h, err := wt.Commit(content, &git.CommitOptions{Author: &object.Signature{Name: "t", Email: "t@localhost", When: time.Now()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.String()
+}
+
+func TestCheckoutPinsTheRef(t *testing.T) {
+	s := newStage(t)
+	src := t.TempDir()
+	repo, err := git.PlainInit(src, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := commit(t, repo, src, "main.star", "first")
+	if _, err := repo.CreateTag("v1", mustHash(t, first), nil); err != nil {
+		t.Fatal(err)
+	}
+	second := commit(t, repo, src, "main.star", "second")
+
+	for i, tc := range []struct {
+		value, want, content, errWant string
+	}{
+		{value: src, want: second, content: "second"},
+		{value: src + "#v1", want: first, content: "first"},
+		{value: src + "#" + first[:10], want: first, content: "first"},
+		{value: src + "#master", want: second, content: "second"},
+		{value: src + "#no-such-branch", errWant: `ref "no-such-branch" is not a branch, tag or commit`},
+		{value: "/nonexistent/repo", errWant: "does not exist"},
+		{value: "relative/repo", errWant: "absolute path"},
+	} {
+		dir := filepath.Join(t.TempDir(), "co")
+		rc, err := s.checkout(context.Background(), "CASEDIR", tc.value, dir)
+		if tc.errWant != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.errWant) || !strings.Contains(err.Error(), "CASEDIR=") {
+				t.Errorf("%d %s: error %v, want one naming CASEDIR and %q", i, tc.value, err, tc.errWant)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%d %s: %v", i, tc.value, err)
+		}
+		if rc.Commit != tc.want {
+			t.Errorf("%d %s: commit %s, want %s", i, tc.value, rc.Commit, tc.want)
+		}
+		if b, _ := os.ReadFile(filepath.Join(dir, "main.star")); string(b) != tc.content {
+			t.Errorf("%d %s: main.star holds %q, want %q", i, tc.value, b, tc.content)
+		}
+	}
+}
+
+func mustHash(t *testing.T, h string) plumbing.Hash {
+	t.Helper()
+	return plumbing.NewHash(h)
+}
