@@ -1,0 +1,158 @@
+package needle
+
+import (
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/color"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// osAutoinstResult is what testdata/tinycv_search.pl prints.
+type osAutoinstResult struct {
+	Best string `json:"best"`
+	All  []struct {
+		Needle string  `json:"needle"`
+		OK     bool    `json:"ok"`
+		Error  float64 `json:"error"`
+		Areas  []struct {
+			X, Y       int
+			Similarity float64
+			OK         bool
+		} `json:"areas"`
+	} `json:"all"`
+}
+
+// TestAgreesWithOsAutoinst runs every search case through os-autoinst's
+// own search (Debian's packages os-autoinst and
+// libmojo-ioloop-readwriteprocess-perl, libtime-moment-perl,
+// libjson-validator-perl) and requires the same verdicts, order, positions
+// and similarities.
+func TestAgreesWithOsAutoinst(t *testing.T) {
+	if _, err := os.Stat("/usr/lib/os-autoinst/needle.pm"); err != nil {
+		t.Skip("os-autoinst is not installed: apt-get install os-autoinst libmojo-ioloop-readwriteprocess-perl libtime-moment-perl libjson-validator-perl")
+	}
+	script, err := filepath.Abs("testdata/tinycv_search.pl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range append(searchCases(), roundingCases()...) {
+		t.Run(tc.name, func(t *testing.T) {
+			needleDir, screenDir := t.TempDir(), t.TempDir()
+			screenPath := filepath.Join(screenDir, "screen.png")
+			write(t, screenPath, pngOf(t, tc.screen))
+			args := []string{script, needleDir, screenPath, fmt.Sprint(tc.threshold), fmt.Sprint(tc.ratio)}
+			var needles []*Needle
+			for _, tn := range tc.needles {
+				write(t, filepath.Join(needleDir, tn.name+".json"), tn.needleJSON())
+				write(t, filepath.Join(needleDir, tn.name+".png"), pngOf(t, tn.img))
+				args = append(args, tn.name)
+				needles = append(needles, prepare(t, tn))
+			}
+			cmd := exec.Command("perl", args...)
+			cmd.Dir = screenDir
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("os-autoinst: %v\n%s", err, stderrOf(err))
+			}
+			var want osAutoinstResult
+			if err := json.Unmarshal(out, &want); err != nil {
+				t.Fatalf("os-autoinst printed %q: %v", out, err)
+			}
+
+			best, all := Search(decodeScreen(t, tc.screen), needles, tc.threshold, tc.ratio)
+			if got := ""; best != nil && best.Needle != want.Best || best == nil && want.Best != got {
+				t.Errorf("best %+v, os-autoinst %q", best, want.Best)
+			}
+			if len(all) != len(want.All) {
+				t.Fatalf("%d candidates, os-autoinst %d", len(all), len(want.All))
+			}
+			for i, w := range want.All {
+				c := all[i]
+				if c.Needle != w.Needle || c.OK != w.OK || math.Abs(c.Error-w.Error) > 1e-12 || len(c.Areas) != len(w.Areas) {
+					t.Fatalf("candidate %d: %+v\nos-autoinst %+v", i, c, w)
+				}
+				for j, wa := range w.Areas {
+					a := c.Areas[j]
+					// os-autoinst prints 15 digits.
+					if a.X != wa.X || a.Y != wa.Y || a.OK != wa.OK || math.Abs(a.Similarity-wa.Similarity) > 1e-12 {
+						t.Errorf("%s area %d: %+v, os-autoinst %+v", c.Needle, j+1, a, wa)
+					}
+				}
+			}
+		})
+	}
+}
+
+func write(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func stderrOf(err error) []byte {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.Stderr
+	}
+	return nil
+}
+
+// roundingCases have noisy pictures, where many blurred pixels are exact
+// halves, and areas that make tinycv blur a whole image in one place and a
+// part in another: the results depend on mirroring tinycv's prep exactly.
+var roundingCases = sync.OnceValue(func() []searchCase {
+	rng := rand.New(rand.NewPCG(42, 42))
+	noise := image.NewRGBA(image.Rect(0, 0, 400, 300))
+	for i := range noise.Pix {
+		noise.Pix[i] = uint8(rng.IntN(256))
+		if i%4 == 3 {
+			noise.Pix[i] = 255
+		}
+	}
+	// The noise at the top left of a screen, each grey moved by up to ±d.
+	screenOf := func(d int) *image.RGBA {
+		img := canvas(1024, 768, grey40)
+		for y := range 300 {
+			for x := range 400 {
+				e := rng.IntN(2*d+1) - d
+				c := noise.RGBAAt(x, y)
+				shift := func(v uint8) uint8 { return uint8(min(255, max(0, int(v)+e))) }
+				img.SetRGBA(x, y, color.RGBA{shift(c.R), shift(c.G), shift(c.B), 255})
+			}
+		}
+		return img
+	}
+	exact, near, edge, far := screenOf(0), screenOf(12), screenOf(18), screenOf(24)
+	big := `{"xpos":50,"ypos":50,"width":300,"height":200}` // half the needle: blurred whole
+	pair := `{"xpos":20,"ypos":20,"width":150,"height":120},{"xpos":220,"ypos":160,"width":150,"height":120}`
+	small := func(x, y int) string { return fmt.Sprintf(`{"xpos":%d,"ypos":%d,"width":40,"height":30}`, x, y) }
+
+	var cases []searchCase
+	for _, s := range []struct {
+		name   string
+		screen image.Image
+	}{{"exact", exact}, {"±12", near}, {"±18", edge}, {"±24", far}} {
+		for _, ratio := range []float64{0.02, 1} {
+			cases = append(cases,
+				searchCase{name: fmt.Sprintf("noise %s, ratio %v, area of half the needle", s.name, ratio),
+					needles: []testNeedle{{"big", big, noise}}, screen: s.screen, ratio: ratio},
+				searchCase{name: fmt.Sprintf("noise %s, ratio %v, two areas of more than half the needle", s.name, ratio),
+					needles: []testNeedle{{"pair", pair, noise}}, screen: s.screen, ratio: ratio},
+				searchCase{name: fmt.Sprintf("noise %s, ratio %v, needles sharing the screen's blur", s.name, ratio),
+					needles: []testNeedle{
+						{"a", small(10, 10), noise}, {"b", small(300, 200), noise},
+						{"c", small(150, 100) + "," + small(340, 20), noise},
+						{"x", small(100, 100) + `,{"xpos":110,"ypos":110,"width":10,"height":10,"type":"exclude"}`, noise}},
+					screen: s.screen, ratio: ratio},
+			)
+		}
+	}
+	return cases
+})
