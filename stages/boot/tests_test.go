@@ -1,0 +1,141 @@
+package boot
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"jetqa/schemas"
+)
+
+// tree writes files (path → content) below a fresh directory.
+func tree(t *testing.T, files map[string]string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for p, content := range files {
+		full := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestLoadTests(t *testing.T) {
+	run := "def run():\n    pass\n"
+	for _, tc := range []struct {
+		name     string
+		files    map[string]string
+		settings map[string]string
+		modules  []string
+		errWant  string
+	}{
+		{
+			name:     "modules in order, conditional on a setting",
+			files:    map[string]string{"main.star": "loadtest('boot')\nif get_var('EXTRA'):\n    loadtest('console/extra.star')\n", "tests/boot.star": run, "tests/console/extra.star": run},
+			settings: map[string]string{"EXTRA": "1"},
+			modules:  []string{"boot", "extra"},
+		},
+		{
+			name:    "setting absent",
+			files:   map[string]string{"main.star": "loadtest('boot')\nif get_var('EXTRA'):\n    loadtest('extra')\n", "tests/boot.star": run},
+			modules: []string{"boot"},
+		},
+		{name: "no main.star", files: map[string]string{"tests/boot.star": run}, errWant: "CASEDIR has no main.star"},
+		{name: "syntax error in main.star", files: map[string]string{"main.star": "loadtest('boot'\n"}, errWant: "main.star:2"},
+		{name: "syntax error in a module", files: map[string]string{"main.star": "loadtest('boot')\n", "tests/boot.star": "def run(:\n"}, errWant: "tests/boot.star:1"},
+		{name: "unknown name in a module", files: map[string]string{"main.star": "loadtest('boot')\n", "tests/boot.star": "def run():\n    asert_screen('x')\n"}, errWant: "tests/boot.star:2:5: undefined: asert_screen"},
+		{name: "module file missing", files: map[string]string{"main.star": "loadtest('nothere')\n"}, errWant: `loadtest("nothere")`},
+		{name: "path leaving tests/", files: map[string]string{"main.star": "loadtest('../../etc/passwd')\n"}, errWant: "must stay inside tests/"},
+		{name: "nothing scheduled", files: map[string]string{"main.star": "x = 1\n"}, errWant: "scheduled no test module"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mods, err := loadTests(tree(t, tc.files), tc.settings)
+			if tc.errWant != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.errWant) {
+					t.Fatalf("error %v, want one containing %q", err, tc.errWant)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, m := range mods {
+				names = append(names, m.name)
+			}
+			if strings.Join(names, ",") != strings.Join(tc.modules, ",") {
+				t.Errorf("modules %v, want %v", names, tc.modules)
+			}
+		})
+	}
+}
+
+func TestLoadNeedles(t *testing.T) {
+	good := `{"tags":["a","b"],"area":[{"xpos":0,"ypos":0,"width":10,"height":10,"type":"match"}]}`
+	t.Run("tags select candidates", func(t *testing.T) {
+		set, err := loadNeedles(tree(t, map[string]string{"one.json": good, "one.png": "png", "sub/two.json": strings.Replace(good, `"a","b"`, `"b"`, 1), "sub/two.png": "png"}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(set.withTags([]string{"a"})); n != 1 {
+			t.Errorf("%d needles with tag a, want 1", n)
+		}
+		if n := len(set.withTags([]string{"b", "zzz"})); n != 2 {
+			t.Errorf("%d needles with tag b or zzz, want 2", n)
+		}
+		if set.needles[0].hash == set.needles[1].hash {
+			t.Error("different needles share a content hash")
+		}
+	})
+	for _, tc := range []struct {
+		name    string
+		files   map[string]string
+		errWant string
+	}{
+		{"JSON that does not parse", map[string]string{"bad.json": `{"tags":`, "bad.png": "png"}, "needle file bad.json"},
+		{"no PNG", map[string]string{"lonely.json": good}, "lonely.png"},
+		{"name used twice", map[string]string{"x.json": good, "x.png": "p", "sub/x.json": good, "sub/x.png": "p"}, "used twice"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadNeedles(tree(t, tc.files))
+			if err == nil || !strings.Contains(err.Error(), tc.errWant) {
+				t.Fatalf("error %v, want one containing %q", err, tc.errWant)
+			}
+		})
+	}
+	if _, err := loadNeedles(filepath.Join(t.TempDir(), "none")); err == nil || !strings.Contains(err.Error(), "needle directory") {
+		t.Errorf("missing needle directory: %v", err)
+	}
+}
+
+func TestQEMUConfigFromSettings(t *testing.T) {
+	cfg := Config{QEMU: "qemu-system-x86_64", Accel: "tcg"}
+	ready := func(settings, assets map[string]string) *schemas.JobReady {
+		return &schemas.JobReady{Settings: settings, Assets: assets}
+	}
+	q, err := qemuConfig(cfg, ready(map[string]string{"QEMURAM": "512", "QEMUCPUS": "2", "APPEND": "quiet"},
+		map[string]string{"ISO": "/c/t.iso", "HDD_1": "/c/a.qcow2", "HDD_2": "/c/b.img", "KERNEL": "/c/k"}), "/vm", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q.MemoryMiB != 512 || q.CPUs != 2 || q.ISO != "/c/t.iso" || q.Kernel != "/c/k" || q.Append != "quiet" || strings.Join(q.HDDs, " ") != "/c/a.qcow2 /c/b.img" {
+		t.Errorf("config %+v", q)
+	}
+	for _, tc := range []struct {
+		settings, assets map[string]string
+		errWant          string
+	}{
+		{map[string]string{"QEMURAM": "lots"}, map[string]string{"ISO": "/x"}, `QEMURAM="lots"`},
+		{map[string]string{"QEMUCPUS": "0"}, map[string]string{"ISO": "/x"}, `QEMUCPUS="0"`},
+		{map[string]string{}, map[string]string{}, "nothing to boot"},
+	} {
+		if _, err := qemuConfig(cfg, ready(tc.settings, tc.assets), "/vm", nil); err == nil || !strings.Contains(err.Error(), tc.errWant) {
+			t.Errorf("%v: error %v, want %q", tc.settings, err, tc.errWant)
+		}
+	}
+}
