@@ -10,7 +10,7 @@ TESTFLAGS ?= -race -p 2 -timeout 30m
 export CGO_ENABLED = 1
 export JETQA_TESTOS = $(abspath $(TESTOS))
 
-.PHONY: all deps build testos run test vet bench clean
+.PHONY: all deps test-deps build testos run test vet bench clean
 
 all: build
 
@@ -37,8 +37,12 @@ vet: $(STATICCHECK)
 	$(STATICCHECK) ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
-test: deps testos vet
+test-deps:
+	@bash deploy/install-deps.sh test
+
+test: test-deps testos vet
 	$(GO) test $(TESTFLAGS) ./...
+	$(GO) test -tags matprofile -count=1 -run TestNoMatLeaks ./stages/match/needle/
 
 bench: deps testos
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./...

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages jetqa needs to build, to run VMs and to build
 # the testos demo image — only those that are missing. Safe to run again.
+# `install-deps.sh test` adds what the test suite compares against:
+# os-autoinst, openQA's own test runner, as the reference for needle matching.
 set -euo pipefail
 
 packages=(
@@ -10,6 +12,11 @@ packages=(
   git curl                    # test and needle repositories; the demo script
   grub-pc-bin grub-common xorriso mtools busybox-static cpio  # the testos image
 )
+
+if [ "${1:-}" = test ]; then
+  # The last two are needed by os-autoinst but not declared by Debian's package.
+  packages+=(os-autoinst libmojo-ioloop-readwriteprocess-perl libtime-moment-perl libjson-validator-perl)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
