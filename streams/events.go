@@ -156,9 +156,22 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 	if err != nil {
 		return fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1))
+	err = b.each(ctx, cons, "consumer "+cfg.Durable, func(msg jetstream.Msg) error {
+		b.handle(ctx, cfg, msg, h)
+		return nil
+	}, jetstream.PullMaxMessages(1))
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// each hands the consumer's messages to fn, one at a time, until ctx ends
+// (returning ctx's error) or fn returns an error.
+func (b *Bus) each(ctx context.Context, cons jetstream.Consumer, what string, fn func(jetstream.Msg) error, opts ...jetstream.PullMessagesOpt) error {
+	it, err := cons.Messages(opts...)
 	if err != nil {
-		return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
@@ -167,12 +180,14 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 		msg, err := it.Next()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
+				return ctx.Err()
 			}
-			b.log.Warn("consumer", "durable", cfg.Durable, "err", err)
+			b.log.Warn(what, "err", err)
 			continue
 		}
-		b.handle(ctx, cfg, msg, h)
+		if err := fn(msg); err != nil {
+			return err
+		}
 	}
 }
 
@@ -285,39 +300,22 @@ func (b *Bus) Watch(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Eve
 	if err != nil {
 		return fmt.Errorf("watch %s %v: %w", cfg.Stream, cfg.Filters, err)
 	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("watch %s: %w", cfg.Stream, err)
-	}
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
-	defer it.Stop()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return ctx.Err()
-			}
-			b.log.Warn("watch", "stream", cfg.Stream, "err", err)
-			continue
-		}
+	err = b.each(ctx, cons, "watch "+cfg.Stream, func(msg jetstream.Msg) error {
 		meta, err := msg.Metadata()
 		if err != nil {
-			continue
+			return nil
 		}
 		ev, p, err := decode(msg.Data())
 		if err != nil {
 			b.log.Warn("skipping unreadable event", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "err", err)
-			continue
+			return nil
 		}
-		d := Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending}
-		if err := fn(ev, p, d); err != nil {
-			if errors.Is(err, ErrStopWatch) {
-				return nil
-			}
-			return err
-		}
+		return fn(ev, p, Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending})
+	})
+	if errors.Is(err, ErrStopWatch) {
+		return nil
 	}
+	return err
 }
 
 // ErrStopWatch, returned by a Watch callback, ends the watch without error.

@@ -185,14 +185,23 @@ func jobID(w http.ResponseWriter, r *http.Request) (int64, bool) {
 	return id, true
 }
 
-func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+// jobFromPath answers for the job named by the {id} path value, or writes
+// the error and returns false.
+func (s *Server) jobFromPath(w http.ResponseWriter, r *http.Request) (JobView, bool) {
 	id, ok := jobID(w, r)
 	if !ok {
-		return
+		return JobView{}, false
 	}
 	j, ok := s.view.get(id)
 	if !ok {
 		fail(w, http.StatusNotFound, "job %d does not exist", id)
+	}
+	return j, ok
+}
+
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	j, ok := s.jobFromPath(w, r)
+	if !ok {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"job": j})
@@ -218,15 +227,11 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
-	id, ok := jobID(w, r)
+	j, ok := s.jobFromPath(w, r)
 	if !ok {
 		return
 	}
-	j, ok := s.view.get(id)
-	if !ok {
-		fail(w, http.StatusNotFound, "job %d does not exist", id)
-		return
-	}
+	id := j.ID
 	name := r.PathValue("name")
 	key, ok := j.Files[name]
 	if !ok {
