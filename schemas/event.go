@@ -30,6 +30,9 @@ var ErrUnknownKind = errors.New("unknown event kind")
 var payloads = []func() Payload{
 	func() Payload { return &JobCreated{} },
 	func() Payload { return &JobAssigned{} },
+	func() Payload { return &JobUnassigned{} },
+	func() Payload { return &JobCancelRequested{} },
+	func() Payload { return &JobRestarted{} },
 	func() Payload { return &AssetFetched{} },
 	func() Payload { return &RepoCheckedOut{} },
 	func() Payload { return &JobReady{} },
@@ -39,6 +42,8 @@ var payloads = []func() Payload{
 	func() Payload { return &TestsFinished{} },
 	func() Payload { return &JobFinished{} },
 	func() Payload { return &WorkerRegistered{} },
+	func() Payload { return &WorkerHeartbeat{} },
+	func() Payload { return &WorkerOffline{} },
 	func() Payload { return &MatchRequested{} },
 	func() Payload { return &MatchResolved{} },
 }

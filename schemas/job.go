@@ -49,6 +49,12 @@ type Targeted interface {
 // JobCreated is the first event of every job.
 type JobCreated struct {
 	Settings map[string]string `json:"settings"`
+	// CloneOf is the job this one repeats (restarted by a user, or
+	// cloned automatically after its worker went offline); 0 for none.
+	CloneOf int64 `json:"clone_of,omitempty"`
+	// Retry counts automatic clones in a row: the clone of an original
+	// has 1, its own automatic clone 2.
+	Retry int `json:"retry,omitempty"`
 }
 
 func (JobCreated) Kind() string { return "job.created.v1" }
@@ -78,6 +84,32 @@ type JobAssigned struct {
 func (e JobAssigned) Target() WorkerRef { return e.Worker }
 
 func (JobAssigned) Kind() string { return "job.assigned.v1" }
+
+// JobUnassigned gives an assigned job back to the scheduler: its worker
+// went offline before starting it.
+type JobUnassigned struct {
+	Worker WorkerRef `json:"worker"`
+	Reason string    `json:"reason"`
+}
+
+func (JobUnassigned) Kind() string { return "job.unassigned.v1" }
+
+// JobCancelRequested asks to stop a job. A job that has not started ends
+// at once; a running job's worker stops its VM and ends it user_cancelled.
+type JobCancelRequested struct {
+	By     string `json:"by,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+func (JobCancelRequested) Kind() string { return "job.cancel_requested.v1" }
+
+// JobRestarted records on a finished job the clone that repeats it.
+type JobRestarted struct {
+	Clone int64  `json:"clone"`
+	By    string `json:"by,omitempty"` // user, or "auto" for automatic clones
+}
+
+func (JobRestarted) Kind() string { return "job.restarted.v1" }
 
 // AssetFetched says one asset of the job is in the worker host's cache.
 type AssetFetched struct {
@@ -189,16 +221,37 @@ func (JobFinished) Kind() string { return "job.finished.v1" }
 
 // WorkerRegistered announces a worker instance and what it can run.
 type WorkerRegistered struct {
-	Worker  WorkerRef `json:"worker"`
-	Classes []string  `json:"classes"` // WORKER_CLASS
-	Arch    string    `json:"arch"`
-	CPUs    int       `json:"cpus"`
-	KVM     bool      `json:"kvm"`
+	Worker    WorkerRef `json:"worker"`
+	Classes   []string  `json:"classes"` // WORKER_CLASS
+	Arch      string    `json:"arch"`
+	CPUs      int       `json:"cpus"`
+	MemoryMiB int       `json:"memory_mib"`
+	KVM       bool      `json:"kvm"`
 }
 
 func (e WorkerRegistered) Target() WorkerRef { return e.Worker }
 
 func (WorkerRegistered) Kind() string { return "worker.registered.v1" }
+
+// WorkerHeartbeat says a worker instance is alive, and which job it runs.
+type WorkerHeartbeat struct {
+	Worker WorkerRef `json:"worker"`
+	Job    int64     `json:"job,omitempty"`
+}
+
+func (e WorkerHeartbeat) Target() WorkerRef { return e.Worker }
+
+func (WorkerHeartbeat) Kind() string { return "worker.heartbeat.v1" }
+
+// WorkerOffline says a worker instance was silent for longer than the limit.
+type WorkerOffline struct {
+	Worker   WorkerRef `json:"worker"`
+	LastSeen time.Time `json:"last_seen"`
+}
+
+func (e WorkerOffline) Target() WorkerRef { return e.Worker }
+
+func (WorkerOffline) Kind() string { return "worker.offline.v1" }
 
 // WorkerClasses splits a comma-separated WORKER_CLASS value.
 func WorkerClasses(v string) []string {

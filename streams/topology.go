@@ -83,16 +83,27 @@ func MatchResolvedFor(w schemas.WorkerRef) string { return subjectMatchResolved 
 // jobEventTokens maps job event kinds to their subject token after
 // jetqa.job.<id>. Kinds addressed to a worker get .<host>.<instance> too.
 var jobEventTokens = map[string]string{
-	schemas.JobCreated{}.Kind():     "created",
-	schemas.JobAssigned{}.Kind():    "assigned",
-	schemas.AssetFetched{}.Kind():   "asset",
-	schemas.RepoCheckedOut{}.Kind(): "repo",
-	schemas.JobReady{}.Kind():       "ready",
-	schemas.JobStarted{}.Kind():     "started",
-	schemas.ModuleStarted{}.Kind():  "module",
-	schemas.ModuleFinished{}.Kind(): "module",
-	schemas.TestsFinished{}.Kind():  "tests_finished",
-	schemas.JobFinished{}.Kind():    "finished",
+	schemas.JobCreated{}.Kind():         "created",
+	schemas.JobAssigned{}.Kind():        "assigned",
+	schemas.JobUnassigned{}.Kind():      "unassigned",
+	schemas.JobCancelRequested{}.Kind(): "cancel",
+	schemas.JobRestarted{}.Kind():       "restarted",
+	schemas.AssetFetched{}.Kind():       "asset",
+	schemas.RepoCheckedOut{}.Kind():     "repo",
+	schemas.JobReady{}.Kind():           "ready",
+	schemas.JobStarted{}.Kind():         "started",
+	schemas.ModuleStarted{}.Kind():      "module",
+	schemas.ModuleFinished{}.Kind():     "module",
+	schemas.TestsFinished{}.Kind():      "tests_finished",
+	schemas.JobFinished{}.Kind():        "finished",
+}
+
+// workerEventTokens maps worker event kinds to their subject token after
+// jetqa.worker.<host>.<instance>.
+var workerEventTokens = map[string]string{
+	schemas.WorkerRegistered{}.Kind(): "registered",
+	schemas.WorkerHeartbeat{}.Kind():  "heartbeat",
+	schemas.WorkerOffline{}.Kind():    "offline",
 }
 
 // subject says where an event is appended.
@@ -106,8 +117,8 @@ func subject(job int64, p schemas.Payload) (string, error) {
 	}
 	switch p := p.(type) {
 	case schemas.Targeted:
-		if p.Kind() == (schemas.WorkerRegistered{}).Kind() {
-			return "jetqa.worker." + WorkerToken(p.Target()) + ".registered", nil
+		if token, ok := workerEventTokens[p.Kind()]; ok {
+			return "jetqa.worker." + WorkerToken(p.Target()) + "." + token, nil
 		}
 	case *schemas.MatchRequested, schemas.MatchRequested:
 		return SubjectMatchRequest, nil
