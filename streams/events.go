@@ -282,6 +282,8 @@ type WatchConfig struct {
 	From uint64
 	// New starts at the end of the stream: only events appended from now on.
 	New bool
+	// Since starts at the first event the stream stored at or after it.
+	Since time.Time
 }
 
 // Watch replays the matching events in order and then follows new ones
@@ -295,6 +297,9 @@ func (b *Bus) Watch(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Eve
 	case cfg.From > 0:
 		occ.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		occ.OptStartSeq = cfg.From
+	case !cfg.Since.IsZero():
+		occ.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		occ.OptStartTime = &cfg.Since
 	}
 	cons, err := b.JS.OrderedConsumer(ctx, cfg.Stream, occ)
 	if err != nil {

@@ -26,6 +26,8 @@ Usage:
   jetqa job watch ID               follow a job's events until it finishes
   jetqa job show ID                print a job's state, result and modules
   jetqa job results ID DIR         download a job's screenshots and logs
+  jetqa replay ID                  print a job's timeline from its events
+  jetqa events [--since T]         print the events of all jobs and workers in a period
   jetqa version
 
 Client commands reach the API at $JETQA_API (default http://127.0.0.1:9526)
@@ -61,6 +63,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdUp(args[1:], stderr)
 	case "job":
 		return cmdJob(args[1:], stdout, stderr)
+	case "replay":
+		return cmdReplay(args[1:], stdout, stderr)
+	case "events":
+		return cmdEvents(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "jetqa", version)
 		return nil
