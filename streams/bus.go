@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,6 +20,10 @@ type Bus struct {
 	source string
 	log    *slog.Logger
 	closed chan struct{}
+
+	jobs             jobCache
+	streamMu         sync.Mutex
+	jobsStreamHandle jetstream.Stream
 }
 
 // Connect dials NATS at url. name identifies the connection on the server

@@ -20,10 +20,17 @@ const HeaderKind = "Jetqa-Kind"
 // Append publishes an event about job (0 for events that are not about a
 // job) and returns its stream sequence. It waits for the stream's
 // acknowledgement: once Append returns, the fact is stored.
+//
+// Events of a job are appended only if the job's aggregate accepts them
+// (schemas.ErrTransition otherwise), with optimistic concurrency: see
+// appendJobEvent.
 func (b *Bus) Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error) {
 	subj, err := subject(job, p)
 	if err != nil {
 		return 0, err
+	}
+	if _, isJobEvent := jobEventTokens[p.Kind()]; isJobEvent {
+		return b.appendJobEvent(ctx, job, subj, p)
 	}
 	return b.publish(ctx, subj, job, p)
 }
@@ -66,7 +73,7 @@ func (b *Bus) NextJobID(ctx context.Context) (int64, error) {
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 			if _, err := kv.Create(ctx, "job", []byte("1")); err == nil {
 				return 1, nil
-			} else if !errors.Is(err, jetstream.ErrKeyExists) {
+			} else if !errors.Is(err, jetstream.ErrKeyExists) && !isWrongSequence(err) {
 				return 0, fmt.Errorf("allocate job id: %w", err)
 			}
 		case err != nil:
@@ -79,7 +86,7 @@ func (b *Bus) NextJobID(ctx context.Context) (int64, error) {
 			next := last + 1
 			if _, err := kv.Update(ctx, "job", []byte(strconv.FormatInt(next, 10)), entry.Revision()); err == nil {
 				return next, nil
-			} else if !isWrongSequence(err) {
+			} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && !isWrongSequence(err) {
 				return 0, fmt.Errorf("allocate job id: %w", err)
 			}
 		}
@@ -89,9 +96,15 @@ func (b *Bus) NextJobID(ctx context.Context) (int64, error) {
 	}
 }
 
+// isWrongSequence recognizes a failed expected-sequence check. A stream
+// with one replica answers 10071 ("wrong last sequence: N"); a replicated
+// stream answers 10164 ("wrong last sequence"), without the number.
 func isWrongSequence(err error) bool {
 	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }
 
 // Delivery is what a handler learns about the message besides the event.

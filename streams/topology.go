@@ -137,6 +137,7 @@ func (b *Bus) Setup(ctx context.Context) error {
 			Storage:     jetstream.FileStorage,
 			Retention:   jetstream.LimitsPolicy,
 			Duplicates:  2 * time.Minute,
+			AllowDirect: true,
 		},
 		{
 			Name:              StreamWorkers,
@@ -173,10 +174,13 @@ func (b *Bus) Setup(ctx context.Context) error {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
 	}
-	if _, err := b.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: BucketCounters, Description: "id sequences", Storage: jetstream.FileStorage, History: 1,
-	}); err != nil {
-		return fmt.Errorf("bucket %s: %w", BucketCounters, err)
+	for _, kv := range []jetstream.KeyValueConfig{
+		{Bucket: BucketCounters, Description: "id sequences", Storage: jetstream.FileStorage, History: 1},
+		{Bucket: BucketLeases, Description: "which process is the active one", Storage: jetstream.FileStorage, History: 1, TTL: LeaseTTL},
+	} {
+		if _, err := b.JS.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+			return fmt.Errorf("bucket %s: %w", kv.Bucket, err)
+		}
 	}
 	for _, obj := range []jetstream.ObjectStoreConfig{
 		{Bucket: BucketNeedles, Description: "needles by content hash", Storage: jetstream.FileStorage},
@@ -193,3 +197,7 @@ func (b *Bus) Setup(ctx context.Context) error {
 func NeedleBlobKeys(hash string) (jsonKey, pngKey string) {
 	return hash + ".json", hash + ".png"
 }
+
+// BucketLeases holds leases that make one process of several the active
+// one (the scheduler); an entry expires unless its holder renews it.
+const BucketLeases = "jetqa-leases"

@@ -53,18 +53,17 @@ func startSystem(t *testing.T) *system {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	var api, natsURL string
-	g, teardown, err := upGroup(ctx, upConfig{
+	a, apiAddr, err := upAssembly(ctx, upConfig{
 		DataDir: t.TempDir(), Listen: "127.0.0.1:0", NATSPort: -1, Host: "e2e", Instances: 1, Matchers: 2,
-		Accel: "tcg", WorkerClass: "qemu_x86_64",
-	}, log, func(a, n string) { api, natsURL = "http://"+a, n })
+		Accel: "tcg", WorkerClass: "qemu_x86_64", WorkerTimeout: 2 * time.Second, Heartbeat: 500 * time.Millisecond,
+	}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- g.Run() }()
-	s := &system{api: api, nats: natsURL, kinds: map[string]int{}}
-	s.bus, err = streams.Connect(ctx, natsURL, "e2e-test", log)
+	go func() { done <- a.g.Run() }()
+	s := &system{api: "http://" + apiAddr, nats: a.url, kinds: map[string]int{}}
+	s.bus, err = streams.Connect(ctx, a.url, "e2e-test", log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +85,7 @@ func startSystem(t *testing.T) *system {
 		if err := <-done; err != nil {
 			t.Errorf("jetqa up ended with: %v", err)
 		}
-		teardown()
+		a.teardown()
 	})
 	return s
 }

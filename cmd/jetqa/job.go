@@ -53,6 +53,12 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return c.show(ctx, id, stdout)
+	case "cancel", "restart":
+		id, err := oneID(rest)
+		if err != nil {
+			return err
+		}
+		return c.action(ctx, id, args[0], stdout)
 	case "results":
 		if len(rest) != 2 {
 			return fmt.Errorf("usage: jetqa job results ID DIR")
@@ -63,7 +69,7 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 		}
 		return c.results(ctx, id, rest[1], stdout)
 	}
-	return fmt.Errorf("unknown job command %q: use post, watch, show or results", args[0])
+	return fmt.Errorf("unknown job command %q: use post, watch, show, cancel, restart or results", args[0])
 }
 
 func oneID(args []string) (int64, error) {
@@ -153,8 +159,17 @@ func (c client) show(ctx context.Context, id int64, stdout io.Writer) error {
 	if j.Reason != "" {
 		fmt.Fprintf(stdout, "reason:  %s\n", j.Reason)
 	}
+	if j.Waiting != "" {
+		fmt.Fprintf(stdout, "waiting: %s\n", j.Waiting)
+	}
 	if j.Worker != "" {
 		fmt.Fprintf(stdout, "worker:  %s %s\n", j.Worker, j.Accel)
+	}
+	if j.CloneOf != 0 {
+		fmt.Fprintf(stdout, "clone of job %d\n", j.CloneOf)
+	}
+	if j.Clone != 0 {
+		fmt.Fprintf(stdout, "restarted as job %d\n", j.Clone)
 	}
 	if j.Started != nil && j.Finished != nil {
 		fmt.Fprintf(stdout, "ran:     %s\n", j.Finished.Sub(*j.Started).Round(100*time.Millisecond))
@@ -176,6 +191,20 @@ func (c client) show(ctx context.Context, id int64, stdout io.Writer) error {
 		sort.Strings(names)
 		fmt.Fprintf(stdout, "files:   %s\n         (jetqa job results %d DIR downloads them; %s/api/v1/jobs/%d/file/NAME serves one)\n", strings.Join(names, " "), id, c.api, id)
 	}
+	return nil
+}
+
+// action cancels or restarts a job.
+func (c client) action(ctx context.Context, id int64, what string, stdout io.Writer) error {
+	var out struct{ ID int64 }
+	if err := c.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/jobs/%d/%s", id, what), url.Values{}, &out); err != nil {
+		return err
+	}
+	if what == "restart" {
+		fmt.Fprintf(stdout, "job %d restarted as job %d\n", id, out.ID)
+		return nil
+	}
+	fmt.Fprintf(stdout, "job %d: cancel requested\n", id)
 	return nil
 }
 
@@ -246,6 +275,12 @@ func summary(p schemas.Payload) string {
 		return strings.Join(parts, " ")
 	case *schemas.JobAssigned:
 		return "to " + e.Worker.String()
+	case *schemas.JobUnassigned:
+		return "from " + e.Worker.String() + ": " + e.Reason
+	case *schemas.JobCancelRequested:
+		return "by " + e.By
+	case *schemas.JobRestarted:
+		return fmt.Sprintf("as job %d (%s)", e.Clone, e.By)
 	case *schemas.AssetFetched:
 		how := "fetched"
 		if e.Cached {

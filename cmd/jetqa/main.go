@@ -22,9 +22,13 @@ const usage = `jetqa — automated operating system testing on NATS JetStream
 
 Usage:
   jetqa up [flags]                 run everything on one host (embedded NATS)
+  jetqa server [flags]             API, scheduler and matchers on an embedded NATS
+  jetqa worker [flags]             a worker host connecting out to NATS (--nats URL)
   jetqa job post KEY=VALUE ...     create a job, print its id
   jetqa job watch ID               follow a job's events until it finishes
   jetqa job show ID                print a job's state, result and modules
+  jetqa job cancel ID              stop a job (its VM within seconds)
+  jetqa job restart ID             schedule a clone of a finished job
   jetqa job results ID DIR         download a job's screenshots and logs
   jetqa replay ID                  print a job's timeline from its events
   jetqa events [--since T]         print the events of all jobs and workers in a period
@@ -61,6 +65,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "up":
 		return cmdUp(args[1:], stderr)
+	case "server":
+		return cmdServer(args[1:], stderr)
+	case "worker":
+		return cmdWorker(args[1:], stderr)
 	case "job":
 		return cmdJob(args[1:], stdout, stderr)
 	case "replay":

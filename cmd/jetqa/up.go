@@ -8,33 +8,26 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"runtime"
 	"syscall"
+	"time"
 
 	"github.com/oklog/run"
-
-	"jetqa/schemas"
-	"jetqa/stages/api"
-	"jetqa/stages/boot"
-	"jetqa/stages/fetch"
-	"jetqa/stages/match"
-	"jetqa/stages/schedule"
-	"jetqa/stages/upload"
-	"jetqa/streams"
 )
 
 // upConfig is everything `jetqa up` runs with.
 type upConfig struct {
-	DataDir     string
-	Listen      string
-	NATSPort    int
-	Host        string
-	Instances   int
-	Matchers    int
-	Accel       string
-	WorkerClass string
-	LogLevel    string
+	DataDir       string
+	Listen        string
+	NATSPort      int
+	Host          string
+	Instances     int
+	Matchers      int
+	Accel         string
+	WorkerClass   string
+	WorkerTimeout time.Duration
+	Heartbeat     time.Duration
+	LogLevel      string
 }
 
 func cmdUp(args []string, stderr io.Writer) error {
@@ -50,6 +43,8 @@ func cmdUp(args []string, stderr io.Writer) error {
 	fs.IntVar(&c.Matchers, "matchers", runtime.NumCPU(), "needle matchers")
 	fs.StringVar(&c.Accel, "accel", "auto", "QEMU accelerator: auto (KVM when usable, else TCG), kvm or tcg")
 	fs.StringVar(&c.WorkerClass, "worker-class", "qemu_x86_64", "WORKER_CLASS of the instances (comma-separated)")
+	fs.DurationVar(&c.WorkerTimeout, "worker-timeout", 60*time.Second, "silence after which a worker instance is offline")
+	fs.DurationVar(&c.Heartbeat, "heartbeat", 10*time.Second, "how often worker instances say they are alive")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -58,137 +53,44 @@ func cmdUp(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	g, teardown, err := upGroup(ctx, c, log, func(apiAddr, natsURL string) {
-		fmt.Fprintf(stderr, "jetqa is up: API http://%s, NATS %s, data in %s (Ctrl-C stops)\n", apiAddr, natsURL, c.DataDir)
-	})
+	a, apiAddr, err := upAssembly(context.Background(), c, log)
 	if err != nil {
 		return err
 	}
-	g.Add(run.SignalHandler(ctx, os.Interrupt, syscall.SIGTERM))
-	err = g.Run()
-	teardown()
+	fmt.Fprintf(stderr, "jetqa is up: API http://%s, NATS %s, data in %s (Ctrl-C stops)\n", apiAddr, a.url, c.DataDir)
+	return runUntilSignal(a, log)
+}
+
+// upAssembly wires the embedded server and every stage of one host.
+func upAssembly(ctx context.Context, c upConfig, log *slog.Logger) (*assembly, string, error) {
+	dataDir, err := absDir(c.DataDir)
+	if err != nil {
+		return nil, "", err
+	}
+	a := newAssembly(ctx, log)
+	if err := a.embed(dataDir, c.NATSPort); err != nil {
+		return nil, "", err
+	}
+	apiAddr, err := a.addServer(serverConfig{Host: c.Host, Listen: c.Listen, Matchers: c.Matchers, WorkerTimeout: c.WorkerTimeout})
+	if err == nil {
+		err = a.addWorker(workerConfig{Host: c.Host, DataDir: dataDir, Instances: c.Instances, Accel: c.Accel, WorkerClass: c.WorkerClass, Heartbeat: c.Heartbeat})
+	}
+	if err != nil {
+		a.teardown()
+		return nil, "", err
+	}
+	return a, apiAddr, nil
+}
+
+// runUntilSignal runs the assembly until SIGINT or SIGTERM (a clean stop,
+// exit status 0) or until a stage fails.
+func runUntilSignal(a *assembly, log *slog.Logger) error {
+	a.g.Add(run.SignalHandler(a.ctx, os.Interrupt, syscall.SIGTERM))
+	err := a.g.Run()
+	a.teardown()
 	if errors.Is(err, run.ErrSignal) {
 		log.Info("stopped", "why", err.Error())
 		return nil
 	}
 	return err
-}
-
-// upGroup wires the embedded server and every stage of one host as actors.
-// teardown, called after the group returns, drains the connections and then
-// stops the server: consumers first, the server last.
-func upGroup(ctx context.Context, c upConfig, log *slog.Logger, started func(apiAddr, natsURL string)) (*run.Group, func(), error) {
-	if c.Instances < 1 {
-		return nil, nil, fmt.Errorf("--instances %d: need at least 1", c.Instances)
-	}
-	dataDir, err := filepath.Abs(c.DataDir)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := os.MkdirAll(dataDir, 0o755); err != nil {
-		return nil, nil, fmt.Errorf("data directory: %w", err)
-	}
-	ns, err := streams.StartServer(streams.ServerConfig{Port: c.NATSPort, DataDir: dataDir})
-	if err != nil {
-		return nil, nil, err
-	}
-	var buses []*streams.Bus
-	teardown := func() {
-		for i := len(buses) - 1; i >= 0; i-- {
-			buses[i].Close()
-		}
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	}
-	fail := func(err error) (*run.Group, func(), error) {
-		teardown()
-		return nil, nil, err
-	}
-	connect := func(name string) (*streams.Bus, error) {
-		b, err := streams.Connect(ctx, ns.ClientURL(), name, log)
-		if err == nil {
-			buses = append(buses, b)
-		}
-		return b, err
-	}
-	setup, err := connect("setup@" + c.Host)
-	if err != nil {
-		return fail(err)
-	}
-	if err := setup.Setup(ctx); err != nil {
-		return fail(err)
-	}
-
-	var g run.Group
-	stageCtx, stop := context.WithCancel(ctx)
-	add := func(name string, runStage func(context.Context) error) {
-		g.Add(func() error {
-			if err := runStage(stageCtx); err != nil {
-				return fmt.Errorf("%s: %w", name, err)
-			}
-			return nil
-		}, func(error) { stop() })
-	}
-
-	bus, err := connect("api@" + c.Host)
-	if err != nil {
-		return fail(err)
-	}
-	apiSrv, err := api.New(api.Config{Listen: c.Listen}, bus, log.With("stage", "api"))
-	if err != nil {
-		return fail(err)
-	}
-	add("api", apiSrv.Run)
-
-	if bus, err = connect("schedule@" + c.Host); err != nil {
-		return fail(err)
-	}
-	add("schedule", schedule.New(schedule.Config{}, bus, log.With("stage", "schedule")).Run)
-
-	if bus, err = connect("fetch@" + c.Host); err != nil {
-		return fail(err)
-	}
-	fetchStage, err := fetch.New(fetch.Config{
-		Host:     c.Host,
-		CacheDir: filepath.Join(dataDir, "cache"),
-		AssetDir: filepath.Join(dataDir, "assets"),
-		JobsDir:  filepath.Join(dataDir, "jobs"),
-	}, bus, log.With("stage", "fetch"))
-	if err != nil {
-		return fail(err)
-	}
-	add("fetch", fetchStage.Run)
-
-	for i := 1; i <= c.Instances; i++ {
-		worker := schemas.WorkerRef{Host: c.Host, Instance: i}
-		if bus, err = connect("boot@" + worker.String()); err != nil {
-			return fail(err)
-		}
-		bootStage, err := boot.New(boot.Config{Worker: worker, Classes: schemas.WorkerClasses(c.WorkerClass), Accel: c.Accel}, bus, log.With("stage", "boot"))
-		if err != nil {
-			return fail(err)
-		}
-		add("boot "+worker.String(), bootStage.Run)
-	}
-
-	if bus, err = connect("match@" + c.Host); err != nil {
-		return fail(err)
-	}
-	add("match", match.New(match.Config{Name: "match@" + c.Host, Workers: c.Matchers}, bus, log.With("stage", "match")).Run)
-
-	if bus, err = connect("upload@" + c.Host); err != nil {
-		return fail(err)
-	}
-	uploadStage, err := upload.New(upload.Config{Host: c.Host}, bus, log.With("stage", "upload"))
-	if err != nil {
-		return fail(err)
-	}
-	add("upload", uploadStage.Run)
-
-	if started != nil {
-		started(apiSrv.Addr(), ns.ClientURL())
-	}
-	return &g, func() { stop(); teardown() }, nil
 }

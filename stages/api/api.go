@@ -33,6 +33,7 @@ type Bus interface {
 	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
 	Watch(ctx context.Context, cfg streams.WatchConfig, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
 	NextJobID(ctx context.Context) (int64, error)
+	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
 	GetBlob(ctx context.Context, bucket, key string) ([]byte, error)
 }
 
@@ -65,8 +66,9 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	go func() { errs <- s.view.follow(ctx, s.bus) }()
+	go func() { errs <- s.view.followWorkers(ctx, s.bus) }()
 	go func() { errs <- srv.Serve(s.ln) }()
 	select {
 	case <-ctx.Done():
@@ -89,6 +91,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/jobs", s.listJobs)
 	mux.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
 	mux.HandleFunc("GET /api/v1/jobs/{id}/file/{name}", s.getFile)
+	mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.cancelJob)
+	mux.HandleFunc("POST /api/v1/jobs/{id}/restart", s.restartJob)
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	return mux
 }
@@ -247,4 +251,91 @@ func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", ct)
 	}
 	_, _ = w.Write(data)
+}
+
+// loadJob reads the job named by the {id} path value from its events, or
+// writes the error and returns nil.
+func (s *Server) loadJob(w http.ResponseWriter, r *http.Request) *schemas.JobAggregate {
+	id, ok := jobID(w, r)
+	if !ok {
+		return nil
+	}
+	agg, err := s.bus.LoadJob(r.Context(), id)
+	switch {
+	case errors.Is(err, streams.ErrNoJob):
+		fail(w, http.StatusNotFound, "job %d does not exist", id)
+		return nil
+	case err != nil:
+		fail(w, http.StatusServiceUnavailable, "%v", err)
+		return nil
+	}
+	return agg
+}
+
+// cancelJob stops a job: one that has not started ends at once, a running
+// one's worker stops the VM and ends it user_cancelled.
+func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
+	agg := s.loadJob(w, r)
+	if agg == nil {
+		return
+	}
+	ctx := r.Context()
+	seq, err := s.bus.Append(ctx, agg.ID, schemas.JobCancelRequested{By: "api"})
+	if errors.Is(err, schemas.ErrTransition) {
+		fail(w, http.StatusConflict, "job %d cannot be cancelled: it is %s (%s)", agg.ID, agg.State, agg.Result)
+		return
+	}
+	if err != nil {
+		fail(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	if !agg.Started {
+		fin, err := s.bus.Append(ctx, agg.ID, schemas.JobFinished{Result: schemas.ResultUserCancelled, Reason: "cancelled by user before it started"})
+		switch {
+		case err == nil:
+			seq = fin
+		case errors.Is(err, schemas.ErrTransition):
+			// It started meanwhile: its worker acts on the request.
+		default:
+			fail(w, http.StatusServiceUnavailable, "%v", err)
+			return
+		}
+	}
+	s.view.waitFor(ctx, seq)
+	s.log.Info("job cancel requested", "job", agg.ID)
+	writeJSON(w, http.StatusOK, map[string]any{"id": agg.ID, "result": 1})
+}
+
+// restartJob schedules a clone of a finished job, as openQA's restart does.
+func (s *Server) restartJob(w http.ResponseWriter, r *http.Request) {
+	agg := s.loadJob(w, r)
+	if agg == nil {
+		return
+	}
+	ctx := r.Context()
+	if !agg.Final() {
+		fail(w, http.StatusConflict, "job %d is %s: cancel it first, then restart it", agg.ID, agg.State)
+		return
+	}
+	if agg.Clone != 0 {
+		fail(w, http.StatusConflict, "job %d was already restarted as job %d: restart that one", agg.ID, agg.Clone)
+		return
+	}
+	clone, err := s.bus.NextJobID(ctx)
+	if err != nil {
+		fail(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	if _, err := s.bus.Append(ctx, agg.ID, schemas.JobRestarted{Clone: clone, By: "api"}); err != nil {
+		fail(w, http.StatusConflict, "job %d: %v", agg.ID, err)
+		return
+	}
+	seq, err := s.bus.Append(ctx, clone, schemas.JobCreated{Settings: agg.Settings, CloneOf: agg.ID})
+	if err != nil {
+		fail(w, http.StatusServiceUnavailable, "%v", err)
+		return
+	}
+	s.view.waitFor(ctx, seq)
+	s.log.Info("job restarted", "job", agg.ID, "clone", clone)
+	writeJSON(w, http.StatusOK, map[string]any{"id": clone, "result": []map[string]int64{{strconv.FormatInt(agg.ID, 10): clone}}})
 }

@@ -138,7 +138,7 @@ func TestProjectionFollowsTheLifecycle(t *testing.T) {
 	}{
 		{schemas.JobCreated{Settings: map[string]string{"TEST": "t"}}, schemas.StateScheduled},
 		{schemas.JobAssigned{Worker: w}, schemas.StateAssigned},
-		{schemas.RepoCheckedOut{Setting: "CASEDIR", Commit: "c0ffee"}, schemas.StateSetup},
+		{schemas.RepoCheckedOut{Worker: w, Setting: "CASEDIR", Commit: "c0ffee"}, schemas.StateSetup},
 		{schemas.JobStarted{Worker: w, Accel: "tcg"}, schemas.StateRunning},
 		{schemas.ModuleStarted{Module: "boot"}, schemas.StateRunning},
 		{schemas.ModuleFinished{ModuleResult: schemas.ModuleResult{Name: "boot", Result: schemas.ResultPassed}}, schemas.StateRunning},

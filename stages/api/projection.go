@@ -2,7 +2,10 @@ package api
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +31,10 @@ type JobView struct {
 	Repos    []schemas.RepoCheckedOut `json:"repos,omitempty"`
 	Modules  []schemas.ModuleResult   `json:"modules"`
 	Files    map[string]string        `json:"files,omitempty"`
+	CloneOf  int64                    `json:"origin_id,omitempty"`
+	Clone    int64                    `json:"clone_id,omitempty"`
+	// Waiting says why a scheduled job has no worker yet.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // projection keeps every job's view, following the job stream.
@@ -36,10 +43,12 @@ type projection struct {
 	seen uint64 // last stream sequence applied
 	cond *sync.Cond
 	jobs map[int64]*JobView
+	// workers are the WORKER_CLASS sets of the registered worker instances.
+	workers map[schemas.WorkerRef][]string
 }
 
 func newProjection() *projection {
-	p := &projection{jobs: map[int64]*JobView{}}
+	p := &projection{jobs: map[int64]*JobView{}, workers: map[schemas.WorkerRef][]string{}}
 	p.cond = sync.NewCond(&p.mu)
 	return p
 }
@@ -55,6 +64,47 @@ func (p *projection) follow(ctx context.Context, bus Bus) error {
 			p.mu.Unlock()
 			return nil
 		})
+}
+
+// followWorkers keeps the registered workers' classes, to say why a job
+// waits.
+func (p *projection) followWorkers(ctx context.Context, bus Bus) error {
+	return bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamWorkers, Filters: []string{"jetqa.worker.*.*.registered"}},
+		func(_ schemas.Event, pl schemas.Payload, _ streams.Delivery) error {
+			if r, ok := pl.(*schemas.WorkerRegistered); ok {
+				p.mu.Lock()
+				p.workers[r.Worker] = r.Classes
+				p.mu.Unlock()
+			}
+			return nil
+		})
+}
+
+// waiting says why a scheduled job has no worker, when no registered
+// worker instance could ever take it.
+func (p *projection) waiting(j *JobView) string {
+	if j.State != schemas.StateScheduled {
+		return ""
+	}
+	want := schemas.WorkerClasses(j.Settings["WORKER_CLASS"])
+	if len(p.workers) == 0 {
+		return "no worker instance has registered yet"
+	}
+	for _, classes := range p.workers {
+		if coversAll(classes, want) {
+			return ""
+		}
+	}
+	return fmt.Sprintf("no registered worker instance has WORKER_CLASS %s", strings.Join(want, ","))
+}
+
+func coversAll(have, want []string) bool {
+	for _, c := range want {
+		if !slices.Contains(have, c) {
+			return false
+		}
+	}
+	return true
 }
 
 // waitFor blocks until the event with stream sequence seq is applied, so a
@@ -75,7 +125,7 @@ func (p *projection) waitFor(ctx context.Context, seq uint64) {
 
 func (p *projection) apply(ev schemas.Event, pl schemas.Payload) {
 	if c, ok := pl.(*schemas.JobCreated); ok {
-		p.jobs[ev.Job] = &JobView{ID: ev.Job, Name: c.Name(), State: schemas.StateScheduled, Result: schemas.ResultNone, Settings: c.Settings, Created: ev.Time, Modules: []schemas.ModuleResult{}}
+		p.jobs[ev.Job] = &JobView{ID: ev.Job, Name: c.Name(), State: schemas.StateScheduled, Result: schemas.ResultNone, Settings: c.Settings, Created: ev.Time, Modules: []schemas.ModuleResult{}, CloneOf: c.CloneOf}
 		return
 	}
 	j := p.jobs[ev.Job]
@@ -86,6 +136,10 @@ func (p *projection) apply(ev schemas.Event, pl schemas.Payload) {
 	switch e := pl.(type) {
 	case *schemas.JobAssigned:
 		j.State, j.Worker = schemas.StateAssigned, e.Worker.String()
+	case *schemas.JobUnassigned:
+		j.State, j.Worker = schemas.StateScheduled, ""
+	case *schemas.JobRestarted:
+		j.Clone = e.Clone
 	case *schemas.AssetFetched:
 		j.State = schemas.StateSetup
 		j.Assets = append(j.Assets, *e)
@@ -109,6 +163,9 @@ func (p *projection) apply(ev schemas.Event, pl schemas.Payload) {
 		j.Modules = e.Modules
 	case *schemas.JobFinished:
 		j.State, j.Result, j.Reason, j.Finished, j.Files = schemas.StateDone, e.Result, e.Reason, &t, e.Files
+		if j.Started == nil && (e.Result == schemas.ResultUserCancelled || e.Result == schemas.ResultSkipped || e.Result == schemas.ResultObsoleted) {
+			j.State = schemas.StateCancelled
+		}
 		if len(e.Modules) > 0 {
 			j.Modules = e.Modules
 		}
@@ -122,7 +179,9 @@ func (p *projection) get(id int64) (JobView, bool) {
 	if !ok {
 		return JobView{}, false
 	}
-	return *j, true
+	v := *j
+	v.Waiting = p.waiting(j)
+	return v, true
 }
 
 // list returns the jobs that pass keep, newest first.
@@ -132,7 +191,9 @@ func (p *projection) list(keep func(*JobView) bool) []JobView {
 	var out []JobView
 	for _, j := range p.jobs {
 		if keep(j) {
-			out = append(out, *j)
+			v := *j
+			v.Waiting = p.waiting(j)
+			out = append(out, v)
 		}
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].ID > out[b].ID })

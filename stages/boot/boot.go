@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"jetqa/schemas"
@@ -32,6 +34,11 @@ type Config struct {
 	Accel string
 	// MatchTimeout bounds the wait for one answer of the matcher pool.
 	MatchTimeout time.Duration
+	// HeartbeatInterval is how often the instance says it is alive; it must
+	// be well below the scheduler's worker timeout. Default 10 s.
+	HeartbeatInterval time.Duration
+	// MemoryMiB is announced to the scheduler; default the host's memory.
+	MemoryMiB int
 }
 
 func (c Config) withDefaults() Config {
@@ -46,6 +53,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MatchTimeout == 0 {
 		c.MatchTimeout = time.Minute
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 10 * time.Second
+	}
+	if c.MemoryMiB == 0 {
+		c.MemoryMiB = hostMemoryMiB()
 	}
 	return c
 }
@@ -68,15 +81,17 @@ type Bus interface {
 	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
 	Watch(ctx context.Context, cfg streams.WatchConfig, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
 	LastSequence(ctx context.Context, stream string) (uint64, error)
+	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
 	PutBlob(ctx context.Context, bucket, key string, r io.Reader) error
 	HasBlob(ctx context.Context, bucket, key string) (bool, error)
 }
 
 // Stage is one worker instance's boot stage.
 type Stage struct {
-	cfg Config
-	bus Bus
-	log *slog.Logger
+	cfg     Config
+	bus     Bus
+	log     *slog.Logger
+	running atomic.Int64 // the job being run, for heartbeats
 }
 
 // New returns the boot stage of one worker instance.
@@ -88,14 +103,18 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Stage, error) {
 	return &Stage{cfg: cfg, bus: bus, log: log.With("worker", cfg.Worker.String())}, nil
 }
 
-// Run registers the instance and runs the jobs made ready for it, one at a
-// time, until ctx ends.
+// Run registers the instance, heartbeats, and runs the jobs made ready for
+// it, one at a time, until ctx ends.
 func (s *Stage) Run(ctx context.Context) error {
-	reg := schemas.WorkerRegistered{Worker: s.cfg.Worker, Classes: s.cfg.Classes, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(), KVM: qemu.KVMUsable()}
+	reg := schemas.WorkerRegistered{
+		Worker: s.cfg.Worker, Classes: s.cfg.Classes, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(),
+		MemoryMiB: s.cfg.MemoryMiB, KVM: qemu.KVMUsable(),
+	}
 	if _, err := s.bus.Append(ctx, 0, reg); err != nil {
 		return fmt.Errorf("register worker %s: %w", s.cfg.Worker, err)
 	}
 	s.log.Info("worker registered", "classes", s.cfg.Classes, "kvm", reg.KVM)
+	go s.heartbeat(ctx)
 	return s.bus.Consume(ctx, streams.ConsumerConfig{
 		Stream:     streams.StreamJobs,
 		Durable:    "boot-" + streams.Token(s.cfg.Worker.String()),
@@ -105,9 +124,39 @@ func (s *Stage) Run(ctx context.Context) error {
 	}, s.handle)
 }
 
+func (s *Stage) heartbeat(ctx context.Context) {
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := s.bus.Append(ctx, 0, schemas.WorkerHeartbeat{Worker: s.cfg.Worker, Job: s.running.Load()}); err != nil && ctx.Err() == nil {
+				s.log.Warn("heartbeat not sent", "err", err)
+			}
+		}
+	}
+}
+
+// Why a job stopped before its tests ended.
+var (
+	errCancelled = errors.New("cancelled by user")
+	errGivenAway = errors.New("the job was given away or ended without this worker")
+)
+
 func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload, d streams.Delivery) error {
 	ready, ok := p.(*schemas.JobReady)
 	if !ok {
+		return nil
+	}
+	log := s.log.With("job", ev.Job)
+	agg, err := s.bus.LoadJob(ctx, ev.Job)
+	if err != nil {
+		return err
+	}
+	if agg.Final() || agg.Started || agg.Worker == nil || *agg.Worker != s.cfg.Worker {
+		log.Info("not starting a job that is no longer this worker's", "state", agg.State)
 		return nil
 	}
 	resultsDir := filepath.Join(ready.JobDir, "results")
@@ -120,14 +169,52 @@ func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload,
 		// could act twice on its assets.
 		finished.Result, finished.Reason = schemas.ResultIncomplete, "the worker instance restarted while running the job"
 	} else {
-		finished.Result, finished.Reason, finished.Modules = s.runJob(ctx, ev.Job, ready, resultsDir)
+		s.running.Store(ev.Job)
+		defer s.running.Store(0)
+		jobCtx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		go s.followJob(jobCtx, cancel, ev.Job, agg.Seq)
+		finished.Result, finished.Reason, finished.Modules = s.runJob(jobCtx, ev.Job, ready, resultsDir)
+		switch cause := context.Cause(jobCtx); {
+		case ctx.Err() != nil:
+			// Shutting down: the job is redelivered and ends incomplete then.
+			return ctx.Err()
+		case errors.Is(cause, errGivenAway):
+			log.Warn("VM stopped: the job is no longer this worker's")
+			return nil
+		case errors.Is(cause, errCancelled):
+			finished.Result, finished.Reason = schemas.ResultUserCancelled, "cancelled by user"
+		}
 	}
-	if ctx.Err() != nil {
-		// Shutting down: the job is redelivered and ends incomplete then.
-		return ctx.Err()
+	_, err = s.bus.Append(ctx, ev.Job, finished)
+	if errors.Is(err, schemas.ErrTransition) {
+		log.Warn("results not reported: the job moved on without this worker", "why", err)
+		return nil
 	}
-	_, err := s.bus.Append(ctx, ev.Job, finished)
 	return err
+}
+
+// followJob watches the running job's events and stops it when a user
+// cancels it or when the job is ended or given away without this worker
+// (it was declared offline, for instance).
+func (s *Stage) followJob(ctx context.Context, stop context.CancelCauseFunc, job int64, after uint64) {
+	_ = s.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobSubject(job) + ".>"}, From: after + 1},
+		func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+			switch p := p.(type) {
+			case *schemas.JobCancelRequested:
+				stop(errCancelled)
+				return streams.ErrStopWatch
+			case *schemas.JobFinished, *schemas.JobUnassigned:
+				stop(errGivenAway)
+				return streams.ErrStopWatch
+			case *schemas.JobAssigned:
+				if p.Worker != s.cfg.Worker {
+					stop(errGivenAway)
+					return streams.ErrStopWatch
+				}
+			}
+			return nil
+		})
 }
 
 // runJob boots the VM and runs the test modules; it returns the job's
@@ -179,7 +266,7 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 		copySerialLog(qcfg.Dir, resultsDir)
 	}()
 	if _, err := s.bus.Append(ctx, job, schemas.JobStarted{Worker: s.cfg.Worker, Accel: vm.Accel()}); err != nil {
-		return schemas.ResultIncomplete, err.Error(), nil
+		return schemas.ResultIncomplete, "job not started: " + err.Error(), nil
 	}
 	log.Info("VM started", "accel", vm.Accel())
 	matcher, err := startMatcher(jobCtx, s.bus, s.cfg.Worker, job)
@@ -251,4 +338,19 @@ func copySerialLog(vmDir, resultsDir string) {
 		return
 	}
 	_ = os.WriteFile(filepath.Join(resultsDir, "serial0.txt"), data, 0o644)
+}
+
+// hostMemoryMiB reads the host's memory from /proc/meminfo; 0 if unknown.
+func hostMemoryMiB() int {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	var kib int
+	for _, line := range strings.Split(string(data), "\n") {
+		if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kib); err == nil {
+			return kib / 1024
+		}
+	}
+	return 0
 }

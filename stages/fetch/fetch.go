@@ -52,7 +52,7 @@ func (c Config) validate() error {
 type Bus interface {
 	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
 	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
-	JobSettings(ctx context.Context, job int64) (map[string]string, error)
+	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
 }
 
 // Stage is the fetch stage.
@@ -101,22 +101,28 @@ func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload,
 	}
 	job, worker := ev.Job, assigned.Worker
 	log := s.log.With("job", job, "worker", worker.String())
-	settings, err := s.bus.JobSettings(ctx, job)
+	agg, err := s.bus.LoadJob(ctx, job)
 	if err != nil {
 		return err
 	}
-	ready, err := s.setup(ctx, job, worker, settings)
+	if agg.Final() || agg.Started || agg.Worker == nil || *agg.Worker != worker {
+		log.Info("skipping an assignment that is no longer current", "state", agg.State)
+		return nil
+	}
+	ready, err := s.setup(ctx, job, worker, agg.Settings)
 	var je errJob
 	if errors.As(err, &je) {
 		log.Warn("job setup failed", "reason", err)
-		_, err := s.bus.Append(ctx, job, schemas.JobFinished{Result: schemas.ResultIncomplete, Reason: "setup failed: " + err.Error()})
-		return err
+		_, err = s.bus.Append(ctx, job, schemas.JobFinished{Result: schemas.ResultIncomplete, Reason: "setup failed: " + err.Error()})
+	} else if err == nil {
+		log.Info("job ready")
+		_, err = s.bus.Append(ctx, job, ready)
 	}
-	if err != nil {
-		return err
+	if errors.Is(err, schemas.ErrTransition) {
+		// Cancelled, or given to another worker, while this one set it up.
+		log.Warn("job moved on during setup", "why", err)
+		return nil
 	}
-	log.Info("job ready")
-	_, err = s.bus.Append(ctx, job, ready)
 	return err
 }
 

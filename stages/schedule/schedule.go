@@ -1,6 +1,8 @@
 // Package schedule is the scheduler stage: it folds job and worker events
-// into the set of scheduled jobs and free worker instances, and assigns a
-// job the moment a worker instance whose WORKER_CLASS covers it is free.
+// into the set of scheduled jobs and live worker instances, assigns a job
+// the moment a worker instance whose WORKER_CLASS covers it is free, and
+// notices within seconds when a worker instance goes silent: its job goes
+// back to the queue or, once started, ends incomplete and is cloned.
 package schedule
 
 import (
@@ -8,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -18,53 +21,84 @@ import (
 )
 
 // Config of the scheduler.
-type Config struct{}
+type Config struct {
+	// WorkerTimeout is how long a worker instance may be silent before it
+	// counts as offline; default 60 s.
+	WorkerTimeout time.Duration
+	// CloneLimit is how many automatic clones in a row a job whose worker
+	// went offline gets; default 1.
+	CloneLimit int
+	// Name identifies this scheduler among several; default host:pid.
+	Name string
+}
+
+func (c Config) withDefaults() Config {
+	if c.WorkerTimeout <= 0 {
+		c.WorkerTimeout = 60 * time.Second
+	}
+	if c.CloneLimit == 0 {
+		c.CloneLimit = 1
+	}
+	if c.Name == "" {
+		h, _ := os.Hostname()
+		c.Name = fmt.Sprintf("schedule@%s:%d", h, os.Getpid())
+	}
+	return c
+}
 
 // Bus is what the scheduler needs of the event streams.
 type Bus interface {
 	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
 	Watch(ctx context.Context, cfg streams.WatchConfig, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
 	LastSequence(ctx context.Context, stream string) (uint64, error)
+	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
+	NextJobID(ctx context.Context) (int64, error)
+	Lease(name, holder string) *streams.Lease
 }
 
-// Scheduler assigns jobs to worker instances.
+// Scheduler assigns jobs to worker instances. Several may run at once:
+// one holds the scheduler lease and acts, the others follow the streams
+// and take over when it stops.
 type Scheduler struct {
+	cfg Config
 	bus Bus
 	log *slog.Logger
 
 	jobs    map[int64]*job
 	workers map[schemas.WorkerRef]*worker
+	leader  bool
 }
 
 type job struct {
 	id       int64
-	created  time.Time
 	priority int
 	classes  []string
-	assigned bool
+	worker   *schemas.WorkerRef
 }
 
 type worker struct {
-	ref     schemas.WorkerRef
-	classes []string
-	busy    int64 // job id, 0 when free
+	ref        schemas.WorkerRef
+	registered bool
+	classes    []string
+	busy       int64 // job id, 0 when free
+	lastSeen   time.Time
+	online     bool
 }
 
 // New returns a scheduler.
-func New(_ Config, bus Bus, log *slog.Logger) *Scheduler {
-	return &Scheduler{bus: bus, log: log, jobs: map[int64]*job{}, workers: map[schemas.WorkerRef]*worker{}}
+func New(cfg Config, bus Bus, log *slog.Logger) *Scheduler {
+	return &Scheduler{cfg: cfg.withDefaults(), bus: bus, log: log, jobs: map[int64]*job{}, workers: map[schemas.WorkerRef]*worker{}}
 }
 
 type update struct {
-	ev schemas.Event
-	p  schemas.Payload
-	// caughtUp says this update's stream has no older events left to replay.
-	caughtUp bool
+	ev       schemas.Event
+	p        schemas.Payload
 	stream   string
+	caughtUp bool // this stream has no older events left to replay
 }
 
-// Run replays the job and worker streams to rebuild its state, then
-// assigns jobs as events arrive, until ctx ends.
+// Run replays the job and worker streams to rebuild its state, then acts
+// on events as they arrive, until ctx ends.
 func (s *Scheduler) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -74,18 +108,18 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		stream  string
 		filters []string
 	}{
-		{streams.StreamJobs, []string{streams.JobEvents("created"), streams.JobEvents("assigned.>"), streams.JobEvents("finished")}},
+		{streams.StreamJobs, []string{
+			streams.JobEvents("created"), streams.JobEvents("assigned.>"), streams.JobEvents("unassigned"), streams.JobEvents("finished"),
+		}},
 		{streams.StreamWorkers, []string{"jetqa.worker.>"}},
 	}
-	replaying := map[string]uint64{}
+	replaying := map[string]bool{}
 	for _, w := range watches {
 		last, err := s.bus.LastSequence(ctx, w.stream)
 		if err != nil {
 			return err
 		}
-		if last > 0 {
-			replaying[w.stream] = last
-		}
+		replaying[w.stream] = last > 0
 		go func() {
 			errs <- s.bus.Watch(ctx, streams.WatchConfig{Stream: w.stream, Filters: w.filters}, func(ev schemas.Event, p schemas.Payload, d streams.Delivery) error {
 				select {
@@ -97,6 +131,12 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			})
 		}()
 	}
+	lease := s.bus.Lease("scheduler", s.cfg.Name)
+	defer lease.Release(context.WithoutCancel(ctx))
+	every := min(s.cfg.WorkerTimeout/4, streams.LeaseTTL/5)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var lastHold time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -109,14 +149,37 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		case u := <-updates:
 			s.apply(u.ev, u.p)
 			if u.caughtUp {
-				delete(replaying, u.stream)
+				replaying[u.stream] = false
 			}
-			if len(replaying) == 0 {
-				if err := s.assign(ctx); err != nil {
-					return err
-				}
+		case <-tick.C:
+		}
+		if replaying[streams.StreamJobs] || replaying[streams.StreamWorkers] {
+			continue // never act on a half-rebuilt state
+		}
+		if time.Since(lastHold) >= every {
+			lastHold = time.Now()
+			s.holdLease(ctx, lease)
+			if s.leader {
+				s.checkLiveness(ctx)
 			}
 		}
+		if s.leader {
+			if err := s.assign(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// holdLease takes or renews the scheduler lease; only its holder acts.
+func (s *Scheduler) holdLease(ctx context.Context, lease *streams.Lease) {
+	held, err := lease.Hold(ctx)
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("scheduler lease", "err", err)
+	}
+	if held != s.leader {
+		s.log.Info("scheduler lease", "active", held, "name", s.cfg.Name)
+		s.leader = held
 	}
 }
 
@@ -127,26 +190,47 @@ func (s *Scheduler) apply(ev schemas.Event, p schemas.Payload) {
 		if err != nil {
 			prio = 50
 		}
-		s.jobs[ev.Job] = &job{id: ev.Job, created: ev.Time, priority: prio, classes: schemas.WorkerClasses(p.Settings["WORKER_CLASS"])}
+		s.jobs[ev.Job] = &job{id: ev.Job, priority: prio, classes: schemas.WorkerClasses(p.Settings["WORKER_CLASS"])}
 	case *schemas.JobAssigned:
 		if j := s.jobs[ev.Job]; j != nil {
-			j.assigned = true
+			ref := p.Worker
+			j.worker = &ref
 		}
-		w := s.worker(p.Worker)
-		w.busy = ev.Job
+		s.worker(p.Worker).busy = ev.Job
+	case *schemas.JobUnassigned:
+		if j := s.jobs[ev.Job]; j != nil {
+			j.worker = nil
+		}
+		if w := s.workers[p.Worker]; w != nil && w.busy == ev.Job {
+			w.busy = 0
+		}
 	case *schemas.JobFinished:
-		delete(s.jobs, ev.Job)
-		for _, w := range s.workers {
-			if w.busy == ev.Job {
+		if j := s.jobs[ev.Job]; j != nil && j.worker != nil {
+			if w := s.workers[*j.worker]; w != nil && w.busy == ev.Job {
 				w.busy = 0
 			}
 		}
+		delete(s.jobs, ev.Job)
 	case *schemas.WorkerRegistered:
 		// A worker instance registers when it starts: it runs nothing.
 		w := s.worker(p.Worker)
-		w.classes = p.Classes
+		w.registered, w.classes, w.online, w.lastSeen = true, p.Classes, true, later(w.lastSeen, ev.Time)
 		w.busy = 0
+	case *schemas.WorkerHeartbeat:
+		w := s.worker(p.Worker)
+		w.online, w.lastSeen = true, later(w.lastSeen, ev.Time)
+	case *schemas.WorkerOffline:
+		if w := s.workers[p.Worker]; w != nil && !w.lastSeen.After(p.LastSeen) {
+			w.online = false
+		}
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func (s *Scheduler) worker(ref schemas.WorkerRef) *worker {
@@ -163,7 +247,7 @@ func (s *Scheduler) worker(ref schemas.WorkerRef) *worker {
 func (s *Scheduler) assign(ctx context.Context) error {
 	var queue []*job
 	for _, j := range s.jobs {
-		if !j.assigned {
+		if j.worker == nil {
 			queue = append(queue, j)
 		}
 	}
@@ -178,14 +262,22 @@ func (s *Scheduler) assign(ctx context.Context) error {
 		if w == nil {
 			continue
 		}
-		if _, err := s.bus.Append(ctx, j.id, schemas.JobAssigned{Worker: w.ref}); err != nil {
-			if errors.Is(err, context.Canceled) {
-				return nil
-			}
+		_, err := s.bus.Append(ctx, j.id, schemas.JobAssigned{Worker: w.ref})
+		switch {
+		case errors.Is(err, schemas.ErrTransition):
+			// Another scheduler, a cancel or a restart got there first;
+			// the job's events will tell this one what happened.
+			s.log.Info("job not assigned", "job", j.id, "why", err)
+			delete(s.jobs, j.id)
+			continue
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
 			return fmt.Errorf("assign job %d: %w", j.id, err)
 		}
 		s.log.Info("job assigned", "job", j.id, "worker", w.ref.String())
-		j.assigned = true
+		ref := w.ref
+		j.worker = &ref
 		w.busy = j.id
 	}
 	return nil
@@ -194,7 +286,7 @@ func (s *Scheduler) assign(ctx context.Context) error {
 func (s *Scheduler) freeWorkerFor(j *job) *worker {
 	var free []*worker
 	for _, w := range s.workers {
-		if w.busy == 0 && w.classes != nil && covers(w.classes, j.classes) {
+		if w.registered && w.online && w.busy == 0 && covers(w.classes, j.classes) {
 			free = append(free, w)
 		}
 	}
@@ -219,4 +311,74 @@ func covers(worker, job []string) bool {
 		}
 	}
 	return true
+}
+
+// checkLiveness declares silent worker instances offline and deals with
+// the job each had.
+func (s *Scheduler) checkLiveness(ctx context.Context) {
+	now := time.Now()
+	for _, w := range s.workers {
+		if !w.online || now.Sub(w.lastSeen) <= s.cfg.WorkerTimeout {
+			continue
+		}
+		s.log.Warn("worker went offline", "worker", w.ref.String(), "last_seen", w.lastSeen, "job", w.busy)
+		if _, err := s.bus.Append(ctx, 0, schemas.WorkerOffline{Worker: w.ref, LastSeen: w.lastSeen}); err != nil {
+			s.log.Error("worker offline not recorded", "worker", w.ref.String(), "err", err)
+			continue
+		}
+		w.online = false
+		if w.busy != 0 {
+			if err := s.recoverJob(ctx, w.busy, w.ref); err != nil {
+				s.log.Error("job of an offline worker", "job", w.busy, "err", err)
+			}
+		}
+	}
+}
+
+// recoverJob gives a job of an offline worker back to the queue when it
+// had not started, or ends it incomplete and schedules a clone.
+func (s *Scheduler) recoverJob(ctx context.Context, id int64, ref schemas.WorkerRef) error {
+	agg, err := s.bus.LoadJob(ctx, id)
+	if err != nil {
+		return err
+	}
+	if agg.Final() || agg.Worker == nil || *agg.Worker != ref {
+		return nil
+	}
+	if !agg.Started {
+		_, err := s.bus.Append(ctx, id, schemas.JobUnassigned{Worker: ref, Reason: fmt.Sprintf("worker %s went offline before starting the job", ref)})
+		if err == nil {
+			s.log.Info("job back in the queue", "job", id, "worker", ref.String())
+		}
+		return ignoreTransition(err)
+	}
+	_, err = s.bus.Append(ctx, id, schemas.JobFinished{Result: schemas.ResultIncomplete, Reason: fmt.Sprintf("worker %s went offline", ref)})
+	if err != nil {
+		return ignoreTransition(err)
+	}
+	if agg.Retry >= s.cfg.CloneLimit {
+		s.log.Info("job not cloned: retry limit reached", "job", id, "retry", agg.Retry)
+		return nil
+	}
+	clone, err := s.bus.NextJobID(ctx)
+	if err != nil {
+		return err
+	}
+	// Recording the clone on the original first makes it happen once, even
+	// with several schedulers or a retry after a crash.
+	if _, err := s.bus.Append(ctx, id, schemas.JobRestarted{Clone: clone, By: "auto"}); err != nil {
+		return fmt.Errorf("clone job %d as %d: %w", id, clone, err)
+	}
+	if _, err := s.bus.Append(ctx, clone, schemas.JobCreated{Settings: agg.Settings, CloneOf: id, Retry: agg.Retry + 1}); err != nil {
+		return err
+	}
+	s.log.Info("job cloned", "job", id, "clone", clone, "why", "worker went offline")
+	return nil
+}
+
+func ignoreTransition(err error) error {
+	if errors.Is(err, schemas.ErrTransition) {
+		return nil
+	}
+	return err
 }

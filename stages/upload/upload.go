@@ -79,7 +79,11 @@ func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload,
 		fin.Reason = strings.TrimPrefix(fin.Reason+"; ", "; ") + "upload failed: " + err.Error()
 	}
 	_, err = s.bus.Append(ctx, ev.Job, fin)
-	if err == nil {
+	switch {
+	case errors.Is(err, schemas.ErrTransition):
+		s.log.Warn("job already ended without this upload", "job", ev.Job, "why", err)
+		return nil
+	case err == nil:
 		s.log.Info("job finished", "job", ev.Job, "result", fin.Result, "reason", fin.Reason)
 	}
 	return err

@@ -40,6 +40,13 @@ func TestUploadStoresResultsAndFinishesTheJob(t *testing.T) {
 		}
 	}
 	w := schemas.WorkerRef{Host: "h", Instance: 1}
+	for job := int64(1); job <= 2; job++ {
+		for _, p := range []schemas.Payload{schemas.JobCreated{}, schemas.JobAssigned{Worker: w}, schemas.JobReady{Worker: w}, schemas.JobStarted{Worker: w}} {
+			if _, err := bus.Append(ctx, job, p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	modules := []schemas.ModuleResult{{Name: "boot", Result: schemas.ResultPassed}}
 	if _, err := bus.Append(ctx, 1, schemas.TestsFinished{Worker: w, Result: schemas.ResultPassed, Modules: modules, ResultsDir: results}); err != nil {
 		t.Fatal(err)

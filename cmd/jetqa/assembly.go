@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/oklog/run"
+
+	"jetqa/schemas"
+	"jetqa/stages/api"
+	"jetqa/stages/boot"
+	"jetqa/stages/fetch"
+	"jetqa/stages/match"
+	"jetqa/stages/schedule"
+	"jetqa/stages/upload"
+	"jetqa/streams"
+)
+
+// assembly wires stages as oklog/run actors, each on its own NATS
+// connection, and tears them down in order: stages stop consuming, the
+// connections drain, the embedded server (if any) stops last.
+type assembly struct {
+	ctx   context.Context
+	log   *slog.Logger
+	url   string
+	ns    *server.Server // embedded server, nil when connecting to one
+	buses []*streams.Bus
+	g     run.Group
+
+	stageCtx context.Context
+	stop     context.CancelFunc
+}
+
+func newAssembly(ctx context.Context, log *slog.Logger) *assembly {
+	a := &assembly{ctx: ctx, log: log}
+	a.stageCtx, a.stop = context.WithCancel(ctx)
+	return a
+}
+
+// embed starts the embedded NATS server with its store in dataDir.
+func (a *assembly) embed(dataDir string, port int) error {
+	ns, err := streams.StartServer(streams.ServerConfig{Port: port, DataDir: dataDir})
+	if err != nil {
+		return err
+	}
+	a.ns, a.url = ns, ns.ClientURL()
+	return nil
+}
+
+// connect opens a connection named name; the first one also creates or
+// updates the streams and buckets.
+func (a *assembly) connect(name string) (*streams.Bus, error) {
+	b, err := streams.Connect(a.ctx, a.url, name, a.log)
+	if err != nil {
+		return nil, err
+	}
+	if len(a.buses) == 0 {
+		if err := b.Setup(a.ctx); err != nil {
+			b.Close()
+			return nil, err
+		}
+	}
+	a.buses = append(a.buses, b)
+	return b, nil
+}
+
+// add runs a stage as an actor: when one ends, all are stopped.
+func (a *assembly) add(name string, runStage func(context.Context) error) {
+	a.g.Add(func() error {
+		if err := runStage(a.stageCtx); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return nil
+	}, func(error) { a.stop() })
+}
+
+func (a *assembly) teardown() {
+	a.stop()
+	for i := len(a.buses) - 1; i >= 0; i-- {
+		a.buses[i].Close()
+	}
+	if a.ns != nil {
+		a.ns.Shutdown()
+		a.ns.WaitForShutdown()
+	}
+}
+
+// serverConfig is what the server side runs with.
+type serverConfig struct {
+	Host          string
+	Listen        string
+	Matchers      int
+	WorkerTimeout time.Duration
+}
+
+// addServer adds the API, the scheduler and the matcher pool; it returns
+// the API's address.
+func (a *assembly) addServer(c serverConfig) (string, error) {
+	bus, err := a.connect("api@" + c.Host)
+	if err != nil {
+		return "", err
+	}
+	apiSrv, err := api.New(api.Config{Listen: c.Listen}, bus, a.log.With("stage", "api"))
+	if err != nil {
+		return "", err
+	}
+	a.add("api", apiSrv.Run)
+	if bus, err = a.connect("schedule@" + c.Host); err != nil {
+		return "", err
+	}
+	sched := schedule.New(schedule.Config{WorkerTimeout: c.WorkerTimeout}, bus, a.log.With("stage", "schedule"))
+	a.add("schedule", sched.Run)
+	if c.Matchers > 0 {
+		if err := a.addMatchers(c.Host, c.Matchers); err != nil {
+			return "", err
+		}
+	}
+	return apiSrv.Addr(), nil
+}
+
+func (a *assembly) addMatchers(host string, n int) error {
+	bus, err := a.connect("match@" + host)
+	if err != nil {
+		return err
+	}
+	a.add("match", match.New(match.Config{Name: "match@" + host, Workers: n}, bus, a.log.With("stage", "match")).Run)
+	return nil
+}
+
+// workerConfig is what a worker host runs with.
+type workerConfig struct {
+	Host        string
+	DataDir     string
+	Instances   int
+	Accel       string
+	WorkerClass string
+	Heartbeat   time.Duration
+}
+
+// addWorker adds a worker host's stages: fetch, one boot stage per
+// instance, upload.
+func (a *assembly) addWorker(c workerConfig) error {
+	if c.Instances < 1 {
+		return fmt.Errorf("--instances %d: need at least 1", c.Instances)
+	}
+	bus, err := a.connect("fetch@" + c.Host)
+	if err != nil {
+		return err
+	}
+	fetchStage, err := fetch.New(fetch.Config{
+		Host:     c.Host,
+		CacheDir: filepath.Join(c.DataDir, "cache"),
+		AssetDir: filepath.Join(c.DataDir, "assets"),
+		JobsDir:  filepath.Join(c.DataDir, "jobs"),
+	}, bus, a.log.With("stage", "fetch"))
+	if err != nil {
+		return err
+	}
+	a.add("fetch", fetchStage.Run)
+	for i := 1; i <= c.Instances; i++ {
+		worker := schemas.WorkerRef{Host: c.Host, Instance: i}
+		if bus, err = a.connect("boot@" + worker.String()); err != nil {
+			return err
+		}
+		bootStage, err := boot.New(boot.Config{
+			Worker: worker, Classes: schemas.WorkerClasses(c.WorkerClass), Accel: c.Accel, HeartbeatInterval: c.Heartbeat,
+		}, bus, a.log.With("stage", "boot"))
+		if err != nil {
+			return err
+		}
+		a.add("boot "+worker.String(), bootStage.Run)
+	}
+	if bus, err = a.connect("upload@" + c.Host); err != nil {
+		return err
+	}
+	uploadStage, err := upload.New(upload.Config{Host: c.Host}, bus, a.log.With("stage", "upload"))
+	if err != nil {
+		return err
+	}
+	a.add("upload", uploadStage.Run)
+	return nil
+}
+
+// absDir makes the data directory absolute and creates it.
+func absDir(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return "", fmt.Errorf("data directory: %w", err)
+	}
+	return abs, nil
+}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"time"
+)
+
+// cmdServer runs the server side: the embedded NATS server, the API, the
+// scheduler and the matcher pool. Workers connect to its NATS port.
+func cmdServer(args []string, stderr io.Writer) error {
+	host, _ := os.Hostname()
+	var dataDir, listen, logLevel string
+	var natsPort, matchers int
+	var workerTimeout time.Duration
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&dataDir, "data", "data", "directory for the event store")
+	fs.StringVar(&listen, "listen", "127.0.0.1:9526", "address of the HTTP API")
+	fs.IntVar(&natsPort, "nats-port", 4222, "client port of the embedded NATS server (-1: any free port)")
+	fs.IntVar(&matchers, "matchers", runtime.NumCPU(), "needle matchers in this process (0: none, run `jetqa matcher` elsewhere)")
+	fs.DurationVar(&workerTimeout, "worker-timeout", 60*time.Second, "silence after which a worker instance is offline")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, logLevel)
+	if err != nil {
+		return err
+	}
+	dir, err := absDir(dataDir)
+	if err != nil {
+		return err
+	}
+	a := newAssembly(context.Background(), log)
+	if err := a.embed(dir, natsPort); err != nil {
+		return err
+	}
+	apiAddr, err := a.addServer(serverConfig{Host: host, Listen: listen, Matchers: matchers, WorkerTimeout: workerTimeout})
+	if err != nil {
+		a.teardown()
+		return err
+	}
+	fmt.Fprintf(stderr, "jetqa server is up: API http://%s, NATS %s, data in %s (Ctrl-C stops)\n", apiAddr, a.url, dataDir)
+	return runUntilSignal(a, log)
+}

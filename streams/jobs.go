@@ -1,0 +1,173 @@
+package streams
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"jetqa/schemas"
+)
+
+// Headers of JetStream's optimistic concurrency control.
+const (
+	headerExpectedLastSubjectSeq        = "Nats-Expected-Last-Subject-Sequence"
+	headerExpectedLastSubjectSeqSubject = "Nats-Expected-Last-Subject-Sequence-Subject"
+)
+
+// maxConflicts bounds how often one append re-reads and retries after other
+// writers got in first.
+const maxConflicts = 50
+
+// jobCache keeps, per job, the aggregate as of the last event this process
+// read or wrote, so most appends need no read at all.
+type jobCache struct {
+	mu   sync.Mutex
+	jobs map[int64]*cachedJob
+}
+
+type cachedJob struct {
+	mu  sync.Mutex // serializes this process's appends to one job
+	agg *schemas.JobAggregate
+}
+
+func (c *jobCache) entry(job int64) *cachedJob {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.jobs == nil {
+		c.jobs = map[int64]*cachedJob{}
+	}
+	e := c.jobs[job]
+	if e == nil {
+		e = &cachedJob{agg: &schemas.JobAggregate{ID: job}}
+		c.jobs[job] = e
+	}
+	return e
+}
+
+func (c *jobCache) forget(job int64) {
+	c.mu.Lock()
+	delete(c.jobs, job)
+	c.mu.Unlock()
+}
+
+// appendJobEvent appends an event to a job's history only if the job's
+// aggregate accepts it, and only if no other writer appended to the job
+// since the aggregate was read (expected last sequence on the job's
+// subjects). A conflict re-reads the newer events and decides again; it
+// never overwrites. The message id makes a retried publish idempotent.
+func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p schemas.Payload) (uint64, error) {
+	e := b.jobs.entry(job)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for range maxConflicts {
+		if err := b.catchUp(ctx, job, e.agg); err != nil {
+			return 0, err
+		}
+		if err := e.agg.Check(p); err != nil {
+			return 0, err
+		}
+		ev, err := schemas.NewEvent(job, b.source, p)
+		if err != nil {
+			return 0, err
+		}
+		data, err := ev.Marshal()
+		if err != nil {
+			return 0, err
+		}
+		msg := nats.NewMsg(subj)
+		msg.Data = data
+		msg.Header.Set(HeaderKind, ev.Kind)
+		msg.Header.Set(headerExpectedLastSubjectSeq, strconv.FormatUint(e.agg.Seq, 10))
+		msg.Header.Set(headerExpectedLastSubjectSeqSubject, JobSubject(job)+".>")
+		msg.Header.Set(nats.MsgIdHdr, appendID(job, e.agg.Seq, ev))
+		ack, err := b.JS.PublishMsg(ctx, msg)
+		if isWrongSequence(err) {
+			continue // someone else appended first: catch up and decide again
+		}
+		if err != nil {
+			return 0, fmt.Errorf("append %s to job %d: %w", ev.Kind, job, err)
+		}
+		if err := e.agg.Apply(ack.Sequence, ev, p); err != nil {
+			// Checked above; a failure here is a bug in the aggregate.
+			b.forgetJob(job)
+			return ack.Sequence, fmt.Errorf("job %d: stored %s but cannot fold it: %w", job, ev.Kind, err)
+		}
+		return ack.Sequence, nil
+	}
+	return 0, fmt.Errorf("append to job %d: still conflicting after %d tries", job, maxConflicts)
+}
+
+func (b *Bus) forgetJob(job int64) { b.jobs.forget(job) }
+
+// appendID identifies one decision: the same payload appended on top of the
+// same history. A publish retried after a lost acknowledgement is stored once.
+func appendID(job int64, after uint64, ev schemas.Event) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d/%d/%s/", job, after, ev.Kind)
+	h.Write(ev.Data)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// catchUp folds into agg the job's events stored after agg.Seq.
+func (b *Bus) catchUp(ctx context.Context, job int64, agg *schemas.JobAggregate) error {
+	s, err := b.jobsStream(ctx)
+	if err != nil {
+		return err
+	}
+	filter := JobSubject(job) + ".>"
+	for {
+		raw, err := s.GetMsg(ctx, agg.Seq+1, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read job %d: %w", job, err)
+		}
+		ev, p, err := decode(raw.Data)
+		if err == nil {
+			err = agg.Apply(raw.Sequence, ev, p)
+		}
+		if err != nil {
+			// A stored event the aggregate cannot fold (written before a rule
+			// existed, or by hand): skip it, but never append on top of an
+			// older sequence.
+			b.log.Warn("job event not folded", "job", job, "seq", raw.Sequence, "err", err)
+			agg.Seq = raw.Sequence
+		}
+	}
+}
+
+// LoadJob reads a job's current aggregate from its events.
+func (b *Bus) LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error) {
+	agg := &schemas.JobAggregate{ID: job}
+	if err := b.catchUp(ctx, job, agg); err != nil {
+		return nil, err
+	}
+	if agg.Seq == 0 {
+		return nil, fmt.Errorf("job %d: %w", job, ErrNoJob)
+	}
+	return agg, nil
+}
+
+// ErrNoJob is returned for a job id that has no events.
+var ErrNoJob = errors.New("no such job")
+
+func (b *Bus) jobsStream(ctx context.Context) (jetstream.Stream, error) {
+	b.streamMu.Lock()
+	defer b.streamMu.Unlock()
+	if b.jobsStreamHandle == nil {
+		s, err := b.JS.Stream(ctx, StreamJobs)
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: %w", StreamJobs, err)
+		}
+		b.jobsStreamHandle = s
+	}
+	return b.jobsStreamHandle, nil
+}
