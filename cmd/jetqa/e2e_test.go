@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"jetqa/schemas"
+	"jetqa/stages/api"
 	"jetqa/streams"
 )
 
@@ -114,6 +116,53 @@ func (s *system) post(t *testing.T, settings map[string]string) int64 {
 		t.Fatalf("post job: %s %s", resp.Status, body)
 	}
 	return out.ID
+}
+
+func (s *system) get(t *testing.T, path string, out any) {
+	t.Helper()
+	resp, err := http.Get(s.api + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %s", path, resp.Status, body)
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+func (s *system) show(t *testing.T, id int64) api.JobView {
+	t.Helper()
+	var out struct{ Job api.JobView }
+	s.get(t, fmt.Sprintf("/api/v1/jobs/%d", id), &out)
+	return out.Job
+}
+
+func (s *system) postAction(t *testing.T, id int64, action string, wantStatus int) {
+	t.Helper()
+	s.postActionOut(t, id, action, wantStatus, nil)
+}
+
+func (s *system) postActionOut(t *testing.T, id int64, action string, wantStatus int, out any) {
+	t.Helper()
+	resp, err := http.Post(fmt.Sprintf("%s/api/v1/jobs/%d/%s", s.api, id, action), "application/x-www-form-urlencoded", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != wantStatus {
+		t.Fatalf("%s job %d: %s %s, want status %d", action, id, resp.Status, body, wantStatus)
+	}
+	t.Logf("%s job %d: %s %s", action, id, resp.Status, strings.TrimSpace(string(body)))
+	if out != nil {
+		if err := json.Unmarshal(body, out); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // finish waits for the job's last event.

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"jetqa/schemas"
+	"jetqa/stages/api"
+	"jetqa/streams"
+	"jetqa/streams/natstest"
+)
+
+// startServer runs `jetqa server` in the test process with a short worker
+// timeout.
+func startServer(t *testing.T) *system {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	log := natstest.Logger(t)
+	a := newAssembly(ctx, log)
+	if err := a.embed(t.TempDir(), -1); err != nil {
+		t.Fatal(err)
+	}
+	apiAddr, err := a.addServer(serverConfig{Host: "server", Listen: "127.0.0.1:0", Matchers: 1, WorkerTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.g.Run() }()
+	s := &system{api: "http://" + apiAddr, nats: a.url, kinds: map[string]int{}}
+	if s.bus, err = streams.Connect(ctx, a.url, "lifecycle-test", log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		s.bus.Close()
+		cancel()
+		<-done
+		a.teardown()
+	})
+	return s
+}
+
+// startWorkerProcess runs `jetqa worker` as a child process, as a remote
+// worker host would run it.
+func startWorkerProcess(t *testing.T, s *system, host string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "worker", "--nats", s.nats, "--host", host, "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
+	cmd.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		lines := bufio.NewScanner(stderr)
+		for lines.Scan() {
+			t.Logf("[%s] %s", host, lines.Text())
+		}
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-logged
+		_ = cmd.Wait()
+	})
+	return cmd
+}
+
+// waitFor follows a job's events until want says yes.
+func (s *system) waitFor(t *testing.T, job int64, within time.Duration, what string, want func(schemas.Payload) bool) schemas.Payload {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	var got schemas.Payload
+	err := s.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobSubject(job) + ".>"}},
+		func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+			if want(p) {
+				got = p
+				return streams.ErrStopWatch
+			}
+			return nil
+		})
+	if err != nil || got == nil {
+		t.Fatalf("job %d: %s within %s: %v", job, what, within, err)
+	}
+	return got
+}
+
+func isKind[T schemas.Payload](p schemas.Payload) bool {
+	_, ok := p.(T)
+	return ok
+}
+
+// processGone says whether pid has exited (or is a zombie nobody reaped).
+func processGone(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	s := string(stat)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(fields) > 0 && fields[0] == "Z"
+}
+
+func TestWorkerKilledMidJobEndsIncompleteAndOneClonePasses(t *testing.T) {
+	testos := testosDir(t)
+	s := startServer(t)
+	wa := startWorkerProcess(t, s, "wa")
+	id := s.post(t, demoSettings(testos))
+	s.waitFor(t, id, 2*time.Minute, "a module started", isKind[*schemas.ModuleStarted])
+	vms := childrenNamed(wa.Process.Pid, "qemu-system")
+	if err := wa.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = wa.Wait()
+
+	fin := s.waitFor(t, id, time.Minute, "finished", isKind[*schemas.JobFinished]).(*schemas.JobFinished)
+	if fin.Result != schemas.ResultIncomplete || !strings.Contains(fin.Reason, "worker wa:1 went offline") {
+		t.Fatalf("job %d: %s (%s), want incomplete because worker wa:1 went offline", id, fin.Result, fin.Reason)
+	}
+	for _, pid := range vms {
+		if !processGone(pid) {
+			t.Errorf("QEMU %d of the killed worker still runs", pid)
+		}
+	}
+	clone := s.waitFor(t, id, time.Minute, "cloned", isKind[*schemas.JobRestarted]).(*schemas.JobRestarted).Clone
+
+	startWorkerProcess(t, s, "wb")
+	if fin := s.finish(t, clone, 5*time.Minute); fin.Result != schemas.ResultPassed {
+		t.Fatalf("clone %d: %s (%s), want passed", clone, fin.Result, fin.Reason)
+	}
+	j := s.show(t, clone)
+	if j.CloneOf != id || j.Worker != "wb:1" {
+		t.Errorf("clone %d: origin %d, worker %s", clone, j.CloneOf, j.Worker)
+	}
+	var list struct{ Jobs []api.JobView }
+	s.get(t, "/api/v1/jobs", &list)
+	clones := 0
+	for _, j := range list.Jobs {
+		if j.CloneOf != 0 {
+			clones++
+		}
+	}
+	if clones != 1 || len(list.Jobs) != 2 {
+		t.Errorf("%d jobs, %d clones; want 2 jobs, 1 clone: %+v", len(list.Jobs), clones, list.Jobs)
+	}
+}
+
+func TestCancelStopsTheVMAndRestartClones(t *testing.T) {
+	testos := testosDir(t)
+	s := startSystem(t)
+
+	// A job no worker can take waits, says why, and cancels at once.
+	waiting := s.post(t, demoSettings(testos, "WORKER_CLASS=no_such_class"))
+	if j := s.show(t, waiting); j.State != schemas.StateScheduled || !strings.Contains(j.Waiting, "no_such_class") {
+		t.Errorf("job %d: state %s, waiting %q", waiting, j.State, j.Waiting)
+	}
+	s.postAction(t, waiting, "cancel", http.StatusOK)
+	if j := s.show(t, waiting); j.State != schemas.StateCancelled || j.Result != schemas.ResultUserCancelled {
+		t.Errorf("cancelled scheduled job %d: %s %s", waiting, j.State, j.Result)
+	}
+
+	id := s.post(t, demoSettings(testos))
+	s.waitFor(t, id, 2*time.Minute, "a module started", isKind[*schemas.ModuleStarted])
+	s.postAction(t, id, "restart", http.StatusConflict) // still running
+	start := time.Now()
+	s.postAction(t, id, "cancel", http.StatusOK)
+	fin := s.finish(t, id, 30*time.Second)
+	if fin.Result != schemas.ResultUserCancelled {
+		t.Fatalf("job %d: %s (%s), want user_cancelled", id, fin.Result, fin.Reason)
+	}
+	t.Logf("cancel → finished in %s", time.Since(start))
+	if vms := childrenNamed(os.Getpid(), "qemu-system"); len(vms) != 0 {
+		t.Errorf("QEMU still running after cancel: %v", vms)
+	}
+	s.postAction(t, id, "cancel", http.StatusConflict) // already done
+
+	var out struct{ ID int64 }
+	s.postActionOut(t, id, "restart", http.StatusOK, &out)
+	if fin := s.finish(t, out.ID, 5*time.Minute); fin.Result != schemas.ResultPassed {
+		t.Fatalf("restarted job %d: %s (%s)", out.ID, fin.Result, fin.Reason)
+	}
+	if j := s.show(t, id); j.Clone != out.ID {
+		t.Errorf("job %d does not name its clone %d: %d", id, out.ID, j.Clone)
+	}
+	s.postAction(t, id, "restart", http.StatusConflict) // restart the clone instead
+}
