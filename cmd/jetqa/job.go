@@ -31,6 +31,13 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	apiURL := fs.String("api", envOr("JETQA_API", "http://127.0.0.1:9526"), "jetqa API")
 	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
+	filters := url.Values{}
+	if args[0] == "list" {
+		for _, f := range []string{"state", "result", "distri", "version", "test", "worker", "since", "until"} {
+			fs.Func(f, "list only jobs with this "+f, func(v string) error { filters.Set(f, v); return nil })
+		}
+	}
+	asJSON := fs.Bool("json", false, "list: print the API's JSON")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -41,6 +48,8 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "post":
 		return c.post(ctx, rest, stdout)
+	case "list":
+		return c.list(ctx, filters, *asJSON, stdout)
 	case "watch":
 		id, err := oneID(rest)
 		if err != nil {
@@ -69,7 +78,7 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 		}
 		return c.results(ctx, id, rest[1], stdout)
 	}
-	return fmt.Errorf("unknown job command %q: use post, watch, show, cancel, restart or results", args[0])
+	return fmt.Errorf("unknown job command %q: use post, list, watch, show, cancel, restart or results", args[0])
 }
 
 func oneID(args []string) (int64, error) {
@@ -190,6 +199,35 @@ func (c client) show(ctx context.Context, id int64, stdout io.Writer) error {
 		}
 		sort.Strings(names)
 		fmt.Fprintf(stdout, "files:   %s\n         (jetqa job results %d DIR downloads them; %s/api/v1/jobs/%d/file/NAME serves one)\n", strings.Join(names, " "), id, c.api, id)
+	}
+	return nil
+}
+
+// list prints the jobs that pass the filters, newest first.
+func (c client) list(ctx context.Context, filters url.Values, asJSON bool, stdout io.Writer) error {
+	for _, f := range []string{"since", "until"} {
+		if v := filters.Get(f); v != "" {
+			t, err := parseWhen(v, time.Now())
+			if err != nil {
+				return fmt.Errorf("--%s: %w", f, err)
+			}
+			filters.Set(f, t.UTC().Format(time.RFC3339))
+		}
+	}
+	var raw []byte
+	if err := c.do(ctx, http.MethodGet, "/api/v1/jobs?"+filters.Encode(), nil, &raw); err != nil {
+		return err
+	}
+	if asJSON {
+		_, err := stdout.Write(raw)
+		return err
+	}
+	var out struct{ Jobs []api.JobView }
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return err
+	}
+	for _, j := range out.Jobs {
+		fmt.Fprintf(stdout, "%6d  %-10s %-16s %-12s %s  %s\n", j.ID, j.State, j.Result, j.Worker, j.Created.Local().Format("2006-01-02 15:04:05"), j.Name)
 	}
 	return nil
 }

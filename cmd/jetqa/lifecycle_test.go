@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"net/http"
 	"os"
@@ -194,4 +195,23 @@ func TestCancelStopsTheVMAndRestartClones(t *testing.T) {
 		t.Errorf("job %d does not name its clone %d: %d", id, out.ID, j.Clone)
 	}
 	s.postAction(t, id, "restart", http.StatusConflict) // restart the clone instead
+
+	// The read model rebuilt from scratch equals the live one.
+	var stdout, stderr bytes.Buffer
+	if err := dispatch([]string{"admin", "rebuild", "--compare", "--nats", s.nats, "--api", s.api}, &stdout, &stderr); err != nil {
+		t.Fatalf("admin rebuild: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "identical") {
+		t.Errorf("admin rebuild: %s", stdout.String())
+	}
+	t.Log(strings.TrimSpace(stderr.String()))
+
+	// The CLI's list filters.
+	stdout.Reset()
+	if err := dispatch([]string{"job", "list", "--api", s.api, "--state", "cancelled"}, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSpace(stdout.String()), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "user_cancelled") {
+		t.Errorf("job list --state cancelled:\n%s", stdout.String())
+	}
 }

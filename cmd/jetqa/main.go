@@ -25,6 +25,7 @@ Usage:
   jetqa server [flags]             API, scheduler and matchers on an embedded NATS
   jetqa worker [flags]             a worker host connecting out to NATS (--nats URL)
   jetqa job post KEY=VALUE ...     create a job, print its id
+  jetqa job list [--state S ...]   list jobs (--result --distri --version --test --worker --since --until)
   jetqa job watch ID               follow a job's events until it finishes
   jetqa job show ID                print a job's state, result and modules
   jetqa job cancel ID              stop a job (its VM within seconds)
@@ -32,6 +33,7 @@ Usage:
   jetqa job results ID DIR         download a job's screenshots and logs
   jetqa replay ID                  print a job's timeline from its events
   jetqa events [--since T]         print the events of all jobs and workers in a period
+  jetqa admin rebuild [--compare]  rebuild the read model from the streams
   jetqa version
 
 Client commands reach the API at $JETQA_API (default http://127.0.0.1:9526)
@@ -75,6 +77,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdReplay(args[1:], stdout, stderr)
 	case "events":
 		return cmdEvents(args[1:], stdout, stderr)
+	case "admin":
+		return cmdAdmin(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "jetqa", version)
 		return nil

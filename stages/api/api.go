@@ -34,6 +34,7 @@ type Bus interface {
 	Watch(ctx context.Context, cfg streams.WatchConfig, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
 	NextJobID(ctx context.Context) (int64, error)
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
+	LastSequence(ctx context.Context, stream string) (uint64, error)
 	GetBlob(ctx context.Context, bucket, key string) ([]byte, error)
 }
 
@@ -67,8 +68,8 @@ func (s *Server) Run(ctx context.Context) error {
 	defer cancel()
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errs := make(chan error, 3)
-	go func() { errs <- s.view.follow(ctx, s.bus) }()
-	go func() { errs <- s.view.followWorkers(ctx, s.bus) }()
+	go func() { errs <- s.view.follow(ctx, s.bus, 0) }()
+	go func() { errs <- s.view.followWorkers(ctx, s.bus, 0) }()
 	go func() { errs <- srv.Serve(s.ln) }()
 	select {
 	case <-ctx.Done():
@@ -213,7 +214,24 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	var since, until time.Time
+	for _, b := range []struct {
+		param string
+		t     *time.Time
+	}{{"since", &since}, {"until", &until}} {
+		if v := q.Get(b.param); v != "" {
+			t, err := time.Parse(time.RFC3339, v)
+			if err != nil {
+				fail(w, http.StatusBadRequest, "%s=%q: give a time like 2026-11-27T10:00:00Z", b.param, v)
+				return
+			}
+			*b.t = t
+		}
+	}
 	jobs := s.view.list(func(j *JobView) bool {
+		if !since.IsZero() && j.Created.Before(since) || !until.IsZero() && j.Created.After(until) {
+			return false
+		}
 		for _, f := range []struct{ param, value string }{
 			{"state", j.State}, {"result", j.Result}, {"test", j.Settings["TEST"]},
 			{"distri", j.Settings["DISTRI"]}, {"version", j.Settings["VERSION"]}, {"worker", j.Worker},

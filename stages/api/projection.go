@@ -53,8 +53,9 @@ func newProjection() *projection {
 	return p
 }
 
-// follow applies the job stream from its beginning until ctx ends.
-func (p *projection) follow(ctx context.Context, bus Bus) error {
+// follow applies the job stream from its beginning until ctx ends, or,
+// with until > 0, until it has applied the event with that sequence.
+func (p *projection) follow(ctx context.Context, bus Bus, until uint64) error {
 	return bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.SubjectJobs}},
 		func(ev schemas.Event, pl schemas.Payload, d streams.Delivery) error {
 			p.mu.Lock()
@@ -62,22 +63,56 @@ func (p *projection) follow(ctx context.Context, bus Bus) error {
 			p.seen = d.Sequence
 			p.cond.Broadcast()
 			p.mu.Unlock()
-			return nil
+			return stopAt(d, until)
 		})
 }
 
 // followWorkers keeps the registered workers' classes, to say why a job
-// waits.
-func (p *projection) followWorkers(ctx context.Context, bus Bus) error {
+// waits; until works as in follow.
+func (p *projection) followWorkers(ctx context.Context, bus Bus, until uint64) error {
 	return bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamWorkers, Filters: []string{"jetqa.worker.*.*.registered"}},
-		func(_ schemas.Event, pl schemas.Payload, _ streams.Delivery) error {
+		func(_ schemas.Event, pl schemas.Payload, d streams.Delivery) error {
 			if r, ok := pl.(*schemas.WorkerRegistered); ok {
 				p.mu.Lock()
 				p.workers[r.Worker] = r.Classes
 				p.mu.Unlock()
 			}
-			return nil
+			return stopAt(d, until)
 		})
+}
+
+func stopAt(d streams.Delivery, until uint64) error {
+	if until > 0 && (d.Sequence >= until || d.Pending == 0) {
+		return streams.ErrStopWatch
+	}
+	return nil
+}
+
+// Rebuild folds the job stream and the worker registrations from scratch,
+// up to their current end, into a fresh read model: what `jetqa admin
+// rebuild` prints and compares with the live one. It returns the jobs
+// newest first and how many job events it folded.
+func Rebuild(ctx context.Context, bus Bus) ([]JobView, uint64, error) {
+	p := newProjection()
+	for _, part := range []struct {
+		stream string
+		follow func(context.Context, Bus, uint64) error
+	}{
+		{streams.StreamJobs, p.follow},
+		{streams.StreamWorkers, p.followWorkers},
+	} {
+		last, err := bus.LastSequence(ctx, part.stream)
+		if err != nil {
+			return nil, 0, err
+		}
+		if last == 0 {
+			continue
+		}
+		if err := part.follow(ctx, bus, last); err != nil {
+			return nil, 0, fmt.Errorf("rebuild from %s: %w", part.stream, err)
+		}
+	}
+	return p.list(func(*JobView) bool { return true }), p.seen, nil
 }
 
 // waiting says why a scheduled job has no worker, when no registered

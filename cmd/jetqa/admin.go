@@ -1,0 +1,94 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"jetqa/stages/api"
+	"jetqa/streams"
+)
+
+// cmdAdmin holds maintenance commands.
+func cmdAdmin(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || args[0] != "rebuild" {
+		return fmt.Errorf("usage: jetqa admin rebuild [--json] [--compare]")
+	}
+	fs := flag.NewFlagSet("admin rebuild", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
+	apiURL := fs.String("api", envOr("JETQA_API", "http://127.0.0.1:9526"), "jetqa API, for --compare")
+	asJSON := fs.Bool("json", false, "print the rebuilt read model as the API's job list JSON")
+	compare := fs.Bool("compare", false, "compare the rebuilt read model with the live API's; exit status 1 when they differ")
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	bus, err := streams.Connect(ctx, *natsURL, "jetqa-admin", nil)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	start := time.Now()
+	jobs, seq, err := api.Rebuild(ctx, bus)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "rebuilt %d jobs from the job stream up to sequence %d in %s\n", len(jobs), seq, time.Since(start).Round(time.Millisecond))
+	rebuilt, err := canonical(jobs)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		fmt.Fprintln(stdout, string(rebuilt))
+	}
+	if !*compare {
+		return nil
+	}
+	var live struct{ Jobs []api.JobView }
+	if err := (client{api: strings.TrimRight(*apiURL, "/")}).do(ctx, http.MethodGet, "/api/v1/jobs", nil, &live); err != nil {
+		return err
+	}
+	liveJSON, err := canonical(live.Jobs)
+	if err != nil {
+		return err
+	}
+	if bytes.Equal(rebuilt, liveJSON) {
+		fmt.Fprintf(stdout, "identical: the live read model and the one rebuilt from the streams agree on all %d jobs\n", len(jobs))
+		return nil
+	}
+	fmt.Fprintf(stdout, "DIFFERENT: %s\n", firstDifference(jobs, live.Jobs))
+	return exitCode(1)
+}
+
+// canonical renders jobs the same way whatever their source.
+func canonical(jobs []api.JobView) ([]byte, error) {
+	if jobs == nil {
+		jobs = []api.JobView{}
+	}
+	return json.MarshalIndent(map[string]any{"jobs": jobs}, "", "  ")
+}
+
+func firstDifference(rebuilt, live []api.JobView) string {
+	if len(rebuilt) != len(live) {
+		return fmt.Sprintf("%d jobs rebuilt, %d live (jobs created meanwhile?)", len(rebuilt), len(live))
+	}
+	for i := range rebuilt {
+		a, _ := json.Marshal(rebuilt[i])
+		b, _ := json.Marshal(live[i])
+		if !bytes.Equal(a, b) {
+			return fmt.Sprintf("job %d: rebuilt %s, live %s", rebuilt[i].ID, a, b)
+		}
+	}
+	return "same jobs, different encoding"
+}
