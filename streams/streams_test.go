@@ -3,6 +3,7 @@ package streams_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -110,6 +111,9 @@ func TestConsumeRetriesAndDeadLetters(t *testing.T) {
 	if _, err := bus.JS.Publish(ctx, "jetqa.job.1.created", []byte("not an event")); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := bus.JS.Publish(ctx, "jetqa.job.5.created", []byte(`{"kind":"job.exploded.v9","job":5,"data":{}}`)); err != nil {
+		t.Fatal(err)
+	}
 	for job := int64(2); job <= 4; job++ {
 		if _, err := bus.Append(ctx, job, schemas.JobCreated{}); err != nil {
 			t.Fatal(err)
@@ -160,14 +164,14 @@ func TestConsumeRetriesAndDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	reasons := map[string]string{}
-	for range 2 {
+	for range 3 {
 		msg, err := dead.Next(jetstream.FetchMaxWait(10 * time.Second))
 		if err != nil {
 			t.Fatalf("dead letters: %v (have %v)", err, reasons)
 		}
 		reasons[msg.Headers().Get("Jetqa-Subject")] = msg.Headers().Get("Jetqa-Reason")
 	}
-	if reasons["jetqa.job.1.created"] == "" || reasons["jetqa.job.3.created"] == "" {
+	if reasons["jetqa.job.1.created"] == "" || reasons["jetqa.job.3.created"] == "" || !strings.Contains(reasons["jetqa.job.5.created"], "unknown event kind") {
 		t.Errorf("dead letters: %v", reasons)
 	}
 }

@@ -1,0 +1,37 @@
+package streams
+
+import (
+	"testing"
+
+	"jetqa/schemas"
+)
+
+// FuzzDecodeAndFold feeds arbitrary message bodies through what every
+// consumer does with one: decode the envelope and payload, then fold it into
+// a job aggregate. Bad input must come out as an error (which Consume
+// dead-letters), never as a panic.
+func FuzzDecodeAndFold(f *testing.F) {
+	for _, seed := range []string{
+		`{"kind":"job.created.v1","job":1,"data":{"settings":{"TEST":"x"}}}`,
+		`{"kind":"job.assigned.v1","job":1,"data":{"worker":{"host":"h","instance":1}}}`,
+		`{"kind":"job.finished.v1","job":1,"data":{"result":"passed"}}`,
+		`{"kind":"job.exploded.v9","job":1,"data":{}}`,
+		`{"kind":"module.finished.v1","job":1,"data":{"name":"boot","details":[{"kind":"match"}]}}`,
+		`{"kind":"job.created.v1","data":null}`,
+		`not json`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ev, p, err := decode(data)
+		if err != nil {
+			return
+		}
+		agg := &schemas.JobAggregate{}
+		_ = agg.Check(p)
+		_ = agg.Apply(1, ev, p)
+		if _, err := subject(ev.Job, p); err != nil && p.Kind() == "" {
+			t.Errorf("decoded a payload without kind: %#v", p)
+		}
+	})
+}
