@@ -215,3 +215,56 @@ func TestCancelStopsTheVMAndRestartClones(t *testing.T) {
 		t.Errorf("job list --state cancelled:\n%s", stdout.String())
 	}
 }
+
+// TestWorkerThatComesBackStopsTheVMOfAJobGivenAway freezes a worker
+// process (as a long network partition would) until the scheduler ends its
+// job, then lets it go on: it must stop that VM and report nothing.
+func TestWorkerThatComesBackStopsTheVMOfAJobGivenAway(t *testing.T) {
+	testos := testosDir(t)
+	s := startServer(t)
+	wa := startWorkerProcess(t, s, "wa")
+	id := s.post(t, demoSettings(testos))
+	s.waitFor(t, id, 2*time.Minute, "a module started", isKind[*schemas.ModuleStarted])
+	vms := childrenNamed(wa.Process.Pid, "qemu-system")
+	if len(vms) != 1 {
+		t.Fatalf("worker runs %d VMs, want 1", len(vms))
+	}
+	if err := wa.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	fin := s.waitFor(t, id, time.Minute, "finished", isKind[*schemas.JobFinished]).(*schemas.JobFinished)
+	if fin.Result != schemas.ResultIncomplete {
+		t.Fatalf("job %d: %s (%s)", id, fin.Result, fin.Reason)
+	}
+	resumed := time.Now()
+	if err := wa.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	// Once it has stopped the VM the worker's heartbeats stop naming the job
+	// (it may name the clone, which it is free to run).
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := s.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamWorkers, Filters: []string{"jetqa.worker.wa.1.heartbeat"}, Since: resumed},
+		func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+			if hb := p.(*schemas.WorkerHeartbeat); hb.Job != id {
+				return streams.ErrStopWatch
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatalf("the worker did not let go of job %d: %v", id, err)
+	}
+	if !processGone(vms[0]) {
+		t.Errorf("QEMU %d of the job given away still runs", vms[0])
+	}
+	var kinds []string
+	s.waitFor(t, id, time.Minute, "all events read", func(p schemas.Payload) bool {
+		kinds = append(kinds, p.Kind())
+		return isKind[*schemas.JobRestarted](p)
+	})
+	for _, k := range kinds {
+		if k == (schemas.TestsFinished{}).Kind() {
+			t.Errorf("the worker reported results of a job given away: %v", kinds)
+		}
+	}
+}
