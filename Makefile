@@ -45,7 +45,10 @@ test: test-deps testos vet
 	$(GO) test -tags matprofile -count=1 -run TestNoMatLeaks ./stages/match/needle/
 
 bench: deps testos
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./...
+	$(GO) test -run '^$$' -bench . -benchtime 20000x ./streams
+	$(GO) test -run '^$$' -bench . -benchtime 10000x ./stages/schedule
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./stages/api
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./stages/match/needle
 
 clean:
 	rm -rf bin $(TESTOS)

@@ -1,0 +1,172 @@
+package api
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"jetqa/schemas"
+	"jetqa/streams"
+	"jetqa/streams/natstest"
+)
+
+// rebuildJobs is how many jobs' histories the rebuild benchmark folds: a
+// busy openQA instance keeps about as many.
+const rebuildJobs = 100_000
+
+// BenchmarkRebuild times how long the API needs after a restart to fold
+// the whole job stream into a fresh read model: 100 000 jobs of eight
+// events each (created … finished), stored beforehand with asynchronous
+// publishes. The reference is an ordered consumer reading the same
+// messages without decoding them, measured just before on the same
+// server: x-bare-read is the projection's time divided by its.
+func BenchmarkRebuild(b *testing.B) {
+	srv := natstest.Start(b)
+	bus := srv.Bus("bench")
+	ctx := context.Background()
+	start := time.Now()
+	events := storeJobHistories(ctx, b, bus, rebuildJobs)
+	last, err := bus.LastSequence(ctx, streams.StreamJobs)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if last != uint64(events) {
+		b.Fatalf("stream ends at %d, stored %d events", last, events)
+	}
+	b.Logf("stored %d events of %d jobs in %v", events, rebuildJobs, time.Since(start).Round(time.Millisecond))
+
+	var bare time.Duration // per read
+	b.Run("bare-read", func(b *testing.B) {
+		for b.Loop() {
+			cons, err := bus.JS.OrderedConsumer(ctx, streams.StreamJobs, jetstream.OrderedConsumerConfig{FilterSubjects: []string{streams.SubjectJobs}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			msgs, err := cons.Messages()
+			if err != nil {
+				b.Fatal(err)
+			}
+			for read := 0; ; read++ {
+				msg, err := msgs.Next()
+				if err != nil {
+					b.Fatalf("after %d messages: %v", read, err)
+				}
+				meta, err := msg.Metadata()
+				if err != nil {
+					b.Fatal(err)
+				}
+				if meta.Sequence.Stream >= last {
+					break
+				}
+			}
+			msgs.Stop()
+		}
+		bare = b.Elapsed() / time.Duration(b.N)
+		reportRebuild(b, events, 0)
+	})
+
+	b.Run("projection", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			p := newProjection()
+			// With an end, follow returns once it has applied it.
+			if err := p.follow(ctx, bus, last); err != nil {
+				b.Fatal(err)
+			}
+			if p.seen != last || len(p.jobs) != rebuildJobs {
+				b.Fatalf("folded %d jobs up to sequence %d, want %d up to %d", len(p.jobs), p.seen, rebuildJobs, last)
+			}
+		}
+		reportRebuild(b, events, bare)
+	})
+}
+
+// reportRebuild reports the seconds one fold of the stream takes, events
+// per second, how many events that is, and the ratio to ref when given.
+func reportRebuild(b *testing.B, events int, ref time.Duration) {
+	per := b.Elapsed() / time.Duration(b.N)
+	b.ReportMetric(per.Seconds(), "s/rebuild")
+	b.ReportMetric(float64(events)/per.Seconds(), "events/s")
+	b.ReportMetric(float64(events), "events")
+	if ref > 0 {
+		b.ReportMetric(float64(per)/float64(ref), "x-bare-read")
+	}
+}
+
+// storeJobHistories stores the whole life of jobs 1…n, with the subjects
+// and headers Append gives them, 500 jobs at a time with their events
+// interleaved as on a busy server. It returns how many events it stored.
+func storeJobHistories(ctx context.Context, b *testing.B, bus *streams.Bus, n int) int {
+	b.Helper()
+	const perBatch = 500
+	w := schemas.WorkerRef{Host: "worker-01.example", Instance: 3}
+	host := "." + streams.WorkerToken(w)
+	life := []struct {
+		token string
+		p     schemas.Payload
+	}{
+		{"created", schemas.JobCreated{Settings: benchSettings}},
+		{"assigned" + host, schemas.JobAssigned{Worker: w}},
+		{"ready" + host, schemas.JobReady{Worker: w, Settings: benchSettings, Assets: map[string]string{"ISO": "/var/lib/jetqa/cache/" + benchSettings["ISO"]},
+			CaseDir: "/var/lib/jetqa/tests/opensuse", NeedlesDir: "/var/lib/jetqa/tests/opensuse/products/opensuse/needles", JobDir: "/var/lib/jetqa/pool/3"}},
+		{"started", schemas.JobStarted{Worker: w, Accel: "kvm"}},
+		{"module", schemas.ModuleStarted{Module: benchModule.Name}},
+		{"module", schemas.ModuleFinished{ModuleResult: benchModule}},
+		{"tests_finished" + host, schemas.TestsFinished{Worker: w, Result: schemas.ResultPassed, Modules: []schemas.ModuleResult{benchModule}, ResultsDir: "/var/lib/jetqa/pool/3/results"}},
+		{"finished", schemas.JobFinished{Result: schemas.ResultPassed, Modules: []schemas.ModuleResult{benchModule}, Files: map[string]string{"autoinst-log.txt": "jobs/1/autoinst-log.txt"}}},
+	}
+	stored := 0
+	var acks []jetstream.PubAckFuture
+	for first := 1; first <= n; first += perBatch {
+		acks = acks[:0]
+		for _, step := range life {
+			for job := int64(first); job < int64(min(first+perBatch, n+1)); job++ {
+				ev, err := schemas.NewEvent(job, bus.Source(), step.p)
+				if err != nil {
+					b.Fatal(err)
+				}
+				data, err := ev.Marshal()
+				if err != nil {
+					b.Fatal(err)
+				}
+				msg := nats.NewMsg(streams.JobSubject(job) + "." + step.token)
+				msg.Data = data
+				msg.Header.Set(streams.HeaderKind, ev.Kind)
+				ack, err := bus.JS.PublishMsgAsync(msg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				acks = append(acks, ack)
+			}
+		}
+		select {
+		case <-bus.JS.PublishAsyncComplete():
+		case <-time.After(time.Minute):
+			b.Fatal("stream did not acknowledge a batch within a minute")
+		}
+		for _, ack := range acks {
+			select {
+			case err := <-ack.Err():
+				b.Fatal(err)
+			case <-ack.Ok():
+			}
+		}
+		stored += len(acks)
+	}
+	return stored
+}
+
+var benchSettings = map[string]string{
+	"DISTRI": "opensuse", "VERSION": "Tumbleweed", "FLAVOR": "DVD", "ARCH": "x86_64",
+	"BUILD": "20250101", "TEST": "textmode", "MACHINE": "64bit", "WORKER_CLASS": "qemu_x86_64",
+	"ISO":         "openSUSE-Tumbleweed-DVD-x86_64-Snapshot20250101-Media.iso",
+	"CASEDIR":     "https://github.com/os-autoinst/os-autoinst-distri-opensuse.git#master",
+	"NEEDLES_DIR": "https://github.com/os-autoinst/os-autoinst-needles-opensuse.git#master",
+	"QEMURAM":     "2048", "HDDSIZEGB": "20",
+}
+
+var benchModule = schemas.ModuleResult{Name: "boot_to_desktop", Result: schemas.ResultPassed, Duration: 42 * time.Second,
+	Details: []schemas.Step{{Kind: "match", Result: "ok", Screenshot: "boot_to_desktop-1.png", Needle: "generic-desktop-20240101", Similarity: 0.97}}}
