@@ -177,6 +177,7 @@ func (b *Bus) Setup(ctx context.Context) error {
 	for _, kv := range []jetstream.KeyValueConfig{
 		{Bucket: BucketCounters, Description: "id sequences", Storage: jetstream.FileStorage, History: 1},
 		{Bucket: BucketLeases, Description: "which process is the active one", Storage: jetstream.FileStorage, History: 1, TTL: LeaseTTL},
+		{Bucket: BucketJobViews, Description: "the API's read model, derived from the job stream", Storage: jetstream.FileStorage, History: 1},
 	} {
 		if _, err := b.JS.CreateOrUpdateKeyValue(ctx, kv); err != nil {
 			return fmt.Errorf("bucket %s: %w", kv.Bucket, err)

@@ -28,7 +28,8 @@ func cmdAdmin(args []string, stdout, stderr io.Writer) error {
 	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
 	apiURL := fs.String("api", envOr("JETQA_API", "http://127.0.0.1:9526"), "jetqa API, for --compare")
 	asJSON := fs.Bool("json", false, "print the rebuilt read model as the API's job list JSON")
-	compare := fs.Bool("compare", false, "compare the rebuilt read model with the live API's; exit status 1 when they differ")
+	compare := fs.Bool("compare", false, "then compare the live API's read model with the rebuilt one; exit status 1 when they differ")
+	dryRun := fs.Bool("dry-run", false, "rebuild and report, but do not rewrite the read model")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -44,7 +45,18 @@ func cmdAdmin(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "rebuilt %d jobs from the job stream up to sequence %d in %s\n", len(jobs), seq, time.Since(start).Round(time.Millisecond))
+	took := time.Since(start).Round(time.Millisecond)
+	live, err := api.LiveViews(ctx, bus)
+	if err != nil {
+		return err
+	}
+	changed := 0
+	if !*dryRun {
+		if changed, err = api.Repair(ctx, bus, jobs, live); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stderr, "rebuilt %d jobs from the job stream up to sequence %d in %s; %d of %d stored views rewritten\n", len(jobs), seq, took, changed, len(live))
 	rebuilt, err := canonical(jobs)
 	if err != nil {
 		return err
@@ -55,11 +67,11 @@ func cmdAdmin(args []string, stdout, stderr io.Writer) error {
 	if !*compare {
 		return nil
 	}
-	var live struct{ Jobs []api.JobView }
-	if err := (client{api: strings.TrimRight(*apiURL, "/")}).do(ctx, http.MethodGet, "/api/v1/jobs", nil, &live); err != nil {
+	var served struct{ Jobs []api.JobView }
+	if err := (client{api: strings.TrimRight(*apiURL, "/")}).do(ctx, http.MethodGet, "/api/v1/jobs", nil, &served); err != nil {
 		return err
 	}
-	liveJSON, err := canonical(live.Jobs)
+	liveJSON, err := canonical(served.Jobs)
 	if err != nil {
 		return err
 	}
@@ -67,7 +79,7 @@ func cmdAdmin(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "identical: the live read model and the one rebuilt from the streams agree on all %d jobs\n", len(jobs))
 		return nil
 	}
-	fmt.Fprintf(stdout, "DIFFERENT: %s\n", firstDifference(jobs, live.Jobs))
+	fmt.Fprintf(stdout, "DIFFERENT: %s\n", firstDifference(jobs, served.Jobs))
 	return exitCode(1)
 }
 

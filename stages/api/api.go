@@ -35,6 +35,11 @@ type Bus interface {
 	NextJobID(ctx context.Context) (int64, error)
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
 	LastSequence(ctx context.Context, stream string) (uint64, error)
+	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
+	GetView(ctx context.Context, job int64) ([]byte, uint64, error)
+	PutView(ctx context.Context, job int64, data []byte, rev uint64) error
+	DeleteView(ctx context.Context, job int64) error
+	FollowViews(ctx context.Context, fn func(job int64, data []byte), ready func()) error
 	GetBlob(ctx context.Context, bucket, key string) ([]byte, error)
 }
 
@@ -67,9 +72,18 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errs := make(chan error, 3)
-	go func() { errs <- s.view.follow(ctx, s.bus, 0) }()
+	errs := make(chan error, 4)
+	ready := make(chan struct{})
+	go func() { errs <- s.project(ctx) }()
+	go func() { errs <- s.copyViews(ctx, ready) }()
 	go func() { errs <- s.view.followWorkers(ctx, s.bus, 0) }()
+	select {
+	case <-ready:
+	case err := <-errs:
+		return fmt.Errorf("api: read model: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
 	go func() { errs <- srv.Serve(s.ln) }()
 	select {
 	case <-ctx.Done():
@@ -137,7 +151,7 @@ func (s *Server) postJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wait, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-	s.view.waitFor(wait, seq)
+	s.view.waitForJob(wait, id, seq)
 	cancel()
 	s.log.Info("job created", "job", id, "test", settings["TEST"])
 	writeJSON(w, http.StatusOK, map[string]any{"id": id, "ids": []int64{id}})
@@ -319,7 +333,9 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.view.waitFor(ctx, seq)
+	wait, cancel := context.WithTimeout(ctx, 5*time.Second)
+	s.view.waitForJob(wait, agg.ID, seq)
+	cancel()
 	s.log.Info("job cancel requested", "job", agg.ID)
 	writeJSON(w, http.StatusOK, map[string]any{"id": agg.ID, "result": 1})
 }
@@ -353,7 +369,9 @@ func (s *Server) restartJob(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	}
-	s.view.waitFor(ctx, seq)
+	wait, cancel := context.WithTimeout(ctx, 5*time.Second)
+	s.view.waitForJob(wait, clone, seq)
+	cancel()
 	s.log.Info("job restarted", "job", agg.ID, "clone", clone)
 	writeJSON(w, http.StatusOK, map[string]any{"id": clone, "result": []map[string]int64{{strconv.FormatInt(agg.ID, 10): clone}}})
 }

@@ -149,7 +149,7 @@ func TestProjectionFollowsTheLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.srv.view.waitFor(ctx, seq)
+		f.srv.view.waitForJob(ctx, 7, seq)
 		if j, _ := f.job(7); j.State != s.state {
 			t.Fatalf("after %s (seq %d) state %q, want %q", s.p.Kind(), seq, j.State, s.state)
 		}

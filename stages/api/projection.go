@@ -35,9 +35,12 @@ type JobView struct {
 	Clone    int64                    `json:"clone_id,omitempty"`
 	// Waiting says why a scheduled job has no worker yet.
 	Waiting string `json:"waiting,omitempty"`
+	// Seq is the stream sequence of the last event folded into the view.
+	Seq uint64 `json:"seq"`
 }
 
-// projection keeps every job's view, following the job stream.
+// projection keeps job views in memory: either folded straight from the
+// job stream (Rebuild) or copied from the read model bucket (the API).
 type projection struct {
 	mu   sync.Mutex
 	seen uint64 // last stream sequence applied
@@ -59,7 +62,10 @@ func (p *projection) follow(ctx context.Context, bus Bus, until uint64) error {
 	return bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.SubjectJobs}},
 		func(ev schemas.Event, pl schemas.Payload, d streams.Delivery) error {
 			p.mu.Lock()
-			p.apply(ev, pl)
+			fold(p.jobs, ev, pl)
+			if j := p.jobs[ev.Job]; j != nil {
+				j.Seq = d.Sequence
+			}
 			p.seen = d.Sequence
 			p.cond.Broadcast()
 			p.mu.Unlock()
@@ -142,6 +148,37 @@ func coversAll(have, want []string) bool {
 	return true
 }
 
+// set replaces a job's view (nil: removes it), as copied from the bucket.
+func (p *projection) set(id int64, v *JobView) {
+	p.mu.Lock()
+	if v == nil {
+		delete(p.jobs, id)
+	} else {
+		p.jobs[id] = v
+	}
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// waitForJob blocks until the job's view includes the event with stream
+// sequence seq, so a client reads its own writes; it gives up when ctx ends.
+func (p *projection) waitForJob(ctx context.Context, id int64, seq uint64) {
+	stop := context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for ctx.Err() == nil {
+		if j := p.jobs[id]; j != nil && j.Seq >= seq {
+			return
+		}
+		p.cond.Wait()
+	}
+}
+
 // waitFor blocks until the event with stream sequence seq is applied, so a
 // client reads its own writes; it gives up when ctx ends.
 func (p *projection) waitFor(ctx context.Context, seq uint64) {
@@ -158,12 +195,14 @@ func (p *projection) waitFor(ctx context.Context, seq uint64) {
 	}
 }
 
-func (p *projection) apply(ev schemas.Event, pl schemas.Payload) {
+// fold applies one job event to the views in jobs. It is the only way a
+// view changes.
+func fold(jobs map[int64]*JobView, ev schemas.Event, pl schemas.Payload) {
 	if c, ok := pl.(*schemas.JobCreated); ok {
-		p.jobs[ev.Job] = &JobView{ID: ev.Job, Name: c.Name(), State: schemas.StateScheduled, Result: schemas.ResultNone, Settings: c.Settings, Created: ev.Time, Modules: []schemas.ModuleResult{}, CloneOf: c.CloneOf}
+		jobs[ev.Job] = &JobView{ID: ev.Job, Name: c.Name(), State: schemas.StateScheduled, Result: schemas.ResultNone, Settings: c.Settings, Created: ev.Time, Modules: []schemas.ModuleResult{}, CloneOf: c.CloneOf}
 		return
 	}
-	j := p.jobs[ev.Job]
+	j := jobs[ev.Job]
 	if j == nil {
 		return
 	}
