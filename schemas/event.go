@@ -21,6 +21,9 @@ type Event struct {
 	Time   time.Time       `json:"time"`
 	Source string          `json:"source,omitempty"` // stage@host that published it
 	Data   json.RawMessage `json:"data"`
+
+	// payload is set instead of Data by DecodeAs, which decodes in one pass.
+	payload Payload
 }
 
 // ErrUnknownKind is returned by Decode for a kind this build does not know.
@@ -79,7 +82,16 @@ func NewEvent(job int64, source string, p Payload) (Event, error) {
 }
 
 // Marshal encodes an event for the wire.
-func (e Event) Marshal() ([]byte, error) { return json.Marshal(e) }
+func (e Event) Marshal() ([]byte, error) {
+	if e.Data == nil && e.payload != nil {
+		data, err := json.Marshal(e.payload)
+		if err != nil {
+			return nil, err
+		}
+		e.Data = data
+	}
+	return json.Marshal(e)
+}
 
 // Unmarshal decodes an envelope from the wire without decoding its payload.
 func Unmarshal(data []byte) (Event, error) {
@@ -93,8 +105,44 @@ func Unmarshal(data []byte) (Event, error) {
 	return e, nil
 }
 
+// DecodeAs decodes an event whose kind is known before reading the body
+// (consumers have it from the message header) in one pass over the body.
+// An unknown kind or a body of another kind is an error, as with Decode.
+func DecodeAs(kind string, data []byte) (Event, Payload, error) {
+	newPayload, ok := registry()[kind]
+	if !ok {
+		ev, err := Unmarshal(data)
+		if err != nil {
+			return ev, nil, err
+		}
+		p, err := ev.Decode()
+		return ev, p, err
+	}
+	p := newPayload()
+	body := struct {
+		Kind   string    `json:"kind"`
+		Job    int64     `json:"job"`
+		Time   time.Time `json:"time"`
+		Source string    `json:"source"`
+		Data   any       `json:"data"` // decoded straight into p
+	}{Data: p}
+	if err := json.Unmarshal(data, &body); err != nil {
+		return Event{}, nil, fmt.Errorf("decode %s event: %w", kind, err)
+	}
+	if body.Kind != kind {
+		return Event{}, nil, fmt.Errorf("decode event: its header says %q, its body %q", kind, body.Kind)
+	}
+	if body.Data != p {
+		return Event{}, nil, fmt.Errorf("decode %s event: no payload object", kind)
+	}
+	return Event{Kind: kind, Job: body.Job, Time: body.Time, Source: body.Source, payload: p}, p, nil
+}
+
 // Decode returns the typed payload of the event.
 func (e Event) Decode() (Payload, error) {
+	if e.payload != nil {
+		return e.payload, nil
+	}
 	newPayload, ok := registry()[e.Kind]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownKind, e.Kind)

@@ -229,7 +229,7 @@ func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg,
 		return
 	}
 	d := Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending, Redelivery: meta.NumDelivered - 1}
-	ev, p, err := decode(msg.Data())
+	ev, p, err := decode(msg.Headers().Get(HeaderKind), msg.Data())
 	if err != nil {
 		b.deadLetter(ctx, cfg.Durable, msg, err)
 		return
@@ -264,7 +264,13 @@ func heartbeat(ctx context.Context, msg jetstream.Msg, every time.Duration) {
 	}
 }
 
-func decode(data []byte) (schemas.Event, schemas.Payload, error) {
+// decode reads a message body. Messages carry their kind in a header, which
+// lets the body be decoded in one pass; without it (a message published by
+// hand) the envelope is read first.
+func decode(kind string, data []byte) (schemas.Event, schemas.Payload, error) {
+	if kind != "" {
+		return schemas.DecodeAs(kind, data)
+	}
 	ev, err := schemas.Unmarshal(data)
 	if err != nil {
 		return ev, nil, err
@@ -323,7 +329,7 @@ func (b *Bus) Watch(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Eve
 		if err != nil {
 			return nil
 		}
-		ev, p, err := decode(msg.Data())
+		ev, p, err := decode(msg.Headers().Get(HeaderKind), msg.Data())
 		if err != nil {
 			b.log.Warn("skipping unreadable event", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "err", err)
 			return nil
@@ -363,7 +369,7 @@ func (b *Bus) JobSettings(ctx context.Context, job int64) (map[string]string, er
 	if err != nil {
 		return nil, fmt.Errorf("job %d: created event: %w", job, err)
 	}
-	_, p, err := decode(raw.Data)
+	_, p, err := decode(raw.Header.Get(HeaderKind), raw.Data)
 	if err != nil {
 		return nil, fmt.Errorf("job %d: %w", job, err)
 	}

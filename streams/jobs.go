@@ -66,12 +66,20 @@ func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p sche
 	e := b.jobs.entry(job)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// The cached aggregate is usually current (this process wrote the last
+	// event): decide on it and publish. Only a refusal or a conflict costs a
+	// read of the newer events, after which the decision is made again.
+	fresh := false
 	for range maxConflicts {
-		if err := b.catchUp(ctx, job, e.agg); err != nil {
-			return 0, err
-		}
 		if err := e.agg.Check(p); err != nil {
-			return 0, err
+			if fresh {
+				return 0, err
+			}
+			if err := b.catchUp(ctx, job, e.agg); err != nil {
+				return 0, err
+			}
+			fresh = true
+			continue
 		}
 		ev, err := schemas.NewEvent(job, b.source, p)
 		if err != nil {
@@ -89,7 +97,12 @@ func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p sche
 		msg.Header.Set(nats.MsgIdHdr, appendID(job, e.agg.Seq, ev))
 		ack, err := b.JS.PublishMsg(ctx, msg)
 		if isWrongSequence(err) {
-			continue // someone else appended first: catch up and decide again
+			// Someone else appended first: catch up and decide again.
+			if err := b.catchUp(ctx, job, e.agg); err != nil {
+				return 0, err
+			}
+			fresh = true
+			continue
 		}
 		if err != nil {
 			return 0, fmt.Errorf("append %s to job %d: %w", ev.Kind, job, err)
@@ -130,7 +143,7 @@ func (b *Bus) catchUp(ctx context.Context, job int64, agg *schemas.JobAggregate)
 		if err != nil {
 			return fmt.Errorf("read job %d: %w", job, err)
 		}
-		ev, p, err := decode(raw.Data)
+		ev, p, err := decode(raw.Header.Get(HeaderKind), raw.Data)
 		if err == nil {
 			err = agg.Apply(raw.Sequence, ev, p)
 		}
