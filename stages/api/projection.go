@@ -179,22 +179,6 @@ func (p *projection) waitForJob(ctx context.Context, id int64, seq uint64) {
 	}
 }
 
-// waitFor blocks until the event with stream sequence seq is applied, so a
-// client reads its own writes; it gives up when ctx ends.
-func (p *projection) waitFor(ctx context.Context, seq uint64) {
-	stop := context.AfterFunc(ctx, func() {
-		p.mu.Lock()
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	})
-	defer stop()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for p.seen < seq && ctx.Err() == nil {
-		p.cond.Wait()
-	}
-}
-
 // fold applies one job event to the views in jobs. It is the only way a
 // view changes.
 func fold(jobs map[int64]*JobView, ev schemas.Event, pl schemas.Payload) {
