@@ -61,7 +61,8 @@ func (c *jobCache) forget(job int64) {
 // aggregate accepts it, and only if no other writer appended to the job
 // since the aggregate was read (expected last sequence on the job's
 // subjects). A conflict re-reads the newer events and decides again; it
-// never overwrites. The message id makes a retried publish idempotent.
+// never overwrites. The message id recognizes a resent publish whose first
+// copy was stored (see publishDecision).
 func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p schemas.Payload) (uint64, error) {
 	e := b.jobs.entry(job)
 	e.mu.Lock()
@@ -95,8 +96,8 @@ func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p sche
 		msg.Header.Set(headerExpectedLastSubjectSeq, strconv.FormatUint(e.agg.Seq, 10))
 		msg.Header.Set(headerExpectedLastSubjectSeqSubject, JobSubject(job)+".>")
 		msg.Header.Set(nats.MsgIdHdr, appendID(job, e.agg.Seq, ev))
-		ack, err := b.JS.PublishMsg(ctx, msg)
-		if isWrongSequence(err) {
+		seq, err := b.publishDecision(ctx, job, e.agg.Seq, msg)
+		if errors.Is(err, errOvertaken) {
 			// Someone else appended first: catch up and decide again.
 			if err := b.catchUp(ctx, job, e.agg); err != nil {
 				return 0, err
@@ -107,17 +108,51 @@ func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p sche
 		if err != nil {
 			return 0, fmt.Errorf("append %s to job %d: %w", ev.Kind, job, err)
 		}
-		if err := e.agg.Apply(ack.Sequence, ev, p); err != nil {
+		if err := e.agg.Apply(seq, ev, p); err != nil {
 			// Checked above; a failure here is a bug in the aggregate.
 			b.forgetJob(job)
-			return ack.Sequence, fmt.Errorf("job %d: stored %s but cannot fold it: %w", job, ev.Kind, err)
+			return seq, fmt.Errorf("job %d: stored %s but cannot fold it: %w", job, ev.Kind, err)
 		}
-		return ack.Sequence, nil
+		return seq, nil
 	}
 	return 0, fmt.Errorf("append to job %d: still conflicting after %d tries", job, maxConflicts)
 }
 
 func (b *Bus) forgetJob(job int64) { b.jobs.forget(job) }
+
+// errOvertaken says another writer appended to the job first.
+var errOvertaken = errors.New("overtaken by another writer")
+
+// publishDecision publishes one append. A publish whose acknowledgement got
+// lost is sent again unchanged; if the first one was stored, the stream
+// refuses the copy (its expected sequence no longer holds) and the stored
+// message after the expected sequence carries this message's id: that is
+// success, not a conflict.
+func (b *Bus) publishDecision(ctx context.Context, job int64, after uint64, msg *nats.Msg) (uint64, error) {
+	var ack *jetstream.PubAck
+	var err error
+	for range 3 {
+		ack, err = b.JS.PublishMsg(ctx, msg)
+		if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+			break
+		}
+	}
+	if err == nil {
+		return ack.Sequence, nil
+	}
+	if !isWrongSequence(err) {
+		return 0, err
+	}
+	s, serr := b.jobsStream(ctx)
+	if serr != nil {
+		return 0, serr
+	}
+	next, gerr := s.GetMsg(ctx, after+1, jetstream.WithGetMsgSubject(JobSubject(job)+".>"))
+	if gerr == nil && next.Header.Get(nats.MsgIdHdr) == msg.Header.Get(nats.MsgIdHdr) {
+		return next.Sequence, nil
+	}
+	return 0, errOvertaken
+}
 
 // appendID identifies one decision: the same payload appended on top of the
 // same history. A publish retried after a lost acknowledgement is stored once.
