@@ -65,7 +65,11 @@ func (b *Bus) waitForJetStream(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for {
-		_, err := b.JS.AccountInfo(ctx)
+		// One try must not use up the whole wait: a cluster electing its
+		// meta leader does not answer until it has one.
+		try, cancelTry := context.WithTimeout(ctx, 2*time.Second)
+		_, err := b.JS.AccountInfo(try)
+		cancelTry()
 		if err == nil {
 			return nil
 		}

@@ -3,11 +3,16 @@ package streams_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"jetqa/schemas"
+	"jetqa/streams"
 	"jetqa/streams/natstest"
 )
 
@@ -59,5 +64,96 @@ func TestConcurrentWritersNeverBothWin(t *testing.T) {
 		if agg.State != schemas.StateAssigned || agg.Seq == 0 {
 			t.Errorf("job %d: %+v", id, agg)
 		}
+	}
+}
+
+// TestConcurrentWritersOnAReplicatedStream repeats the race on a three-node
+// cluster, where a failed expected-sequence check has another error code
+// (10164) than on a single node (10071): it must be handled the same.
+func TestConcurrentWritersOnAReplicatedStream(t *testing.T) {
+	srv, urls := natstest.StartCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	setup := srv.Bus("setup")
+	const jobs = 10
+	for id := int64(1); id <= jobs; id++ {
+		if _, err := setup.Append(ctx, id, schemas.JobCreated{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	wins := map[int64]int{}
+	var wg sync.WaitGroup
+	for w, url := range urls {
+		bus, err := streams.Connect(ctx, url, "writer", natstest.Logger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bus.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := int64(1); id <= jobs; id++ {
+				_, err := bus.Append(ctx, id, schemas.JobAssigned{Worker: schemas.WorkerRef{Host: "h", Instance: w + 1}})
+				switch {
+				case err == nil:
+					mu.Lock()
+					wins[id]++
+					mu.Unlock()
+				case !errors.Is(err, schemas.ErrTransition):
+					t.Errorf("writer %d, job %d: %v", w, id, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for id := int64(1); id <= jobs; id++ {
+		if wins[id] != 1 {
+			t.Errorf("job %d: %d writers won", id, wins[id])
+		}
+	}
+	// On a replicated stream, competing checks of the same subjects in
+	// flight at once are refused with 10164 (a stale sequence alone gives
+	// 10071): fire a burst of them and see both codes are what we treat as
+	// a conflict.
+	agg, err := setup.LoadJob(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	futures := make([]jetstream.PubAckFuture, 0, 64)
+	for range 64 {
+		msg := nats.NewMsg("jetqa.job.1.created")
+		msg.Data = []byte("{}")
+		msg.Header.Set("Nats-Expected-Last-Subject-Sequence", strconv.FormatUint(agg.Seq, 10))
+		msg.Header.Set("Nats-Expected-Last-Subject-Sequence-Subject", "jetqa.job.1.>")
+		f, err := setup.JS.PublishMsgAsync(msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		futures = append(futures, f)
+	}
+	codes := map[jetstream.ErrorCode]int{}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+			codes[0]++
+		case err := <-f.Err():
+			var apiErr *jetstream.APIError
+			if !errors.As(err, &apiErr) {
+				t.Fatalf("burst: %v", err)
+			}
+			codes[apiErr.ErrorCode]++
+		case <-ctx.Done():
+			t.Fatal("burst: no answer")
+		}
+	}
+	t.Logf("burst answers by error code: %v", codes)
+	for code := range codes {
+		if code != 0 && code != jetstream.JSErrCodeStreamWrongLastSequence && code != jetstream.JSErrCodeStreamWrongLastSequenceConstant {
+			t.Errorf("unexpected error code %d", code)
+		}
+	}
+	if codes[0] != 1 {
+		t.Errorf("%d of the burst stored, want exactly 1", codes[0])
 	}
 }

@@ -2,11 +2,14 @@ package streams
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"jetqa/schemas"
 )
@@ -67,5 +70,23 @@ func TestLostAcknowledgementIsNotAConflict(t *testing.T) {
 	}
 	if last, _ := b.LastSequence(ctx, StreamJobs); last != first.Sequence {
 		t.Errorf("stream ends at %d, want %d", last, first.Sequence)
+	}
+}
+
+func TestBothConflictCodesAreConflicts(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{&jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequence, Description: "wrong last sequence: 7"}, true},
+		{&jetstream.APIError{Code: 400, ErrorCode: jetstream.JSErrCodeStreamWrongLastSequenceConstant, Description: "wrong last sequence"}, true},
+		{fmt.Errorf("publish: %w", &jetstream.APIError{ErrorCode: jetstream.JSErrCodeStreamWrongLastSequenceConstant}), true},
+		{&jetstream.APIError{Code: 503, ErrorCode: jetstream.JSErrCodeJetStreamNotEnabled}, false},
+		{errors.New("wrong last sequence"), false},
+		{nil, false},
+	} {
+		if got := isWrongSequence(tc.err); got != tc.want {
+			t.Errorf("isWrongSequence(%v) = %v", tc.err, got)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -17,6 +18,14 @@ type ServerConfig struct {
 	Port int
 	// DataDir holds the JetStream file store.
 	DataDir string
+	// Name identifies the server, in a cluster uniquely; default "jetqa".
+	Name string
+	// Cluster joins the server to a NATS cluster: its name, the port this
+	// server listens on for routes, and the route URLs of the other nodes
+	// (nats://host:port).
+	ClusterName string
+	ClusterPort int
+	Routes      []string
 }
 
 // MaxPayload is the largest message the embedded server accepts: a screen
@@ -32,8 +41,11 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"
 	}
+	if cfg.Name == "" {
+		cfg.Name = "jetqa"
+	}
 	opts := &server.Options{
-		ServerName: "jetqa",
+		ServerName: cfg.Name,
 		Host:       cfg.Host,
 		Port:       cfg.Port,
 		JetStream:  true,
@@ -41,6 +53,10 @@ func StartServer(cfg ServerConfig) (*server.Server, error) {
 		MaxPayload: MaxPayload,
 		NoSigs:     true,
 		NoLog:      true,
+	}
+	if cfg.ClusterName != "" {
+		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: cfg.Host, Port: cfg.ClusterPort}
+		opts.Routes = server.RoutesFromStr(strings.Join(cfg.Routes, ","))
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

@@ -126,9 +126,13 @@ func subject(job int64, p schemas.Payload) (string, error) {
 	return "", fmt.Errorf("no subject for event kind %s", p.Kind())
 }
 
-// Setup creates or updates every stream and bucket jetqa uses. Every
-// process calls it at start; it is idempotent.
-func (b *Bus) Setup(ctx context.Context) error {
+// Setup creates or updates every stream and bucket jetqa uses, with one
+// replica. Every process calls it at start; it is idempotent.
+func (b *Bus) Setup(ctx context.Context) error { return b.SetupReplicas(ctx, 1) }
+
+// SetupReplicas is Setup for a NATS cluster: every stream and bucket keeps
+// replicas copies (3 on a three-node cluster).
+func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 	streams := []jetstream.StreamConfig{
 		{
 			Name:        StreamJobs,
@@ -170,6 +174,7 @@ func (b *Bus) Setup(ctx context.Context) error {
 		},
 	}
 	for _, cfg := range streams {
+		cfg.Replicas = replicas
 		if _, err := b.JS.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
@@ -179,6 +184,7 @@ func (b *Bus) Setup(ctx context.Context) error {
 		{Bucket: BucketLeases, Description: "which process is the active one", Storage: jetstream.FileStorage, History: 1, TTL: LeaseTTL},
 		{Bucket: BucketJobViews, Description: "the API's read model, derived from the job stream", Storage: jetstream.FileStorage, History: 1},
 	} {
+		kv.Replicas = replicas
 		if _, err := b.JS.CreateOrUpdateKeyValue(ctx, kv); err != nil {
 			return fmt.Errorf("bucket %s: %w", kv.Bucket, err)
 		}
@@ -187,6 +193,7 @@ func (b *Bus) Setup(ctx context.Context) error {
 		{Bucket: BucketNeedles, Description: "needles by content hash", Storage: jetstream.FileStorage},
 		{Bucket: BucketResults, Description: "job results: screenshots, logs, details", Storage: jetstream.FileStorage},
 	} {
+		obj.Replicas = replicas
 		if _, err := b.JS.CreateOrUpdateObjectStore(ctx, obj); err != nil {
 			return fmt.Errorf("object store %s: %w", obj.Bucket, err)
 		}

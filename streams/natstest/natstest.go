@@ -4,9 +4,12 @@ package natstest
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"jetqa/streams"
 )
@@ -56,4 +59,57 @@ type writer struct{ t testing.TB }
 func (w writer) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// StartCluster starts a three-node NATS cluster with JetStream on free
+// ports and sets up jetqa's streams with three replicas. The returned
+// Server connects to the first node; URLs lists all three.
+func StartCluster(t testing.TB) (*Server, []string) {
+	t.Helper()
+	const nodes = 3
+	routePorts := make([]int, nodes)
+	for i := range routePorts {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		routePorts[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+	}
+	var routes []string
+	for _, p := range routePorts {
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
+	}
+	var urls []string
+	for i := range nodes {
+		ns, err := streams.StartServer(streams.ServerConfig{
+			Port: -1, DataDir: t.TempDir(), Name: fmt.Sprintf("n%d", i+1),
+			ClusterName: "jetqa-test", ClusterPort: routePorts[i], Routes: routes,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		})
+		urls = append(urls, ns.ClientURL())
+	}
+	s := &Server{URL: urls[0], t: t}
+	bus := s.Bus("setup")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Until the cluster has elected its meta leader and all peers joined,
+	// creating replicated streams fails: try again until the deadline.
+	for {
+		err := bus.SetupReplicas(ctx, nodes)
+		if err == nil {
+			return s, urls
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("cluster setup: %v", err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
