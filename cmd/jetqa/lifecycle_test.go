@@ -268,3 +268,18 @@ func TestWorkerThatComesBackStopsTheVMOfAJobGivenAway(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxJobTimeEndsTheJob(t *testing.T) {
+	testos := testosDir(t)
+	s := startSystem(t)
+	start := time.Now()
+	id := s.post(t, demoSettings(testos, "MAX_JOB_TIME=4"))
+	fin := s.finish(t, id, time.Minute)
+	if fin.Result != schemas.ResultTimeoutExceeded || !strings.Contains(fin.Reason, "MAX_JOB_TIME") {
+		t.Fatalf("job %d: %s (%s), want timeout_exceeded naming MAX_JOB_TIME", id, fin.Result, fin.Reason)
+	}
+	t.Logf("MAX_JOB_TIME=4 ended the job after %s", time.Since(start).Round(100*time.Millisecond))
+	if vms := childrenNamed(os.Getpid(), "qemu-system"); len(vms) != 0 {
+		t.Errorf("QEMU still running: %v", vms)
+	}
+}
