@@ -42,9 +42,10 @@ func newAssembly(ctx context.Context, log *slog.Logger) *assembly {
 	return a
 }
 
-// embed starts the embedded NATS server with its store in dataDir.
-func (a *assembly) embed(dataDir string, port int) error {
-	ns, err := streams.StartServer(streams.ServerConfig{Port: port, DataDir: dataDir})
+// embed starts the embedded NATS server with its store in dataDir,
+// listening for clients on host:port.
+func (a *assembly) embed(dataDir, host string, port int) error {
+	ns, err := streams.StartServer(streams.ServerConfig{Host: host, Port: port, DataDir: dataDir})
 	if err != nil {
 		return err
 	}

@@ -26,7 +26,7 @@ func startServer(t *testing.T) *system {
 	ctx, cancel := context.WithCancel(context.Background())
 	log := natstest.Logger(t)
 	a := newAssembly(ctx, log)
-	if err := a.embed(t.TempDir(), -1); err != nil {
+	if err := a.embed(t.TempDir(), "127.0.0.1", -1); err != nil {
 		t.Fatal(err)
 	}
 	apiAddr, err := a.addServer(serverConfig{Host: "server", Listen: "127.0.0.1:0", Matchers: 1, WorkerTimeout: 2 * time.Second})

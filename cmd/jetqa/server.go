@@ -14,13 +14,14 @@ import (
 // scheduler and the matcher pool. Workers connect to its NATS port.
 func cmdServer(args []string, stderr io.Writer) error {
 	host, _ := os.Hostname()
-	var dataDir, listen, logLevel string
+	var dataDir, listen, natsHost, logLevel string
 	var natsPort, matchers int
 	var workerTimeout time.Duration
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&dataDir, "data", "data", "directory for the event store")
 	fs.StringVar(&listen, "listen", "127.0.0.1:9526", "address of the HTTP API")
+	fs.StringVar(&natsHost, "nats-host", "127.0.0.1", "address the embedded NATS server listens on for clients (0.0.0.0: reachable by remote workers)")
 	fs.IntVar(&natsPort, "nats-port", 4222, "client port of the embedded NATS server (-1: any free port)")
 	fs.IntVar(&matchers, "matchers", runtime.NumCPU(), "needle matchers in this process (0: none, run `jetqa matcher` elsewhere)")
 	fs.DurationVar(&workerTimeout, "worker-timeout", 60*time.Second, "silence after which a worker instance is offline")
@@ -37,7 +38,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 		return err
 	}
 	a := newAssembly(context.Background(), log)
-	if err := a.embed(dir, natsPort); err != nil {
+	if err := a.embed(dir, natsHost, natsPort); err != nil {
 		return err
 	}
 	apiAddr, err := a.addServer(serverConfig{Host: host, Listen: listen, Matchers: matchers, WorkerTimeout: workerTimeout})

@@ -68,7 +68,7 @@ func upAssembly(ctx context.Context, c upConfig, log *slog.Logger) (*assembly, s
 		return nil, "", err
 	}
 	a := newAssembly(ctx, log)
-	if err := a.embed(dataDir, c.NATSPort); err != nil {
+	if err := a.embed(dataDir, "127.0.0.1", c.NATSPort); err != nil {
 		return nil, "", err
 	}
 	apiAddr, err := a.addServer(serverConfig{Host: c.Host, Listen: c.Listen, Matchers: c.Matchers, WorkerTimeout: c.WorkerTimeout})
