@@ -26,8 +26,12 @@ for _ in $(seq 100); do
 done
 echo "jetqa is up (log: $log)"
 
+echo
+echo "== register the testos ISO on the server (workers fetch it over NATS)"
+"$jetqa" asset add "$testos/testos.iso"
+
 settings=(DISTRI=testos VERSION=1 FLAVOR=demo ARCH=x86_64 MACHINE=64bit QEMURAM=512
-          "ISO=$testos/testos.iso" "CASEDIR=$testos/testos-tests")
+          ISO=testos.iso "CASEDIR=$testos/testos-tests")
 
 echo
 echo "== demo job: boot testos, use its shell, check screen and serial"

@@ -292,6 +292,8 @@ func jobPayload(p Payload) Payload {
 		return deref(e)
 	case *MatchResolved:
 		return deref(e)
+	case *AssetRegistered:
+		return deref(e)
 	}
 	return p
 }

@@ -38,6 +38,7 @@ worker.heartbeat.v1      !    !    !    !    !    !    !    !    !
 worker.offline.v1        !    !    !    !    !    !    !    !    !
 match.requested.v1       !    !    !    !    !    !    !    !    !
 match.resolved.v1        !    !    !    !    !    !    !    !    !
+asset.registered.v1      !    !    !    !    !    !    !    !    !
 `
 
 var (
@@ -92,6 +93,7 @@ var samples = func() map[string]Payload {
 		WorkerOffline{Worker: h1, LastSeen: t0},
 		MatchRequested{ID: "7-1", ReplyTo: h1, Tags: []string{"prompt"}},
 		MatchResolved{ID: "7-1", Matched: true, Matcher: "m1"},
+		AssetRegistered{Name: "testos.iso", SHA256: "ab", Size: 1},
 	} {
 		m[p.Kind()] = p
 	}

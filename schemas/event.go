@@ -47,6 +47,7 @@ var payloads = []func() Payload{
 	func() Payload { return &WorkerRegistered{} },
 	func() Payload { return &WorkerHeartbeat{} },
 	func() Payload { return &WorkerOffline{} },
+	func() Payload { return &AssetRegistered{} },
 	func() Payload { return &MatchRequested{} },
 	func() Payload { return &MatchResolved{} },
 }

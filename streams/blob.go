@@ -7,6 +7,8 @@ import (
 	"io"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"jetqa/schemas"
 )
 
 // ErrBlobNotFound is returned for a key a bucket does not hold.
@@ -62,4 +64,52 @@ func (b *Bus) GetBlob(ctx context.Context, bucket, key string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s/%s: %w", bucket, key, err)
 	}
 	return data, nil
+}
+
+// OpenBlob streams a blob; the caller closes it. It also returns the size.
+func (b *Bus) OpenBlob(ctx context.Context, bucket, key string) (io.ReadCloser, int64, error) {
+	store, err := b.objectStore(ctx, bucket)
+	if err != nil {
+		return nil, 0, err
+	}
+	obj, err := store.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, 0, fmt.Errorf("%s/%s: %w", bucket, key, ErrBlobNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s/%s: %w", bucket, key, err)
+	}
+	info, err := obj.Info()
+	if err != nil {
+		obj.Close()
+		return nil, 0, fmt.Errorf("read %s/%s: %w", bucket, key, err)
+	}
+	return obj, int64(info.Size), nil
+}
+
+// ErrNoAsset is returned for an asset name nobody registered.
+var ErrNoAsset = errors.New("no asset registered under that name")
+
+// LookupAsset returns the latest registration of the named asset.
+func (b *Bus) LookupAsset(ctx context.Context, name string) (*schemas.AssetRegistered, error) {
+	s, err := b.JS.Stream(ctx, StreamAssets)
+	if err != nil {
+		return nil, fmt.Errorf("stream %s: %w", StreamAssets, err)
+	}
+	raw, err := s.GetLastMsgForSubject(ctx, AssetSubject(name))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, fmt.Errorf("asset %q: %w", name, ErrNoAsset)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("asset %q: %w", name, err)
+	}
+	_, p, err := decode(raw.Header.Get(HeaderKind), raw.Data)
+	if err != nil {
+		return nil, fmt.Errorf("asset %q: %w", name, err)
+	}
+	reg, ok := p.(*schemas.AssetRegistered)
+	if !ok || reg.Name != name {
+		return nil, fmt.Errorf("asset %q: %w", name, ErrNoAsset)
+	}
+	return reg, nil
 }

@@ -2,6 +2,8 @@ package streams
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"strings"
@@ -24,6 +26,8 @@ const (
 	StreamMatchResults = "JETQA_MATCH_RESULTS"
 	// StreamDead keeps messages a stage could not process, for inspection.
 	StreamDead = "JETQA_DEAD"
+	// StreamAssets holds asset registrations on jetqa.asset.<name>.registered.
+	StreamAssets = "JETQA_ASSETS"
 )
 
 // Buckets.
@@ -31,6 +35,7 @@ const (
 	BucketCounters = "jetqa-counters" // key-value: id sequences
 	BucketNeedles  = "jetqa-needles"  // object store: needle JSON and PNG by content hash
 	BucketResults  = "jetqa-results"  // object store: screenshots, logs, details
+	BucketAssets   = "jetqa-assets"   // object store: registered assets by name
 )
 
 // Subjects.
@@ -122,6 +127,10 @@ func subject(job int64, p schemas.Payload) (string, error) {
 		}
 	case *schemas.MatchRequested, schemas.MatchRequested:
 		return SubjectMatchRequest, nil
+	case *schemas.AssetRegistered:
+		return AssetSubject(p.Name), nil
+	case schemas.AssetRegistered:
+		return AssetSubject(p.Name), nil
 	}
 	return "", fmt.Errorf("no subject for event kind %s", p.Kind())
 }
@@ -166,6 +175,14 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 			MaxAge:      24 * time.Hour,
 		},
 		{
+			Name:              StreamAssets,
+			Description:       "assets registered on the server, the last per name",
+			Subjects:          []string{"jetqa.asset.>"},
+			Storage:           jetstream.FileStorage,
+			MaxMsgsPerSubject: 1,
+			AllowDirect:       true,
+		},
+		{
 			Name:        StreamDead,
 			Description: "messages a stage gave up on, kept for inspection",
 			Subjects:    []string{subjectDead + ".>"},
@@ -192,6 +209,7 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 	for _, obj := range []jetstream.ObjectStoreConfig{
 		{Bucket: BucketNeedles, Description: "needles by content hash", Storage: jetstream.FileStorage},
 		{Bucket: BucketResults, Description: "job results: screenshots, logs, details", Storage: jetstream.FileStorage},
+		{Bucket: BucketAssets, Description: "registered assets by name", Storage: jetstream.FileStorage},
 	} {
 		obj.Replicas = replicas
 		if _, err := b.JS.CreateOrUpdateObjectStore(ctx, obj); err != nil {
@@ -209,3 +227,11 @@ func NeedleBlobKeys(hash string) (jsonKey, pngKey string) {
 // BucketLeases holds leases that make one process of several the active
 // one (the scheduler); an entry expires unless its holder renews it.
 const BucketLeases = "jetqa-leases"
+
+// AssetSubject is where the registration of the named asset is kept: the
+// name made a subject token, plus a short hash of the exact name so that
+// names differing only in characters a token cannot hold stay apart.
+func AssetSubject(name string) string {
+	h := sha256.Sum256([]byte(name))
+	return "jetqa.asset." + Token(name) + "-" + hex.EncodeToString(h[:4]) + ".registered"
+}

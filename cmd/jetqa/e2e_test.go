@@ -217,7 +217,13 @@ func TestDemoJobPassesAndFailsOnPurpose(t *testing.T) {
 		t.Errorf("no screenshots among the results: %v", fin.Files)
 	}
 
-	fid := s.post(t, demoSettings(testos, "TEST=demo-fail", "FAIL_ON_PURPOSE=1"))
+	// The second job takes its ISO from the server's asset store.
+	var out, errOut strings.Builder
+	if err := dispatch([]string{"asset", "add", "--nats", s.nats, "--name", "testos-demo.iso", filepath.Join(testos, "testos.iso")}, &out, &errOut); err != nil {
+		t.Fatalf("asset add: %v %s", err, errOut.String())
+	}
+	t.Log(strings.TrimSpace(out.String()))
+	fid := s.post(t, demoSettings(testos, "TEST=demo-fail", "FAIL_ON_PURPOSE=1", "ISO=testos-demo.iso"))
 	fin = s.finish(t, fid, 5*time.Minute)
 	if fin.Result != schemas.ResultFailed {
 		t.Fatalf("job %d: %s (%s), want failed", fid, fin.Result, fin.Reason)

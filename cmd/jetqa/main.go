@@ -33,6 +33,8 @@ Usage:
   jetqa job results ID DIR         download a job's screenshots and logs
   jetqa replay ID                  print a job's timeline from its events
   jetqa events [--since T]         print the events of all jobs and workers in a period
+  jetqa asset add [--name N] FILE|URL  store an asset on the server for jobs (ISO=N)
+  jetqa asset list                 the registered assets
   jetqa admin rebuild [--compare]  rebuild the read model from the streams
   jetqa version
 
@@ -77,6 +79,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdReplay(args[1:], stdout, stderr)
 	case "events":
 		return cmdEvents(args[1:], stdout, stderr)
+	case "asset":
+		return cmdAsset(args[1:], stdout, stderr)
 	case "admin":
 		return cmdAdmin(args[1:], stdout, stderr)
 	case "version":

@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"jetqa/schemas"
+	"jetqa/streams"
 )
 
 // fetchAsset brings one asset into the cache and verifies its SHA-256 when
@@ -23,9 +24,14 @@ import (
 func (s *Stage) fetchAsset(ctx context.Context, setting, source, wantSHA string) (schemas.AssetFetched, error) {
 	a := schemas.AssetFetched{Setting: setting, Source: source}
 	var err error
-	if isURL(source) {
+	switch reg, lerr := s.registered(ctx, source); {
+	case isURL(source):
 		a.Path, a.SHA256, a.Size, a.Cached, err = s.download(ctx, setting, source)
-	} else {
+	case lerr != nil:
+		return a, lerr
+	case reg != nil:
+		a.Path, a.SHA256, a.Size, a.Cached, err = s.fromStore(ctx, setting, reg)
+	default:
 		a.Path, a.SHA256, a.Size, a.Cached, err = s.copyLocal(setting, source)
 	}
 	if err != nil {
@@ -40,17 +46,70 @@ func (s *Stage) fetchAsset(ctx context.Context, setting, source, wantSHA string)
 	return a, nil
 }
 
+// registered looks a bare asset name up among the assets registered on the
+// server; paths and URLs are not names.
+func (s *Stage) registered(ctx context.Context, source string) (*schemas.AssetRegistered, error) {
+	if isURL(source) || strings.HasPrefix(source, "file://") || filepath.IsAbs(source) {
+		return nil, nil
+	}
+	reg, err := s.bus.LookupAsset(ctx, source)
+	if errors.Is(err, streams.ErrNoAsset) {
+		return nil, nil
+	}
+	return reg, err
+}
+
+// fromStore copies a registered asset from the server's asset store into
+// the cache, verifying it against its registration.
+func (s *Stage) fromStore(ctx context.Context, setting string, reg *schemas.AssetRegistered) (p, sum string, size int64, cached bool, err error) {
+	dst := filepath.Join(s.cfg.CacheDir, reg.SHA256[:min(16, len(reg.SHA256))]+"-"+filepath.Base(reg.Name))
+	if fi, err := os.Stat(dst); err == nil && fi.Size() == reg.Size {
+		return dst, reg.SHA256, reg.Size, true, nil
+	}
+	r, _, err := s.bus.OpenBlob(ctx, streams.BucketAssets, reg.Name)
+	if err != nil {
+		return "", "", 0, false, jobError("asset %s=%s: %v", setting, reg.Name, err)
+	}
+	defer r.Close()
+	tmp := dst + ".part"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return "", "", 0, false, err
+	}
+	h := sha256.New()
+	size, err = io.Copy(io.MultiWriter(f, h), r)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return "", "", 0, false, jobError("asset %s=%s: copy from the server failed after %d bytes: %v", setting, reg.Name, size, err)
+	}
+	sum = hex.EncodeToString(h.Sum(nil))
+	if sum != reg.SHA256 {
+		_ = os.Remove(tmp)
+		return "", "", 0, false, jobError("asset %s=%s: the server's copy has SHA-256 %s, registered as %s", setting, reg.Name, sum, reg.SHA256)
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return "", "", 0, false, err
+	}
+	return dst, sum, size, false, nil
+}
+
 // localSource resolves a path, a file:// URL or a bare asset name.
 func (s *Stage) localSource(setting, source string) (string, error) {
 	p := strings.TrimPrefix(source, "file://")
 	if !filepath.IsAbs(p) {
 		if s.cfg.AssetDir == "" || strings.Contains(p, "..") {
-			return "", jobError("asset %s=%s: not an absolute path or URL, and no asset directory is configured", setting, source)
+			return "", jobError("asset %s=%s: no asset of that name is registered (jetqa asset add), and it is not an absolute path or URL", setting, source)
 		}
 		p = filepath.Join(s.cfg.AssetDir, p)
 	}
 	fi, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {
+		if !filepath.IsAbs(strings.TrimPrefix(source, "file://")) {
+			return "", jobError("asset %s=%s: no asset of that name is registered (register it with `jetqa asset add`), nor is it in %s", setting, source, s.cfg.AssetDir)
+		}
 		return "", jobError("asset %s=%s: %s does not exist: give an existing path or an http(s) URL", setting, source, p)
 	}
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -53,6 +54,8 @@ type Bus interface {
 	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
 	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
+	LookupAsset(ctx context.Context, name string) (*schemas.AssetRegistered, error)
+	OpenBlob(ctx context.Context, bucket, key string) (io.ReadCloser, int64, error)
 }
 
 // Stage is the fetch stage.

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,12 +18,17 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
+
+	"jetqa/schemas"
+	"jetqa/streams"
+	"jetqa/streams/natstest"
 )
 
 func newStage(t *testing.T) *Stage {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := New(Config{Host: "h", CacheDir: filepath.Join(dir, "cache"), AssetDir: filepath.Join(dir, "assets"), JobsDir: filepath.Join(dir, "jobs")}, nil, slog.Default())
+	bus := natstest.Start(t).Bus("fetch")
+	s, err := New(Config{Host: "h", CacheDir: filepath.Join(dir, "cache"), AssetDir: filepath.Join(dir, "assets"), JobsDir: filepath.Join(dir, "jobs")}, bus, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +62,18 @@ func TestFetchAsset(t *testing.T) {
 	}))
 	defer srv.Close()
 	ctx := context.Background()
+	bus := s.bus.(*streams.Bus)
+	for name, reg := range map[string]schemas.AssetRegistered{
+		"stored.iso": {Name: "stored.iso", SHA256: sum(content), Size: int64(len(content))},
+		"lying.iso":  {Name: "lying.iso", SHA256: sum([]byte("not these bytes")), Size: int64(len(content))},
+	} {
+		if err := bus.PutBlob(ctx, streams.BucketAssets, name, bytes.NewReader(content)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bus.Append(ctx, 0, reg); err != nil {
+			t.Fatal(err)
+		}
+	}
 
 	for _, tc := range []struct {
 		name, source, sha string
@@ -65,6 +83,10 @@ func TestFetchAsset(t *testing.T) {
 		{name: "local path", source: local, sha: sum(content)},
 		{name: "local path again is cached", source: local, cached: true},
 		{name: "name in the asset directory", source: "named.iso"},
+		{name: "registered on the server", source: "stored.iso"},
+		{name: "registered again is cached", source: "stored.iso", cached: true},
+		{name: "registered with another checksum", source: "lying.iso", errWant: "registered as " + sum([]byte("not these bytes"))},
+		{name: "neither registered nor in the asset directory", source: "nothing.iso", errWant: "jetqa asset add"},
 		{name: "URL", source: srv.URL + "/disk.img", sha: strings.ToUpper(sum(content))},
 		{name: "URL again is cached", source: srv.URL + "/disk.img", cached: true},
 		{name: "wrong checksum", source: local, sha: sum([]byte("other")), errWant: "SHA-256 is " + sum(content)},
