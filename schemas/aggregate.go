@@ -294,6 +294,8 @@ func jobPayload(p Payload) Payload {
 		return deref(e)
 	case *AssetRegistered:
 		return deref(e)
+	case *AssetProgress:
+		return deref(e)
 	}
 	return p
 }

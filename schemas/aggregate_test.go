@@ -39,6 +39,7 @@ worker.offline.v1        !    !    !    !    !    !    !    !    !
 match.requested.v1       !    !    !    !    !    !    !    !    !
 match.resolved.v1        !    !    !    !    !    !    !    !    !
 asset.registered.v1      !    !    !    !    !    !    !    !    !
+asset.progress.v1        !    !    !    !    !    !    !    !    !
 `
 
 var (
@@ -94,6 +95,7 @@ var samples = func() map[string]Payload {
 		MatchRequested{ID: "7-1", ReplyTo: h1, Tags: []string{"prompt"}},
 		MatchResolved{ID: "7-1", Matched: true, Matcher: "m1"},
 		AssetRegistered{Name: "testos.iso", SHA256: "ab", Size: 1},
+		AssetProgress{Worker: h1, Job: 7, Setting: "ISO", Done: 1, Total: 2},
 	} {
 		m[p.Kind()] = p
 	}

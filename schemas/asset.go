@@ -12,3 +12,18 @@ type AssetRegistered struct {
 }
 
 func (AssetRegistered) Kind() string { return "asset.registered.v1" }
+
+// AssetProgress reports how far a worker host got fetching a job's asset.
+// It is sent a few times a second while bytes flow, and once at the end.
+type AssetProgress struct {
+	Worker  WorkerRef `json:"worker"`
+	Job     int64     `json:"job"`
+	Setting string    `json:"setting"`
+	Source  string    `json:"source"`
+	Done    int64     `json:"done"`
+	Total   int64     `json:"total"` // -1 when unknown
+}
+
+func (e AssetProgress) Target() WorkerRef { return e.Worker }
+
+func (AssetProgress) Kind() string { return "asset.progress.v1" }

@@ -48,6 +48,7 @@ var payloads = []func() Payload{
 	func() Payload { return &WorkerHeartbeat{} },
 	func() Payload { return &WorkerOffline{} },
 	func() Payload { return &AssetRegistered{} },
+	func() Payload { return &AssetProgress{} },
 	func() Payload { return &MatchRequested{} },
 	func() Payload { return &MatchResolved{} },
 }

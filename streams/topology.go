@@ -109,6 +109,7 @@ var workerEventTokens = map[string]string{
 	schemas.WorkerRegistered{}.Kind(): "registered",
 	schemas.WorkerHeartbeat{}.Kind():  "heartbeat",
 	schemas.WorkerOffline{}.Kind():    "offline",
+	schemas.AssetProgress{}.Kind():    "progress",
 }
 
 // subject says where an event is appended.
