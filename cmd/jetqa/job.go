@@ -278,16 +278,31 @@ func (c client) watch(ctx context.Context, id int64, stdout io.Writer) error {
 	if _, err := bus.JobSettings(ctx, id); err != nil {
 		return fmt.Errorf("job %d does not exist (%v)", id, err)
 	}
+	view := newProgressView(stdout)
+	defer view.Close()
+	// Download progress is reported on the worker's subjects.
+	progressCtx, stopProgress := context.WithCancel(ctx)
+	defer stopProgress()
+	go func() {
+		_ = bus.Watch(progressCtx, streams.WatchConfig{Stream: streams.StreamWorkers, Filters: []string{"jetqa.worker.*.*.progress"}, New: true},
+			func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+				if e, ok := p.(*schemas.AssetProgress); ok && e.Job == id {
+					view.Update(e)
+				}
+				return nil
+			})
+	}()
 	var result string
 	err = bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobSubject(id) + ".>"}},
 		func(ev schemas.Event, p schemas.Payload, _ streams.Delivery) error {
-			fmt.Fprintf(stdout, "%s  %-22s %s\n", ev.Time.Local().Format("15:04:05.000"), ev.Kind, summary(p))
+			view.Println(fmt.Sprintf("%s  %-22s %s", ev.Time.Local().Format("15:04:05.000"), ev.Kind, summary(p)))
 			if f, ok := p.(*schemas.JobFinished); ok {
 				result = f.Result
 				return streams.ErrStopWatch
 			}
 			return nil
 		})
+	stopProgress()
 	if err != nil {
 		return err
 	}
