@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"jetqa/schemas"
+	"jetqa/stages/fetch/gitmirror"
 	"jetqa/streams"
 )
 
@@ -30,11 +31,17 @@ type Config struct {
 	AssetDir string
 	// JobsDir gets one directory per job: checkouts and results.
 	JobsDir string
+	// MirrorsDir keeps one bare mirror per test or needle repository;
+	// default CacheDir/git.
+	MirrorsDir string
 }
 
 func (c Config) withDefaults() Config {
 	if c.Host == "" {
 		c.Host, _ = os.Hostname()
+	}
+	if c.MirrorsDir == "" && c.CacheDir != "" {
+		c.MirrorsDir = filepath.Join(c.CacheDir, "git")
 	}
 	return c
 }
@@ -60,9 +67,10 @@ type Bus interface {
 
 // Stage is the fetch stage.
 type Stage struct {
-	cfg Config
-	bus Bus
-	log *slog.Logger
+	cfg     Config
+	bus     Bus
+	log     *slog.Logger
+	mirrors *gitmirror.Mirrors
 }
 
 // New returns the fetch stage of one worker host.
@@ -76,7 +84,11 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Stage, error) {
 			return nil, fmt.Errorf("fetch: %w", err)
 		}
 	}
-	return &Stage{cfg: cfg, bus: bus, log: log}, nil
+	mirrors, err := gitmirror.New(gitmirror.Config{Dir: cfg.MirrorsDir, Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	return &Stage{cfg: cfg, bus: bus, log: log, mirrors: mirrors}, nil
 }
 
 // Run consumes the host's assignments until ctx ends.

@@ -182,6 +182,13 @@ func TestCheckoutPinsTheRef(t *testing.T) {
 			t.Errorf("%d %s: main.star holds %q, want %q", i, tc.value, b, tc.content)
 		}
 	}
+
+	// The branch moves: the next job gets, and records, the new commit.
+	third := commit(t, repo, src, "main.star", "third")
+	rc, err := s.checkout(context.Background(), "CASEDIR", src, filepath.Join(t.TempDir(), "co"))
+	if err != nil || rc.Commit != third {
+		t.Errorf("after the branch moved: commit %s (%v), want %s", rc.Commit, err, third)
+	}
 }
 
 func mustHash(t *testing.T, h string) plumbing.Hash {
