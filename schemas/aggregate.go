@@ -296,6 +296,8 @@ func jobPayload(p Payload) Payload {
 		return deref(e)
 	case *AssetProgress:
 		return deref(e)
+	case *CacheStatus:
+		return deref(e)
 	}
 	return p
 }

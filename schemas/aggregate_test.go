@@ -40,6 +40,7 @@ match.requested.v1       !    !    !    !    !    !    !    !    !
 match.resolved.v1        !    !    !    !    !    !    !    !    !
 asset.registered.v1      !    !    !    !    !    !    !    !    !
 asset.progress.v1        !    !    !    !    !    !    !    !    !
+cache.status.v1          !    !    !    !    !    !    !    !    !
 `
 
 var (
@@ -96,6 +97,7 @@ var samples = func() map[string]Payload {
 		MatchResolved{ID: "7-1", Matched: true, Matcher: "m1"},
 		AssetRegistered{Name: "testos.iso", SHA256: "ab", Size: 1},
 		AssetProgress{Worker: h1, Job: 7, Setting: "ISO", Done: 1, Total: 2},
+		CacheStatus{Host: "h", LimitBytes: 1},
 	} {
 		m[p.Kind()] = p
 	}

@@ -1,5 +1,7 @@
 package schemas
 
+import "time"
+
 // AssetRegistered says an asset (ISO, disk image, kernel, …) is stored on
 // the server under a name that jobs can use in ISO=, HDD_1=, KERNEL=, ….
 // Registering the same name again replaces it for later jobs.
@@ -27,3 +29,32 @@ type AssetProgress struct {
 func (e AssetProgress) Target() WorkerRef { return e.Worker }
 
 func (AssetProgress) Kind() string { return "asset.progress.v1" }
+
+// CacheStatus is a snapshot of a worker host's asset cache, sent when it
+// changes, for `jetqa cache status`.
+type CacheStatus struct {
+	Host         string        `json:"host"`
+	Dir          string        `json:"dir"`
+	LimitBytes   int64         `json:"limit_bytes"`
+	TotalBytes   int64         `json:"total_bytes"`
+	PartialBytes int64         `json:"partial_bytes"`
+	Entries      []CachedAsset `json:"entries"`
+	Hits         int64         `json:"hits"`
+	Misses       int64         `json:"misses"`
+	Downloads    int64         `json:"downloads"`
+	BytesFetched int64         `json:"bytes_fetched"`
+}
+
+// CachedAsset is one entry of a worker host's cache.
+type CachedAsset struct {
+	Source  string    `json:"source"`
+	SHA256  string    `json:"sha256"`
+	Size    int64     `json:"size"`
+	LastUse time.Time `json:"last_use"`
+	Users   int       `json:"users"` // jobs using it: never evicted while > 0
+}
+
+// Target is instance 0 of the host: the cache belongs to the whole host.
+func (e CacheStatus) Target() WorkerRef { return WorkerRef{Host: e.Host} }
+
+func (CacheStatus) Kind() string { return "cache.status.v1" }

@@ -49,6 +49,7 @@ var payloads = []func() Payload{
 	func() Payload { return &WorkerOffline{} },
 	func() Payload { return &AssetRegistered{} },
 	func() Payload { return &AssetProgress{} },
+	func() Payload { return &CacheStatus{} },
 	func() Payload { return &MatchRequested{} },
 	func() Payload { return &MatchResolved{} },
 }

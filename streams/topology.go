@@ -110,6 +110,7 @@ var workerEventTokens = map[string]string{
 	schemas.WorkerHeartbeat{}.Kind():  "heartbeat",
 	schemas.WorkerOffline{}.Kind():    "offline",
 	schemas.AssetProgress{}.Kind():    "progress",
+	schemas.CacheStatus{}.Kind():      "cache",
 }
 
 // subject says where an event is appended.

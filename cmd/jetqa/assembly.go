@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -141,6 +143,27 @@ type workerConfig struct {
 	Accel       string
 	WorkerClass string
 	Heartbeat   time.Duration
+	// The asset cache, with openQA's workers.ini names: CACHEDIRECTORY
+	// (default DataDir/cache), CACHELIMIT in GiB, CACHEWORKERS.
+	CacheDir      string
+	CacheLimitGiB float64
+	CacheWorkers  int
+}
+
+// cacheFlags adds the asset cache flags; their defaults come from the
+// environment variables named as in openQA's workers.ini.
+func cacheFlags(fs *flag.FlagSet, c *workerConfig) {
+	fs.StringVar(&c.CacheDir, "cache-dir", os.Getenv("CACHEDIRECTORY"), "asset cache directory, shared by the host's instances (CACHEDIRECTORY; default DATA/cache)")
+	limit, err := strconv.ParseFloat(envOr("CACHELIMIT", "50"), 64)
+	if err != nil {
+		limit = 50
+	}
+	fs.Float64Var(&c.CacheLimitGiB, "cache-limit", limit, "asset cache size limit in GiB (CACHELIMIT)")
+	workers, err := strconv.Atoi(envOr("CACHEWORKERS", "5"))
+	if err != nil {
+		workers = 5
+	}
+	fs.IntVar(&c.CacheWorkers, "cache-workers", workers, "parallel asset downloads (CACHEWORKERS)")
 }
 
 // addWorker adds a worker host's stages: fetch, one boot stage per
@@ -153,11 +176,17 @@ func (a *assembly) addWorker(c workerConfig) error {
 	if err != nil {
 		return err
 	}
+	cacheDir := c.CacheDir
+	if cacheDir == "" {
+		cacheDir = filepath.Join(c.DataDir, "cache")
+	}
 	fetchStage, err := fetch.New(fetch.Config{
-		Host:     c.Host,
-		CacheDir: filepath.Join(c.DataDir, "cache"),
-		AssetDir: filepath.Join(c.DataDir, "assets"),
-		JobsDir:  filepath.Join(c.DataDir, "jobs"),
+		Host:            c.Host,
+		CacheDir:        cacheDir,
+		CacheLimitBytes: int64(c.CacheLimitGiB * (1 << 30)),
+		CacheWorkers:    c.CacheWorkers,
+		AssetDir:        filepath.Join(c.DataDir, "assets"),
+		JobsDir:         filepath.Join(c.DataDir, "jobs"),
 	}, bus, a.log.With("stage", "fetch"))
 	if err != nil {
 		return err

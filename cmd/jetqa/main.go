@@ -35,6 +35,7 @@ Usage:
   jetqa events [--since T]         print the events of all jobs and workers in a period
   jetqa asset add [--name N] FILE|URL  store an asset on the server for jobs (ISO=N)
   jetqa asset list                 the registered assets
+  jetqa cache status               the worker hosts' asset caches: entries, use, hits and misses
   jetqa admin rebuild [--compare]  rebuild the read model from the streams
   jetqa version
 
@@ -81,6 +82,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdEvents(args[1:], stdout, stderr)
 	case "asset":
 		return cmdAsset(args[1:], stdout, stderr)
+	case "cache":
+		return cmdCache(args[1:], stdout, stderr)
 	case "admin":
 		return cmdAdmin(args[1:], stdout, stderr)
 	case "version":

@@ -28,6 +28,7 @@ type upConfig struct {
 	WorkerTimeout time.Duration
 	Heartbeat     time.Duration
 	LogLevel      string
+	Cache         workerConfig // only the cache fields
 }
 
 func cmdUp(args []string, stderr io.Writer) error {
@@ -46,6 +47,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	fs.DurationVar(&c.WorkerTimeout, "worker-timeout", 60*time.Second, "silence after which a worker instance is offline")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 10*time.Second, "how often worker instances say they are alive")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	cacheFlags(fs, &c.Cache)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -73,7 +75,10 @@ func upAssembly(ctx context.Context, c upConfig, log *slog.Logger) (*assembly, s
 	}
 	apiAddr, err := a.addServer(serverConfig{Host: c.Host, Listen: c.Listen, Matchers: c.Matchers, WorkerTimeout: c.WorkerTimeout})
 	if err == nil {
-		err = a.addWorker(workerConfig{Host: c.Host, DataDir: dataDir, Instances: c.Instances, Accel: c.Accel, WorkerClass: c.WorkerClass, Heartbeat: c.Heartbeat})
+		err = a.addWorker(workerConfig{
+			Host: c.Host, DataDir: dataDir, Instances: c.Instances, Accel: c.Accel, WorkerClass: c.WorkerClass, Heartbeat: c.Heartbeat,
+			CacheDir: c.Cache.CacheDir, CacheLimitGiB: c.Cache.CacheLimitGiB, CacheWorkers: c.Cache.CacheWorkers,
+		})
 	}
 	if err != nil {
 		a.teardown()

@@ -24,6 +24,7 @@ func cmdWorker(args []string, stderr io.Writer) error {
 	fs.StringVar(&c.Accel, "accel", "auto", "QEMU accelerator: auto (KVM when usable, else TCG), kvm or tcg")
 	fs.StringVar(&c.WorkerClass, "worker-class", "qemu_x86_64", "WORKER_CLASS of the instances (comma-separated)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 10*time.Second, "how often the instances say they are alive")
+	cacheFlags(fs, &c)
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err

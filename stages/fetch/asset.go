@@ -2,48 +2,105 @@ package fetch
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"os"
-	"path"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"jetqa/schemas"
+	"jetqa/stages/fetch/cache"
 	"jetqa/streams"
 )
 
-// fetchAsset brings one asset into the cache and verifies its SHA-256 when
-// the job gives one (<SETTING>_SHA256).
-func (s *Stage) fetchAsset(ctx context.Context, setting, source, wantSHA string) (schemas.AssetFetched, error) {
-	a := schemas.AssetFetched{Setting: setting, Source: source}
-	var err error
-	switch reg, lerr := s.registered(ctx, source); {
-	case isURL(source):
-		a.Path, a.SHA256, a.Size, a.Cached, err = s.download(ctx, setting, source)
-	case lerr != nil:
-		return a, lerr
-	case reg != nil:
-		a.Path, a.SHA256, a.Size, a.Cached, err = s.fromStore(ctx, setting, reg)
-	default:
-		a.Path, a.SHA256, a.Size, a.Cached, err = s.copyLocal(setting, source)
-	}
+// fetchAsset brings one asset of a job into the host's cache, verified by
+// SHA-256 when the job (<SETTING>_SHA256) or the asset's registration gives
+// one, and links it into the job's asset directory. The cache entry stays in
+// use, and so is never evicted, until the job finishes.
+func (s *Stage) fetchAsset(ctx context.Context, job int64, worker schemas.WorkerRef, setting, source, wantSHA, assetsDir string) (schemas.AssetFetched, error) {
+	a := schemas.AssetFetched{Worker: worker, Setting: setting, Source: source}
+	src, want, err := s.source(ctx, setting, source, wantSHA)
 	if err != nil {
 		return a, err
 	}
-	if wantSHA != "" && !strings.EqualFold(wantSHA, a.SHA256) {
-		if !a.Cached || isURL(source) {
-			_ = os.Remove(a.Path)
+	e, err := s.cache.Get(ctx, src, want, s.reporter(ctx, job, worker, setting, source))
+	s.publishCacheStatus(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return a, err
 		}
-		return a, jobError("asset %s=%s: SHA-256 is %s, but %s_SHA256 says %s", setting, source, a.SHA256, setting, wantSHA)
+		return a, jobError("asset %s=%s: %v", setting, source, err)
+	}
+	s.hold(job, e)
+	dst := filepath.Join(assetsDir, setting+"-"+filepath.Base(strings.TrimSuffix(src.String(), "/")))
+	if err := e.LinkTo(dst); err != nil {
+		return a, jobError("asset %s=%s: %v", setting, source, err)
+	}
+	a.Path, a.SHA256, a.Size, a.Cached = dst, e.SHA256, e.Size, e.Hit
+	if isHDD(setting) {
+		overlay, err := overlayFor(ctx, e.Path, filepath.Join(assetsDir, setting+"-overlay.qcow2"))
+		if err != nil {
+			return a, jobError("asset %s=%s: %v", setting, source, err)
+		}
+		a.Path = overlay
 	}
 	return a, nil
+}
+
+func isHDD(setting string) bool { return strings.HasPrefix(setting, "HDD_") }
+
+// overlayFor makes a qcow2 overlay backed by the cached image, so the VM
+// writes to the job's overlay and the cached image is never changed.
+func overlayFor(ctx context.Context, backing, overlay string) (string, error) {
+	format := "raw"
+	if f, err := os.Open(backing); err == nil {
+		magic := make([]byte, 4)
+		if _, err := io.ReadFull(f, magic); err == nil && string(magic) == "QFI\xfb" {
+			format = "qcow2"
+		}
+		f.Close()
+	}
+	out, err := exec.CommandContext(ctx, "qemu-img", "create", "-q", "-f", "qcow2", "-b", backing, "-F", format, overlay).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("qemu-img create overlay: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return overlay, nil
+}
+
+// source says where an asset's bytes come from: an http(s) URL, an asset
+// registered on the server (fetched over NATS), or a file on this host (a
+// path, or a name in the asset directory).
+func (s *Stage) source(ctx context.Context, setting, source, wantSHA string) (cache.Source, cache.Want, error) {
+	want := cache.Want{SHA256: strings.ToLower(wantSHA)}
+	if isURL(source) {
+		return cache.HTTPSource(source, http.DefaultClient), want, nil
+	}
+	reg, err := s.registered(ctx, source)
+	if err != nil {
+		return nil, want, err
+	}
+	if reg != nil {
+		if want.SHA256 != "" && want.SHA256 != reg.SHA256 {
+			return nil, want, jobError("asset %s=%s: %s_SHA256 says %s, but the server's asset is registered as %s", setting, source, setting, want.SHA256, reg.SHA256)
+		}
+		want.SHA256, want.Size = reg.SHA256, reg.Size
+		return storeSource{bus: s.bus, reg: reg}, want, nil
+	}
+	p, err := s.localSource(setting, source)
+	if err != nil {
+		return nil, want, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return nil, want, jobError("asset %s=%s: %v", setting, source, err)
+	}
+	return fileSource{path: p, size: fi.Size(), mod: fi.ModTime()}, want, nil
 }
 
 // registered looks a bare asset name up among the assets registered on the
@@ -59,44 +116,8 @@ func (s *Stage) registered(ctx context.Context, source string) (*schemas.AssetRe
 	return reg, err
 }
 
-// fromStore copies a registered asset from the server's asset store into
-// the cache, verifying it against its registration.
-func (s *Stage) fromStore(ctx context.Context, setting string, reg *schemas.AssetRegistered) (p, sum string, size int64, cached bool, err error) {
-	dst := filepath.Join(s.cfg.CacheDir, reg.SHA256[:min(16, len(reg.SHA256))]+"-"+filepath.Base(reg.Name))
-	if fi, err := os.Stat(dst); err == nil && fi.Size() == reg.Size {
-		return dst, reg.SHA256, reg.Size, true, nil
-	}
-	r, _, err := s.bus.OpenBlob(ctx, streams.BucketAssets, reg.Name)
-	if err != nil {
-		return "", "", 0, false, jobError("asset %s=%s: %v", setting, reg.Name, err)
-	}
-	defer r.Close()
-	tmp := dst + ".part"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return "", "", 0, false, err
-	}
-	h := sha256.New()
-	size, err = io.Copy(io.MultiWriter(f, h), r)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return "", "", 0, false, jobError("asset %s=%s: copy from the server failed after %d bytes: %v", setting, reg.Name, size, err)
-	}
-	sum = hex.EncodeToString(h.Sum(nil))
-	if sum != reg.SHA256 {
-		_ = os.Remove(tmp)
-		return "", "", 0, false, jobError("asset %s=%s: the server's copy has SHA-256 %s, registered as %s", setting, reg.Name, sum, reg.SHA256)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return "", "", 0, false, err
-	}
-	return dst, sum, size, false, nil
-}
-
-// localSource resolves a path, a file:// URL or a bare asset name.
+// localSource resolves a path, a file:// URL or a name in the asset
+// directory.
 func (s *Stage) localSource(setting, source string) (string, error) {
 	p := strings.TrimPrefix(source, "file://")
 	if !filepath.IsAbs(p) {
@@ -121,107 +142,105 @@ func (s *Stage) localSource(setting, source string) (string, error) {
 	return p, nil
 }
 
-func (s *Stage) copyLocal(setting, source string) (p, sum string, size int64, cached bool, err error) {
-	src, err := s.localSource(setting, source)
+// storeSource is an asset registered on the server: its bytes come from
+// the object store over the worker's NATS connection.
+type storeSource struct {
+	bus Bus
+	reg *schemas.AssetRegistered
+}
+
+func (s storeSource) Key() string    { return "obj:" + s.reg.Name + "@" + s.reg.SHA256 }
+func (s storeSource) String() string { return s.reg.Name }
+
+func (s storeSource) Open(ctx context.Context, offset int64) (io.ReadCloser, int64, error) {
+	r, size, err := s.bus.OpenBlob(ctx, streams.BucketAssets, s.reg.Name)
+	if errors.Is(err, streams.ErrBlobNotFound) {
+		return nil, 0, cache.Permanent(fmt.Errorf("registered, but its bytes are missing from the server's asset store: %w", err))
+	}
 	if err != nil {
-		return "", "", 0, false, err
+		return nil, 0, err
 	}
-	sum, size, err = hashFile(src)
-	if err != nil {
-		return "", "", 0, false, jobError("asset %s=%s: %v", setting, source, err)
-	}
-	dst := filepath.Join(s.cfg.CacheDir, sum[:16]+"-"+filepath.Base(src))
-	if fi, err := os.Stat(dst); err == nil && fi.Size() == size {
-		return dst, sum, size, true, nil
-	}
-	tmp := dst + ".part"
-	_ = os.Remove(tmp)
-	if err := os.Link(src, tmp); err != nil {
-		if err := copyFile(src, tmp); err != nil {
-			return "", "", 0, false, fmt.Errorf("asset %s=%s: copy into cache: %w", setting, source, err)
+	// The object store has no ranged reads: skip what the cache has.
+	if offset > 0 {
+		if _, err := io.CopyN(io.Discard, r, offset); err != nil {
+			r.Close()
+			return nil, 0, err
 		}
 	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return "", "", 0, false, err
-	}
-	return dst, sum, size, false, nil
+	return r, size, nil
 }
 
-func (s *Stage) download(ctx context.Context, setting, source string) (p, sum string, size int64, cached bool, err error) {
-	u, err := url.Parse(source)
+// fileSource is a file on the worker host; its key changes with its size
+// and modification time, so a replaced file is fetched again.
+type fileSource struct {
+	path string
+	size int64
+	mod  time.Time
+}
+
+func (f fileSource) Key() string {
+	return fmt.Sprintf("file:%s@%d-%d", f.path, f.size, f.mod.UnixNano())
+}
+func (f fileSource) String() string { return f.path }
+
+func (f fileSource) Open(_ context.Context, offset int64) (io.ReadCloser, int64, error) {
+	file, err := os.Open(f.path)
 	if err != nil {
-		return "", "", 0, false, jobError("asset %s=%s: bad URL: %v", setting, source, err)
+		return nil, 0, cache.Permanent(err)
 	}
-	key := sha256.Sum256([]byte(source))
-	dst := filepath.Join(s.cfg.CacheDir, hex.EncodeToString(key[:8])+"-"+path.Base(u.Path))
-	if b, err := os.ReadFile(dst + ".sha256"); err == nil {
-		if fi, err := os.Stat(dst); err == nil {
-			return dst, strings.TrimSpace(string(b)), fi.Size(), true, nil
+	if _, err := file.Seek(offset, io.SeekStart); err != nil {
+		file.Close()
+		return nil, 0, err
+	}
+	return file, f.size, nil
+}
+
+// reporter sends download progress events, a few a second at most.
+func (s *Stage) reporter(ctx context.Context, job int64, worker schemas.WorkerRef, setting, source string) cache.Progress {
+	var mu sync.Mutex
+	var last time.Time
+	return func(done, total int64) {
+		mu.Lock()
+		finished := total >= 0 && done >= total
+		if !finished && time.Since(last) < 500*time.Millisecond {
+			mu.Unlock()
+			return
 		}
+		last = time.Now()
+		mu.Unlock()
+		_, _ = s.bus.Append(ctx, 0, schemas.AssetProgress{Worker: worker, Job: job, Setting: setting, Source: source, Done: done, Total: total})
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, source, nil)
-	if err != nil {
-		return "", "", 0, false, jobError("asset %s=%s: %v", setting, source, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", "", 0, false, jobError("asset %s=%s: download failed: %v", setting, source, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", "", 0, false, jobError("asset %s=%s: download failed: HTTP %s", setting, source, resp.Status)
-	}
-	tmp := dst + ".part"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return "", "", 0, false, err
-	}
-	h := sha256.New()
-	size, err = io.Copy(io.MultiWriter(f, h), resp.Body)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return "", "", 0, false, jobError("asset %s=%s: download failed after %d bytes: %v", setting, source, size, err)
-	}
-	sum = hex.EncodeToString(h.Sum(nil))
-	if err := os.Rename(tmp, dst); err != nil {
-		return "", "", 0, false, err
-	}
-	if err := os.WriteFile(dst+".sha256", []byte(sum+"\n"), 0o644); err != nil {
-		return "", "", 0, false, err
-	}
-	return dst, sum, size, false, nil
 }
 
-func hashFile(p string) (string, int64, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
+// hold keeps a job's cache entries in use until the job finishes.
+func (s *Stage) hold(job int64, e *cache.Entry) {
+	s.heldMu.Lock()
+	s.held[job] = append(s.held[job], e)
+	s.heldMu.Unlock()
 }
 
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
+// release lets the cache evict a finished job's assets again.
+func (s *Stage) release(job int64) {
+	s.heldMu.Lock()
+	entries := s.held[job]
+	delete(s.held, job)
+	s.heldMu.Unlock()
+	for _, e := range entries {
+		e.Release()
 	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
+}
+
+// publishCacheStatus sends a snapshot of the cache for `jetqa cache status`.
+func (s *Stage) publishCacheStatus(ctx context.Context) {
+	st := s.cache.Status()
+	cs := schemas.CacheStatus{
+		Host: s.cfg.Host, Dir: st.Dir, LimitBytes: st.LimitBytes, TotalBytes: st.TotalBytes, PartialBytes: st.PartialBytes,
+		Hits: st.Hits, Misses: st.Misses, Downloads: st.Downloads, BytesFetched: st.BytesDownloaded,
 	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
+	for _, e := range st.Entries {
+		cs.Entries = append(cs.Entries, schemas.CachedAsset{Source: e.Source, SHA256: e.SHA256, Size: e.Size, LastUse: e.LastUse, Users: e.Users})
 	}
-	return out.Close()
+	if _, err := s.bus.Append(ctx, 0, cs); err != nil && ctx.Err() == nil {
+		s.log.Warn("cache status not sent", "err", err)
+	}
 }

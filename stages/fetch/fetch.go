@@ -15,8 +15,10 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 
 	"jetqa/schemas"
+	"jetqa/stages/fetch/cache"
 	"jetqa/stages/fetch/gitmirror"
 	"jetqa/streams"
 )
@@ -27,6 +29,11 @@ type Config struct {
 	Host string
 	// CacheDir holds downloaded and copied assets (CACHEDIRECTORY).
 	CacheDir string
+	// CacheLimitBytes bounds the cache (CACHELIMIT); default 50 GiB.
+	CacheLimitBytes int64
+	// CacheWorkers is how many downloads run at once (CACHEWORKERS);
+	// default 5.
+	CacheWorkers int
 	// AssetDir is where assets given by bare name are looked up.
 	AssetDir string
 	// JobsDir gets one directory per job: checkouts and results.
@@ -60,6 +67,7 @@ func (c Config) validate() error {
 type Bus interface {
 	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
 	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
+	Watch(ctx context.Context, cfg streams.WatchConfig, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
 	LookupAsset(ctx context.Context, name string) (*schemas.AssetRegistered, error)
 	OpenBlob(ctx context.Context, bucket, key string) (io.ReadCloser, int64, error)
@@ -71,6 +79,10 @@ type Stage struct {
 	bus     Bus
 	log     *slog.Logger
 	mirrors *gitmirror.Mirrors
+	cache   *cache.Cache
+
+	heldMu sync.Mutex
+	held   map[int64][]*cache.Entry // cache entries in use, by job
 }
 
 // New returns the fetch stage of one worker host.
@@ -88,16 +100,35 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Stage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
-	return &Stage{cfg: cfg, bus: bus, log: log, mirrors: mirrors}, nil
+	c, err := cache.Open(cache.Config{Dir: filepath.Join(cfg.CacheDir, "assets"), LimitBytes: cfg.CacheLimitBytes, Workers: cfg.CacheWorkers, Log: log})
+	if err != nil {
+		return nil, fmt.Errorf("fetch: %w", err)
+	}
+	return &Stage{cfg: cfg, bus: bus, log: log, mirrors: mirrors, cache: c, held: map[int64][]*cache.Entry{}}, nil
 }
 
 // Run consumes the host's assignments until ctx ends.
 func (s *Stage) Run(ctx context.Context) error {
+	s.publishCacheStatus(ctx)
+	go s.releaseFinished(ctx)
 	return s.bus.Consume(ctx, streams.ConsumerConfig{
 		Stream:  streams.StreamJobs,
 		Durable: "fetch-" + streams.Token(s.cfg.Host),
 		Filters: []string{streams.AssignedTo(s.cfg.Host)},
 	}, s.handle)
+}
+
+// releaseFinished gives the cache entries of finished jobs back to the
+// cache's eviction.
+func (s *Stage) releaseFinished(ctx context.Context) {
+	err := s.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobEvents("finished")}, New: true},
+		func(ev schemas.Event, _ schemas.Payload, _ streams.Delivery) error {
+			s.release(ev.Job)
+			return nil
+		})
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("following finished jobs", "err", err)
+	}
 }
 
 // errJob marks a problem with the job itself (its settings, its assets,
@@ -150,12 +181,16 @@ func (s *Stage) setup(ctx context.Context, job int64, worker schemas.WorkerRef, 
 		return schemas.JobReady{}, err
 	}
 	ready := schemas.JobReady{Worker: worker, Settings: settings, Assets: map[string]string{}, JobDir: jobDir}
+	assetsDir := filepath.Join(jobDir, "assets")
+	if err := os.MkdirAll(assetsDir, 0o755); err != nil {
+		return ready, err
+	}
 	for _, setting := range AssetSettings(settings) {
-		a, err := s.fetchAsset(ctx, setting, settings[setting], settings[setting+"_SHA256"])
+		a, err := s.fetchAsset(ctx, job, worker, setting, settings[setting], settings[setting+"_SHA256"], assetsDir)
 		if err != nil {
+			s.release(job)
 			return ready, err
 		}
-		a.Worker = worker
 		if _, err := s.bus.Append(ctx, job, a); err != nil {
 			return ready, err
 		}

@@ -63,6 +63,7 @@ func TestFetchAsset(t *testing.T) {
 	defer srv.Close()
 	ctx := context.Background()
 	bus := s.bus.(*streams.Bus)
+	assetsDir := t.TempDir()
 	for name, reg := range map[string]schemas.AssetRegistered{
 		"stored.iso": {Name: "stored.iso", SHA256: sum(content), Size: int64(len(content))},
 		"lying.iso":  {Name: "lying.iso", SHA256: sum([]byte("not these bytes")), Size: int64(len(content))},
@@ -85,18 +86,18 @@ func TestFetchAsset(t *testing.T) {
 		{name: "name in the asset directory", source: "named.iso"},
 		{name: "registered on the server", source: "stored.iso"},
 		{name: "registered again is cached", source: "stored.iso", cached: true},
-		{name: "registered with another checksum", source: "lying.iso", errWant: "registered as " + sum([]byte("not these bytes"))},
+		{name: "registered with another checksum", source: "lying.iso", errWant: "expected SHA-256 " + sum([]byte("not these bytes"))},
 		{name: "neither registered nor in the asset directory", source: "nothing.iso", errWant: "jetqa asset add"},
 		{name: "URL", source: srv.URL + "/disk.img", sha: strings.ToUpper(sum(content))},
 		{name: "URL again is cached", source: srv.URL + "/disk.img", cached: true},
-		{name: "wrong checksum", source: local, sha: sum([]byte("other")), errWant: "SHA-256 is " + sum(content)},
+		{name: "wrong checksum", source: local, sha: sum([]byte("other")), errWant: "got SHA-256 " + sum(content)},
 		{name: "missing file", source: "/nonexistent/x.iso", errWant: "/nonexistent/x.iso does not exist"},
 		{name: "escaping the asset directory", source: "../etc/passwd", errWant: "not an absolute path"},
-		{name: "404", source: srv.URL + "/nothing.iso", errWant: "HTTP 404"},
+		{name: "404", source: srv.URL + "/nothing.iso", errWant: "404"},
 		{name: "unreachable", source: "http://127.0.0.1:1/x.iso", errWant: "download failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, err := s.fetchAsset(ctx, "ISO", tc.source, tc.sha)
+			a, err := s.fetchAsset(ctx, 1, schemas.WorkerRef{Host: "h", Instance: 1}, "ISO", tc.source, tc.sha, assetsDir)
 			if tc.errWant != "" {
 				var je errJob
 				if err == nil || !errors.As(err, &je) || !strings.Contains(err.Error(), tc.errWant) || !strings.Contains(err.Error(), "ISO=") {
@@ -114,8 +115,8 @@ func TestFetchAsset(t *testing.T) {
 			if a.Cached != tc.cached {
 				t.Errorf("cached = %v, want %v", a.Cached, tc.cached)
 			}
-			if !strings.HasPrefix(a.Path, s.cfg.CacheDir) {
-				t.Errorf("asset at %s, outside the cache %s", a.Path, s.cfg.CacheDir)
+			if !strings.HasPrefix(a.Path, assetsDir) {
+				t.Errorf("asset at %s, outside the job's asset directory %s", a.Path, assetsDir)
 			}
 		})
 	}
