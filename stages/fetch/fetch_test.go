@@ -53,14 +53,18 @@ func TestFetchAsset(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(s.cfg.AssetDir, "named.iso"), content, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	serve := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/disk.img" {
 			http.NotFound(w, r)
 			return
 		}
 		_, _ = w.Write(content)
-	}))
+	})
+	srv := httptest.NewServer(serve)
 	defer srv.Close()
+	// A server whose certificate nobody trusts.
+	tlsSrv := httptest.NewTLSServer(serve)
+	defer tlsSrv.Close()
 	ctx := context.Background()
 	bus := s.bus.(*streams.Bus)
 	assetsDir := t.TempDir()
@@ -95,6 +99,7 @@ func TestFetchAsset(t *testing.T) {
 		{name: "escaping the asset directory", source: "../etc/passwd", errWant: "not an absolute path"},
 		{name: "404", source: srv.URL + "/nothing.iso", errWant: "404"},
 		{name: "unreachable", source: "http://127.0.0.1:1/x.iso", errWant: "download failed"},
+		{name: "TLS error", source: tlsSrv.URL + "/disk.img", errWant: "certificate"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, err := s.fetchAsset(ctx, 1, schemas.WorkerRef{Host: "h", Instance: 1}, "ISO", tc.source, tc.sha, assetsDir)
