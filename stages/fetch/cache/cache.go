@@ -254,10 +254,8 @@ func (c *Cache) remove(name string) {
 // insert adds e to the index, replacing an entry with the same file.
 // c.mu is held (or c is not shared yet).
 func (c *Cache) insert(e *entry) {
-	for _, old := range c.byKey[e.Key] {
-		if old.path == e.path {
-			c.unindex(old)
-		}
+	if i := slices.IndexFunc(c.byKey[e.Key], func(old *entry) bool { return old.path == e.path }); i >= 0 {
+		c.unindex(c.byKey[e.Key][i])
 	}
 	c.byKey[e.Key] = append(c.byKey[e.Key], e)
 	c.stored += e.Size
@@ -306,6 +304,9 @@ func (c *Cache) lookup(key string, want Want) *entry {
 // same asset share one download, and its result. The entry stays in the
 // cache at least until it is released.
 func (c *Cache) Get(ctx context.Context, src Source, want Want, progress Progress) (*Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("asset %s: %w", src, err)
+	}
 	want.SHA256 = strings.ToLower(want.SHA256)
 	if want.SHA256 != "" && !isSHA256(want.SHA256) {
 		return nil, Permanent(fmt.Errorf("asset %s: %q is not a SHA-256", src, want.SHA256))
@@ -339,15 +340,15 @@ func (c *Cache) Get(ctx context.Context, src Source, want Want, progress Progres
 			return &Entry{Path: e.path, SHA256: e.SHA256, Size: e.Size, Hit: true, c: c, e: e}, nil
 		}
 		if f := c.flights[key]; f != nil {
-			if f.want != want {
-				// Another download of the key, for other bytes: look
-				// again once it is over.
+			if f.want != want || f.abandoned {
+				// Another download of the key, for other bytes, or
+				// one being stopped: look again once it is over.
 				c.mu.Unlock()
 				select {
 				case <-f.ended:
 					continue
 				case <-ctx.Done():
-					return nil, ctx.Err()
+					return nil, fmt.Errorf("asset %s: %w", src, ctx.Err())
 				}
 			}
 			c.misses++
@@ -375,7 +376,7 @@ func (c *Cache) check(e *entry) error {
 	if !c.cfg.VerifyOnHit && e.trusted.Load() {
 		return nil
 	}
-	return c.rehash(e)
+	return c.rehash(e, !c.cfg.VerifyOnHit)
 }
 
 func checkSize(e *entry) error {
@@ -389,11 +390,15 @@ func checkSize(e *entry) error {
 	return nil
 }
 
-// rehash hashes e's file again and compares with its sidecar. An entry of
-// an earlier boot that passes is marked durable.
-func (c *Cache) rehash(e *entry) error {
+// rehash hashes e's file again and compares with its sidecar, unless
+// onlyUntrusted and another Get did so meanwhile. An entry of an earlier
+// boot that passes is marked durable.
+func (c *Cache) rehash(e *entry, onlyUntrusted bool) error {
 	e.verifyMu.Lock()
 	defer e.verifyMu.Unlock()
+	if onlyUntrusted && e.trusted.Load() {
+		return nil
+	}
 	sum, n, err := hashFile(e.path)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrCorrupt, err)
@@ -439,7 +444,7 @@ func (c *Cache) Verify(ctx context.Context, key string) error {
 		err := ctx.Err()
 		if err == nil {
 			if err = checkSize(e); err == nil {
-				err = c.rehash(e)
+				err = c.rehash(e, false)
 			}
 		}
 		c.mu.Lock()
@@ -487,7 +492,8 @@ func (e *Entry) Release() {
 }
 
 // LinkTo puts the asset at dst (replacing what is there) as a hard link,
-// or as a copy when dst is on another file system.
+// or as a copy when dst is on another file system. Link before Release:
+// after it, the entry may be evicted; the link stays valid.
 func (e *Entry) LinkTo(dst string) error {
 	tmp := filepath.Join(filepath.Dir(dst), "."+filepath.Base(dst)+tempSuffix)
 	os.Remove(tmp)

@@ -815,6 +815,7 @@ func TestDiskFull(t *testing.T) {
 func TestWorkersLimitParallelDownloads(t *testing.T) {
 	srv := newAssetServer(t)
 	gate, arrived := make(chan struct{}), make(chan int, 10)
+	openGate := sync.OnceFunc(func() { close(gate) })
 	srv.mu.Lock()
 	srv.gate, srv.arrived = gate, arrived
 	srv.mu.Unlock()
@@ -824,6 +825,7 @@ func TestWorkersLimitParallelDownloads(t *testing.T) {
 		urls[i], _ = srv.add(t, fmt.Sprintf("%d.iso", i), MiB, byte(100+i))
 	}
 	c := newCache(t, Config{Workers: 2})
+	t.Cleanup(openGate) // before waiting for the downloads, should the test fail
 
 	errs := make(chan error, n)
 	for _, url := range urls {
@@ -854,7 +856,7 @@ func TestWorkersLimitParallelDownloads(t *testing.T) {
 	if got := len(srv.requests()); got != 2 {
 		t.Errorf("%d requests while two downloads wait for a worker", got)
 	}
-	close(gate)
+	openGate()
 	for range n {
 		if err := <-errs; err != nil {
 			t.Error(err)
@@ -914,6 +916,55 @@ func TestCancelledGetLeavesPartToResume(t *testing.T) {
 	checkFile(t, e.Path, sum)
 	if reqs := srv.requests(); len(reqs) != 2 || reqs[1].rng != fmt.Sprintf("bytes=%d-", 2*MiB) {
 		t.Errorf("requests %+v: want the second to resume at %d", reqs, 2*MiB)
+	}
+}
+
+func TestDownloadOutlivesAWaiterThatGivesUp(t *testing.T) {
+	srv := newAssetServer(t)
+	url, sum := srv.add(t, "shared.iso", 2*MiB, 125)
+	gate := make(chan struct{})
+	openGate := sync.OnceFunc(func() { close(gate) })
+	srv.mu.Lock()
+	srv.gate = gate
+	srv.mu.Unlock()
+	c := newCache(t, Config{})
+	t.Cleanup(openGate)
+	waiters := func() int {
+		if d := c.Status().Downloading; len(d) == 1 {
+			return d[0].Waiters
+		}
+		return 0
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	impatient := make(chan error, 1)
+	go func() {
+		_, err := c.Get(ctx, HTTPSource(url, nil), Want{SHA256: sum}, nil)
+		impatient <- err
+	}()
+	patient := make(chan error, 1)
+	go func() {
+		e, err := c.Get(context.Background(), HTTPSource(url, nil), Want{SHA256: sum}, nil)
+		if err == nil {
+			defer e.Release()
+			if got, _, herr := hashFile(e.Path); herr != nil || got != sum {
+				err = fmt.Errorf("cached file has SHA-256 %s (%v), want %s", got, herr, sum)
+			}
+		}
+		patient <- err
+	}()
+	eventually(t, "two Gets to wait for one download", func() bool { return waiters() == 2 })
+	cancel()
+	if err := <-impatient; !errors.Is(err, context.Canceled) {
+		t.Errorf("the Get that gave up: %v", err)
+	}
+	eventually(t, "one Get to wait", func() bool { return waiters() == 1 })
+	openGate()
+	if err := <-patient; err != nil {
+		t.Errorf("the Get that waited: %v", err)
+	}
+	if n := len(srv.requests()); n != 1 {
+		t.Errorf("%d requests, want 1", n)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -169,24 +168,4 @@ func bootID() string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
-}
-
-// bufSize is the copy buffer of downloads and hashing: large reads and
-// writes keep a download at the speed of curl.
-const bufSize = 1 << 20
-
-// hashFile returns the SHA-256 and size of the file at path.
-func hashFile(path string) (string, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	// Hide the file's WriteTo, which would copy in small pieces.
-	n, err := io.CopyBuffer(h, struct{ io.Reader }{f}, make([]byte, bufSize))
-	if err != nil {
-		return "", n, err
-	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
