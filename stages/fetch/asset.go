@@ -39,7 +39,11 @@ func (s *Stage) fetchAsset(ctx context.Context, job int64, worker schemas.Worker
 	}
 	s.hold(job, e)
 	dst := filepath.Join(assetsDir, setting+"-"+filepath.Base(strings.TrimSuffix(src.String(), "/")))
-	if err := e.LinkTo(dst); err != nil {
+	place := e.LinkTo
+	if setting == "UEFI_PFLASH_VARS" {
+		place = e.CopyTo // the VM writes its UEFI variables: a copy of its own
+	}
+	if err := place(dst); err != nil {
 		return a, jobError("asset %s=%s: %v", setting, source, err)
 	}
 	a.Path, a.SHA256, a.Size, a.Cached = dst, e.SHA256, e.Size, e.Hit
