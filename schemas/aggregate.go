@@ -298,6 +298,10 @@ func jobPayload(p Payload) Payload {
 		return deref(e)
 	case *CacheStatus:
 		return deref(e)
+	case *AssetPrefetchRequested:
+		return deref(e)
+	case *AssetPrefetched:
+		return deref(e)
 	}
 	return p
 }

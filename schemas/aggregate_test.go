@@ -41,6 +41,8 @@ match.resolved.v1        !    !    !    !    !    !    !    !    !
 asset.registered.v1      !    !    !    !    !    !    !    !    !
 asset.progress.v1        !    !    !    !    !    !    !    !    !
 cache.status.v1          !    !    !    !    !    !    !    !    !
+asset.prefetch_requested.v1 ! !  !    !    !    !    !    !    !
+asset.prefetched.v1      !    !    !    !    !    !    !    !    !
 `
 
 var (
@@ -98,6 +100,8 @@ var samples = func() map[string]Payload {
 		AssetRegistered{Name: "testos.iso", SHA256: "ab", Size: 1},
 		AssetProgress{Worker: h1, Job: 7, Setting: "ISO", Done: 1, Total: 2},
 		CacheStatus{Host: "h", LimitBytes: 1},
+		AssetPrefetchRequested{Host: "h", ID: "p1", Source: "testos.iso"},
+		AssetPrefetched{Host: "h", ID: "p1", Source: "testos.iso"},
 	} {
 		m[p.Kind()] = p
 	}

@@ -58,3 +58,31 @@ type CachedAsset struct {
 func (e CacheStatus) Target() WorkerRef { return WorkerRef{Host: e.Host} }
 
 func (CacheStatus) Kind() string { return "cache.status.v1" }
+
+// AssetPrefetchRequested asks a worker host to bring an asset into its
+// cache ahead of the jobs that will need it (`jetqa asset fetch`).
+type AssetPrefetchRequested struct {
+	Host   string `json:"host"`
+	ID     string `json:"id"`
+	Source string `json:"source"` // a registered name or a URL, as in a job's settings
+	SHA256 string `json:"sha256,omitempty"`
+}
+
+func (e AssetPrefetchRequested) Target() WorkerRef { return WorkerRef{Host: e.Host} }
+
+func (AssetPrefetchRequested) Kind() string { return "asset.prefetch_requested.v1" }
+
+// AssetPrefetched answers an AssetPrefetchRequested.
+type AssetPrefetched struct {
+	Host   string `json:"host"`
+	ID     string `json:"id"`
+	Source string `json:"source"`
+	SHA256 string `json:"sha256,omitempty"`
+	Size   int64  `json:"size,omitempty"`
+	Hit    bool   `json:"hit,omitempty"` // it was in the cache already
+	Error  string `json:"error,omitempty"`
+}
+
+func (e AssetPrefetched) Target() WorkerRef { return WorkerRef{Host: e.Host} }
+
+func (AssetPrefetched) Kind() string { return "asset.prefetched.v1" }

@@ -50,6 +50,8 @@ var payloads = []func() Payload{
 	func() Payload { return &AssetRegistered{} },
 	func() Payload { return &AssetProgress{} },
 	func() Payload { return &CacheStatus{} },
+	func() Payload { return &AssetPrefetchRequested{} },
+	func() Payload { return &AssetPrefetched{} },
 	func() Payload { return &MatchRequested{} },
 	func() Payload { return &MatchResolved{} },
 }

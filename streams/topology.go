@@ -76,6 +76,9 @@ func AssignedTo(host string) string { return "jetqa.job.*.assigned." + Token(hos
 // ReadyFor matches the jobs ready to boot on one worker instance.
 func ReadyFor(w schemas.WorkerRef) string { return "jetqa.job.*.ready." + WorkerToken(w) }
 
+// PrefetchFor matches the prefetch requests to a worker host.
+func PrefetchFor(host string) string { return "jetqa.worker." + Token(host) + ".0.prefetch" }
+
 // TestsFinishedOn matches the finished test runs of a worker host.
 func TestsFinishedOn(host string) string { return "jetqa.job.*.tests_finished." + Token(host) + ".*" }
 
@@ -106,11 +109,13 @@ var jobEventTokens = map[string]string{
 // workerEventTokens maps worker event kinds to their subject token after
 // jetqa.worker.<host>.<instance>.
 var workerEventTokens = map[string]string{
-	schemas.WorkerRegistered{}.Kind(): "registered",
-	schemas.WorkerHeartbeat{}.Kind():  "heartbeat",
-	schemas.WorkerOffline{}.Kind():    "offline",
-	schemas.AssetProgress{}.Kind():    "progress",
-	schemas.CacheStatus{}.Kind():      "cache",
+	schemas.WorkerRegistered{}.Kind():       "registered",
+	schemas.WorkerHeartbeat{}.Kind():        "heartbeat",
+	schemas.WorkerOffline{}.Kind():          "offline",
+	schemas.AssetProgress{}.Kind():          "progress",
+	schemas.CacheStatus{}.Kind():            "cache",
+	schemas.AssetPrefetchRequested{}.Kind(): "prefetch",
+	schemas.AssetPrefetched{}.Kind():        "prefetched",
 }
 
 // subject says where an event is appended.

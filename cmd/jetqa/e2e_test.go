@@ -223,6 +223,20 @@ func TestDemoJobPassesAndFailsOnPurpose(t *testing.T) {
 		t.Fatalf("asset add: %v %s", err, errOut.String())
 	}
 	t.Log(strings.TrimSpace(out.String()))
+	// Bring it into the worker host's cache ahead of the job.
+	for _, want := range []string{"downloaded", "already cached"} {
+		out.Reset()
+		if err := dispatch([]string{"asset", "fetch", "--nats", s.nats, "--host", "e2e", "testos-demo.iso"}, &out, &errOut); err != nil {
+			t.Fatalf("asset fetch: %v %s", err, errOut.String())
+		}
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("asset fetch: %q, want %q", out.String(), want)
+		}
+	}
+	out.Reset()
+	if err := dispatch([]string{"asset", "fetch", "--nats", s.nats, "--host", "e2e", "no-such.iso"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "no-such.iso") {
+		t.Errorf("asset fetch of an unknown asset: %v", err)
+	}
 	fid := s.post(t, demoSettings(testos, "TEST=demo-fail", "FAIL_ON_PURPOSE=1", "ISO=testos-demo.iso"))
 	fin = s.finish(t, fid, 5*time.Minute)
 	if fin.Result != schemas.ResultFailed {

@@ -35,6 +35,7 @@ Usage:
   jetqa events [--since T]         print the events of all jobs and workers in a period
   jetqa asset add [--name N] FILE|URL  store an asset on the server for jobs (ISO=N)
   jetqa asset list                 the registered assets
+  jetqa asset fetch --host H NAME|URL  bring an asset into a worker host's cache now
   jetqa cache status               the worker hosts' asset caches: entries, use, hits and misses
   jetqa admin rebuild [--compare]  rebuild the read model from the streams
   jetqa version

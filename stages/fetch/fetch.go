@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"jetqa/schemas"
 	"jetqa/stages/fetch/cache"
@@ -111,11 +112,50 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Stage, error) {
 func (s *Stage) Run(ctx context.Context) error {
 	s.publishCacheStatus(ctx)
 	go s.releaseFinished(ctx)
+	go func() {
+		err := s.bus.Consume(ctx, streams.ConsumerConfig{
+			Stream:  streams.StreamWorkers,
+			Durable: "prefetch-" + streams.Token(s.cfg.Host),
+			Filters: []string{streams.PrefetchFor(s.cfg.Host)},
+			AckWait: time.Minute,
+		}, s.prefetch)
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("prefetch consumer", "err", err)
+		}
+	}()
 	return s.bus.Consume(ctx, streams.ConsumerConfig{
 		Stream:  streams.StreamJobs,
 		Durable: "fetch-" + streams.Token(s.cfg.Host),
 		Filters: []string{streams.AssignedTo(s.cfg.Host)},
 	}, s.handle)
+}
+
+// prefetch brings an asset into the cache ahead of the jobs that need it,
+// as `jetqa asset fetch` asks, and answers how it went.
+func (s *Stage) prefetch(ctx context.Context, _ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+	req, ok := p.(*schemas.AssetPrefetchRequested)
+	if !ok {
+		return nil
+	}
+	done := schemas.AssetPrefetched{Host: s.cfg.Host, ID: req.ID, Source: req.Source}
+	src, want, err := s.source(ctx, "ASSET", req.Source, req.SHA256)
+	if err == nil {
+		var e *cache.Entry
+		e, err = s.cache.Get(ctx, src, want, s.reporter(ctx, 0, schemas.WorkerRef{Host: s.cfg.Host}, "prefetch "+req.ID, req.Source))
+		if err == nil {
+			done.SHA256, done.Size, done.Hit = e.SHA256, e.Size, e.Hit
+			e.Release()
+		}
+		s.publishCacheStatus(ctx)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		done.Error = err.Error()
+	}
+	_, err = s.bus.Append(ctx, 0, done)
+	return err
 }
 
 // releaseFinished gives the cache entries of finished jobs back to the
