@@ -237,6 +237,13 @@ func TestDemoJobPassesAndFailsOnPurpose(t *testing.T) {
 	if err := dispatch([]string{"asset", "fetch", "--nats", s.nats, "--host", "e2e", "no-such.iso"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "no-such.iso") {
 		t.Errorf("asset fetch of an unknown asset: %v", err)
 	}
+	out.Reset()
+	if err := dispatch([]string{"cache", "status", "--nats", s.nats}, &out, &errOut); err != nil {
+		t.Fatalf("cache status: %v", err)
+	}
+	if st := out.String(); !strings.Contains(st, "e2e:") || !strings.Contains(st, "testos-demo.iso") || !strings.Contains(st, "hits") {
+		t.Errorf("cache status:\n%s", st)
+	}
 	fid := s.post(t, demoSettings(testos, "TEST=demo-fail", "FAIL_ON_PURPOSE=1", "ISO=testos-demo.iso"))
 	fin = s.finish(t, fid, 5*time.Minute)
 	if fin.Result != schemas.ResultFailed {

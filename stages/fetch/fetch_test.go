@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -124,6 +126,37 @@ func TestFetchAsset(t *testing.T) {
 				t.Errorf("asset at %s, outside the job's asset directory %s", a.Path, assetsDir)
 			}
 		})
+	}
+}
+
+// TestHDDGetsAnOverlay: a disk image is given to the VM as a qcow2 overlay
+// backed by the cached image, so the VM never writes to the cache.
+func TestHDDGetsAnOverlay(t *testing.T) {
+	s := newStage(t)
+	img := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, err := s.fetchAsset(context.Background(), 1, schemas.WorkerRef{Host: "h", Instance: 1}, "HDD_1", img, "", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(a.Path, "HDD_1-overlay.qcow2") {
+		t.Fatalf("HDD_1 at %s, want an overlay", a.Path)
+	}
+	out, err := exec.Command("qemu-img", "info", "--output=json", a.Path).Output()
+	if err != nil {
+		t.Fatalf("qemu-img info: %v", err)
+	}
+	var info struct {
+		Format  string `json:"format"`
+		Backing string `json:"full-backing-filename"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Format != "qcow2" || !strings.HasPrefix(info.Backing, s.cfg.CacheDir) {
+		t.Errorf("overlay %s: format %s, backed by %s (want a file in %s)", a.Path, info.Format, info.Backing, s.cfg.CacheDir)
 	}
 }
 
