@@ -35,18 +35,28 @@ func (b *Bus) Append(ctx context.Context, job int64, p schemas.Payload) (uint64,
 	return b.publish(ctx, subj, job, p)
 }
 
-func (b *Bus) publish(ctx context.Context, subj string, job int64, p schemas.Payload, opts ...jetstream.PublishOpt) (uint64, error) {
+// eventMsg wraps a payload in an envelope and a message for subj, with the
+// kind header every consumer decodes by.
+func (b *Bus) eventMsg(subj string, job int64, p schemas.Payload) (schemas.Event, *nats.Msg, error) {
 	ev, err := schemas.NewEvent(job, b.source, p)
 	if err != nil {
-		return 0, err
+		return ev, nil, err
 	}
 	data, err := ev.Marshal()
 	if err != nil {
-		return 0, err
+		return ev, nil, err
 	}
 	msg := nats.NewMsg(subj)
 	msg.Data = data
 	msg.Header.Set(HeaderKind, ev.Kind)
+	return ev, msg, nil
+}
+
+func (b *Bus) publish(ctx context.Context, subj string, job int64, p schemas.Payload, opts ...jetstream.PublishOpt) (uint64, error) {
+	ev, msg, err := b.eventMsg(subj, job, p)
+	if err != nil {
+		return 0, err
+	}
 	ack, err := b.JS.PublishMsg(ctx, msg, opts...)
 	if err != nil {
 		return 0, fmt.Errorf("append %s to %s: %w", ev.Kind, subj, err)

@@ -82,17 +82,10 @@ func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p sche
 			fresh = true
 			continue
 		}
-		ev, err := schemas.NewEvent(job, b.source, p)
+		ev, msg, err := b.eventMsg(subj, job, p)
 		if err != nil {
 			return 0, err
 		}
-		data, err := ev.Marshal()
-		if err != nil {
-			return 0, err
-		}
-		msg := nats.NewMsg(subj)
-		msg.Data = data
-		msg.Header.Set(HeaderKind, ev.Kind)
 		msg.Header.Set(headerExpectedLastSubjectSeq, strconv.FormatUint(e.agg.Seq, 10))
 		msg.Header.Set(headerExpectedLastSubjectSeqSubject, JobSubject(job)+".>")
 		msg.Header.Set(nats.MsgIdHdr, appendID(job, e.agg.Seq, ev))

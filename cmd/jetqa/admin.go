@@ -2,20 +2,15 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"jetqa/stages/api"
-	"jetqa/streams"
 )
 
 // cmdAdmin holds maintenance commands.
@@ -33,13 +28,11 @@ func cmdAdmin(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	bus, err := streams.Connect(ctx, *natsURL, "jetqa-admin", nil)
+	ctx, bus, done, err := connectCLI(*natsURL, "jetqa-admin")
 	if err != nil {
 		return err
 	}
-	defer bus.Close()
+	defer done()
 	start := time.Now()
 	jobs, seq, err := api.Rebuild(ctx, bus)
 	if err != nil {

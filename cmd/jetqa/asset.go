@@ -9,11 +9,9 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/signal"
 	"path"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"jetqa/schemas"
@@ -35,13 +33,11 @@ func cmdAsset(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	bus, err := streams.Connect(ctx, *natsURL, "jetqa-asset", nil)
+	ctx, bus, done, err := connectCLI(*natsURL, "jetqa-asset")
 	if err != nil {
 		return err
 	}
-	defer bus.Close()
+	defer done()
 	if args[0] == "list" {
 		return listAssets(ctx, bus, stdout)
 	}

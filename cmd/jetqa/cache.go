@@ -1,14 +1,10 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"sort"
-	"syscall"
 
 	"jetqa/schemas"
 	"jetqa/streams"
@@ -27,13 +23,11 @@ func cmdCache(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
-	bus, err := streams.Connect(ctx, *natsURL, "jetqa-cache", nil)
+	ctx, bus, done, err := connectCLI(*natsURL, "jetqa-cache")
 	if err != nil {
 		return err
 	}
-	defer bus.Close()
+	defer done()
 	last, err := bus.LastSequence(ctx, streams.StreamWorkers)
 	if err != nil {
 		return err

@@ -10,12 +10,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"jetqa/streams"
 )
 
 const usage = `jetqa — automated operating system testing on NATS JetStream
@@ -121,4 +126,16 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return exitCode(2)
 	}
 	return nil
+}
+
+// connectCLI connects a client command to NATS; ctx ends on Ctrl-C. The
+// caller runs done when finished.
+func connectCLI(natsURL, name string) (ctx context.Context, bus *streams.Bus, done func(), err error) {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	bus, err = streams.Connect(ctx, natsURL, name, nil)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return ctx, bus, func() { bus.Close(); cancel() }, nil
 }
