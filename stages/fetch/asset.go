@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,7 +82,7 @@ func overlayFor(ctx context.Context, backing, overlay string) (string, error) {
 func (s *Stage) source(ctx context.Context, setting, source, wantSHA string) (cache.Source, cache.Want, error) {
 	want := cache.Want{SHA256: strings.ToLower(wantSHA)}
 	if isURL(source) {
-		return cache.HTTPSource(source, http.DefaultClient), want, nil
+		return cache.HTTPSource(source, s.cfg.HTTPClient), want, nil
 	}
 	reg, err := s.registered(ctx, source)
 	if err != nil {

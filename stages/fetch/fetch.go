@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -42,11 +43,16 @@ type Config struct {
 	// MirrorsDir keeps one bare mirror per test or needle repository;
 	// default CacheDir/git.
 	MirrorsDir string
+	// HTTPClient downloads assets given by URL; default http.DefaultClient.
+	HTTPClient *http.Client
 }
 
 func (c Config) withDefaults() Config {
 	if c.Host == "" {
 		c.Host, _ = os.Hostname()
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = http.DefaultClient
 	}
 	if c.MirrorsDir == "" && c.CacheDir != "" {
 		c.MirrorsDir = filepath.Join(c.CacheDir, "git")
