@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -112,4 +115,99 @@ func (b *Bus) LookupAsset(ctx context.Context, name string) (*schemas.AssetRegis
 		return nil, fmt.Errorf("asset %q: %w", name, ErrNoAsset)
 	}
 	return reg, nil
+}
+
+// OpenBlobAt streams a blob from offset on, reading only the chunks from
+// the one that holds offset: an interrupted transfer resumes without
+// transferring again what it already has. It also returns the whole size.
+func (b *Bus) OpenBlobAt(ctx context.Context, bucket, key string, offset int64) (io.ReadCloser, int64, error) {
+	if offset == 0 {
+		return b.OpenBlob(ctx, bucket, key)
+	}
+	store, err := b.objectStore(ctx, bucket)
+	if err != nil {
+		return nil, 0, err
+	}
+	info, err := store.GetInfo(ctx, key)
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return nil, 0, fmt.Errorf("%s/%s: %w", bucket, key, ErrBlobNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s/%s: %w", bucket, key, err)
+	}
+	size := int64(info.Size)
+	if offset >= size {
+		return io.NopCloser(strings.NewReader("")), size, nil
+	}
+	// The object's chunks are the messages on $O.<bucket>.C.<nuid>, in
+	// order. Find the stream sequence of the chunk holding offset by reading
+	// headers only, then read payloads from there.
+	stream := "OBJ_" + bucket
+	chunks := "$O." + bucket + ".C." + info.NUID
+	heads, err := b.JS.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{chunks}, HeadersOnly: true})
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s/%s: %w", bucket, key, err)
+	}
+	var start uint64
+	var skipped int64
+	for start == 0 {
+		msg, err := heads.Next(jetstream.FetchMaxWait(10 * time.Second))
+		if err != nil {
+			return nil, 0, fmt.Errorf("read %s/%s at %d: %w", bucket, key, offset, err)
+		}
+		n, err := strconv.ParseInt(msg.Headers().Get("Nats-Msg-Size"), 10, 64)
+		if err != nil {
+			return nil, 0, fmt.Errorf("read %s/%s: chunk without size: %w", bucket, key, err)
+		}
+		if skipped+n > offset {
+			meta, err := msg.Metadata()
+			if err != nil {
+				return nil, 0, err
+			}
+			start = meta.Sequence.Stream
+			break
+		}
+		skipped += n
+	}
+	body, err := b.JS.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{chunks}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start,
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s/%s: %w", bucket, key, err)
+	}
+	pr, pw := io.Pipe()
+	readCtx, cancel := context.WithCancel(ctx)
+	go func() {
+		defer cancel()
+		left := size - skipped
+		first := true
+		for left > 0 {
+			msg, err := body.Next(jetstream.FetchContext(readCtx))
+			if err != nil {
+				pw.CloseWithError(fmt.Errorf("read %s/%s: %w", bucket, key, err))
+				return
+			}
+			data := msg.Data()
+			left -= int64(len(data))
+			if first {
+				data = data[offset-skipped:]
+				first = false
+			}
+			if _, err := pw.Write(data); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	return &cancelReader{PipeReader: pr, cancel: cancel}, size, nil
+}
+
+type cancelReader struct {
+	*io.PipeReader
+	cancel context.CancelFunc
+}
+
+func (r *cancelReader) Close() error {
+	r.cancel()
+	return r.PipeReader.Close()
 }

@@ -1,8 +1,10 @@
 package streams_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -173,5 +175,36 @@ func TestConsumeRetriesAndDeadLetters(t *testing.T) {
 	}
 	if reasons["jetqa.job.1.created"] == "" || reasons["jetqa.job.3.created"] == "" || !strings.Contains(reasons["jetqa.job.5.created"], "unknown event kind") {
 		t.Errorf("dead letters: %v", reasons)
+	}
+}
+
+// TestOpenBlobAtResumesAtAnyOffset reads a blob of several chunks from
+// offsets inside, at and around chunk edges.
+func TestOpenBlobAtResumesAtAnyOffset(t *testing.T) {
+	srv := natstest.Start(t)
+	bus := srv.Bus("test")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data := make([]byte, 1<<20+1234)
+	for i := range data {
+		data[i] = byte(i*7 + i/251)
+	}
+	if err := bus.PutBlob(ctx, streams.BucketAssets, "disk.img", bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	const chunk = 128 << 10
+	for _, off := range []int64{0, 1, chunk - 1, chunk, chunk + 7, 5*chunk + 3, int64(len(data)) - 1, int64(len(data))} {
+		r, size, err := bus.OpenBlobAt(ctx, streams.BucketAssets, "disk.img", off)
+		if err != nil {
+			t.Fatalf("offset %d: %v", off, err)
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			t.Fatalf("offset %d: %v", off, err)
+		}
+		if size != int64(len(data)) || !bytes.Equal(got, data[off:]) {
+			t.Errorf("offset %d: %d bytes (size %d), want %d", off, len(got), size, len(data)-int(off))
+		}
 	}
 }

@@ -156,21 +156,11 @@ func (s storeSource) Key() string    { return "obj:" + s.reg.Name + "@" + s.reg.
 func (s storeSource) String() string { return s.reg.Name }
 
 func (s storeSource) Open(ctx context.Context, offset int64) (io.ReadCloser, int64, error) {
-	r, size, err := s.bus.OpenBlob(ctx, streams.BucketAssets, s.reg.Name)
+	r, size, err := s.bus.OpenBlobAt(ctx, streams.BucketAssets, s.reg.Name, offset)
 	if errors.Is(err, streams.ErrBlobNotFound) {
 		return nil, 0, cache.Permanent(fmt.Errorf("registered, but its bytes are missing from the server's asset store: %w", err))
 	}
-	if err != nil {
-		return nil, 0, err
-	}
-	// The object store has no ranged reads: skip what the cache has.
-	if offset > 0 {
-		if _, err := io.CopyN(io.Discard, r, offset); err != nil {
-			r.Close()
-			return nil, 0, err
-		}
-	}
-	return r, size, nil
+	return r, size, err
 }
 
 // fileSource is a file on the worker host; its key changes with its size

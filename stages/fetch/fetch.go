@@ -77,7 +77,7 @@ type Bus interface {
 	Watch(ctx context.Context, cfg streams.WatchConfig, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
 	LookupAsset(ctx context.Context, name string) (*schemas.AssetRegistered, error)
-	OpenBlob(ctx context.Context, bucket, key string) (io.ReadCloser, int64, error)
+	OpenBlobAt(ctx context.Context, bucket, key string, offset int64) (io.ReadCloser, int64, error)
 }
 
 // Stage is the fetch stage.
