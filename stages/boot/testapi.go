@@ -181,9 +181,15 @@ func position(err error) string {
 	return "?"
 }
 
-func (r *runner) timeout(args starlark.Value, def float64) time.Duration {
+// timeout is a testapi timeout argument in seconds, scaled by TIMEOUT_SCALE.
+func (r *runner) timeout(arg starlark.Value, def float64) time.Duration {
+	return time.Duration(float64(seconds(arg, def)) * r.scale)
+}
+
+// seconds reads a number of seconds from a Starlark int or float.
+func seconds(arg starlark.Value, def float64) time.Duration {
 	secs := def
-	switch v := args.(type) {
+	switch v := arg.(type) {
 	case starlark.Int:
 		if i, ok := v.Int64(); ok {
 			secs = float64(i)
@@ -191,7 +197,7 @@ func (r *runner) timeout(args starlark.Value, def float64) time.Duration {
 	case starlark.Float:
 		secs = float64(v)
 	}
-	return time.Duration(secs * r.scale * float64(time.Second))
+	return time.Duration(secs * float64(time.Second))
 }
 
 // tagsArg accepts a tag or a list of tags, like openQA's mustmatch.
@@ -488,7 +494,9 @@ func (r *runner) waitStillScreen(args starlark.Tuple, kwargs []starlark.Tuple) (
 	if err := starlark.UnpackArgs("wait_still_screen", args, kwargs, "stilltime?", &still, "timeout?", &timeout); err != nil {
 		return nil, err
 	}
-	stillFor, deadline := r.timeout(still, 7)/time.Duration(r.scale), time.Now().Add(r.timeout(timeout, 30))
+	// How long the screen must stay still is not scaled by TIMEOUT_SCALE;
+	// only how long to wait for it is.
+	stillFor, deadline := seconds(still, 7), time.Now().Add(r.timeout(timeout, 30))
 	var last []byte
 	since := time.Now()
 	for time.Now().Before(deadline) {

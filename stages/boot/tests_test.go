@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"go.starlark.net/starlark"
 
 	"jetqa/schemas"
 )
@@ -137,5 +140,24 @@ func TestQEMUConfigFromSettings(t *testing.T) {
 		if _, err := qemuConfig(cfg, ready(tc.settings, tc.assets), "/vm", nil); err == nil || !strings.Contains(err.Error(), tc.errWant) {
 			t.Errorf("%v: error %v, want %q", tc.settings, err, tc.errWant)
 		}
+	}
+}
+
+func TestTimeoutsScaleWithTIMEOUT_SCALE(t *testing.T) {
+	r := &runner{scale: 1.5}
+	for _, tc := range []struct {
+		arg  starlark.Value
+		want time.Duration
+	}{
+		{starlark.MakeInt(10), 15 * time.Second},
+		{starlark.Float(2.5), 3750 * time.Millisecond},
+		{starlark.None, 45 * time.Second}, // the default, 30 s
+	} {
+		if got := r.timeout(tc.arg, 30); got != tc.want {
+			t.Errorf("timeout(%v) = %s, want %s", tc.arg, got, tc.want)
+		}
+	}
+	if got := seconds(starlark.MakeInt(7), 0); got != 7*time.Second {
+		t.Errorf("seconds(7) = %s, unscaled", got)
 	}
 }
