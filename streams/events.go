@@ -182,7 +182,7 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 	err = b.each(ctx, cons, "consumer "+cfg.Durable, func(msg jetstream.Msg) error {
 		b.handle(ctx, cfg, msg, h)
 		return nil
-	}, jetstream.PullMaxMessages(1))
+	}, jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second))
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
