@@ -26,37 +26,12 @@ func TestConcurrentWritersNeverBothWin(t *testing.T) {
 	defer cancel()
 	setup := srv.Bus("setup")
 	const jobs, writers = 20, 3
-	for id := int64(1); id <= jobs; id++ {
-		if _, err := setup.Append(ctx, id, schemas.JobCreated{}); err != nil {
-			t.Fatal(err)
-		}
+	var buses []*streams.Bus
+	for range writers {
+		buses = append(buses, srv.Bus("writer"))
 	}
-	var mu sync.Mutex
-	wins := map[int64]int{}
-	var wg sync.WaitGroup
-	for w := 1; w <= writers; w++ {
-		bus := srv.Bus("writer")
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for id := int64(1); id <= jobs; id++ {
-				_, err := bus.Append(ctx, id, schemas.JobAssigned{Worker: schemas.WorkerRef{Host: "h", Instance: w}})
-				switch {
-				case err == nil:
-					mu.Lock()
-					wins[id]++
-					mu.Unlock()
-				case !errors.Is(err, schemas.ErrTransition):
-					t.Errorf("writer %d, job %d: %v", w, id, err)
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	raceToAssign(ctx, t, setup, buses, jobs)
 	for id := int64(1); id <= jobs; id++ {
-		if wins[id] != 1 {
-			t.Errorf("job %d: %d writers won", id, wins[id])
-		}
 		agg, err := setup.LoadJob(ctx, id)
 		if err != nil {
 			t.Fatal(err)
@@ -75,43 +50,17 @@ func TestConcurrentWritersOnAReplicatedStream(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	setup := srv.Bus("setup")
-	const jobs = 10
-	for id := int64(1); id <= jobs; id++ {
-		if _, err := setup.Append(ctx, id, schemas.JobCreated{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var mu sync.Mutex
-	wins := map[int64]int{}
-	var wg sync.WaitGroup
-	for w, url := range urls {
+	var buses []*streams.Bus
+	for _, url := range urls {
 		bus, err := streams.Connect(ctx, url, "writer", natstest.Logger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer bus.Close()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for id := int64(1); id <= jobs; id++ {
-				_, err := bus.Append(ctx, id, schemas.JobAssigned{Worker: schemas.WorkerRef{Host: "h", Instance: w + 1}})
-				switch {
-				case err == nil:
-					mu.Lock()
-					wins[id]++
-					mu.Unlock()
-				case !errors.Is(err, schemas.ErrTransition):
-					t.Errorf("writer %d, job %d: %v", w, id, err)
-				}
-			}
-		}()
+		buses = append(buses, bus)
 	}
-	wg.Wait()
-	for id := int64(1); id <= jobs; id++ {
-		if wins[id] != 1 {
-			t.Errorf("job %d: %d writers won", id, wins[id])
-		}
-	}
+	raceToAssign(ctx, t, setup, buses, 10)
+
 	// On a replicated stream, competing checks of the same subjects in
 	// flight at once are refused with 10164 (a stale sequence alone gives
 	// 10071): fire a burst of them and see both codes are what we treat as
@@ -155,5 +104,44 @@ func TestConcurrentWritersOnAReplicatedStream(t *testing.T) {
 	}
 	if codes[0] != 1 {
 		t.Errorf("%d of the burst stored, want exactly 1", codes[0])
+	}
+}
+
+// raceToAssign creates jobs 1…jobs, then has each writer try to assign
+// every job to its own worker instance at once. It fails the test on any
+// error other than a refused transition, and checks that exactly one
+// writer won each job.
+func raceToAssign(ctx context.Context, t *testing.T, setup *streams.Bus, writers []*streams.Bus, jobs int64) {
+	t.Helper()
+	for id := int64(1); id <= jobs; id++ {
+		if _, err := setup.Append(ctx, id, schemas.JobCreated{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	wins := map[int64]int{}
+	var wg sync.WaitGroup
+	for w, bus := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := int64(1); id <= jobs; id++ {
+				_, err := bus.Append(ctx, id, schemas.JobAssigned{Worker: schemas.WorkerRef{Host: "h", Instance: w + 1}})
+				switch {
+				case err == nil:
+					mu.Lock()
+					wins[id]++
+					mu.Unlock()
+				case !errors.Is(err, schemas.ErrTransition):
+					t.Errorf("writer %d, job %d: %v", w, id, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for id := int64(1); id <= jobs; id++ {
+		if wins[id] != 1 {
+			t.Errorf("job %d: %d writers won", id, wins[id])
+		}
 	}
 }
