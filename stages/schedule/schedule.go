@@ -137,6 +137,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	var lastHold time.Time
+	// pending says something happened that may let a job be assigned; a
+	// heartbeat of a worker already known to be online does not.
+	pending := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -147,11 +150,14 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("scheduler: %w", err)
 		case u := <-updates:
-			s.apply(u.ev, u.p)
+			if s.apply(u.ev, u.p) {
+				pending = true
+			}
 			if u.caughtUp {
 				replaying[u.stream] = false
 			}
 		case <-tick.C:
+			pending = true
 		}
 		if replaying[streams.StreamJobs] || replaying[streams.StreamWorkers] {
 			continue // never act on a half-rebuilt state
@@ -159,11 +165,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		if time.Since(lastHold) >= every {
 			lastHold = time.Now()
 			s.holdLease(ctx, lease)
+			pending = true // the lease may just have come to this scheduler
 			if s.leader {
 				s.checkLiveness(ctx)
 			}
 		}
-		if s.leader {
+		if s.leader && pending {
+			pending = false
 			if err := s.assign(ctx); err != nil {
 				return err
 			}
@@ -183,7 +191,9 @@ func (s *Scheduler) holdLease(ctx context.Context, lease *streams.Lease) {
 	}
 }
 
-func (s *Scheduler) apply(ev schemas.Event, p schemas.Payload) {
+// apply folds one event into the scheduler's state and says whether it may
+// change which jobs can be assigned.
+func (s *Scheduler) apply(ev schemas.Event, p schemas.Payload) bool {
 	switch p := p.(type) {
 	case *schemas.JobCreated:
 		prio, err := strconv.Atoi(p.Settings["PRIORITY"])
@@ -218,12 +228,15 @@ func (s *Scheduler) apply(ev schemas.Event, p schemas.Payload) {
 		w.busy = 0
 	case *schemas.WorkerHeartbeat:
 		w := s.worker(p.Worker)
+		wasOnline := w.online
 		w.online, w.lastSeen = true, later(w.lastSeen, ev.Time)
+		return !wasOnline
 	case *schemas.WorkerOffline:
 		if w := s.workers[p.Worker]; w != nil && !w.lastSeen.After(p.LastSeen) {
 			w.online = false
 		}
 	}
+	return true
 }
 
 func later(a, b time.Time) time.Time {
