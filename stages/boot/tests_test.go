@@ -78,44 +78,6 @@ func TestLoadTests(t *testing.T) {
 	}
 }
 
-func TestLoadNeedles(t *testing.T) {
-	good := `{"tags":["a","b"],"area":[{"xpos":0,"ypos":0,"width":10,"height":10,"type":"match"}]}`
-	t.Run("tags select candidates", func(t *testing.T) {
-		set, err := loadNeedles(tree(t, map[string]string{"one.json": good, "one.png": "png", "sub/two.json": strings.Replace(good, `"a","b"`, `"b"`, 1), "sub/two.png": "png"}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if n := len(set.withTags([]string{"a"})); n != 1 {
-			t.Errorf("%d needles with tag a, want 1", n)
-		}
-		if n := len(set.withTags([]string{"b", "zzz"})); n != 2 {
-			t.Errorf("%d needles with tag b or zzz, want 2", n)
-		}
-		if set.needles[0].hash == set.needles[1].hash {
-			t.Error("different needles share a content hash")
-		}
-	})
-	for _, tc := range []struct {
-		name    string
-		files   map[string]string
-		errWant string
-	}{
-		{"JSON that does not parse", map[string]string{"bad.json": `{"tags":`, "bad.png": "png"}, "needle file bad.json"},
-		{"no PNG", map[string]string{"lonely.json": good}, "lonely.png"},
-		{"name used twice", map[string]string{"x.json": good, "x.png": "p", "sub/x.json": good, "sub/x.png": "p"}, "used twice"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := loadNeedles(tree(t, tc.files))
-			if err == nil || !strings.Contains(err.Error(), tc.errWant) {
-				t.Fatalf("error %v, want one containing %q", err, tc.errWant)
-			}
-		})
-	}
-	if _, err := loadNeedles(filepath.Join(t.TempDir(), "none")); err == nil || !strings.Contains(err.Error(), "needle directory") {
-		t.Errorf("missing needle directory: %v", err)
-	}
-}
-
 func TestQEMUConfigFromSettings(t *testing.T) {
 	cfg := Config{QEMU: "qemu-system-x86_64", Accel: "tcg"}
 	ready := func(settings, assets map[string]string) *schemas.JobReady {

@@ -1,0 +1,68 @@
+package boot
+
+import (
+	"bytes"
+	"image"
+	"image/png"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// pngOf is a w×h PNG whose pixels depend on seed, so that needles with
+// different seeds have different content hashes.
+func pngOf(t *testing.T, w, h int, seed uint8) string {
+	t.Helper()
+	img := image.NewGray(image.Rect(0, 0, w, h))
+	for i := range img.Pix {
+		img.Pix[i] = seed + uint8(i)
+	}
+	var buf bytes.Buffer
+	if err := png.Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	return buf.String()
+}
+
+func TestLoadNeedles(t *testing.T) {
+	good := `{"tags":["a","b"],"area":[{"xpos":0,"ypos":0,"width":10,"height":10,"type":"match"}]}`
+	img := pngOf(t, 16, 16, 0)
+	t.Run("tags select candidates", func(t *testing.T) {
+		set, err := loadNeedles(tree(t, map[string]string{"one.json": good, "one.png": img, "sub/two.json": strings.Replace(good, `"a","b"`, `"b"`, 1), "sub/two.png": pngOf(t, 16, 16, 1)}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := len(set.withTags([]string{"a"})); n != 1 {
+			t.Errorf("%d needles with tag a, want 1", n)
+		}
+		both := set.withTags([]string{"b", "zzz"})
+		if len(both) != 2 {
+			t.Fatalf("%d needles with tag b or zzz, want 2", len(both))
+		}
+		if both[0].Hash == both[1].Hash {
+			t.Error("different needles share a content hash")
+		}
+	})
+	for _, tc := range []struct {
+		name    string
+		files   map[string]string
+		errWant string
+	}{
+		{"JSON that does not parse", map[string]string{"bad.json": `{"tags":`, "bad.png": img}, "needle file bad.json: needle \"bad\""},
+		{"no PNG", map[string]string{"lonely.json": good}, "needle file lonely.json: its image lonely.png is missing"},
+		{"not a PNG", map[string]string{"x.json": good, "x.png": "png"}, "needle file x.png: not a PNG"},
+		{"area outside the PNG", map[string]string{"x.json": good, "x.png": pngOf(t, 8, 8, 0)}, "outside the 8x8 image"},
+		{"name used twice", map[string]string{"x.json": good, "x.png": img, "sub/x.json": good, "sub/x.png": img}, "needle file x.json: the needle name \"x\" is used twice (sub/x.json and x.json)"},
+		{"every problem counted", map[string]string{"a.json": good, "b.json": good, "c.json": `[]`}, "(and 2 more problems"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadNeedles(tree(t, tc.files))
+			if err == nil || !strings.Contains(err.Error(), tc.errWant) {
+				t.Fatalf("error %v, want one containing %q", err, tc.errWant)
+			}
+		})
+	}
+	if _, err := loadNeedles(filepath.Join(t.TempDir(), "none")); err == nil || !strings.Contains(err.Error(), "needle directory") {
+		t.Errorf("missing needle directory: %v", err)
+	}
+}
