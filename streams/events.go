@@ -189,6 +189,20 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 	return err
 }
 
+// Waiting is how many pull requests wait on a durable consumer: for a work
+// queue consumed one message at a time, how many of its consumers are idle.
+func (b *Bus) Waiting(ctx context.Context, stream, durable string) (int, error) {
+	cons, err := b.JS.Consumer(ctx, stream, durable)
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s on %s: %w", durable, stream, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("consumer %s on %s: %w", durable, stream, err)
+	}
+	return info.NumWaiting, nil
+}
+
 // each hands the consumer's messages to fn, one at a time, until ctx ends
 // (returning ctx's error) or fn returns an error.
 func (b *Bus) each(ctx context.Context, cons jetstream.Consumer, what string, fn func(jetstream.Msg) error, opts ...jetstream.PullMessagesOpt) error {

@@ -119,19 +119,27 @@ func (a *assembly) addServer(c serverConfig) (string, error) {
 	sched := schedule.New(schedule.Config{WorkerTimeout: c.WorkerTimeout}, bus, a.log.With("stage", "schedule"))
 	a.add("schedule", sched.Run)
 	if c.Matchers > 0 {
-		if err := a.addMatchers(c.Host, c.Matchers); err != nil {
+		if err := a.addMatchers(matcherConfig{Name: "match@" + c.Host, Workers: c.Matchers}); err != nil {
 			return "", err
 		}
 	}
 	return apiSrv.Addr(), nil
 }
 
-func (a *assembly) addMatchers(host string, n int) error {
-	bus, err := a.connect("match@" + host)
+// matcherConfig is what a matcher pool runs with.
+type matcherConfig struct {
+	Name    string
+	Workers int
+	NoSplit bool
+}
+
+// addMatchers adds a needle matcher pool.
+func (a *assembly) addMatchers(c matcherConfig) error {
+	bus, err := a.connect(c.Name)
 	if err != nil {
 		return err
 	}
-	a.add("match", match.New(match.Config{Name: "match@" + host, Workers: n}, bus, a.log.With("stage", "match")).Run)
+	a.add("match", match.New(match.Config{Name: c.Name, Workers: c.Workers, NoSplit: c.NoSplit}, bus, a.log.With("stage", "match")).Run)
 	return nil
 }
 

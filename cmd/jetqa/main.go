@@ -29,6 +29,7 @@ Usage:
   jetqa up [flags]                 run everything on one host (embedded NATS)
   jetqa server [flags]             API, scheduler and matchers on an embedded NATS
   jetqa worker [flags]             a worker host connecting out to NATS (--nats URL)
+  jetqa matcher [flags]            a needle matcher pool connecting out to NATS (--nats URL)
   jetqa job post KEY=VALUE ...     create a job, print its id
   jetqa job list [--state S ...]   list jobs (--result --distri --version --test --worker --since --until)
   jetqa job watch ID               follow a job's events until it finishes
@@ -80,6 +81,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdServer(args[1:], stderr)
 	case "worker":
 		return cmdWorker(args[1:], stderr)
+	case "matcher":
+		return cmdMatcher(args[1:], stderr)
 	case "job":
 		return cmdJob(args[1:], stdout, stderr)
 	case "replay":

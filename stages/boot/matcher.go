@@ -19,8 +19,15 @@ type remoteMatcher struct {
 	worker  schemas.WorkerRef
 	job     int64
 	mu      sync.Mutex
-	waiting map[string]chan schemas.MatchResolved
+	waiting map[string]*pendingMatch
 	failed  chan error
+}
+
+// pendingMatch is a request waiting for its answer, or for the answers to
+// all its parts when a matcher split it.
+type pendingMatch struct {
+	answer chan schemas.MatchResolved
+	parts  map[int]schemas.MatchResolved
 }
 
 // startMatcher begins following the worker's answer subject. Answers to
@@ -31,7 +38,7 @@ func startMatcher(ctx context.Context, bus Bus, worker schemas.WorkerRef, job in
 	if err != nil {
 		return nil, err
 	}
-	m := &remoteMatcher{bus: bus, worker: worker, job: job, waiting: map[string]chan schemas.MatchResolved{}, failed: make(chan error, 1)}
+	m := &remoteMatcher{bus: bus, worker: worker, job: job, waiting: map[string]*pendingMatch{}, failed: make(chan error, 1)}
 	go func() {
 		err := bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(worker)}, From: last + 1},
 			func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
@@ -39,13 +46,7 @@ func startMatcher(ctx context.Context, bus Bus, worker schemas.WorkerRef, job in
 				if !ok {
 					return nil
 				}
-				m.mu.Lock()
-				ch := m.waiting[res.ID]
-				delete(m.waiting, res.ID)
-				m.mu.Unlock()
-				if ch != nil {
-					ch <- *res
-				}
+				m.answered(*res)
 				return nil
 			})
 		if err != nil && ctx.Err() == nil {
@@ -60,7 +61,7 @@ func (m *remoteMatcher) match(ctx context.Context, screen []byte, tags []string,
 	id := newID()
 	ch := make(chan schemas.MatchResolved, 1)
 	m.mu.Lock()
-	m.waiting[id] = ch
+	m.waiting[id] = &pendingMatch{answer: ch, parts: map[int]schemas.MatchResolved{}}
 	m.mu.Unlock()
 	defer func() {
 		m.mu.Lock()
@@ -79,6 +80,34 @@ func (m *remoteMatcher) match(ctx context.Context, screen []byte, tags []string,
 	case <-ctx.Done():
 		return schemas.MatchResolved{}, fmt.Errorf("no answer from the matcher pool (is a matcher running?): %w", ctx.Err())
 	}
+}
+
+// answered hands an answer to its request, once every part has come
+// when the request was split. A part answered twice (a matcher that
+// retried its split) counts once.
+func (m *remoteMatcher) answered(res schemas.MatchResolved) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.waiting[res.ID]
+	if p == nil {
+		return
+	}
+	if res.Part != nil && res.Part.Count > 1 {
+		if res.Part.Index < 0 || res.Part.Index >= res.Part.Count {
+			return
+		}
+		p.parts[res.Part.Index] = res
+		if len(p.parts) < res.Part.Count {
+			return
+		}
+		all := make([]schemas.MatchResolved, 0, len(p.parts))
+		for i := range res.Part.Count {
+			all = append(all, p.parts[i])
+		}
+		res = schemas.MergeMatchParts(all, res.Part.Candidates)
+	}
+	delete(m.waiting, res.ID)
+	p.answer <- res
 }
 
 func newID() string {

@@ -29,6 +29,8 @@ type Config struct {
 	Workers int
 	// MaxCandidates is how many failing candidates an answer reports.
 	MaxCandidates int
+	// NoSplit keeps every request in one piece (see split).
+	NoSplit bool
 }
 
 func (c Config) withDefaults() Config {
@@ -50,6 +52,8 @@ type Bus interface {
 	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
 	ResolveMatch(ctx context.Context, to schemas.WorkerRef, job int64, res schemas.MatchResolved) error
 	GetBlob(ctx context.Context, bucket, key string) ([]byte, error)
+	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
+	Waiting(ctx context.Context, stream, durable string) (int, error)
 }
 
 // Pool is the matchers of one process.
@@ -59,13 +63,14 @@ type Pool struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	needles map[string]*needle.Needle // by content hash
+	needles map[string]*prepared // by content hash
 	loading singleflight.Group
+	costs   *costs
 }
 
 // New returns a matcher pool.
 func New(cfg Config, bus Bus, log *slog.Logger) *Pool {
-	return &Pool{cfg: cfg.withDefaults(), bus: bus, log: log, needles: map[string]*needle.Needle{}}
+	return &Pool{cfg: cfg.withDefaults(), bus: bus, log: log, needles: map[string]*prepared{}, costs: newCosts()}
 }
 
 // Durable is the one consumer all matchers of all processes share.
@@ -105,43 +110,58 @@ func (p *Pool) handle(ctx context.Context, ev schemas.Event, pl schemas.Payload,
 	if !ok {
 		return fmt.Errorf("%w: %s on the match queue", streams.ErrGiveUp, pl.Kind())
 	}
+	if req.Part == nil && !p.cfg.NoSplit {
+		mine, err := p.split(ctx, ev.Job, req)
+		if err != nil {
+			return err
+		}
+		req = mine
+	}
 	res := p.Match(ctx, req)
+	res.Part = req.Part
 	return p.bus.ResolveMatch(ctx, req.ReplyTo, ev.Job, res)
 }
 
 // Match evaluates one request. Problems with the request itself (a screen
 // that is not a PNG, a needle that cannot be loaded) are answered in
 // MatchResolved.Error, so the job ends with the reason.
-func (p *Pool) Match(ctx context.Context, req *schemas.MatchRequested) schemas.MatchResolved {
+func (p *Pool) Match(ctx context.Context, req *schemas.MatchRequested) (res schemas.MatchResolved) {
 	start := time.Now()
-	res := schemas.MatchResolved{ID: req.ID, Matcher: p.cfg.Name}
+	res = schemas.MatchResolved{ID: req.ID, Matcher: p.cfg.Name}
 	defer func() { res.Micros = time.Since(start).Microseconds() }()
-	needles := make([]*needle.Needle, 0, len(req.Needles))
-	for _, ref := range req.Needles {
-		n, err := p.needle(ctx, ref)
-		if err != nil {
-			res.Error = err.Error()
-			return res
-		}
-		needles = append(needles, n)
+	loaded, err := p.load(ctx, req.Needles)
+	if err != nil {
+		res.Error = err.Error()
+		return res
 	}
+	needles := make([]*needle.Needle, len(loaded))
+	workaround := map[string]bool{}
+	areas := 0
+	for i, n := range loaded {
+		needles[i] = n.needle
+		workaround[n.needle.Name()] = n.workaround
+		areas += n.areas
+	}
+	decoding := time.Now()
 	screen, err := needle.DecodeScreen(req.Screen)
 	if err != nil {
 		res.Error = fmt.Sprintf("screen: %v", err)
 		return res
 	}
 	defer screen.Close()
+	searching := time.Now()
 	best, all := needle.Search(screen, needles, req.Threshold, req.Ratio)
+	p.costs.observe(req.Ratio, searching.Sub(decoding), time.Since(searching), areas)
 	res.Matched = best != nil
 	for i, c := range all {
 		if i == p.cfg.MaxCandidates {
 			break
 		}
-		res.Candidates = append(res.Candidates, candidate(c))
+		res.Candidates = append(res.Candidates, candidate(c, workaround[c.Needle]))
 	}
 	switch {
 	case best != nil:
-		c := candidate(*best)
+		c := candidate(*best, workaround[best.Needle])
 		res.Best = &c
 	case len(res.Candidates) > 0:
 		c := res.Candidates[0]
@@ -150,17 +170,38 @@ func (p *Pool) Match(ctx context.Context, req *schemas.MatchRequested) schemas.M
 	return res
 }
 
-func candidate(c needle.Candidate) schemas.CandidateMatch {
-	out := schemas.CandidateMatch{Needle: c.Needle, OK: c.OK, Error: c.Error}
+func candidate(c needle.Candidate, workaround bool) schemas.CandidateMatch {
+	out := schemas.CandidateMatch{Needle: c.Needle, OK: c.OK, Error: c.Error, Workaround: workaround}
 	for _, a := range c.Areas {
 		out.Areas = append(out.Areas, schemas.AreaMatch{X: a.X, Y: a.Y, Width: a.Width, Height: a.Height, Similarity: a.Similarity, OK: a.OK})
 	}
 	return out
 }
 
+// prepared is a needle ready to search for, with what splitting and
+// ranking need to know of it.
+type prepared struct {
+	needle     *needle.Needle
+	areas      int // match areas: what a search of the needle costs
+	workaround bool
+}
+
+// load returns the prepared needles of a request.
+func (p *Pool) load(ctx context.Context, refs []schemas.NeedleRef) ([]*prepared, error) {
+	needles := make([]*prepared, 0, len(refs))
+	for _, ref := range refs {
+		n, err := p.needle(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		needles = append(needles, n)
+	}
+	return needles, nil
+}
+
 // needle returns the prepared needle for a reference, loading it from the
 // blob store once per process however many requests ask for it at once.
-func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*needle.Needle, error) {
+func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*prepared, error) {
 	p.mu.Lock()
 	n, ok := p.needles[ref.Hash]
 	p.mu.Unlock()
@@ -181,9 +222,15 @@ func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*needle.Needl
 		if err != nil {
 			return nil, err
 		}
-		n, err := needle.Prepare(spec, png)
+		nd, err := needle.Prepare(spec, png)
 		if err != nil {
 			return nil, err
+		}
+		n := &prepared{needle: nd, workaround: spec.HasProperty("workaround")}
+		for _, a := range spec.Areas {
+			if a.Type == schemas.AreaTypeMatch {
+				n.areas++
+			}
 		}
 		p.mu.Lock()
 		p.needles[ref.Hash] = n
@@ -193,14 +240,14 @@ func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*needle.Needl
 	if err != nil {
 		return nil, err
 	}
-	return v.(*needle.Needle), nil
+	return v.(*prepared), nil
 }
 
 func (p *Pool) closeNeedles() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for h, n := range p.needles {
-		n.Close()
+		n.needle.Close()
 		delete(p.needles, h)
 	}
 }

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+)
+
+// cmdMatcher runs a needle matcher pool on its own: it connects out to
+// NATS and takes match requests from the pool's work queue, alongside any
+// other matcher processes on any host.
+func cmdMatcher(args []string, stderr io.Writer) error {
+	host, _ := os.Hostname()
+	var natsURL, name, logLevel string
+	var workers int
+	var noSplit bool
+	fs := flag.NewFlagSet("matcher", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&natsURL, "nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server to connect to")
+	fs.IntVar(&workers, "workers", runtime.NumCPU(), "requests matched at once (default: one per core)")
+	fs.StringVar(&name, "name", "matcher@"+host, "name of this matcher in its answers")
+	fs.BoolVar(&noSplit, "no-split", false, "never spread a large request over idle matchers")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if workers < 1 {
+		fmt.Fprintf(stderr, "jetqa matcher: --workers %d: need at least 1\n", workers)
+		return exitCode(2)
+	}
+	log, err := newLogger(stderr, logLevel)
+	if err != nil {
+		return err
+	}
+	a := newAssembly(context.Background(), log)
+	a.url = natsURL
+	if err := a.addMatchers(matcherConfig{Name: name, Workers: workers, NoSplit: noSplit}); err != nil {
+		a.teardown()
+		return err
+	}
+	fmt.Fprintf(stderr, "jetqa matcher %s is up: %d worker(s), NATS %s (Ctrl-C stops)\n", name, workers, natsURL)
+	return runUntilSignal(a, log)
+}
