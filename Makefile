@@ -49,6 +49,8 @@ bench: deps testos
 	$(GO) test -run '^$$' -bench . -benchtime 10000x ./stages/schedule
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./stages/api
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./stages/match/needle
+	$(GO) test -run '^$$' -bench RequestLatency -benchtime 200x ./stages/match
+	$(GO) test -run '^$$' -bench MatcherProcesses -benchtime 1x ./cmd/jetqa
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./stages/fetch/cache
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./stages/fetch/gitmirror
 

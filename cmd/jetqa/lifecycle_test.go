@@ -21,7 +21,11 @@ import (
 
 // startServer runs `jetqa server` in the test process with a short worker
 // timeout.
-func startServer(t *testing.T) *system {
+func startServer(t *testing.T) *system { t.Helper(); return startServerWithMatchers(t, 1) }
+
+// startServerWithMatchers is startServer with n matchers in the server
+// process (0: none; matchers run as processes of their own).
+func startServerWithMatchers(t *testing.T, matchers int) *system {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := natstest.Logger(t)
@@ -29,7 +33,7 @@ func startServer(t *testing.T) *system {
 	if err := a.embed(t.TempDir(), "127.0.0.1", -1); err != nil {
 		t.Fatal(err)
 	}
-	apiAddr, err := a.addServer(serverConfig{Host: "server", Listen: "127.0.0.1:0", Matchers: 1, WorkerTimeout: 2 * time.Second})
+	apiAddr, err := a.addServer(serverConfig{Host: "server", Listen: "127.0.0.1:0", Matchers: matchers, WorkerTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,4 +286,46 @@ func TestMaxJobTimeEndsTheJob(t *testing.T) {
 	if vms := childrenNamed(os.Getpid(), "qemu-system"); len(vms) != 0 {
 		t.Errorf("QEMU still running: %v", vms)
 	}
+}
+
+// TestJobPassesWithMatchersOfTheirOwn runs the server without matchers,
+// two `jetqa matcher` processes and a worker process: the demo job passes,
+// and its screens were matched by the matcher processes.
+func TestJobPassesWithMatchersOfTheirOwn(t *testing.T) {
+	testos := testosDir(t)
+	s := startServerWithMatchers(t, 0)
+	stop := startMatcherProcesses(t, s.nats, 2)
+	defer stop()
+	startWorkerProcess(t, s, "wa")
+	id := s.post(t, demoSettings(testos))
+	if fin := s.finish(t, id, 5*time.Minute); fin.Result != schemas.ResultPassed {
+		t.Fatalf("job %d: %s (%s), want passed", id, fin.Result, fin.Reason)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	last, err := s.bus.LastSequence(ctx, streams.StreamMatchResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	by := map[string]int{}
+	err = s.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults}, func(_ schemas.Event, p schemas.Payload, d streams.Delivery) error {
+		by[p.(*schemas.MatchResolved).Matcher]++
+		if d.Sequence >= last {
+			return streams.ErrStopWatch
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range by {
+		if name != "m1" && name != "m2" {
+			t.Errorf("answers by %v, want only the matcher processes m1 and m2", by)
+		}
+	}
+	if len(by) == 0 {
+		t.Error("no answers")
+	}
+	t.Logf("answers by matcher: %v", by)
 }

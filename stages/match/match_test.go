@@ -19,7 +19,7 @@ import (
 
 // testosNeedle publishes a needle of the testos demo to the blob store the
 // way the boot stage does and returns its reference.
-func testosNeedle(t *testing.T, ctx context.Context, bus *streams.Bus, name string) schemas.NeedleRef {
+func testosNeedle(t testing.TB, ctx context.Context, bus *streams.Bus, name string) schemas.NeedleRef {
 	t.Helper()
 	dir := filepath.Join("..", "..", "deploy", "testos", "needles")
 	js, err := os.ReadFile(filepath.Join(dir, name+".json"))
@@ -41,7 +41,7 @@ func testosNeedle(t *testing.T, ctx context.Context, bus *streams.Bus, name stri
 	return schemas.NeedleRef{Name: name, Hash: hash}
 }
 
-func screen(t *testing.T, needle string) []byte {
+func screen(t testing.TB, needle string) []byte {
 	t.Helper()
 	png, err := os.ReadFile(filepath.Join("..", "..", "deploy", "testos", "needles", needle+".png"))
 	if err != nil {

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"jetqa/schemas"
+	"jetqa/streams"
+	"jetqa/streams/natstest"
+)
+
+// BenchmarkMatcherProcesses measures the pool's throughput with one and
+// with two `jetqa matcher` processes of one worker each, on the same
+// embedded NATS server, and reports the ratio (goal ≥ 1.8 on 2 cores).
+// Each request is a real testos screen against the three testos needles,
+// near their place (ratio 0.02) or on the whole screen (ratio 1), as
+// assert_screen sends them.
+func BenchmarkMatcherProcesses(b *testing.B) {
+	srv := natstest.Start(b)
+	bus := srv.Bus("load")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	refs := publishTestosNeedles(b, ctx, bus)
+	screen, err := os.ReadFile(filepath.Join("..", "..", "deploy", "testos", "needles", "hello-output.png"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, load := range []struct {
+		name     string
+		ratio    float64
+		requests int
+	}{{"ratio=0.02", 0.02, 400}, {"ratio=1", 1, 40}} {
+		b.Run(load.name, func(b *testing.B) {
+			var rate [3]float64 // requests per second with 1 and 2 processes
+			for b.Loop() {
+				for procs := 1; procs <= 2; procs++ {
+					stop := startMatcherProcesses(b, srv.URL, procs)
+					send := func(n int, id string) (time.Duration, map[string]bool) {
+						return matchRequests(b, ctx, bus, n, schemas.MatchRequested{ID: id, Screen: screen, Needles: refs, Ratio: load.ratio})
+					}
+					// Until every process has answered: all consume, with their needles prepared.
+					for round := 0; ; round++ {
+						if _, by := send(2*procs, fmt.Sprintf("warm%d-%d", procs, round)); len(by) == procs {
+							break
+						}
+					}
+					took, _ := send(load.requests, fmt.Sprintf("run%d", procs))
+					rate[procs] = float64(load.requests) / took.Seconds()
+					stop()
+				}
+			}
+			b.ReportMetric(rate[1], "req/s-1proc")
+			b.ReportMetric(rate[2], "req/s-2proc")
+			b.ReportMetric(rate[2]/rate[1], "x-2proc")
+		})
+	}
+}
+
+// publishTestosNeedles stores the testos needles as the boot stage does.
+func publishTestosNeedles(tb testing.TB, ctx context.Context, bus *streams.Bus) []schemas.NeedleRef {
+	tb.Helper()
+	dir, err := schemas.ReadNeedleDir(filepath.Join("..", "..", "deploy", "testos", "needles"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var refs []schemas.NeedleRef
+	for _, n := range dir.Needles {
+		jsonKey, pngKey := streams.NeedleBlobKeys(n.Hash)
+		for key, path := range map[string]string{jsonKey: n.JSONPath, pngKey: n.PNGPath} {
+			data, err := os.ReadFile(path)
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if err := bus.PutBlob(ctx, streams.BucketNeedles, key, bytes.NewReader(data)); err != nil {
+				tb.Fatal(err)
+			}
+		}
+		refs = append(refs, schemas.NeedleRef{Name: n.Name, Hash: n.Hash})
+	}
+	return refs
+}
+
+// startMatcherProcesses starts n `jetqa matcher --workers 1` processes;
+// stop kills them and waits for them.
+func startMatcherProcesses(tb testing.TB, natsURL string, n int) (stop func()) {
+	tb.Helper()
+	var cmds []*exec.Cmd
+	var logged []chan struct{}
+	for i := range n {
+		cmd := exec.Command(os.Args[0], "matcher", "--nats", natsURL, "--workers", "1", "--no-split", "--name", fmt.Sprintf("m%d", i+1), "--log-level", "warn")
+		cmd.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			tb.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			lines := bufio.NewScanner(stderr)
+			for lines.Scan() {
+				tb.Logf("[m%d] %s", i+1, lines.Text())
+			}
+		}()
+		cmds, logged = append(cmds, cmd), append(logged, done)
+	}
+	return func() {
+		for i, cmd := range cmds {
+			_ = cmd.Process.Kill()
+			<-logged[i]
+			_ = cmd.Wait()
+		}
+	}
+}
+
+// matchRequests sends n copies of req (IDs req.ID-0…) to the pool and
+// returns the time until the last answer came, and which matchers answered.
+func matchRequests(tb testing.TB, ctx context.Context, bus *streams.Bus, n int, req schemas.MatchRequested) (time.Duration, map[string]bool) {
+	tb.Helper()
+	req.ReplyTo = schemas.WorkerRef{Host: "load-" + req.ID, Instance: 1}
+	from, err := bus.LastSequence(ctx, streams.StreamMatchResults)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	start := time.Now()
+	id := req.ID
+	for i := range n {
+		req.ID = fmt.Sprintf("%s-%d", id, i)
+		if _, err := bus.Append(ctx, 1, req); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	answered, by := 0, map[string]bool{}
+	err = bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(req.ReplyTo)}, From: from + 1},
+		func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+			if r := p.(*schemas.MatchResolved); r.Error != "" {
+				return fmt.Errorf("answer %s: %s", r.ID, r.Error)
+			} else {
+				by[r.Matcher] = true
+			}
+			if answered++; answered == n {
+				return streams.ErrStopWatch
+			}
+			return nil
+		})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return time.Since(start), by
+}
