@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"image/png"
 	"io/fs"
@@ -60,6 +61,10 @@ type NeedleDir struct {
 // all; what is wrong with single needles is in Problems.
 func ReadNeedleDir(dir string) (*NeedleDir, error) {
 	if fi, err := os.Stat(dir); err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is said already
+		}
 		return nil, fmt.Errorf("needle directory %s: %w", dir, err)
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("needle directory %s: not a directory", dir)

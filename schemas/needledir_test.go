@@ -7,6 +7,7 @@ import (
 	"errors"
 	"image"
 	"image/png"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,6 +177,9 @@ func TestReadNeedleDirNeedsADirectory(t *testing.T) {
 		if _, err := ReadNeedleDir(dir); err == nil || !strings.Contains(err.Error(), "needle directory "+dir) {
 			t.Errorf("ReadNeedleDir(%s): %v, want an error naming the directory", dir, err)
 		}
+	}
+	if _, err := ReadNeedleDir(filepath.Join(file, "none")); !errors.Is(err, fs.ErrNotExist) || strings.Count(err.Error(), "none") != 1 {
+		t.Errorf("missing directory: %v, want fs.ErrNotExist naming it once", err)
 	}
 }
 
