@@ -43,6 +43,8 @@ Usage:
   jetqa asset list                 the registered assets
   jetqa asset fetch --host H NAME|URL  bring an asset into a worker host's cache now
   jetqa cache status               the worker hosts' asset caches: entries, use, hits and misses
+  jetqa needle check DIR           list every problem of a needle directory (exit status 1 if any)
+  jetqa needle match SCREEN.png DIR --tag T  search needles with tag T on a screenshot
   jetqa admin rebuild [--compare]  rebuild the read model from the streams
   jetqa version
 
@@ -93,6 +95,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdAsset(args[1:], stdout, stderr)
 	case "cache":
 		return cmdCache(args[1:], stdout, stderr)
+	case "needle":
+		return cmdNeedle(args[1:], stdout, stderr)
 	case "admin":
 		return cmdAdmin(args[1:], stdout, stderr)
 	case "version":
