@@ -145,7 +145,10 @@ type JobReady struct {
 	Assets     map[string]string `json:"assets"` // setting → local path
 	CaseDir    string            `json:"casedir"`
 	NeedlesDir string            `json:"needles_dir"`
-	JobDir     string            `json:"job_dir"`
+	// NeedlesCommit is the commit the needles come from: NEEDLES_DIR's
+	// checkout, or CASEDIR's when the needles are inside it.
+	NeedlesCommit string `json:"needles_commit,omitempty"`
+	JobDir        string `json:"job_dir"`
 }
 
 func (e JobReady) Target() WorkerRef { return e.Worker }

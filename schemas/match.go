@@ -15,13 +15,16 @@ type NeedleRef struct {
 
 // MatchRequested asks the matcher pool to look for needles on a screen.
 type MatchRequested struct {
-	ID        string      `json:"id"`
-	ReplyTo   WorkerRef   `json:"reply_to"`
-	Tags      []string    `json:"tags"`
-	Screen    []byte      `json:"screen"` // PNG
-	Needles   []NeedleRef `json:"needles"`
-	Threshold float64     `json:"threshold"`
-	Ratio     float64     `json:"ratio"` // search window: 0.02 near the area, 1 the whole screen
+	ID      string      `json:"id"`
+	ReplyTo WorkerRef   `json:"reply_to"`
+	Tags    []string    `json:"tags"`
+	Screen  []byte      `json:"screen"` // PNG
+	Needles []NeedleRef `json:"needles"`
+	// NeedlesCommit is the commit of the needle repository the needles
+	// were taken from, for the record: the hashes decide what is matched.
+	NeedlesCommit string  `json:"needles_commit,omitempty"`
+	Threshold     float64 `json:"threshold"`
+	Ratio         float64 `json:"ratio"` // search window: 0.02 near the area, 1 the whole screen
 	// Part is set on the parts of a request that a matcher split across
 	// the pool; each part keeps the request's ID and is answered on its own.
 	Part *MatchPart `json:"part,omitempty"`

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"jetqa/schemas"
 	"jetqa/stages/api"
 	"jetqa/streams"
@@ -297,9 +299,33 @@ func TestJobPassesWithMatchersOfTheirOwn(t *testing.T) {
 	stop := startMatcherProcesses(t, s.nats, 2)
 	defer stop()
 	startWorkerProcess(t, s, "wa")
+	commits := make(chan string, 100)
+	sub, err := s.bus.NC.Subscribe(streams.SubjectMatchRequest, func(m *nats.Msg) {
+		_, p, err := schemas.DecodeAs(m.Header.Get(streams.HeaderKind), m.Data)
+		if req, ok := p.(*schemas.MatchRequested); ok && err == nil && req.Part == nil {
+			commits <- req.NeedlesCommit
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
 	id := s.post(t, demoSettings(testos))
 	if fin := s.finish(t, id, 5*time.Minute); fin.Result != schemas.ResultPassed {
 		t.Fatalf("job %d: %s (%s), want passed", id, fin.Result, fin.Reason)
+	}
+	// The needles of the demo are inside CASEDIR: requests name its commit.
+	checkout := s.waitFor(t, id, time.Minute, "CASEDIR checked out", func(p schemas.Payload) bool {
+		rc, ok := p.(*schemas.RepoCheckedOut)
+		return ok && rc.Setting == "CASEDIR"
+	}).(*schemas.RepoCheckedOut)
+	if len(commits) == 0 {
+		t.Error("no match request seen")
+	}
+	for len(commits) > 0 {
+		if c := <-commits; c != checkout.Commit || c == "" {
+			t.Fatalf("a match request names needles commit %q, the job checked out %q", c, checkout.Commit)
+		}
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

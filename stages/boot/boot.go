@@ -269,7 +269,7 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 		return schemas.ResultIncomplete, "job not started: " + err.Error(), nil
 	}
 	log.Info("VM started", "accel", vm.Accel())
-	matcher, err := startMatcher(jobCtx, s.bus, s.cfg.Worker, job)
+	matcher, err := startMatcher(jobCtx, s.bus, s.cfg.Worker, job, ready.NeedlesCommit)
 	if err != nil {
 		return schemas.ResultIncomplete, err.Error(), nil
 	}

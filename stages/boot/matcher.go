@@ -18,6 +18,7 @@ type remoteMatcher struct {
 	bus     Bus
 	worker  schemas.WorkerRef
 	job     int64
+	commit  string // of the needles
 	mu      sync.Mutex
 	waiting map[string]*pendingMatch
 	failed  chan error
@@ -33,12 +34,12 @@ type pendingMatch struct {
 // startMatcher begins following the worker's answer subject. Answers to
 // requests sent after it returns are never missed: the watch starts at
 // the stream's current end.
-func startMatcher(ctx context.Context, bus Bus, worker schemas.WorkerRef, job int64) (*remoteMatcher, error) {
+func startMatcher(ctx context.Context, bus Bus, worker schemas.WorkerRef, job int64, needlesCommit string) (*remoteMatcher, error) {
 	last, err := bus.LastSequence(ctx, streams.StreamMatchResults)
 	if err != nil {
 		return nil, err
 	}
-	m := &remoteMatcher{bus: bus, worker: worker, job: job, waiting: map[string]*pendingMatch{}, failed: make(chan error, 1)}
+	m := &remoteMatcher{bus: bus, worker: worker, job: job, commit: needlesCommit, waiting: map[string]*pendingMatch{}, failed: make(chan error, 1)}
 	go func() {
 		err := bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(worker)}, From: last + 1},
 			func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
@@ -68,7 +69,7 @@ func (m *remoteMatcher) match(ctx context.Context, screen []byte, tags []string,
 		delete(m.waiting, id)
 		m.mu.Unlock()
 	}()
-	req := schemas.MatchRequested{ID: id, ReplyTo: m.worker, Tags: tags, Screen: screen, Needles: needles, Ratio: ratio}
+	req := schemas.MatchRequested{ID: id, ReplyTo: m.worker, Tags: tags, Screen: screen, Needles: needles, NeedlesCommit: m.commit, Ratio: ratio}
 	if _, err := m.bus.Append(ctx, m.job, req); err != nil {
 		return schemas.MatchResolved{}, fmt.Errorf("send match request: %w", err)
 	}

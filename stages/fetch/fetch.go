@@ -264,9 +264,9 @@ func (s *Stage) setup(ctx context.Context, job int64, worker schemas.WorkerRef, 
 		if _, err := s.bus.Append(ctx, job, nc); err != nil {
 			return ready, err
 		}
-		ready.NeedlesDir = nc.Path
+		ready.NeedlesDir, ready.NeedlesCommit = nc.Path, nc.Commit
 	} else {
-		ready.NeedlesDir = defaultNeedlesDir(ready.CaseDir, settings["DISTRI"])
+		ready.NeedlesDir, ready.NeedlesCommit = defaultNeedlesDir(ready.CaseDir, settings["DISTRI"]), checkout.Commit
 	}
 	return ready, nil
 }
