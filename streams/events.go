@@ -172,7 +172,6 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        cfg.AckWait,
 		MaxDeliver:     cfg.MaxDeliver,
-		BackOff:        backoff(cfg.AckWait, cfg.MaxDeliver),
 		MaxAckPending:  cfg.MaxAckPending,
 		DeliverPolicy:  deliver,
 	})
@@ -228,21 +227,14 @@ func (b *Bus) each(ctx context.Context, cons jetstream.Consumer, what string, fn
 	}
 }
 
-// backoff spaces redeliveries of a failed message: 1 s, 5 s, 30 s, then AckWait.
-func backoff(ackWait time.Duration, maxDeliver int) []time.Duration {
+// retryDelay spaces the retries of a message whose handler failed: 1 s,
+// 5 s, then 30 s (at most the ack wait). It is not the consumer's BackOff:
+// the server takes BackOff's first step as the ack wait of every delivery,
+// which would redeliver a message still being worked on after 1 s.
+func retryDelay(delivery uint64, ackWait time.Duration) time.Duration {
 	steps := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second}
-	var out []time.Duration
-	for i := 0; i < maxDeliver-1; i++ {
-		d := ackWait
-		if i < len(steps) && steps[i] < ackWait {
-			d = steps[i]
-		}
-		out = append(out, d)
-	}
-	if len(out) == 0 {
-		return nil
-	}
-	return out
+	d := steps[min(int(delivery), len(steps))-1]
+	return min(d, ackWait)
 }
 
 func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg, h Handler) {
@@ -271,7 +263,7 @@ func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg,
 		b.deadLetter(ctx, cfg.Durable, msg, err)
 	default:
 		b.log.Warn("handler failed, will retry", "durable", cfg.Durable, "subject", d.Subject, "delivery", meta.NumDelivered, "err", err)
-		_ = msg.Nak()
+		_ = msg.NakWithDelay(retryDelay(meta.NumDelivered, cfg.AckWait))
 	}
 }
 

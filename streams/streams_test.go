@@ -156,6 +156,15 @@ func TestConsumeRetriesAndDeadLetters(t *testing.T) {
 			t.Errorf("no call %+v among %v", c, got)
 		}
 	}
+	// A message being worked on is redelivered only after the ack wait
+	// (30 s by default), not after the first retry step.
+	cons, err := bus.JS.Consumer(ctx, streams.StreamJobs, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := cons.Info(ctx); err != nil || info.Config.AckWait != 30*time.Second || len(info.Config.BackOff) != 0 {
+		t.Errorf("consumer ack wait %v, back-off %v (%v); want 30s and retries spaced by the handler's Nak", info.Config.AckWait, info.Config.BackOff, err)
+	}
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)

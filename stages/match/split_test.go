@@ -75,62 +75,76 @@ func waitIdle(t *testing.T, ctx context.Context, bus *streams.Bus, n int) {
 	}
 }
 
-// TestPoolSplitsARequestWithManyCandidates sends one whole-screen request
-// with 24 candidates to two matcher processes' worth of idle matchers: it
-// is answered in parts by more than one matcher, and the merged parts give
-// the answer of the same request matched in one piece.
+// TestPoolSplitsARequestWithManyCandidates sends requests with many
+// candidates (24 on the whole screen; 300 near their place, as a tag of a
+// big needle repository has) to two processes' worth of idle matchers:
+// each is answered in parts by more than one matcher, and the merged parts
+// give the answer of the same request matched in one piece.
 func TestPoolSplitsARequestWithManyCandidates(t *testing.T) {
 	srv := natstest.Start(t)
 	bus := srv.Bus("boot")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	refs := lineNeedles(t, ctx, bus, 24)
-	req := schemas.MatchRequested{ID: "many", ReplyTo: schemas.WorkerRef{Host: "h", Instance: 1},
-		Screen: screen(t, "hello-output"), Needles: refs, Ratio: 1}
-
+	refs := lineNeedles(t, ctx, bus, 300)
 	whole := match.New(match.Config{Name: "whole", NoSplit: true}, srv.Bus("whole"), natstest.Logger(t))
-	want := whole.Match(ctx, &req)
-	if want.Error != "" || !want.Matched {
-		t.Fatalf("unsplit answer: %+v", want)
-	}
-
 	runPool(t, ctx, match.Config{Name: "m1", Workers: 2}, srv.Bus("m1"))
 	runPool(t, ctx, match.Config{Name: "m2", Workers: 2}, srv.Bus("m2"))
-	waitIdle(t, ctx, bus, 4)
-	if _, err := bus.Append(ctx, 1, req); err != nil {
-		t.Fatal(err)
-	}
-	var parts []schemas.MatchResolved
-	err := bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(req.ReplyTo)}},
-		func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
-			r := *p.(*schemas.MatchResolved)
-			parts = append(parts, r)
-			if r.Part == nil || len(parts) == r.Part.Count {
-				return streams.ErrStopWatch
+
+	for i, tc := range []struct {
+		needles int
+		ratio   float64
+	}{{24, 1}, {300, 0.02}} {
+		t.Run(fmt.Sprintf("%d candidates at ratio %v", tc.needles, tc.ratio), func(t *testing.T) {
+			req := schemas.MatchRequested{ID: fmt.Sprint("many", i), ReplyTo: schemas.WorkerRef{Host: "h", Instance: i},
+				Screen: screen(t, "hello-output"), Needles: refs[:tc.needles], Ratio: tc.ratio}
+			want := whole.Match(ctx, &req)
+			if want.Error != "" || !want.Matched {
+				t.Fatalf("unsplit answer: %+v", want)
 			}
-			return nil
+			waitIdle(t, ctx, bus, 4)
+			if _, err := bus.Append(ctx, 1, req); err != nil {
+				t.Fatal(err)
+			}
+			var parts []schemas.MatchResolved
+			err := bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(req.ReplyTo)}},
+				func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+					r := *p.(*schemas.MatchResolved)
+					parts = append(parts, r)
+					if r.Part == nil || len(parts) == r.Part.Count {
+						return streams.ErrStopWatch
+					}
+					return nil
+				})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(parts) < 2 {
+				t.Fatalf("answered in one piece by %s, want parts: %+v", parts[0].Matcher, parts[0].Part)
+			}
+			matchers := map[string]bool{}
+			for _, p := range parts {
+				matchers[p.Matcher] = true
+				if p.Error != "" {
+					t.Errorf("part %+v: %s", p.Part, p.Error)
+				}
+			}
+			if len(matchers) < 2 {
+				t.Errorf("all %d parts answered by %v, want the other process too", len(parts), matchers)
+			}
+			for _, p := range parts {
+				var names []string
+				for _, c := range p.Candidates {
+					names = append(names, c.Needle)
+				}
+				t.Logf("part %+v by %s: %v", *p.Part, p.Matcher, names)
+			}
+			got := schemas.MergeMatchParts(parts, parts[0].Part.Candidates)
+			if !reflect.DeepEqual(got.Candidates, want.Candidates) || got.Matched != want.Matched || !reflect.DeepEqual(got.Best, want.Best) || got.Error != "" {
+				t.Errorf("merged parts:\n%+v\nunsplit:\n%+v", got, want)
+			}
+			t.Logf("%d parts by %v; longest part %d µs, unsplit %d µs", len(parts), matchers, got.Micros, want.Micros)
 		})
-	if err != nil {
-		t.Fatal(err)
 	}
-	if len(parts) < 2 {
-		t.Fatalf("answered in one piece by %s, want parts: %+v", parts[0].Matcher, parts[0].Part)
-	}
-	matchers := map[string]bool{}
-	for _, p := range parts {
-		matchers[p.Matcher] = true
-		if p.Error != "" {
-			t.Errorf("part %+v: %s", p.Part, p.Error)
-		}
-	}
-	if len(matchers) < 2 {
-		t.Errorf("all %d parts answered by %v, want the other process too", len(parts), matchers)
-	}
-	got := schemas.MergeMatchParts(parts, parts[0].Part.Candidates)
-	if !reflect.DeepEqual(got.Candidates, want.Candidates) || got.Matched != want.Matched || !reflect.DeepEqual(got.Best, want.Best) || got.Error != "" {
-		t.Errorf("merged parts:\n%+v\nunsplit:\n%+v", got, want)
-	}
-	t.Logf("%d parts by %v; longest part %d µs, unsplit %d µs", len(parts), matchers, got.Micros, want.Micros)
 }
 
 // TestPoolKeepsSmallRequestsWhole: a request with two candidates near
