@@ -44,11 +44,13 @@ test: test-deps testos vet
 	$(GO) test $(TESTFLAGS) ./...
 	$(GO) test -tags matprofile -count=1 -run TestNoMatLeaks ./stages/match/needle/
 
-bench: deps testos
+# test-deps: the needle benchmark compares with os-autoinst.
+bench: test-deps testos
 	$(GO) test -run '^$$' -bench . -benchtime 20000x ./streams
 	$(GO) test -run '^$$' -bench . -benchtime 10000x ./stages/schedule
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./stages/api
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./stages/match/needle
+	$(GO) test -run '^$$' -bench . -skip AgainstTinycv -benchtime 20x ./stages/match/needle
+	$(GO) test -run '^$$' -bench AgainstTinycv -benchtime 1x ./stages/match/needle
 	$(GO) test -run '^$$' -bench RequestLatency -benchtime 200x ./stages/match
 	$(GO) test -run '^$$' -bench MatcherProcesses -benchtime 1x ./cmd/jetqa
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./stages/fetch/cache

@@ -1,0 +1,73 @@
+# Times os-autoinst's own needle search (Debian's os-autoinst package) on a
+# list of decisions, for BenchmarkAgainstTinycv.
+# Usage: perl tinycv_bench.pl DECISIONS_JSON
+#
+# Before each decision it reads a line from stdin, so that the caller can
+# take turns with it and both see the same load on the machine (give it
+# </dev/null to run straight through).
+#
+# DECISIONS_JSON: {"needles_dir": DIR, "decisions": [{"id": ID,
+#   "screen": PNG, "needles": [NAME...], "threshold": T, "ratio": R,
+#   "reps": N}...]}
+# Prints one JSON line per decision: its id, the best needle ("" for none),
+# every candidate best first with its areas, and ns_per_decision, the mean
+# over reps of reading the screen's PNG into a fresh image (tinycv keeps
+# what it prepared inside the image) and searching it.
+use Mojo::Base -strict;
+use lib '/usr/lib/os-autoinst';
+use Mojo::File qw(path);
+use Mojo::JSON qw(decode_json encode_json);
+use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
+use bmwqemu;
+use needle;
+use cv;
+
+cv::init();
+require tinycv;
+tinycv::create_threads();    # as os-autoinst's backend: nproc - 1 OpenCV threads, at least 1
+
+my $input = decode_json(path($ARGV[0])->slurp);
+my $dir = $input->{needles_dir};
+needle::set_needles_dir($dir);
+
+# Each needle is loaded once, like os-autoinst's needle cache does for a job.
+my %needles;
+for my $d (@{$input->{decisions}}) {
+    for my $name (@{$d->{needles}}) {
+        $needles{$name} //= needle->new("$dir/$name.json") // die "os-autoinst refuses needle $name\n";
+    }
+}
+
+$| = 1;
+for my $d (@{$input->{decisions}}) {
+    <STDIN>;
+    my @list = map { $needles{$_} } @{$d->{needles}};
+    my ($screen, $threshold, $ratio) = @{$d}{qw(screen threshold ratio)};
+    # The first search of a needle cuts and blurs its areas, once per job.
+    (tinycv::read($screen) // die "cannot read $screen\n")->search(\@list, $threshold, $ratio);
+
+    my ($best, $failed);
+    my $reps = $d->{reps} || 1;
+    my $start = clock_gettime(CLOCK_MONOTONIC);
+    for (1 .. $reps) {
+        my $img = tinycv::read($screen);
+        ($best, $failed) = $img->search(\@list, $threshold, $ratio);
+    }
+    my $elapsed = clock_gettime(CLOCK_MONOTONIC) - $start;
+
+    my @all = ($best ? ($best) : (), @{$failed // []});
+    print encode_json({
+        id => $d->{id},
+        best => $best ? $best->{needle}{name} : '',
+        all => [map {
+            my $c = $_;
+            {
+                needle => $c->{needle}{name},
+                ok => $c->{ok} ? Mojo::JSON::true : Mojo::JSON::false,
+                error => $c->{error},
+                areas => [map { {x => $_->{x}, y => $_->{y}, similarity => $_->{similarity}, ok => $_->{result} eq 'ok' ? Mojo::JSON::true : Mojo::JSON::false} } @{$c->{area}}],
+            }
+        } @all],
+        ns_per_decision => $elapsed * 1e9 / $reps,
+    }), "\n";
+}
