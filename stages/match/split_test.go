@@ -102,22 +102,7 @@ func TestPoolSplitsARequestWithManyCandidates(t *testing.T) {
 				t.Fatalf("unsplit answer: %+v", want)
 			}
 			waitIdle(t, ctx, bus, 4)
-			if _, err := bus.Append(ctx, 1, req); err != nil {
-				t.Fatal(err)
-			}
-			var parts []schemas.MatchResolved
-			err := bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(req.ReplyTo)}},
-				func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
-					r := *p.(*schemas.MatchResolved)
-					parts = append(parts, r)
-					if r.Part == nil || len(parts) == r.Part.Count {
-						return streams.ErrStopWatch
-					}
-					return nil
-				})
-			if err != nil {
-				t.Fatal(err)
-			}
+			parts := ask(t, ctx, bus, req)
 			if len(parts) < 2 {
 				t.Fatalf("answered in one piece by %s, want parts: %+v", parts[0].Matcher, parts[0].Part)
 			}
@@ -159,17 +144,34 @@ func TestPoolKeepsSmallRequestsWhole(t *testing.T) {
 	waitIdle(t, ctx, bus, 2)
 	req := schemas.MatchRequested{ID: "small", ReplyTo: schemas.WorkerRef{Host: "h", Instance: 1},
 		Screen: screen(t, "hello-output"), Needles: refs, Ratio: 0.02}
+	if answers := ask(t, ctx, bus, req); len(answers) != 1 || answers[0].Part != nil || len(answers[0].Candidates) != 2 {
+		t.Errorf("answers %+v, want one piece with both candidates", answers)
+	}
+}
+
+// ask sends a request to the pool and returns its answer, or the answers
+// to all its parts when it was split.
+func ask(t *testing.T, ctx context.Context, bus *streams.Bus, req schemas.MatchRequested) []schemas.MatchResolved {
+	t.Helper()
+	from, err := bus.LastSequence(ctx, streams.StreamMatchResults)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := bus.Append(ctx, 1, req); err != nil {
 		t.Fatal(err)
 	}
-	err := bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(req.ReplyTo)}},
+	var answers []schemas.MatchResolved
+	err = bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(req.ReplyTo)}, From: from + 1},
 		func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
-			if r := p.(*schemas.MatchResolved); r.Part != nil || len(r.Candidates) != 2 {
-				t.Errorf("answer %+v, want one piece with both candidates", r)
+			r := *p.(*schemas.MatchResolved)
+			answers = append(answers, r)
+			if r.Part == nil || len(answers) == r.Part.Count {
+				return streams.ErrStopWatch
 			}
-			return streams.ErrStopWatch
+			return nil
 		})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return answers
 }
