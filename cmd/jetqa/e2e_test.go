@@ -57,7 +57,7 @@ func startSystem(t *testing.T) *system {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	a, apiAddr, err := upAssembly(ctx, upConfig{
 		DataDir: t.TempDir(), Listen: "127.0.0.1:0", NATSPort: -1, Host: "e2e", Instances: 1, Matchers: 2,
-		Accel: "tcg", WorkerClass: "qemu_x86_64", WorkerTimeout: 2 * time.Second, Heartbeat: 500 * time.Millisecond,
+		Accel: "tcg", WorkerClass: "qemu_x86_64", WorkerTimeout: 5 * time.Second, Heartbeat: 500 * time.Millisecond,
 	}, log)
 	if err != nil {
 		t.Fatal(err)

@@ -35,7 +35,7 @@ func startServerWithMatchers(t *testing.T, matchers int) *system {
 	if err := a.embed(t.TempDir(), "127.0.0.1", -1); err != nil {
 		t.Fatal(err)
 	}
-	apiAddr, err := a.addServer(serverConfig{Host: "server", Listen: "127.0.0.1:0", Matchers: matchers, WorkerTimeout: 2 * time.Second})
+	apiAddr, err := a.addServer(serverConfig{Host: "server", Listen: "127.0.0.1:0", Matchers: matchers, WorkerTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

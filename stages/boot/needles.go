@@ -58,20 +58,23 @@ func (s *needleSet) publish(ctx context.Context, store blobStore, needles []sche
 		if s.published[n.Hash] {
 			continue
 		}
+		// Each file on its own: a worker killed between the two puts
+		// leaves one, and the next job must still store the other.
 		jsonKey, pngKey := streams.NeedleBlobKeys(n.Hash)
-		have, err := store.HasBlob(ctx, streams.BucketNeedles, pngKey)
-		if err != nil {
-			return nil, err
-		}
-		if !have {
-			for key, p := range map[string]string{jsonKey: n.JSONPath, pngKey: n.PNGPath} {
-				data, err := os.ReadFile(p)
-				if err != nil {
-					return nil, err
-				}
-				if err := store.PutBlob(ctx, streams.BucketNeedles, key, bytes.NewReader(data)); err != nil {
-					return nil, fmt.Errorf("publish needle %s: %w", n.Name, err)
-				}
+		for _, f := range []struct{ key, path string }{{jsonKey, n.JSONPath}, {pngKey, n.PNGPath}} {
+			have, err := store.HasBlob(ctx, streams.BucketNeedles, f.key)
+			if err != nil {
+				return nil, err
+			}
+			if have {
+				continue
+			}
+			data, err := os.ReadFile(f.path)
+			if err != nil {
+				return nil, err
+			}
+			if err := store.PutBlob(ctx, streams.BucketNeedles, f.key, bytes.NewReader(data)); err != nil {
+				return nil, fmt.Errorf("publish needle %s: %w", n.Name, err)
 			}
 		}
 		s.published[n.Hash] = true

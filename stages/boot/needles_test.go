@@ -2,11 +2,16 @@ package boot
 
 import (
 	"bytes"
+	"context"
 	"image"
 	"image/png"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"jetqa/streams"
+	"jetqa/streams/natstest"
 )
 
 // pngOf is a w×h PNG whose pixels depend on seed, so that needles with
@@ -64,5 +69,35 @@ func TestLoadNeedles(t *testing.T) {
 	}
 	if _, err := loadNeedles(filepath.Join(t.TempDir(), "none")); err == nil || !strings.Contains(err.Error(), "needle directory") {
 		t.Errorf("missing needle directory: %v", err)
+	}
+}
+
+// TestPublishCompletesAHalfPublishedNeedle: a worker killed between
+// storing a needle's PNG and its JSON leaves the PNG alone in the store;
+// the next job stores the JSON.
+func TestPublishCompletesAHalfPublishedNeedle(t *testing.T) {
+	srv := natstest.Start(t)
+	bus := srv.Bus("boot")
+	ctx := context.Background()
+	good := `{"tags":["a"],"area":[{"xpos":0,"ypos":0,"width":10,"height":10,"type":"match"}]}`
+	set, err := loadNeedles(tree(t, map[string]string{"one.json": good, "one.png": pngOf(t, 16, 16, 0)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := set.withTags([]string{"a"})
+	jsonKey, pngKey := streams.NeedleBlobKeys(n[0].Hash)
+	png, err := os.ReadFile(n[0].PNGPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.PutBlob(ctx, streams.BucketNeedles, pngKey, bytes.NewReader(png)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := set.publish(ctx, bus, n); err != nil {
+		t.Fatal(err)
+	}
+	js, err := bus.GetBlob(ctx, streams.BucketNeedles, jsonKey)
+	if err != nil || string(js) != good {
+		t.Fatalf("needle JSON in the store: %q, %v", js, err)
 	}
 }
