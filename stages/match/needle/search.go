@@ -3,6 +3,7 @@ package needle
 import (
 	"cmp"
 	"image"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -107,9 +108,10 @@ type preparation struct {
 	users    atomic.Int32
 }
 
-// search searches for every area of needles as tinycv's search_ does,
-// one needle after the other and one area after the other: each area is
-// searched on the screen prepared as tinycv's would be at that point. It returns the areas'
+// search searches for every area of needles, in parallel on up to
+// GOMAXPROCS threads, as tinycv's search_ does one needle after the other
+// and one area after the other: each area is searched on the screen
+// prepared as tinycv's would be at that point. It returns the areas'
 // results, needle by needle, and remembers in s what tinycv would have
 // blurred.
 func (s *Screen) search(needles []*Needle, ratio float64) [][]AreaResult {
@@ -166,9 +168,24 @@ func (s *Screen) search(needles []*Needle, ratio float64) [][]AreaResult {
 			p.grey.Close()
 		}
 	}
-	for _, as := range searches {
-		run(as)
+	workers := min(runtime.GOMAXPROCS(0), len(searches))
+	if workers <= 1 {
+		for _, as := range searches {
+			run(as)
+		}
+	} else {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for i := next.Add(1) - 1; i < int64(len(searches)); i = next.Add(1) - 1 {
+					run(searches[i])
+				}
+			})
+		}
+		wg.Wait()
 	}
+
 	return results
 }
 
