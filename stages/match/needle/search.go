@@ -115,41 +115,10 @@ type preparation struct {
 // results, needle by needle, and remembers in s what tinycv would have
 // blurred.
 func (s *Screen) search(needles []*Needle, ratio float64) [][]AreaResult {
-	bounds := s.Bounds()
-	var searches []*areaSearch
-	var preps []*preparation
-	// stateOf is the preparation for roi, shared by all areas that see
-	// the same pixels.
-	stateOf := func(excludes []image.Rectangle, roi image.Rectangle) *preparation {
-		if k := slices.IndexFunc(preps, func(p *preparation) bool {
-			return p.roi == roi && slices.Equal(p.excludes, excludes)
-		}); k >= 0 {
-			return preps[k]
-		}
-		p := &preparation{excludes: excludes, roi: roi}
-		preps = append(preps, p)
-		return p
-	}
+	searches := plan(needles, ratio, s.Bounds(), &s.roi)
 	results := make([][]AreaResult, len(needles))
 	for k, n := range needles {
 		results[k] = make([]AreaResult, len(n.areas))
-		// A needle with exclude areas is searched on a copy of the screen,
-		// with its own prep starting from nothing.
-		var roi *image.Rectangle
-		if len(n.excludes) == 0 {
-			roi = &s.roi
-		} else {
-			roi = new(image.Rectangle)
-		}
-		for i := range n.areas {
-			as := &areaSearch{needle: k, area: i, window: searchWindow(&n.areas[i], ratio, bounds)}
-			if !as.window.Empty() {
-				*roi = grownROI(*roi, as.window, bounds)
-				as.prep = stateOf(n.excludes, *roi)
-				as.prep.users.Add(1)
-			}
-			searches = append(searches, as)
-		}
 	}
 
 	run := func(as *areaSearch) {
@@ -189,6 +158,44 @@ func (s *Screen) search(needles []*Needle, ratio float64) [][]AreaResult {
 	return results
 }
 
+// plan is the order of tinycv's search of needles: each area with its
+// window and the preparation of the screen it is searched on. roi is what
+// the screen had blurred before, and is updated.
+func plan(needles []*Needle, ratio float64, bounds image.Rectangle, roi *image.Rectangle) []*areaSearch {
+	var searches []*areaSearch
+	var preps []*preparation
+	// stateOf is the preparation for roi, shared by all areas that see
+	// the same pixels.
+	stateOf := func(excludes []image.Rectangle, roi image.Rectangle) *preparation {
+		if k := slices.IndexFunc(preps, func(p *preparation) bool {
+			return p.roi == roi && slices.Equal(p.excludes, excludes)
+		}); k >= 0 {
+			return preps[k]
+		}
+		p := &preparation{excludes: excludes, roi: roi}
+		preps = append(preps, p)
+		return p
+	}
+	for k, n := range needles {
+		// A needle with exclude areas is searched on a copy of the screen,
+		// with its own prep starting from nothing.
+		r := roi
+		if len(n.excludes) > 0 {
+			r = new(image.Rectangle)
+		}
+		for i := range n.areas {
+			as := &areaSearch{needle: k, area: i, window: searchWindow(&n.areas[i], ratio, bounds)}
+			if !as.window.Empty() {
+				*r = grownROI(*r, as.window, bounds)
+				as.prep = stateOf(n.excludes, *r)
+				as.prep.users.Add(1)
+			}
+			searches = append(searches, as)
+		}
+	}
+	return searches
+}
+
 // maxMargin keeps a search margin, and sums with it, far from overflow
 // whatever ratio a caller passes.
 const maxMargin = 1 << 20
@@ -222,6 +229,16 @@ func searchWindow(a *matchArea, ratio float64, bounds image.Rectangle) image.Rec
 // in window of grey, the prepared screen, near a's position.
 func searchArea(grey gocv.Mat, a *matchArea, window image.Rectangle) AreaResult {
 	res := AreaResult{Width: a.rect.Dx(), Height: a.rect.Dy()}
+	switch pos, ssd, r := searchExact(grey, a, window); r {
+	case exactFound:
+		pos = pos.Add(window.Min)
+		mse := float64(ssd) / float64(a.rect.Dx()*a.rect.Dy())
+		res.X, res.Y, res.Similarity = pos.X, pos.Y, min(1, max(0, 0.9+(40-mse)/380))
+		return res
+	case exactNothingClose:
+		res.X, res.Y = a.rect.Min.X, a.rect.Min.Y
+		return res
+	}
 	scene := grey.Region(window)
 	defer scene.Close()
 	sqdiff := gocv.NewMat()
