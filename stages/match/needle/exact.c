@@ -245,6 +245,7 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 	// whose value is above cut cannot be a candidate at the end: cut is
 	// 10 above a value found somewhere, or above the similarity-0 line.
 	int64_t limit = v0 + 10, min = v0;
+	int64_t start = work;
 	int bx = -1, by = -1;
 	int64_t best = 0, bestDist = -1;
 	for (int py = 0; py < ny; py++) {
@@ -273,8 +274,10 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 			}
 		}
 		work += nx;
-		// Give up early where the whole scan would cost twice the budget.
-		if (work > budget || ((py + 1) * 16 >= ny && work * ny > 2 * budget * (py + 1)))
+		// Give up early where the whole scan would cost several times
+		// the budget, as far as the rows scanned so far tell: the work is
+		// uneven, a dialog costs more than the background around it.
+		if (work > budget || start + (work - start) / (py + 1) * ny > 4 * budget)
 			goto done;
 	}
 	if (bestDist < 0 || min >= zero) {
