@@ -148,18 +148,18 @@ static const int grids[LEVELS] = {1, 3, 8};
 // (ww x wh at screen, rows stride apart) as tinycv's search_TEMPLATE does,
 // with exact sums of squared differences: (ox,oy) is the area's own
 // position in the window, (qx,qy) the point tinycv measures distances to.
+// ii has room for the window's integral image, (ww+1)·(wh+1) values.
 // It gives up with JETQA_TOO_COSTLY once it has spent budget pixel
 // operations, and returns JETQA_NOTHING_CLOSE when no position has a mean
 // squared difference below 382, where the similarity is 0.
 int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
                        const uint8_t *tpl, int tw, int th, int ox, int oy,
-                       int qx, int qy, int64_t budget, jetqa_match *out) {
+                       int qx, int qy, int64_t budget, uint32_t *ii, jetqa_match *out) {
 	int nx = ww - tw + 1, ny = wh - th + 1;
 	int64_t n = (int64_t)tw * th;
 	int64_t work = 0;
 	int status = JETQA_TOO_COSTLY;
 	level levels[LEVELS] = {0};
-	uint32_t *ii = NULL;
 	int *rows = rowOrder(tpl, tw, th);
 	if (!rows)
 		goto done;
@@ -176,9 +176,6 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 		goto done;
 
 	size_t w1 = (size_t)ww + 1;
-	ii = malloc(sizeof(uint32_t) * w1 * ((size_t)wh + 1));
-	if (!ii)
-		goto done;
 	for (int i = 0; i < LEVELS; i++)
 		if (makeLevel(&levels[i], grids[i], tpl, tw, th))
 			goto done;
@@ -290,7 +287,6 @@ done:
 	out->work = work;
 	for (int i = 0; i < LEVELS; i++)
 		freeLevel(&levels[i]);
-	free(ii);
 	free(rows);
 	return status;
 }

@@ -6,6 +6,7 @@ import "C"
 
 import (
 	"image"
+	"sync"
 	"unsafe"
 
 	"gocv.io/x/gocv"
@@ -15,6 +16,9 @@ import (
 // the exact search may spend before it leaves the area to OpenCV's
 // matchTemplate, which costs about as much as 150 of them.
 var exactBudget int64 = 48
+
+// integrals holds integral images between searches.
+var integrals sync.Pool
 
 // exactResult is what searchExact found.
 type exactResult int
@@ -46,11 +50,23 @@ func searchExactWork(grey gocv.Mat, a *matchArea, window image.Rectangle) (image
 	}
 	cols := grey.Cols()
 	orig := a.rect.Min.Sub(window.Min)
+	// A fresh integral image of a whole screen would cost more in page
+	// faults than computing it.
+	n := (window.Dx() + 1) * (window.Dy() + 1)
+	var ii []uint32
+	if b, _ := integrals.Get().(*[]uint32); b != nil && cap(*b) >= n {
+		ii = (*b)[:n]
+	} else {
+		ii = make([]uint32, n)
+	}
+	if n <= maxScratch/4 {
+		defer integrals.Put(&ii)
+	}
 	var m C.jetqa_match
 	r := C.jetqa_exact_search((*C.uint8_t)(unsafe.Pointer(&screen[window.Min.Y*cols+window.Min.X])), C.int(cols),
 		C.int(window.Dx()), C.int(window.Dy()),
 		(*C.uint8_t)(unsafe.Pointer(&tpl[0])), C.int(a.rect.Dx()), C.int(a.rect.Dy()),
 		C.int(orig.X), C.int(orig.Y), C.int(a.rect.Min.X), C.int(a.rect.Min.Y),
-		C.int64_t(exactBudget*int64(window.Dx())*int64(window.Dy())), &m)
+		C.int64_t(exactBudget*int64(window.Dx())*int64(window.Dy())), (*C.uint32_t)(unsafe.Pointer(&ii[0])), &m)
 	return image.Pt(int(m.x), int(m.y)), int64(m.ssd), exactResult(r), int64(m.work)
 }
