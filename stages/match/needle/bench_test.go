@@ -19,7 +19,10 @@ import (
 //
 // "moved" is a dialog that moved by 30 pixels and lost its title (the
 // first area is found, the second nowhere); "console" a screen full of text
-// where neither area is. Run with -cpu 1,2 for one and two threads.
+// where neither area is; "uniform" a grey screen and a needle of a
+// slightly different grey, equally good everywhere. The last two are the
+// worst cases of jetqa's exact search. Run with -cpu 1,2 for one and two
+// threads.
 func BenchmarkSearch(b *testing.B) {
 	dialog := screenWithDialogs(grey200, at300)
 	fill(dialog, image.Rect(300, 250, 500, 290), grey60)
@@ -38,6 +41,8 @@ func BenchmarkSearch(b *testing.B) {
 			screenWithDialogs(grey200, image.Pt(330, 330))},
 		{"console", testNeedle{"c", `{"xpos":0,"ypos":320,"width":400,"height":16},{"xpos":80,"ypos":400,"width":40,"height":16}`, console(11)},
 			console(12)},
+		{"uniform", testNeedle{"u", dialogArea + `,{"xpos":310,"ypos":260,"width":120,"height":20}`, canvas(1024, 768, grey60)},
+			brighten(canvas(1024, 768, grey60), constant(4))},
 	}
 	for _, c := range cases {
 		n := prepare(b, c.needle)
