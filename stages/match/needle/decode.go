@@ -118,7 +118,7 @@ func decodeGreyFast(data []byte) (grey gocv.Mat, ok bool) {
 	if h[9] == 6 {
 		channels = 4
 	}
-	// decodeGrey checked the size against maxSide and maxPixels already.
+	// As in decodeGrey, which checks first, for callers that do not.
 	if width <= 0 || height <= 0 || width > maxSide || height > maxSide || width*height > maxPixels {
 		return gocv.Mat{}, false
 	}
