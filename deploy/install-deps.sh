@@ -8,6 +8,7 @@ set -euo pipefail
 packages=(
   gcc g++ pkg-config          # cgo, for OpenCV through gocv
   libopencv-dev               # needle matching
+  libdeflate-dev              # needle matching: decoding screenshots
   qemu-system-x86 qemu-utils  # the VMs
   git curl                    # test and needle repositories; the demo script
   grub-pc-bin grub-common xorriso mtools busybox-static cpio  # the testos image

@@ -5,21 +5,11 @@
 package needle
 
 import (
-	"bytes"
-	"fmt"
 	"image"
-	"image/png"
 
 	"gocv.io/x/gocv"
 
 	"jetqa/schemas"
-)
-
-// Limits on decoded images: OpenCV aborts the process on images larger
-// than its own limits, and a screen is never this big.
-const (
-	maxSide   = 1 << 14
-	maxPixels = 1 << 26
 )
 
 // Needle is a needle ready to search for: its match areas as grey, blurred
@@ -45,12 +35,12 @@ type matchArea struct {
 // area outside it, a needle without match area.
 func Prepare(spec schemas.Needle, pngData []byte) (*Needle, error) {
 	fail := func(err error) error { return &schemas.NeedleError{Needle: spec.Name, Err: err} }
-	img, err := decodePNG(pngData)
+	grey, err := decodeGrey(pngData)
 	if err != nil {
 		return nil, fail(err)
 	}
-	defer img.Close()
-	if err := spec.Validate(img.Cols(), img.Rows()); err != nil {
+	defer grey.Close()
+	if err := spec.Validate(grey.Cols(), grey.Rows()); err != nil {
 		return nil, err
 	}
 
@@ -64,20 +54,22 @@ func Prepare(spec schemas.Needle, pngData []byte) (*Needle, error) {
 			n.excludes = append(n.excludes, r)
 		}
 	}
-	for _, r := range n.excludes {
-		paintGreen(img, r)
-	}
 
 	// tinycv blurs the union of the areas asked for so far, so after the
 	// first search every area is cut from the image prepared for all of
 	// them; this is that steady state.
-	grey := newPreparedImage(img)
-	defer grey.Close()
+	bounds := image.Rect(0, 0, grey.Cols(), grey.Rows())
+	var roi image.Rectangle
 	for _, a := range n.areas {
-		grey.prep(a.rect)
+		roi = grownROI(roi, a.rect, bounds)
 	}
+	prepared, err := prepareROI(grey, n.excludes, roi)
+	if err != nil {
+		return nil, fail(err)
+	}
+	defer prepared.Close()
 	for i := range n.areas {
-		region := grey.grey.Region(n.areas[i].rect)
+		region := prepared.Region(n.areas[i].rect)
 		n.areas[i].pixels = region.Clone()
 		region.Close()
 	}
@@ -94,69 +86,3 @@ func (n *Needle) Close() {
 		n.areas[i].pixels.Close()
 	}
 }
-
-// decodePNG reads a PNG as 8-bit BGR, as tinycv's imread(IMREAD_COLOR)
-// does. The header is checked in Go first: OpenCV's decoder aborts the
-// process (an uncaught C++ exception) on some inputs, e.g. huge sizes.
-func decodePNG(data []byte) (gocv.Mat, error) {
-	cfg, err := png.DecodeConfig(bytes.NewReader(data))
-	if err != nil {
-		return gocv.Mat{}, fmt.Errorf("not a PNG: %w", err)
-	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width > maxSide || cfg.Height > maxSide || cfg.Width*cfg.Height > maxPixels {
-		return gocv.Mat{}, fmt.Errorf("PNG of %dx%d pixels is empty or too big", cfg.Width, cfg.Height)
-	}
-	img, err := gocv.IMDecode(data, gocv.IMReadColor)
-	if err != nil {
-		return gocv.Mat{}, fmt.Errorf("PNG of %dx%d pixels does not decode: %w", cfg.Width, cfg.Height, err)
-	}
-	if img.Empty() || img.Type() != gocv.MatTypeCV8UC3 {
-		img.Close()
-		return gocv.Mat{}, fmt.Errorf("PNG of %dx%d pixels does not decode", cfg.Width, cfg.Height)
-	}
-	return img, nil
-}
-
-// paintGreen fills r with pure green (BGR 0,255,0), tinycv's replacerect:
-// the same in needle and screen, so an exclude area never differs.
-func paintGreen(img gocv.Mat, r image.Rectangle) {
-	region := img.Region(r)
-	region.SetTo(gocv.NewScalar(0, 255, 0, 0))
-	region.Close()
-}
-
-// preparedImage is tinycv's Image::prep: grey values of the whole image,
-// blurred only inside roi, the union of the rectangles asked for so far
-// (or all of it, once that is half the image). Where it blurs matters for
-// the last bit: OpenCV rounds exact halves up when blurring a whole image
-// but mostly to even when blurring a sub-rectangle, and the exact-zero
-// shortcut of the search sees that difference.
-type preparedImage struct {
-	colour gocv.Mat // BGR; not owned
-	grey   gocv.Mat
-	roi    image.Rectangle
-}
-
-func newPreparedImage(colour gocv.Mat) *preparedImage {
-	return &preparedImage{colour: colour, grey: gocv.NewMat()}
-}
-
-// prep makes the grey image valid inside roi and returns it.
-func (p *preparedImage) prep(roi image.Rectangle) gocv.Mat {
-	if !p.roi.Empty() && roi.In(p.roi) {
-		return p.grey
-	}
-	p.roi = p.roi.Union(roi)
-	gocv.CvtColor(p.colour, &p.grey, gocv.ColorBGRToGray)
-	whole := image.Rect(0, 0, p.colour.Cols(), p.colour.Rows())
-	if float64(whole.Dx()*whole.Dy())*0.5 <= float64(p.roi.Dx()*p.roi.Dy()) {
-		p.roi = whole
-	}
-	region := p.grey.Region(p.roi)
-	gocv.GaussianBlur(region, &region, image.Pt(3, 3), 0, 0, gocv.BorderReflect101)
-	region.Close()
-	return p.grey
-}
-
-// Close frees the grey image (not the colour one).
-func (p *preparedImage) Close() { p.grey.Close() }

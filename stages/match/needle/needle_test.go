@@ -15,8 +15,6 @@ import (
 	"sync"
 	"testing"
 
-	"gocv.io/x/gocv"
-
 	"jetqa/schemas"
 )
 
@@ -440,21 +438,20 @@ func TestDecodeScreenErrors(t *testing.T) {
 	}
 }
 
-// prep blurs like tinycv: only what was asked for until that is half the
-// image, then all of it; a whole image rounds exact halves up.
+// prepareROI blurs like tinycv: only what was asked for until that is half
+// the image, then all of it; a whole image rounds exact halves up.
 func TestPrepMirrorsTinycv(t *testing.T) {
 	src := canvas(64, 64, grey40)
 	text(src, image.Pt(0, 0), 3, 8, 4, grey200)
-	colour, err := gocv.IMDecode(pngOf(t, src), gocv.IMReadColor)
+	grey, err := decodeGrey(pngOf(t, src))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer colour.Close()
-	p := newPreparedImage(colour)
-	defer p.Close()
+	defer grey.Close()
+	bounds := image.Rect(0, 0, 64, 64)
 
 	// Blurred by hand: [1 2 1]ᵀ[1 2 1]/16, reflect-101 borders, halves up.
-	grey := func(x, y int) int {
+	plain := func(x, y int) int {
 		x, y = reflect101(x, 64), reflect101(y, 64)
 		return int(src.RGBAAt(x, y).R)
 	}
@@ -463,34 +460,47 @@ func TestPrepMirrorsTinycv(t *testing.T) {
 		s := 0
 		for dy := -1; dy <= 1; dy++ {
 			for dx := -1; dx <= 1; dx++ {
-				s += k[dy+1] * k[dx+1] * grey(x+dx, y+dy)
+				s += k[dy+1] * k[dx+1] * plain(x+dx, y+dy)
 			}
 		}
 		return (s + 8) >> 4
 	}
 
 	small := image.Rect(10, 10, 20, 20)
-	g := p.prep(small)
+	roi := grownROI(image.Rectangle{}, small, bounds)
+	if roi != small {
+		t.Errorf("roi %v, want %v", roi, small)
+	}
+	if got := grownROI(roi, image.Rect(12, 12, 14, 14), bounds); got != roi {
+		t.Errorf("roi %v grew to %v for a part of it", roi, got)
+	}
+	g, err := prepareROI(grey, nil, roi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
 	pix, err := g.DataPtrUint8()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for y := range 64 {
-		for x := range 64 {
-			if !image.Pt(x, y).In(small) && int(pix[y*64+x]) != grey(x, y) {
-				t.Fatalf("(%d,%d) outside %v was blurred", x, y, small)
+	for y := 9; y < 21; y++ {
+		for x := 9; x < 21; x++ {
+			if !image.Pt(x, y).In(small) && int(pix[y*64+x]) != plain(x, y) {
+				t.Fatalf("(%d,%d) around %v = %d, want %d, not blurred", x, y, small, pix[y*64+x], plain(x, y))
 			}
 		}
 	}
-	if p.roi != small {
-		t.Errorf("roi %v, want %v", p.roi, small)
-	}
 
-	p.prep(image.Rect(0, 0, 64, 33)) // more than half: all of it
-	if p.roi != image.Rect(0, 0, 64, 64) {
-		t.Errorf("roi %v, want the whole image", p.roi)
+	roi = grownROI(roi, image.Rect(0, 0, 64, 33), bounds) // more than half: all of it
+	if roi != bounds {
+		t.Errorf("roi %v, want the whole image", roi)
 	}
-	pix, _ = p.grey.DataPtrUint8()
+	whole, err := prepareROI(grey, nil, roi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer whole.Close()
+	pix, _ = whole.DataPtrUint8()
 	for y := range 64 {
 		for x := range 64 {
 			if got, want := int(pix[y*64+x]), blurred(x, y); got != want {

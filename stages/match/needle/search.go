@@ -3,7 +3,10 @@ package needle
 import (
 	"cmp"
 	"image"
+	"runtime"
 	"slices"
+	"sync"
+	"sync/atomic"
 
 	"gocv.io/x/gocv"
 )
@@ -44,9 +47,18 @@ func Search(screen *Screen, needles []*Needle, threshold, ratio float64) (best *
 		Candidate
 		workaround bool
 	}
+	areas := screen.search(needles, ratio)
 	results := make([]ranked, 0, len(needles))
-	for _, n := range needles {
-		results = append(results, ranked{screen.search(n, threshold, ratio), n.workaround})
+	for i, n := range needles {
+		c := Candidate{Needle: n.name, Areas: areas[i], OK: true}
+		for j := range c.Areas {
+			r := &c.Areas[j]
+			r.OK = !(r.Similarity < n.areas[j].level-threshold)
+			c.OK = c.OK && r.OK
+			c.Error += (1 - r.Similarity) * (1 - r.Similarity)
+		}
+		c.Error /= float64(len(c.Areas))
+		results = append(results, ranked{c, n.workaround})
 	}
 	slices.SortStableFunc(results, func(a, b ranked) int {
 		switch {
@@ -75,49 +87,127 @@ func Search(screen *Screen, needles []*Needle, threshold, ratio float64) (best *
 	return best, all
 }
 
-// search is tinycv's search_ for one needle.
-func (s *Screen) search(n *Needle, threshold, ratio float64) Candidate {
-	img := s.img
-	if len(n.excludes) > 0 {
-		// Paint into a copy, which is then prepared on its own.
-		colour := s.img.colour.Clone()
-		defer colour.Close()
-		bounds := s.Bounds()
-		for _, r := range n.excludes {
-			if r.In(bounds) { // replacerect skips what does not fit
-				paintGreen(colour, r)
-			}
-		}
-		img = newPreparedImage(colour)
-		defer img.Close()
+// areaSearch is one match area to search for, with what tinycv's prep
+// would have blurred by the time it gets there.
+type areaSearch struct {
+	needle int // index in the needles searched for
+	area   int
+	window image.Rectangle // empty: not searched, similarity 0 at (0,0)
+	prep   *preparation
+}
+
+// preparation is the screen prepared for one roi, shared by the areas
+// searched while tinycv's prep had blurred that roi. It is made by the
+// first of them and freed by the last.
+type preparation struct {
+	excludes []image.Rectangle
+	roi      image.Rectangle
+	once     sync.Once
+	grey     gocv.Mat
+	err      error
+	users    atomic.Int32
+}
+
+// search searches for every area of needles, in parallel on up to
+// GOMAXPROCS threads, as tinycv's search_ does one needle after the other
+// and one area after the other: each area is searched on the screen
+// prepared as tinycv's would be at that point. It returns the areas'
+// results, needle by needle, and remembers in s what tinycv would have
+// blurred.
+func (s *Screen) search(needles []*Needle, ratio float64) [][]AreaResult {
+	searches := plan(needles, ratio, s.Bounds(), &s.roi)
+	results := make([][]AreaResult, len(needles))
+	for k, n := range needles {
+		results[k] = make([]AreaResult, len(n.areas))
 	}
 
-	c := Candidate{Needle: n.name, OK: true}
-	for i := range n.areas {
-		a := &n.areas[i]
-		r := searchArea(img, a, ratio)
-		r.OK = !(r.Similarity < a.level-threshold)
-		c.OK = c.OK && r.OK
-		c.Areas = append(c.Areas, r)
-		c.Error += (1 - r.Similarity) * (1 - r.Similarity)
+	run := func(as *areaSearch) {
+		a := &needles[as.needle].areas[as.area]
+		res := &results[as.needle][as.area]
+		*res = AreaResult{Width: a.rect.Dx(), Height: a.rect.Dy()}
+		p := as.prep
+		if p == nil {
+			return
+		}
+		p.once.Do(func() { p.grey, p.err = prepareROI(s.grey, p.excludes, p.roi) })
+		if p.err == nil {
+			*res = searchArea(p.grey, a, as.window)
+		}
+		if p.users.Add(-1) == 0 && p.err == nil {
+			p.grey.Close()
+		}
 	}
-	c.Error /= float64(len(c.Areas))
-	return c
+	workers := min(runtime.GOMAXPROCS(0), len(searches))
+	if workers <= 1 {
+		for _, as := range searches {
+			run(as)
+		}
+	} else {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Go(func() {
+				for i := next.Add(1) - 1; i < int64(len(searches)); i = next.Add(1) - 1 {
+					run(searches[i])
+				}
+			})
+		}
+		wg.Wait()
+	}
+
+	return results
+}
+
+// plan is the order of tinycv's search of needles: each area with its
+// window and the preparation of the screen it is searched on. roi is what
+// the screen had blurred before, and is updated.
+func plan(needles []*Needle, ratio float64, bounds image.Rectangle, roi *image.Rectangle) []*areaSearch {
+	var searches []*areaSearch
+	var preps []*preparation
+	// stateOf is the preparation for roi, shared by all areas that see
+	// the same pixels.
+	stateOf := func(excludes []image.Rectangle, roi image.Rectangle) *preparation {
+		if k := slices.IndexFunc(preps, func(p *preparation) bool {
+			return p.roi == roi && slices.Equal(p.excludes, excludes)
+		}); k >= 0 {
+			return preps[k]
+		}
+		p := &preparation{excludes: excludes, roi: roi}
+		preps = append(preps, p)
+		return p
+	}
+	for k, n := range needles {
+		// A needle with exclude areas is searched on a copy of the screen,
+		// with its own prep starting from nothing.
+		r := roi
+		if len(n.excludes) > 0 {
+			r = new(image.Rectangle)
+		}
+		for i := range n.areas {
+			as := &areaSearch{needle: k, area: i, window: searchWindow(&n.areas[i], ratio, bounds)}
+			if !as.window.Empty() {
+				*r = grownROI(*r, as.window, bounds)
+				as.prep = stateOf(n.excludes, *r)
+				as.prep.users.Add(1)
+			}
+			searches = append(searches, as)
+		}
+	}
+	return searches
 }
 
 // maxMargin keeps a search margin, and sums with it, far from overflow
 // whatever ratio a caller passes.
 const maxMargin = 1 << 20
 
-// searchArea is tinycv's search_TEMPLATE: find a's pixels on img near
-// a's position.
-func searchArea(img *preparedImage, a *matchArea, ratio float64) AreaResult {
-	res := AreaResult{Width: a.rect.Dx(), Height: a.rect.Dy()}
-	bounds := image.Rect(0, 0, img.colour.Cols(), img.colour.Rows())
+// searchWindow is where tinycv's search_TEMPLATE looks for a: the area
+// grown by its margin, grown by ratio of the way to 1024 pixels, clipped to
+// the screen. It is empty when a is not searched: a outside the screen
+// (tinycv: "search: out of range"), or a negative ratio.
+func searchWindow(a *matchArea, ratio float64, bounds image.Rectangle) image.Rectangle {
 	if !a.rect.In(bounds) {
-		return res // tinycv: "search: out of range", at (0,0)
+		return image.Rectangle{}
 	}
-
 	m := float64(a.margin) + ratio*float64(1024-a.margin)
 	if m > maxMargin {
 		m = maxMargin
@@ -130,10 +220,25 @@ func searchArea(img *preparedImage, a *matchArea, ratio float64) AreaResult {
 		Max: image.Pt(min(bounds.Max.X, a.rect.Max.X+margin), min(bounds.Max.Y, a.rect.Max.Y+margin)),
 	}
 	if window.Dx() < a.rect.Dx() || window.Dy() < a.rect.Dy() {
-		return res // only with a negative ratio
+		return image.Rectangle{}
 	}
+	return window
+}
 
-	grey := img.prep(window)
+// searchArea is the search of tinycv's search_TEMPLATE: find a's pixels
+// in window of grey, the prepared screen, near a's position.
+func searchArea(grey gocv.Mat, a *matchArea, window image.Rectangle) AreaResult {
+	res := AreaResult{Width: a.rect.Dx(), Height: a.rect.Dy()}
+	switch pos, ssd, r := searchExact(grey, a, window); r {
+	case exactFound:
+		pos = pos.Add(window.Min)
+		mse := float64(ssd) / float64(a.rect.Dx()*a.rect.Dy())
+		res.X, res.Y, res.Similarity = pos.X, pos.Y, min(1, max(0, 0.9+(40-mse)/380))
+		return res
+	case exactNothingClose:
+		res.X, res.Y = a.rect.Min.X, a.rect.Min.Y
+		return res
+	}
 	scene := grey.Region(window)
 	defer scene.Close()
 	sqdiff := gocv.NewMat()
@@ -164,7 +269,7 @@ func searchArea(img *preparedImage, a *matchArea, ratio float64) AreaResult {
 
 	pixels, err := grey.DataPtrUint8()
 	if err != nil {
-		return res // cvtColor's output is continuous
+		return res // prepare's output is continuous
 	}
 	mse := meanSquaredError(pixels, grey.Cols(), a, pos)
 	res.Similarity = min(1, max(0, 0.9+(40-mse)/380))

@@ -1,0 +1,292 @@
+// The exact search behind exact.go: sums of squared differences in
+// integers, pruned with lower bounds from block sums (successive
+// elimination) and by stopping a sum once it is too big to matter.
+
+#include <stdlib.h>
+
+#include "exact.h"
+
+// The integral image is of 32-bit sums that wrap around: the sum over a
+// rectangle is still exact when it is below 2³².
+
+// Costs, in pixel operations, for the budget: looking up a block sum in
+// the integral image is about as slow as 8 pixels of a sum of squared
+// differences, a row of that sum has about 8 pixels' overhead.
+enum { BLOCK_COST = 8, ROW_COST = 8 };
+
+// ssd is the sum of squared differences of the template at s, stopping
+// early (with a result above stop) once it is above stop. It adds the rows
+// up in the order rows gives, the rows that vary most first, so that a
+// position where the template is not stops soon.
+static int64_t ssd(const uint8_t *s, int stride, const uint8_t *t, int tw, int th, const int *rows,
+                   int64_t stop, int64_t *work) {
+	int64_t sum = 0;
+	for (int i = 0; i < th; i++) {
+		int y = rows[i];
+		const uint8_t *a = s + (size_t)y * stride, *b = t + (size_t)y * tw;
+		int32_t row = 0; // 255² · 16384 < 2³¹
+		for (int x = 0; x < tw; x++) {
+			int d = (int)a[x] - (int)b[x];
+			row += d * d;
+		}
+		sum += row;
+		if (sum > stop) {
+			*work += (int64_t)(i + 1) * (tw + ROW_COST);
+			return sum;
+		}
+	}
+	*work += (int64_t)th * (tw + ROW_COST);
+	return sum;
+}
+
+typedef struct {
+	int64_t key;
+	int row;
+} rowKey;
+
+static int byKeyDescending(const void *a, const void *b) {
+	const rowKey *x = a, *y = b;
+	if (x->key != y->key)
+		return x->key < y->key ? 1 : -1;
+	return x->row - y->row;
+}
+
+// rowOrder orders the template's rows by their variance, largest first.
+static int *rowOrder(const uint8_t *tpl, int tw, int th) {
+	rowKey *keys = malloc(sizeof(rowKey) * th);
+	int *rows = malloc(sizeof(int) * th);
+	if (!keys || !rows) {
+		free(keys);
+		free(rows);
+		return NULL;
+	}
+	for (int y = 0; y < th; y++) {
+		int64_t s = 0, s2 = 0;
+		for (int x = 0; x < tw; x++) {
+			int v = tpl[(size_t)y * tw + x];
+			s += v, s2 += v * v;
+		}
+		keys[y].key = s2 * tw - s * s; // tw² · variance
+		keys[y].row = y;
+	}
+	qsort(keys, th, sizeof(rowKey), byKeyDescending);
+	for (int i = 0; i < th; i++)
+		rows[i] = keys[i].row;
+	free(keys);
+	return rows;
+}
+
+// A level of lower bounds: the template cut into gx·gy blocks. The sum of
+// squared differences over a block of k pixels is at least
+// (sum of screen − sum of template)² / k, so over the template it is at
+// least Σ d_b² / kmax.
+typedef struct {
+	int gx, gy;
+	int *xs, *ys;  // block edges, gx+1 and gy+1 of them
+	int64_t *tsum; // the template's block sums
+	int64_t kmax;  // the largest block's pixel count
+} level;
+
+static int makeLevel(level *l, int g, const uint8_t *tpl, int tw, int th) {
+	l->gx = g < tw ? g : tw;
+	l->gy = g < th ? g : th;
+	l->xs = malloc(sizeof(int) * (l->gx + 1));
+	l->ys = malloc(sizeof(int) * (l->gy + 1));
+	l->tsum = calloc((size_t)l->gx * l->gy, sizeof(int64_t));
+	if (!l->xs || !l->ys || !l->tsum)
+		return -1;
+	for (int i = 0; i <= l->gx; i++)
+		l->xs[i] = (int)((int64_t)i * tw / l->gx);
+	for (int i = 0; i <= l->gy; i++)
+		l->ys[i] = (int)((int64_t)i * th / l->gy);
+	l->kmax = 0;
+	for (int by = 0; by < l->gy; by++)
+		for (int bx = 0; bx < l->gx; bx++) {
+			int64_t s = 0;
+			for (int y = l->ys[by]; y < l->ys[by + 1]; y++)
+				for (int x = l->xs[bx]; x < l->xs[bx + 1]; x++)
+					s += tpl[(size_t)y * tw + x];
+			l->tsum[by * l->gx + bx] = s;
+			int64_t k = (int64_t)(l->xs[bx + 1] - l->xs[bx]) * (l->ys[by + 1] - l->ys[by]);
+			if (k > l->kmax)
+				l->kmax = k;
+		}
+	return 0;
+}
+
+static void freeLevel(level *l) {
+	free(l->xs);
+	free(l->ys);
+	free(l->tsum);
+}
+
+// above reports whether the level's lower bound at (px,py) is above stop.
+// ii is the window's integral image, w1 columns wide.
+static int above(const level *l, const uint32_t *ii, size_t w1, int px, int py, int64_t stop, int64_t *work) {
+	int64_t sum = 0, lim = stop * l->kmax;
+	for (int by = 0; by < l->gy; by++) {
+		const uint32_t *r0 = ii + (size_t)(py + l->ys[by]) * w1, *r1 = ii + (size_t)(py + l->ys[by + 1]) * w1;
+		for (int bx = 0; bx < l->gx; bx++) {
+			int x0 = px + l->xs[bx], x1 = px + l->xs[bx + 1];
+			int64_t d = (int64_t)(uint32_t)(r1[x1] - r1[x0] - r0[x1] + r0[x0]) - l->tsum[by * l->gx + bx];
+			sum += d * d;
+		}
+		if (sum > lim) {
+			*work += (int64_t)(by + 1) * l->gx * BLOCK_COST;
+			return 1;
+		}
+	}
+	*work += (int64_t)l->gy * l->gx * BLOCK_COST;
+	return 0;
+}
+
+// The levels: the whole template, then 3x3 and 8x8 blocks.
+#define LEVELS 3
+static const int grids[LEVELS] = {1, 3, 8};
+
+// jetqa_exact_search finds the template (tw x th, continuous) in the window
+// (ww x wh at screen, rows stride apart) as tinycv's search_TEMPLATE does,
+// with exact sums of squared differences: (ox,oy) is the area's own
+// position in the window, (qx,qy) the point tinycv measures distances to.
+// ii has room for the window's integral image, (ww+1)·(wh+1) values.
+// It gives up with JETQA_TOO_COSTLY once it has spent budget pixel
+// operations, and returns JETQA_NOTHING_CLOSE when no position has a mean
+// squared difference below 382, where the similarity is 0.
+int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
+                       const uint8_t *tpl, int tw, int th, int ox, int oy,
+                       int qx, int qy, int64_t budget, uint32_t *ii, jetqa_match *out) {
+	int nx = ww - tw + 1, ny = wh - th + 1;
+	int64_t n = (int64_t)tw * th;
+	int64_t work = 0;
+	int status = JETQA_TOO_COSTLY;
+	level levels[LEVELS] = {0};
+	int *rows = rowOrder(tpl, tw, th);
+	if (!rows)
+		goto done;
+	int64_t v0 = ssd(screen + (size_t)oy * stride + ox, stride, tpl, tw, th, rows, INT64_MAX, &work);
+	if (v0 == 0) { // tinycv's shortcut: exactly the same at the area's own position
+		out->x = ox, out->y = oy, out->ssd = 0;
+		status = JETQA_FOUND;
+		goto done;
+	}
+	int64_t zero = 382 * n; // a mean squared difference of 382: similarity 0
+	// Sums of the template's size must fit in 31 bits (the integral image
+	// wraps around at 32); the largest needle areas are left to OpenCV.
+	if (255 * n >= (int64_t)1 << 31)
+		goto done;
+
+	size_t w1 = (size_t)ww + 1;
+	for (int i = 0; i < LEVELS; i++)
+		if (makeLevel(&levels[i], grids[i], tpl, tw, th))
+			goto done;
+	for (size_t x = 0; x < w1; x++)
+		ii[x] = 0;
+	for (int y = 0; y < wh; y++) {
+		const uint8_t *row = screen + (size_t)y * stride;
+		uint32_t *prev = ii + (size_t)y * w1, *cur = prev + w1;
+		uint32_t acc = 0;
+		cur[0] = 0;
+		for (int x = 0; x < ww; x++) {
+			acc += row[x];
+			cur[x + 1] = prev[x + 1] + acc;
+		}
+	}
+	work += (int64_t)ww * wh;
+
+	// Look first where the template's sum fits best: where it is found,
+	// that bounds everything else tightly from the start.
+	int64_t tsum = levels[0].tsum[0];
+	int64_t known = v0 < zero ? v0 : zero;
+	enum { K = 32 };
+	int64_t heap[K]; // a max-heap of |difference of sums| << 32 | position
+	int size = 0;
+	for (int py = 0; py < ny; py++) {
+		const uint32_t *r0 = ii + (size_t)py * w1, *r1 = ii + (size_t)(py + th) * w1;
+		for (int px = 0; px < nx; px++) {
+			int64_t d = (int64_t)(uint32_t)(r1[px + tw] - r1[px] - r0[px + tw] + r0[px]) - tsum;
+			int64_t key = ((d < 0 ? -d : d) << 32) | ((int64_t)py * nx + px);
+			if (size < K) {
+				int i = size++;
+				for (; i > 0 && heap[(i - 1) / 2] < key; i = (i - 1) / 2)
+					heap[i] = heap[(i - 1) / 2];
+				heap[i] = key;
+			} else if (key < heap[0]) {
+				int i = 0;
+				for (;;) {
+					int c = 2 * i + 1;
+					if (c >= K)
+						break;
+					if (c + 1 < K && heap[c + 1] > heap[c])
+						c++;
+					if (heap[c] <= key)
+						break;
+					heap[i] = heap[c];
+					i = c;
+				}
+				heap[i] = key;
+			}
+		}
+	}
+	work += (int64_t)nx * ny;
+	for (int i = 0; i < size; i++) {
+		int64_t idx = heap[i] & 0xffffffff;
+		int px = (int)(idx % nx), py = (int)(idx / nx);
+		int64_t v = ssd(screen + (size_t)py * stride + px, stride, tpl, tw, th, rows, known + 10, &work);
+		if (v < known)
+			known = v;
+	}
+
+	// tinycv's scan: limit is the smallest value so far + 10; a smaller
+	// value starts the candidates afresh, and of the candidates the one
+	// closest to (qx,qy) wins, the first on equal distances. A position
+	// whose value is above cut cannot be a candidate at the end: cut is
+	// 10 above a value found somewhere, or above the similarity-0 line.
+	int64_t limit = v0 + 10, min = v0;
+	int64_t start = work;
+	int bx = -1, by = -1;
+	int64_t best = 0, bestDist = -1;
+	for (int py = 0; py < ny; py++) {
+		const uint32_t *r0 = ii + (size_t)py * w1, *r1 = ii + (size_t)(py + th) * w1;
+		for (int px = 0; px < nx; px++) {
+			int64_t cut = (min < known ? min : known) + 10;
+			int64_t d = (int64_t)(uint32_t)(r1[px + tw] - r1[px] - r0[px + tw] + r0[px]) - tsum;
+			if (d * d > cut * n)
+				continue;
+			int pruned = 0;
+			for (int i = 1; i < LEVELS && !pruned; i++)
+				pruned = above(&levels[i], ii, w1, px, py, cut, &work);
+			if (pruned)
+				continue;
+			int64_t v = (px == ox && py == oy) ? v0 : ssd(screen + (size_t)py * stride + px, stride, tpl, tw, th, rows, cut, &work);
+			if (work > budget)
+				goto done;
+			if (v > cut)
+				continue;
+			int64_t dx = px - qx, dy = py - qy, dist = dx * dx + dy * dy;
+			if (v + 10 < limit) {
+				limit = v + 10, min = v;
+				bx = px, by = py, best = v, bestDist = dist;
+			} else if (bestDist < 0 || dist < bestDist) {
+				bx = px, by = py, best = v, bestDist = dist;
+			}
+		}
+		work += nx;
+		// Give up early where the whole scan would cost several times
+		// the budget, as far as the rows scanned so far tell: the work is
+		// uneven, a dialog costs more than the background around it.
+		if (work > budget || start + (work - start) / (py + 1) * ny > 4 * budget)
+			goto done;
+	}
+	if (bestDist < 0 || min >= zero) {
+		status = JETQA_NOTHING_CLOSE;
+	} else {
+		out->x = bx, out->y = by, out->ssd = best;
+		status = JETQA_FOUND;
+	}
+done:
+	out->work = work;
+	for (int i = 0; i < LEVELS; i++)
+		freeLevel(&levels[i]);
+	free(rows);
+	return status;
+}

@@ -1,0 +1,13 @@
+#include <stdint.h>
+
+enum { JETQA_FOUND = 0, JETQA_NOTHING_CLOSE = 1, JETQA_TOO_COSTLY = 2 };
+
+typedef struct {
+	int x, y;     // the position picked, relative to the window
+	int64_t ssd;  // the sum of squared differences there
+	int64_t work; // pixel operations spent
+} jetqa_match;
+
+int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
+                       const uint8_t *tpl, int tw, int th, int ox, int oy,
+                       int qx, int qy, int64_t budget, uint32_t *ii, jetqa_match *out);

@@ -1,0 +1,120 @@
+package needle
+
+import (
+	"fmt"
+	"image"
+	"math/rand/v2"
+	"testing"
+
+	"gocv.io/x/gocv"
+)
+
+// bruteForce is tinycv's search on exact sums of squared differences,
+// computed at every position: what searchExact must find.
+func bruteForce(screen []byte, cols int, tpl []byte, a image.Rectangle, window image.Rectangle) (image.Point, int64, exactResult) {
+	tw, th := a.Dx(), a.Dy()
+	nx, ny := window.Dx()-tw+1, window.Dy()-th+1
+	ssd := make([]int64, nx*ny)
+	diffs := make([]float32, nx*ny)
+	for py := range ny {
+		for px := range nx {
+			var s int64
+			for y := range th {
+				for x := range tw {
+					d := int64(screen[(window.Min.Y+py+y)*cols+window.Min.X+px+x]) - int64(tpl[y*tw+x])
+					s += d * d
+				}
+			}
+			ssd[py*nx+px], diffs[py*nx+px] = s, float32(s) // exact below 2²⁴
+		}
+	}
+	orig := a.Min.Sub(window.Min)
+	v0 := ssd[orig.Y*nx+orig.X]
+	if v0 == 0 {
+		return orig, 0, exactFound
+	}
+	p, _ := closestNearMinimum(diffs, nx, float32(v0), a.Min)
+	lowest := v0
+	for _, v := range ssd {
+		lowest = min(lowest, v)
+	}
+	if lowest >= int64(382*tw*th) {
+		return image.Point{}, 0, exactNothingClose
+	}
+	return p, ssd[p.Y*nx+p.X], exactFound
+}
+
+// The exact search finds what computing every position finds.
+func TestSearchExactMatchesBruteForce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	old := exactBudget
+	exactBudget = 1 << 30
+	defer func() { exactBudget = old }()
+	for i := range 400 {
+		cols, rows := 20+rng.IntN(40), 15+rng.IntN(30)
+		screen := make([]byte, cols*rows)
+		levels := 1 + rng.IntN(4) // few grey levels: many ties
+		for j := range screen {
+			screen[j] = byte(40 + 60*rng.IntN(levels))
+		}
+		tw, th := 1+rng.IntN(min(12, cols)), 1+rng.IntN(min(10, rows))
+		a := image.Rect(0, 0, tw, th).Add(image.Pt(rng.IntN(cols-tw+1), rng.IntN(rows-th+1)))
+		tpl := make([]byte, tw*th)
+		src := image.Pt(rng.IntN(cols-tw+1), rng.IntN(rows-th+1)) // a copy of elsewhere, changed
+		noise := rng.IntN(30)
+		for y := range th {
+			for x := range tw {
+				v := int(screen[(src.Y+y)*cols+src.X+x]) + rng.IntN(noise+1) - noise/2
+				tpl[y*tw+x] = byte(min(255, max(0, v)))
+			}
+		}
+		if i%7 == 0 { // the area itself, unchanged
+			for y := range th {
+				copy(tpl[y*tw:][:tw], screen[(a.Min.Y+y)*cols+a.Min.X:])
+			}
+		}
+		m := rng.IntN(cols)
+		window := image.Rect(a.Min.X-m, a.Min.Y-m, a.Max.X+m, a.Max.Y+m).Intersect(image.Rect(0, 0, cols, rows))
+
+		grey, err := gocv.NewMatFromBytes(rows, cols, gocv.MatTypeCV8UC1, screen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pixels, err := gocv.NewMatFromBytes(th, tw, gocv.MatTypeCV8UC1, tpl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		area := matchArea{rect: a, pixels: pixels}
+		gotP, gotSSD, got := searchExact(grey, &area, window)
+		wantP, wantSSD, want := bruteForce(screen, cols, tpl, a, window)
+		if got != want || got == exactFound && (gotP != wantP || gotSSD != wantSSD) {
+			t.Errorf("case %d: %v in %v of %dx%d: %v at %v (%d), want %v at %v (%d)",
+				i, a, window, cols, rows, got, gotP, gotSSD, want, wantP, wantSSD)
+		}
+		grey.Close()
+		pixels.Close()
+	}
+}
+
+// Where bounds cannot rule out enough positions, the exact search leaves
+// the area to OpenCV, early.
+func TestSearchExactGivesUp(t *testing.T) {
+	flat := canvas(1024, 768, grey40)
+	for _, ratio := range []float64{0.02, 1} {
+		t.Run(fmt.Sprint(ratio), func(t *testing.T) {
+			n := prepare(t, testNeedle{"flat", `{"xpos":300,"ypos":300,"width":200,"height":80}`, flat})
+			s := decodeScreen(t, brighten(flat, constant(4)))
+			a := &n.areas[0]
+			w := searchWindow(a, ratio, s.Bounds())
+			g, err := prepareROI(s.grey, nil, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer g.Close()
+			_, _, r, work := searchExactWork(g, a, w)
+			if r != exactTooCostly || work > 2*exactBudget*int64(w.Dx()*w.Dy()) {
+				t.Errorf("%v after %.0f operations per pixel", r, float64(work)/float64(w.Dx()*w.Dy()))
+			}
+		})
+	}
+}
