@@ -78,6 +78,7 @@ const Durable = "matchers"
 
 // Run matches requests with cfg.Workers goroutines until ctx ends.
 func (p *Pool) Run(ctx context.Context) error {
+	needle.HoldFreedMemory()
 	defer p.closeNeedles()
 	var wg sync.WaitGroup
 	errs := make(chan error, p.cfg.Workers)

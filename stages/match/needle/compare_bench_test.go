@@ -46,6 +46,7 @@ func BenchmarkAgainstTinycv(b *testing.B) {
 	if _, err := os.Stat("/usr/lib/os-autoinst/needle.pm"); err != nil {
 		b.Skip("os-autoinst is not installed, nothing to compare with: apt-get install os-autoinst libmojo-ioloop-readwriteprocess-perl libtime-moment-perl libjson-validator-perl")
 	}
+	HoldFreedMemory() // as the matcher pool does
 	set := newDecisionSet(b)
 	tinycv := startTinycv(b, set)
 	jetqa := prepareJetqa(b, set)
