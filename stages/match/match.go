@@ -136,11 +136,9 @@ func (p *Pool) Match(ctx context.Context, req *schemas.MatchRequested) (res sche
 		return res
 	}
 	needles := make([]*needle.Needle, len(loaded))
-	workaround := map[string]bool{}
 	areas := 0
 	for i, n := range loaded {
 		needles[i] = n.needle
-		workaround[n.needle.Name()] = n.workaround
 		areas += n.areas
 	}
 	decoding := time.Now()
@@ -158,11 +156,11 @@ func (p *Pool) Match(ctx context.Context, req *schemas.MatchRequested) (res sche
 		if i == p.cfg.MaxCandidates {
 			break
 		}
-		res.Candidates = append(res.Candidates, candidate(c, workaround[c.Needle]))
+		res.Candidates = append(res.Candidates, candidate(c))
 	}
 	switch {
 	case best != nil:
-		c := candidate(*best, workaround[best.Needle])
+		c := candidate(*best)
 		res.Best = &c
 	case len(res.Candidates) > 0:
 		c := res.Candidates[0]
@@ -171,20 +169,19 @@ func (p *Pool) Match(ctx context.Context, req *schemas.MatchRequested) (res sche
 	return res
 }
 
-func candidate(c needle.Candidate, workaround bool) schemas.CandidateMatch {
-	out := schemas.CandidateMatch{Needle: c.Needle, OK: c.OK, Error: c.Error, Workaround: workaround}
+func candidate(c needle.Candidate) schemas.CandidateMatch {
+	out := schemas.CandidateMatch{Needle: c.Needle, OK: c.OK, Error: c.Error, Workaround: c.Workaround}
 	for _, a := range c.Areas {
 		out.Areas = append(out.Areas, schemas.AreaMatch{X: a.X, Y: a.Y, Width: a.Width, Height: a.Height, Similarity: a.Similarity, OK: a.OK})
 	}
 	return out
 }
 
-// prepared is a needle ready to search for, with what splitting and
-// ranking need to know of it.
+// prepared is a needle ready to search for, with what splitting needs to
+// know of it.
 type prepared struct {
-	needle     *needle.Needle
-	areas      int // match areas: what a search of the needle costs
-	workaround bool
+	needle *needle.Needle
+	areas  int // match areas: what a search of the needle costs
 }
 
 // load returns the prepared needles of a request.
@@ -227,7 +224,7 @@ func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*prepared, er
 		if err != nil {
 			return nil, err
 		}
-		n := &prepared{needle: nd, workaround: spec.HasProperty("workaround")}
+		n := &prepared{needle: nd}
 		for _, a := range spec.Areas {
 			if a.Type == schemas.AreaTypeMatch {
 				n.areas++

@@ -1,7 +1,6 @@
 package needle
 
 import (
-	"cmp"
 	"image"
 	"runtime"
 	"slices"
@@ -9,6 +8,8 @@ import (
 	"sync/atomic"
 
 	"gocv.io/x/gocv"
+
+	"jetqa/schemas"
 )
 
 // AreaResult is where a needle's match area was found and how well.
@@ -27,6 +28,8 @@ type Candidate struct {
 	// Error is the mean of (1-Similarity)² over the areas: 0 is perfect.
 	Error float64
 	OK    bool // every area is OK
+	// Workaround is the needle's "workaround" property: it wins ties.
+	Workaround bool
 }
 
 // Search looks for needles on screen as os-autoinst's search(needles,
@@ -43,14 +46,10 @@ func Search(screen *Screen, needles []*Needle, threshold, ratio float64) (best *
 	screen.mu.Lock()
 	defer screen.mu.Unlock()
 
-	type ranked struct {
-		Candidate
-		workaround bool
-	}
 	areas := screen.search(needles, ratio)
-	results := make([]ranked, 0, len(needles))
+	all = make([]Candidate, 0, len(needles))
 	for i, n := range needles {
-		c := Candidate{Needle: n.name, Areas: areas[i], OK: true}
+		c := Candidate{Needle: n.name, Areas: areas[i], OK: true, Workaround: n.workaround}
 		for j := range c.Areas {
 			r := &c.Areas[j]
 			r.OK = !(r.Similarity < n.areas[j].level-threshold)
@@ -58,29 +57,9 @@ func Search(screen *Screen, needles []*Needle, threshold, ratio float64) (best *
 			c.Error += (1 - r.Similarity) * (1 - r.Similarity)
 		}
 		c.Error /= float64(len(c.Areas))
-		results = append(results, ranked{c, n.workaround})
+		all = append(all, c)
 	}
-	slices.SortStableFunc(results, func(a, b ranked) int {
-		switch {
-		case a.OK != b.OK:
-			if a.OK {
-				return -1
-			}
-			return 1
-		case a.Error != b.Error:
-			return cmp.Compare(a.Error, b.Error)
-		case a.workaround != b.workaround:
-			if a.workaround {
-				return -1
-			}
-			return 1
-		}
-		return cmp.Compare(a.Needle, b.Needle)
-	})
-	all = make([]Candidate, len(results))
-	for i, r := range results {
-		all[i] = r.Candidate
-	}
+	slices.SortStableFunc(all, func(a, b Candidate) int { return schemas.CompareCandidates(a.ranking(), b.ranking()) })
 	if len(all) > 0 && all[0].OK {
 		best = &all[0]
 	}
@@ -324,4 +303,9 @@ func meanSquaredError(screen []uint8, cols int, a *matchArea, pos image.Point) f
 		}
 	}
 	return float64(sum) / float64(w*h)
+}
+
+// ranking is what os-autoinst ranks a candidate by.
+func (c Candidate) ranking() schemas.CandidateMatch {
+	return schemas.CandidateMatch{Needle: c.Needle, OK: c.OK, Error: c.Error, Workaround: c.Workaround}
 }
