@@ -24,6 +24,7 @@ import (
 // worst cases of jetqa's exact search. Run with -cpu 1,2 for one and two
 // threads.
 func BenchmarkSearch(b *testing.B) {
+	HoldFreedMemory() // as the matcher pool does
 	dialog := screenWithDialogs(grey200, at300)
 	fill(dialog, image.Rect(300, 250, 500, 290), grey60)
 	text(dialog, image.Pt(310, 262), 5, 20, 1, grey200)
