@@ -302,6 +302,7 @@ func (r *runner) waitForScreen(fn string, mustmatch starlark.Value, timeout time
 			}
 			if res.Matched {
 				r.recordMatch(screen, res, true)
+				r.workaroundMatched(candidates, res.Best.Needle)
 				return res, nil
 			}
 		}
@@ -530,9 +531,35 @@ func (r *runner) recordSoftFailure(args starlark.Tuple, kwargs []starlark.Tuple)
 	if err := starlark.UnpackArgs("record_soft_failure", args, kwargs, "reason", &reason); err != nil {
 		return nil, err
 	}
+	r.softFailure(reason)
+	return starlark.None, nil
+}
+
+// softFailure marks the module softfailed (unless it failed) with a reason.
+func (r *runner) softFailure(reason string) {
 	r.module.Details = append(r.module.Details, schemas.Step{Kind: "info", Text: "soft failure: " + reason, Result: schemas.ResultSoftfailed})
 	if r.module.Result == schemas.ResultPassed {
 		r.module.Result = schemas.ResultSoftfailed
 	}
-	return starlark.None, nil
+}
+
+// workaroundMatched records a soft failure, as os-autoinst does, when the
+// needle found has the workaround property: it matches a screen known to
+// be wrong, and the property's value (a bug reference, say) tells why.
+func (r *runner) workaroundMatched(candidates []schemas.NeedleFile, name string) {
+	for _, n := range candidates {
+		if n.Name != name {
+			continue
+		}
+		for _, p := range n.Properties {
+			if p.Name == "workaround" {
+				reason := fmt.Sprintf("needle %s matched, which has the workaround property", name)
+				if p.Value != "" {
+					reason += ": " + p.Value
+				}
+				r.softFailure(reason)
+				return
+			}
+		}
+	}
 }

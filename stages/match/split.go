@@ -99,10 +99,11 @@ type costs struct {
 	decode  time.Duration
 }
 
-// newCosts starts from what a 1024x768 screen costs on a small machine,
-// until the process has measured its own.
+// newCosts starts from what a 1024x768 screen costs on one core of a
+// small machine (BenchmarkAgainstTinycv's desktops), until the process
+// has measured its own.
 func newCosts() *costs {
-	return &costs{perArea: [2]time.Duration{1500 * time.Microsecond, 35 * time.Millisecond}, decode: 7 * time.Millisecond}
+	return &costs{perArea: [2]time.Duration{time.Millisecond, 20 * time.Millisecond}, decode: time.Millisecond}
 }
 
 func ratioClass(ratio float64) int {
