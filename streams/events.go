@@ -256,7 +256,11 @@ func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg,
 	stopHeartbeat()
 	switch {
 	case err == nil:
-		if err := msg.DoubleAck(ctx); err != nil {
+		// Acknowledge what was done even when the stage is stopping.
+		ackCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err := msg.DoubleAck(ackCtx)
+		cancel()
+		if err != nil {
 			b.log.Warn("ack", "durable", cfg.Durable, "subject", d.Subject, "err", err)
 		}
 	case errors.Is(err, ErrGiveUp) || int(meta.NumDelivered) >= cfg.MaxDeliver:

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -90,38 +91,52 @@ func publishTestosNeedles(tb testing.TB, ctx context.Context, bus *streams.Bus) 
 }
 
 // startMatcherProcesses starts n `jetqa matcher --workers 1` processes of
-// one core each; stop kills them and waits for them.
+// one core each, named m1…; stop kills them and waits for them.
 func startMatcherProcesses(tb testing.TB, natsURL string, n int) (stop func()) {
 	tb.Helper()
-	var cmds []*exec.Cmd
-	var logged []chan struct{}
+	var stops []func()
 	for i := range n {
-		cmd := exec.Command(os.Args[0], "matcher", "--nats", natsURL, "--workers", "1", "--no-split", "--name", fmt.Sprintf("m%d", i+1), "--log-level", "warn")
-		cmd.Env = append(os.Environ(), "JETQA_RUN_MAIN=1", "GOMAXPROCS=1", "OPENCV_FOR_THREADS_NUM=1")
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			tb.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			tb.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			lines := bufio.NewScanner(stderr)
-			for lines.Scan() {
-				tb.Logf("[m%d] %s", i+1, lines.Text())
-			}
-		}()
-		cmds, logged = append(cmds, cmd), append(logged, done)
+		_, stop := startMatcherProcess(tb, natsURL, fmt.Sprintf("m%d", i+1))
+		stops = append(stops, stop)
 	}
 	return func() {
-		for i, cmd := range cmds {
-			_ = cmd.Process.Kill()
-			<-logged[i]
-			_ = cmd.Wait()
+		for _, stop := range stops {
+			stop()
 		}
 	}
+}
+
+// startMatcherProcess starts one `jetqa matcher --workers 1` process of one
+// core; stop kills it (if it still runs) and waits for it.
+func startMatcherProcess(tb testing.TB, natsURL, name string) (cmd *exec.Cmd, stop func()) {
+	tb.Helper()
+	cmd = exec.Command(os.Args[0], "matcher", "--nats", natsURL, "--workers", "1", "--no-split", "--name", name, "--log-level", "warn")
+	cmd.Env = append(os.Environ(), "JETQA_RUN_MAIN=1", "GOMAXPROCS=1", "OPENCV_FOR_THREADS_NUM=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		lines := bufio.NewScanner(stderr)
+		for lines.Scan() {
+			tb.Logf("[%s] %s", name, lines.Text())
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Kill()
+			<-logged
+			_ = cmd.Wait()
+		})
+	}
+	tb.Cleanup(stop)
+	return cmd, stop
 }
 
 // matchRequests sends n copies of req (IDs req.ID-0…) to the pool and

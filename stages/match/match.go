@@ -76,6 +76,11 @@ func New(cfg Config, bus Bus, log *slog.Logger) *Pool {
 // Durable is the one consumer all matchers of all processes share.
 const Durable = "matchers"
 
+// AckWait is how long a request whose matcher went silent (its process
+// killed, its host gone) waits before another matcher takes it. A matcher
+// at work says so every third of it, however long the request takes.
+const AckWait = 10 * time.Second
+
 // Run matches requests with cfg.Workers goroutines until ctx ends.
 func (p *Pool) Run(ctx context.Context) error {
 	needle.HoldFreedMemory()
@@ -90,7 +95,7 @@ func (p *Pool) Run(ctx context.Context) error {
 				Stream:        streams.StreamMatchRequests,
 				Durable:       Durable,
 				Filters:       []string{streams.SubjectMatchRequest},
-				AckWait:       30 * time.Second,
+				AckWait:       AckWait,
 				MaxDeliver:    3,
 				MaxAckPending: 1024,
 			}, p.handle)
@@ -120,7 +125,10 @@ func (p *Pool) handle(ctx context.Context, ev schemas.Event, pl schemas.Payload,
 	}
 	res := p.Match(ctx, req)
 	res.Part = req.Part
-	return p.bus.ResolveMatch(ctx, req.ReplyTo, ev.Job, res)
+	// An answer found is sent even when the pool is stopping.
+	sendCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return p.bus.ResolveMatch(sendCtx, req.ReplyTo, ev.Job, res)
 }
 
 // Match evaluates one request. Problems with the request itself (a screen

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"jetqa/schemas"
+	"jetqa/stages/match"
+	"jetqa/streams"
+	"jetqa/streams/natstest"
+)
+
+// TestRequestOfAKilledMatcherIsAnsweredByAnother kills a `jetqa matcher`
+// process in the middle of a request: the request is not lost, another
+// matcher process answers it once the first has been silent for the ack
+// wait, and the killed one never does.
+func TestRequestOfAKilledMatcherIsAnsweredByAnother(t *testing.T) {
+	srv := natstest.Start(t)
+	bus := srv.Bus("worker")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	refs := publishTestosNeedles(t, ctx, bus)
+	screen, err := os.ReadFile(filepath.Join("..", "..", "stages", "match", "needle", "testdata", "testos", "06-kernel-pci.png"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Many whole-screen searches: long enough to be killed in the middle.
+	var many []schemas.NeedleRef
+	for range 100 {
+		many = append(many, refs...)
+	}
+	req := schemas.MatchRequested{ID: "long", ReplyTo: schemas.WorkerRef{Host: "w", Instance: 1}, Screen: screen, Needles: many, Ratio: 1}
+
+	m1, _ := startMatcherProcess(t, srv.URL, "m1")
+	waitFor(t, ctx, "m1 waiting for work", func() bool {
+		n, err := bus.Waiting(ctx, streams.StreamMatchRequests, match.Durable)
+		return err == nil && n > 0
+	})
+	if _, err := bus.Append(ctx, 1, req); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := bus.JS.Consumer(ctx, streams.StreamMatchRequests, match.Durable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "m1 at work on the request", func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumAckPending == 1
+	})
+	if err := m1.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	startMatcherProcess(t, srv.URL, "m2")
+
+	var answers []schemas.MatchResolved
+	err = bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(req.ReplyTo)}},
+		func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+			answers = append(answers, *p.(*schemas.MatchResolved))
+			return streams.ErrStopWatch
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := answers[0]; a.Matcher != "m2" || a.Error != "" || len(a.Candidates) == 0 {
+		t.Fatalf("answer %+v, want m2's", a)
+	}
+	t.Logf("answered by m2 %v after m1 was killed", time.Since(killed).Round(time.Millisecond))
+}
+
+// waitFor polls cond until it holds.
+func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v", what, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
