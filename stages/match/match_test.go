@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -116,5 +118,52 @@ func TestPoolAnswersThroughJetStream(t *testing.T) {
 	}
 	if a := answers["not-a-png"]; a.Matched || !strings.Contains(a.Error, "screen") {
 		t.Errorf("garbage screen: %+v", a)
+	}
+}
+
+// countingBus counts the blob reads of a matcher pool.
+type countingBus struct {
+	*streams.Bus
+	mu    sync.Mutex
+	reads map[string]int
+}
+
+func (b *countingBus) GetBlob(ctx context.Context, bucket, key string) ([]byte, error) {
+	b.mu.Lock()
+	b.reads[key]++
+	b.mu.Unlock()
+	return b.Bus.GetBlob(ctx, bucket, key)
+}
+
+// TestNeedlesAreFetchedOncePerProcess: however many requests ask for a
+// needle, at once or one after the other, a pool reads its JSON and PNG
+// from the blob store once.
+func TestNeedlesAreFetchedOncePerProcess(t *testing.T) {
+	srv := natstest.Start(t)
+	bus := srv.Bus("boot")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	refs := []schemas.NeedleRef{testosNeedle(t, ctx, bus, "hello-output"), testosNeedle(t, ctx, bus, "testos-shell")}
+	counted := &countingBus{Bus: srv.Bus("m1"), reads: map[string]int{}}
+	pool := match.New(match.Config{Name: "m1"}, counted, natstest.Logger(t))
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := schemas.MatchRequested{ID: fmt.Sprint(i), Screen: screen(t, "hello-output"), Needles: refs, Ratio: 0.02}
+			if res := pool.Match(ctx, &req); !res.Matched || res.Error != "" {
+				t.Errorf("request %d: %+v", i, res)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(counted.reads) != 4 {
+		t.Errorf("blobs read: %v, want the JSON and PNG of 2 needles", counted.reads)
+	}
+	for key, n := range counted.reads {
+		if n != 1 {
+			t.Errorf("%s read %d times, want once", key, n)
+		}
 	}
 }
