@@ -20,7 +20,7 @@ func cmdMatcher(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("matcher", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&natsURL, "nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server to connect to")
-	fs.IntVar(&workers, "workers", runtime.NumCPU(), "requests matched at once (default: one per core)")
+	fs.IntVar(&workers, "workers", runtime.NumCPU(), "requests matched at once, one per core by default")
 	fs.StringVar(&name, "name", "matcher@"+host, "name of this matcher in its answers")
 	fs.BoolVar(&noSplit, "no-split", false, "never spread a large request over idle matchers")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
