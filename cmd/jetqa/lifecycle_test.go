@@ -4,6 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
+	"image"
+	"image/color"
+	"image/png"
 	"net/http"
 	"os"
 	"os/exec"
@@ -292,9 +296,12 @@ func TestMaxJobTimeEndsTheJob(t *testing.T) {
 }
 
 // TestJobPassesWithMatchersOfTheirOwn runs the server without matchers,
-// two `jetqa matcher` processes and a worker process: the demo job, whose
-// shell prompt needle has the workaround property here, soft-fails as in
-// os-autoinst, and its screens were matched by the matcher processes.
+// two `jetqa matcher` processes and a worker process. In this variant of
+// the demo the shell prompt needle has the workaround property, and 30
+// decoys (the prompt in negative) share its tag, so that its checks are
+// split between the matchers. The job soft-fails as in os-autoinst,
+// naming the workaround; its screens were matched by the matcher
+// processes, and some in parts.
 func TestJobPassesWithMatchersOfTheirOwn(t *testing.T) {
 	testos := testosDir(t)
 	tests := repoVariant(t, testos, func(dir string) {
@@ -304,6 +311,31 @@ func TestJobPassesWithMatchersOfTheirOwn(t *testing.T) {
 			t.Fatal(err)
 		}
 		writeFile(t, path, strings.Replace(string(js), "{", `{"properties": [{"name": "workaround", "value": "bsc#1: the prompt is known to be wrong"}],`, 1))
+		shell, err := os.Open(filepath.Join(dir, "needles", "testos-shell.png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer shell.Close()
+		img, err := png.Decode(shell)
+		if err != nil {
+			t.Fatal(err)
+		}
+		negative := image.NewRGBA(img.Bounds())
+		for y := range img.Bounds().Dy() {
+			for x := range img.Bounds().Dx() {
+				r, g, b, _ := img.At(x, y).RGBA()
+				negative.Set(x, y, color.RGBA{255 - uint8(r>>8), 255 - uint8(g>>8), 255 - uint8(b>>8), 255})
+			}
+		}
+		var buf bytes.Buffer
+		if err := png.Encode(&buf, negative); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 30 {
+			name := filepath.Join(dir, "needles", fmt.Sprintf("decoy-%02d", i))
+			writeFile(t, name+".png", buf.String())
+			writeFile(t, name+".json", fmt.Sprintf(`{"tags": ["testos-shell"], "area": [{"xpos": %d, "ypos": 0, "width": 120, "height": 16, "type": "match"}]}`, i))
+		}
 	})
 	s := startServerWithMatchers(t, 0)
 	stop := startMatcherProcesses(t, s.nats, 2)
@@ -355,9 +387,13 @@ func TestJobPassesWithMatchersOfTheirOwn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	by := map[string]int{}
+	by, parts := map[string]int{}, 0
 	err = s.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults}, func(_ schemas.Event, p schemas.Payload, d streams.Delivery) error {
-		by[p.(*schemas.MatchResolved).Matcher]++
+		res := p.(*schemas.MatchResolved)
+		by[res.Matcher]++
+		if res.Part != nil {
+			parts++
+		}
 		if d.Sequence >= last {
 			return streams.ErrStopWatch
 		}
@@ -374,5 +410,8 @@ func TestJobPassesWithMatchersOfTheirOwn(t *testing.T) {
 	if len(by) == 0 {
 		t.Error("no answers")
 	}
-	t.Logf("answers by matcher: %v", by)
+	if parts == 0 {
+		t.Error("no check with 31 candidates was split")
+	}
+	t.Logf("answers by matcher: %v, %d of them to parts of split checks", by, parts)
 }

@@ -44,7 +44,7 @@ func BenchmarkMatcherProcesses(b *testing.B) {
 			var rate [3]float64 // requests per second with 1 and 2 processes
 			for b.Loop() {
 				for procs := 1; procs <= 2; procs++ {
-					stop := startMatcherProcesses(b, srv.URL, procs)
+					stop := startMatcherProcesses(b, srv.URL, procs, "--no-split")
 					send := func(n int, id string) (time.Duration, map[string]bool) {
 						return matchRequests(b, ctx, bus, n, schemas.MatchRequested{ID: id, Screen: screen, Needles: refs, Ratio: load.ratio})
 					}
@@ -91,12 +91,13 @@ func publishTestosNeedles(tb testing.TB, ctx context.Context, bus *streams.Bus) 
 }
 
 // startMatcherProcesses starts n `jetqa matcher --workers 1` processes of
-// one core each, named m1…; stop kills them and waits for them.
-func startMatcherProcesses(tb testing.TB, natsURL string, n int) (stop func()) {
+// one core each, named m1…, with more flags if given; stop kills them and
+// waits for them.
+func startMatcherProcesses(tb testing.TB, natsURL string, n int, flags ...string) (stop func()) {
 	tb.Helper()
 	var stops []func()
 	for i := range n {
-		_, stop := startMatcherProcess(tb, natsURL, fmt.Sprintf("m%d", i+1))
+		_, stop := startMatcherProcess(tb, natsURL, fmt.Sprintf("m%d", i+1), flags...)
 		stops = append(stops, stop)
 	}
 	return func() {
@@ -107,10 +108,11 @@ func startMatcherProcesses(tb testing.TB, natsURL string, n int) (stop func()) {
 }
 
 // startMatcherProcess starts one `jetqa matcher --workers 1` process of one
-// core; stop kills it (if it still runs) and waits for it.
-func startMatcherProcess(tb testing.TB, natsURL, name string) (cmd *exec.Cmd, stop func()) {
+// core, with more flags if given; stop kills it (if it still runs) and
+// waits for it.
+func startMatcherProcess(tb testing.TB, natsURL, name string, flags ...string) (cmd *exec.Cmd, stop func()) {
 	tb.Helper()
-	cmd = exec.Command(os.Args[0], "matcher", "--nats", natsURL, "--workers", "1", "--no-split", "--name", name, "--log-level", "warn")
+	cmd = exec.Command(os.Args[0], append([]string{"matcher", "--nats", natsURL, "--workers", "1", "--name", name, "--log-level", "warn"}, flags...)...)
 	cmd.Env = append(os.Environ(), "JETQA_RUN_MAIN=1", "GOMAXPROCS=1", "OPENCV_FOR_THREADS_NUM=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

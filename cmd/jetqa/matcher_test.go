@@ -35,7 +35,7 @@ func TestRequestOfAKilledMatcherIsAnsweredByAnother(t *testing.T) {
 	}
 	req := schemas.MatchRequested{ID: "long", ReplyTo: schemas.WorkerRef{Host: "w", Instance: 1}, Screen: screen, Needles: many, Ratio: 1}
 
-	m1, _ := startMatcherProcess(t, srv.URL, "m1")
+	m1, _ := startMatcherProcess(t, srv.URL, "m1", "--no-split")
 	waitFor(t, ctx, "m1 waiting for work", func() bool {
 		n, err := bus.Waiting(ctx, streams.StreamMatchRequests, match.Durable)
 		return err == nil && n > 0
@@ -55,7 +55,7 @@ func TestRequestOfAKilledMatcherIsAnsweredByAnother(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	startMatcherProcess(t, srv.URL, "m2")
+	startMatcherProcess(t, srv.URL, "m2", "--no-split")
 
 	var answers []schemas.MatchResolved
 	err = bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(req.ReplyTo)}},
