@@ -1,7 +1,9 @@
 // The exact search behind exact.go: sums of squared differences in
 // integers, pruned with lower bounds from block sums (successive
-// elimination) and by stopping a sum once it is too big to matter.
+// elimination) and by stopping a sum once it is too big to matter; and
+// the same choice made from approximate sums, for fft.go.
 
+#include <math.h>
 #include <stdlib.h>
 
 #include "exact.h"
@@ -287,6 +289,173 @@ done:
 	out->work = work;
 	for (int i = 0; i < LEVELS; i++)
 		freeLevel(&levels[i]);
+	free(rows);
+	return status;
+}
+
+// jetqa_fft_bound bounds the error of a cross-correlation computed with
+// float64 DFTs of size pw x ph, turned into a sum of squared differences:
+// twice the error of the correlation, plus the rounding of the sum. The
+// DFT's error is at most c·log2(size)·u·‖x‖₂ for its input x, in the
+// 2-norm of the whole result, with u = 2⁻⁵³ and c a small constant for
+// OpenCV's mixed radixes (taken as 5, generously); through the two
+// forward DFTs, the product and the inverse DFT that makes at most
+// 3·c·log2(size)·u·(‖window‖₂·‖tpl‖₁ + ‖window‖₁·‖tpl‖₂) for every
+// position. On real and random pictures the errors are far below it
+// (fft_test.go).
+double jetqa_fft_bound(int pw, int ph, int64_t wsum, int64_t wsq, int64_t tsum, int64_t tsq) {
+	double u = ldexp(1, -53), c = 5;
+	double corr = 3 * c * log2((double)pw * ph) * u * (sqrt((double)wsq) * tsum + wsum * sqrt((double)tsq));
+	return 2 * corr + 4 * u * (double)(wsq + tsq);
+}
+
+// jetqa_fft_search is jetqa_exact_search on approximate sums of squared
+// differences: a holds, for each position in the window, the template's
+// cross-correlation with the window, the result of float64 DFTs of size
+// pw x ph (see jetqa_fft_bound), astride values a row. It turns them into
+// approximate sums, overwriting a, and computes exact sums only at the
+// positions that those cannot rule out: where the smallest sum may be,
+// the first position with it in scan order, and the candidates closest
+// to (qx,qy). So it picks what the exact search picks. It gives up with
+// JETQA_TOO_COSTLY once the exact sums have cost budget pixel operations,
+// or when the approximate sums contradict the exact ones (bound too
+// small).
+int jetqa_fft_search(double *a, int astride, int pw, int ph, const uint8_t *screen, int stride, int ww, int wh,
+                     const uint8_t *tpl, int tw, int th, int ox, int oy, int qx, int qy,
+                     int64_t budget, jetqa_match *out) {
+	int nx = ww - tw + 1, ny = wh - th + 1;
+	int64_t n = (int64_t)tw * th;
+	int64_t work = 0;
+	int status = JETQA_TOO_COSTLY;
+	int *rows = rowOrder(tpl, tw, th);
+	int64_t *col = calloc(ww, sizeof(int64_t));
+	if (!rows || !col)
+		goto done;
+#define AT(px, py) (screen + (size_t)(py) * stride + (px))
+	int64_t v0 = ssd(AT(ox, oy), stride, tpl, tw, th, rows, INT64_MAX, &work);
+	if (v0 == 0) {
+		out->x = ox, out->y = oy, out->ssd = 0;
+		status = JETQA_FOUND;
+		goto done;
+	}
+
+	// Sum of squared differences = Σ screen² − 2·correlation + Σ tpl²,
+	// the first over the template at each position, from column sums.
+	int64_t tsum = 0, tsq = 0, wsum = 0, wsq = 0;
+	for (int64_t i = 0; i < n; i++)
+		tsum += tpl[i], tsq += (int64_t)tpl[i] * tpl[i];
+	for (int y = 0; y < wh; y++)
+		for (int x = 0; x < ww; x++) {
+			int v = AT(x, y)[0];
+			wsum += v, wsq += v * v;
+			if (y < th)
+				col[x] += v * v;
+		}
+	double bound = jetqa_fft_bound(pw, ph, wsum, wsq, tsum, tsq);
+	double amin = INFINITY;
+	int64_t amini = 0;
+	for (int py = 0; py < ny; py++) {
+		if (py > 0)
+			for (int x = 0; x < ww; x++) {
+				int add = AT(x, py + th - 1)[0], drop = AT(x, py - 1)[0];
+				col[x] += add * add - drop * drop;
+			}
+		int64_t s = 0;
+		for (int x = 0; x < tw; x++)
+			s += col[x];
+		double *row = a + (size_t)py * astride;
+		for (int px = 0; px < nx; px++) {
+			if (px > 0)
+				s += col[px + tw - 1] - col[px - 1];
+			double v = (double)(s + tsq) - 2 * row[px];
+			row[px] = v;
+			if (v < amin)
+				amin = v, amini = (int64_t)py * nx + px;
+		}
+	}
+	work += (int64_t)ww * wh;
+	int64_t zero = 382 * n;
+	if (amin - bound >= zero) {
+		status = JETQA_NOTHING_CLOSE;
+		goto done;
+	}
+
+	// The smallest sum: no position's is below amin − bound; start from
+	// where amin is and look at every position whose approximate sum
+	// leaves room for one below the smallest known.
+	int64_t min = ssd(AT(amini % nx, amini / nx), stride, tpl, tw, th, rows, v0, &work);
+	if (min > v0)
+		min = v0;
+	double lowest = ceil(amin - bound);
+	for (int py = 0; py < ny && min > lowest; py++)
+		for (int px = 0; px < nx && min > lowest; px++)
+			if (a[(size_t)py * astride + px] - bound <= min - 1) {
+				int64_t v = ssd(AT(px, py), stride, tpl, tw, th, rows, min - 1, &work);
+				if (v < min)
+					min = v;
+				if (work > budget)
+					goto done;
+			}
+	if (min >= zero) {
+		status = JETQA_NOTHING_CLOSE;
+		goto done;
+	}
+
+	// tinycv's scan drops the candidates before the position where it
+	// last found a smaller value: the first position with the smallest
+	// sum, unless that is the value at the area's own position.
+	int sx = 0, sy = 0;
+	if (min < v0) {
+		sy = -1;
+		for (int py = 0; py < ny && sy < 0; py++) {
+			const double *row = a + (size_t)py * astride;
+			for (int px = 0; px < nx; px++)
+				if (row[px] - bound <= min && ssd(AT(px, py), stride, tpl, tw, th, rows, min, &work) == min) {
+					sx = px, sy = py;
+					break;
+				}
+			if (work > budget)
+				goto done;
+		}
+		if (sy < 0)
+			goto done; // the bound did not hold
+	}
+
+	// Of the candidates from there, within 10 of the smallest sum, the
+	// one closest to (qx,qy) wins, the first on equal distances: look at
+	// the closest position that may be one, and rule it out if it is not.
+	int64_t limit = min + 10;
+	for (;;) {
+		int bx = -1, by = -1;
+		int64_t bestDist = 0;
+		for (int py = sy; py < ny; py++) {
+			const double *row = a + (size_t)py * astride;
+			int64_t dy = py - qy;
+			for (int px = py == sy ? sx : 0; px < nx; px++) {
+				if (row[px] - bound > limit)
+					continue;
+				int64_t dx = px - qx, dist = dx * dx + dy * dy;
+				if (by < 0 || dist < bestDist)
+					bx = px, by = py, bestDist = dist;
+			}
+		}
+		work += (int64_t)nx * ny;
+		if (by < 0)
+			goto done; // the bound did not hold
+		int64_t v = ssd(AT(bx, by), stride, tpl, tw, th, rows, limit, &work);
+		if (v <= limit) {
+			out->x = bx, out->y = by, out->ssd = v;
+			status = JETQA_FOUND;
+			goto done;
+		}
+		a[(size_t)by * astride + bx] = INFINITY;
+		if (work > budget)
+			goto done;
+	}
+#undef AT
+done:
+	out->work = work;
+	free(col);
 	free(rows);
 	return status;
 }

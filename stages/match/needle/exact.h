@@ -11,3 +11,8 @@ typedef struct {
 int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
                        const uint8_t *tpl, int tw, int th, int ox, int oy,
                        int qx, int qy, int64_t budget, uint32_t *ii, jetqa_match *out);
+
+int jetqa_fft_search(double *a, int astride, int pw, int ph, const uint8_t *screen, int stride, int ww, int wh,
+                     const uint8_t *tpl, int tw, int th, int ox, int oy, int qx, int qy,
+                     int64_t budget, jetqa_match *out);
+double jetqa_fft_bound(int pw, int ph, int64_t wsum, int64_t wsq, int64_t tsum, int64_t tsq);

@@ -44,55 +44,76 @@ func bruteForce(screen []byte, cols int, tpl []byte, a image.Rectangle, window i
 	return p, ssd[p.Y*nx+p.X], exactFound
 }
 
-// The exact search finds what computing every position finds.
-func TestSearchExactMatchesBruteForce(t *testing.T) {
-	rng := rand.New(rand.NewPCG(7, 7))
-	old := exactBudget
-	exactBudget = 1 << 30
-	defer func() { exactBudget = old }()
-	for i := range 400 {
-		cols, rows := 20+rng.IntN(40), 15+rng.IntN(30)
-		screen := make([]byte, cols*rows)
-		levels := 1 + rng.IntN(4) // few grey levels: many ties
-		for j := range screen {
-			screen[j] = byte(40 + 60*rng.IntN(levels))
+// randomSearch is a small random search for an area that is a changed
+// copy of another part of the screen, or the area itself: screen (cols
+// wide), the area's pixels tpl at a, and the window.
+func randomSearch(rng *rand.Rand, i int) (screen []byte, cols, rows int, tpl []byte, a, window image.Rectangle) {
+	cols, rows = 20+rng.IntN(40), 15+rng.IntN(30)
+	screen = make([]byte, cols*rows)
+	levels := 1 + rng.IntN(4) // few grey levels: many ties
+	for j := range screen {
+		screen[j] = byte(40 + 60*rng.IntN(levels))
+	}
+	tw, th := 1+rng.IntN(min(12, cols)), 1+rng.IntN(min(10, rows))
+	a = image.Rect(0, 0, tw, th).Add(image.Pt(rng.IntN(cols-tw+1), rng.IntN(rows-th+1)))
+	tpl = make([]byte, tw*th)
+	src := image.Pt(rng.IntN(cols-tw+1), rng.IntN(rows-th+1)) // a copy of elsewhere, changed
+	noise := rng.IntN(30)
+	for y := range th {
+		for x := range tw {
+			v := int(screen[(src.Y+y)*cols+src.X+x]) + rng.IntN(noise+1) - noise/2
+			tpl[y*tw+x] = byte(min(255, max(0, v)))
 		}
-		tw, th := 1+rng.IntN(min(12, cols)), 1+rng.IntN(min(10, rows))
-		a := image.Rect(0, 0, tw, th).Add(image.Pt(rng.IntN(cols-tw+1), rng.IntN(rows-th+1)))
-		tpl := make([]byte, tw*th)
-		src := image.Pt(rng.IntN(cols-tw+1), rng.IntN(rows-th+1)) // a copy of elsewhere, changed
-		noise := rng.IntN(30)
+	}
+	if i%7 == 0 { // the area itself, unchanged
 		for y := range th {
-			for x := range tw {
-				v := int(screen[(src.Y+y)*cols+src.X+x]) + rng.IntN(noise+1) - noise/2
-				tpl[y*tw+x] = byte(min(255, max(0, v)))
-			}
+			copy(tpl[y*tw:][:tw], screen[(a.Min.Y+y)*cols+a.Min.X:])
 		}
-		if i%7 == 0 { // the area itself, unchanged
-			for y := range th {
-				copy(tpl[y*tw:][:tw], screen[(a.Min.Y+y)*cols+a.Min.X:])
-			}
-		}
-		m := rng.IntN(cols)
-		window := image.Rect(a.Min.X-m, a.Min.Y-m, a.Max.X+m, a.Max.Y+m).Intersect(image.Rect(0, 0, cols, rows))
+	}
+	m := rng.IntN(cols)
+	window = image.Rect(a.Min.X-m, a.Min.Y-m, a.Max.X+m, a.Max.Y+m).Intersect(image.Rect(0, 0, cols, rows))
+	return screen, cols, rows, tpl, a, window
+}
 
+// The exact search and the FFT search find what computing every position
+// finds.
+func TestSearchesMatchBruteForce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	oldExact, oldFFT := exactBudget, fftBudget
+	exactBudget, fftBudget = 1<<30, 1<<30
+	defer func() { exactBudget, fftBudget = oldExact, oldFFT }()
+	for i := range 400 {
+		screen, cols, rows, tpl, a, window := randomSearch(rng, i)
 		grey, err := gocv.NewMatFromBytes(rows, cols, gocv.MatTypeCV8UC1, screen)
 		if err != nil {
 			t.Fatal(err)
 		}
-		pixels, err := gocv.NewMatFromBytes(th, tw, gocv.MatTypeCV8UC1, tpl)
+		pixels, err := gocv.NewMatFromBytes(a.Dy(), a.Dx(), gocv.MatTypeCV8UC1, tpl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spectrum, err := windowSpectrum(grey, window)
 		if err != nil {
 			t.Fatal(err)
 		}
 		area := matchArea{rect: a, pixels: pixels}
-		gotP, gotSSD, got := searchExact(grey, &area, window)
 		wantP, wantSSD, want := bruteForce(screen, cols, tpl, a, window)
-		if got != want || got == exactFound && (gotP != wantP || gotSSD != wantSSD) {
-			t.Errorf("case %d: %v in %v of %dx%d: %v at %v (%d), want %v at %v (%d)",
-				i, a, window, cols, rows, got, gotP, gotSSD, want, wantP, wantSSD)
+		for _, s := range []struct {
+			name   string
+			search func() (image.Point, int64, exactResult)
+		}{
+			{"exact", func() (image.Point, int64, exactResult) { return searchExact(grey, &area, window) }},
+			{"FFT", func() (image.Point, int64, exactResult) { return searchFFT(grey, spectrum, &area, window) }},
+		} {
+			gotP, gotSSD, got := s.search()
+			if got != want || got == exactFound && (gotP != wantP || gotSSD != wantSSD) {
+				t.Errorf("case %d, %s: %v in %v of %dx%d: %v at %v (%d), want %v at %v (%d)",
+					i, s.name, a, window, cols, rows, got, gotP, gotSSD, want, wantP, wantSSD)
+			}
 		}
 		grey.Close()
 		pixels.Close()
+		spectrum.Close()
 	}
 }
 
