@@ -19,6 +19,13 @@ import (
 // matchTemplate.
 var fftBudget int64 = 16
 
+// fftMinAreas is how many areas must be searched on the whole screen for
+// the FFT search to pay: the screen's DFT costs about half of what
+// matchTemplate costs for one area, and each area searched through it
+// about three quarters. (For a window near the area, the DFTs cost as
+// much as matchTemplate.)
+const fftMinAreas = 2
+
 // windowSpectrum is the DFT of window of grey, padded to a size OpenCV's
 // DFT is fast for, and to 2x2 at least: OpenCV takes a single row or
 // column for a one-dimensional transform.

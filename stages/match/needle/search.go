@@ -85,6 +85,35 @@ type preparation struct {
 	grey     gocv.Mat
 	err      error
 	users    atomic.Int32
+
+	// wholeScreen counts the areas searched on all of the screen. When
+	// there are enough of them to share its DFT, the areas that the
+	// exact search leaves to OpenCV are searched through it (searchFFT);
+	// the first that needs it makes it.
+	wholeScreen  int
+	spectrumOnce sync.Once
+	spectrum     gocv.Mat
+	spectrumErr  error
+}
+
+// wholeSpectrum is the DFT of the whole prepared screen.
+func (p *preparation) wholeSpectrum() (gocv.Mat, error) {
+	p.spectrumOnce.Do(func() {
+		p.spectrum, p.spectrumErr = windowSpectrum(p.grey, image.Rect(0, 0, p.grey.Cols(), p.grey.Rows()))
+	})
+	return p.spectrum, p.spectrumErr
+}
+
+// done is called by each area searched on p once it is done with it: the
+// last frees what the first made.
+func (p *preparation) done() {
+	if p.users.Add(-1) != 0 || p.err != nil {
+		return
+	}
+	p.grey.Close()
+	if p.spectrum.Ptr() != nil {
+		p.spectrum.Close()
+	}
 }
 
 // search searches for every area of needles, in parallel on up to
@@ -110,11 +139,9 @@ func (s *Screen) search(needles []*Needle, ratio float64) [][]AreaResult {
 		}
 		p.once.Do(func() { p.grey, p.err = prepareROI(s.grey, p.excludes, p.roi) })
 		if p.err == nil {
-			*res = searchArea(p.grey, a, as.window)
+			*res = searchArea(p, a, as.window)
 		}
-		if p.users.Add(-1) == 0 && p.err == nil {
-			p.grey.Close()
-		}
+		p.done()
 	}
 	workers := min(runtime.GOMAXPROCS(0), len(searches))
 	if workers <= 1 {
@@ -168,6 +195,9 @@ func plan(needles []*Needle, ratio float64, bounds image.Rectangle, roi *image.R
 				*r = grownROI(*r, as.window, bounds)
 				as.prep = stateOf(n.excludes, *r)
 				as.prep.users.Add(1)
+				if as.window == bounds {
+					as.prep.wholeScreen++
+				}
 			}
 			searches = append(searches, as)
 		}
@@ -205,18 +235,31 @@ func searchWindow(a *matchArea, ratio float64, bounds image.Rectangle) image.Rec
 }
 
 // searchArea is the search of tinycv's search_TEMPLATE: find a's pixels
-// in window of grey, the prepared screen, near a's position.
-func searchArea(grey gocv.Mat, a *matchArea, window image.Rectangle) AreaResult {
+// in window of p's grey, the prepared screen, near a's position.
+func searchArea(p *preparation, a *matchArea, window image.Rectangle) AreaResult {
 	res := AreaResult{Width: a.rect.Dx(), Height: a.rect.Dy()}
-	switch pos, ssd, r := searchExact(grey, a, window); r {
-	case exactFound:
-		pos = pos.Add(window.Min)
-		mse := float64(ssd) / float64(a.rect.Dx()*a.rect.Dy())
-		res.X, res.Y, res.Similarity = pos.X, pos.Y, min(1, max(0, 0.9+(40-mse)/380))
+	grey := p.grey
+	// took reports whether a search decided the area, into res.
+	took := func(pos image.Point, ssd int64, r exactResult) bool {
+		switch r {
+		case exactFound:
+			pos = pos.Add(window.Min)
+			mse := float64(ssd) / float64(a.rect.Dx()*a.rect.Dy())
+			res.X, res.Y, res.Similarity = pos.X, pos.Y, min(1, max(0, 0.9+(40-mse)/380))
+			return true
+		case exactNothingClose:
+			res.X, res.Y = a.rect.Min.X, a.rect.Min.Y
+			return true
+		}
+		return false
+	}
+	if took(searchExact(grey, a, window)) {
 		return res
-	case exactNothingClose:
-		res.X, res.Y = a.rect.Min.X, a.rect.Min.Y
-		return res
+	}
+	if p.wholeScreen >= fftMinAreas && window == image.Rect(0, 0, grey.Cols(), grey.Rows()) {
+		if spectrum, err := p.wholeSpectrum(); err == nil && took(searchFFT(grey, spectrum, a, window)) {
+			return res
+		}
 	}
 	scene := grey.Region(window)
 	defer scene.Close()
