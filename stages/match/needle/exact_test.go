@@ -96,7 +96,7 @@ func TestSearchesMatchBruteForce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		area := matchArea{rect: a, pixels: pixels}
+		area := matchArea{rect: a, pixels: pixels, spectra: &areaSpectra{}}
 		wantP, wantSSD, want := bruteForce(screen, cols, tpl, a, window)
 		for _, s := range []struct {
 			name   string
@@ -114,6 +114,7 @@ func TestSearchesMatchBruteForce(t *testing.T) {
 		grey.Close()
 		pixels.Close()
 		spectrum.Close()
+		area.spectra.close()
 	}
 }
 

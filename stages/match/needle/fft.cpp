@@ -27,16 +27,14 @@ int jetqa_spectrum(const uint8_t *pixels, int stride, int w, int h, int pw, int 
 	}
 }
 
-// jetqa_correlate is the circular cross-correlation of the image whose
-// spectrum is given with the template (tw x th, continuous): corr(x,y) =
-// Σ image(x+i, y+j)·tpl(i, j). Only its first rows are computed.
-int jetqa_correlate(const void *spectrum, const uint8_t *tpl, int tw, int th, int rows, void *corr) {
+// jetqa_correlate is the circular cross-correlation of the image and the
+// template whose spectra are given: corr(x,y) = Σ image(x+i, y+j)·tpl(i, j).
+// Only its first rows are computed.
+int jetqa_correlate(const void *spectrum, const void *tplSpectrum, int rows, void *corr) {
 	try {
-		const cv::Mat &s = *static_cast<const cv::Mat *>(spectrum);
-		cv::Mat t = padded(tpl, tw, tw, th, s.cols, s.rows);
-		cv::dft(t, t, 0, th);
-		cv::mulSpectrums(s, t, t, 0, true);
-		cv::dft(t, *static_cast<cv::Mat *>(corr), cv::DFT_INVERSE | cv::DFT_SCALE | cv::DFT_REAL_OUTPUT, rows);
+		cv::Mat product;
+		cv::mulSpectrums(*static_cast<const cv::Mat *>(spectrum), *static_cast<const cv::Mat *>(tplSpectrum), product, 0, true);
+		cv::dft(product, *static_cast<cv::Mat *>(corr), cv::DFT_INVERSE | cv::DFT_SCALE | cv::DFT_REAL_OUTPUT, rows);
 		return 0;
 	} catch (...) {
 		return -1;

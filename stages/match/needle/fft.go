@@ -9,6 +9,8 @@ import "C"
 import (
 	"errors"
 	"image"
+	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"gocv.io/x/gocv"
@@ -22,9 +24,70 @@ var fftBudget int64 = 16
 // fftMinAreas is how many areas must be searched on the whole screen for
 // the FFT search to pay: the screen's DFT costs about half of what
 // matchTemplate costs for one area, and each area searched through it
-// about three quarters. (For a window near the area, the DFTs cost as
-// much as matchTemplate.)
+// about half too (three quarters when its DFT is not kept). (For a
+// window near the area, the DFTs cost as much as matchTemplate.)
 const fftMinAreas = 2
+
+// maxKeptSpectra is how many bytes of needle areas' spectra the process
+// keeps, about 80 areas for 1024x768 screens: an area's spectrum is as
+// large as the screen's, 8 bytes a pixel, and a matcher keeps its needles
+// for its whole life. Areas beyond it have theirs made for each search.
+var maxKeptSpectra int64 = 512 << 20
+
+// keptSpectra is how many bytes of areas' spectra the needles hold.
+var keptSpectra atomic.Int64
+
+// areaSpectra are a match area's spectra, one for each DFT size it was
+// searched with on a whole screen. Each is made once and freed by
+// Needle.Close.
+type areaSpectra struct {
+	mu     sync.Mutex
+	bySize []sizedSpectrum
+}
+
+type sizedSpectrum struct {
+	size     image.Point
+	spectrum gocv.Mat
+}
+
+// close frees the spectra.
+func (s *areaSpectra) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.bySize {
+		e.spectrum.Close()
+		keptSpectra.Add(-spectrumBytes(e.size))
+	}
+	s.bySize = nil
+}
+
+func spectrumBytes(size image.Point) int64 { return 8 * int64(size.X) * int64(size.Y) }
+
+// spectrum is a's DFT padded to size, and whether a keeps it; if not, the
+// caller closes it.
+func (a *matchArea) spectrum(size image.Point) (m gocv.Mat, kept bool, err error) {
+	s := a.spectra
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.bySize {
+		if e.size == size {
+			return e.spectrum, true, nil
+		}
+	}
+	tpl, err := a.pixels.DataPtrUint8()
+	if err != nil {
+		return gocv.Mat{}, false, err
+	}
+	if m, err = dft(tpl, a.rect.Dx(), a.rect.Dx(), a.rect.Dy(), size); err != nil {
+		return gocv.Mat{}, false, err
+	}
+	if keptSpectra.Add(spectrumBytes(size)) > maxKeptSpectra {
+		keptSpectra.Add(-spectrumBytes(size))
+		return m, false, nil
+	}
+	s.bySize = append(s.bySize, sizedSpectrum{size, m})
+	return m, true, nil
+}
 
 // windowSpectrum is the DFT of window of grey, padded to a size OpenCV's
 // DFT is fast for, and to 2x2 at least: OpenCV takes a single row or
@@ -35,28 +98,28 @@ func windowSpectrum(grey gocv.Mat, window image.Rectangle) (gocv.Mat, error) {
 		return gocv.Mat{}, err
 	}
 	cols := grey.Cols()
-	spectrum := gocv.NewMat()
-	if C.jetqa_spectrum((*C.uint8_t)(unsafe.Pointer(&pixels[window.Min.Y*cols+window.Min.X])), C.int(cols),
-		C.int(window.Dx()), C.int(window.Dy()),
-		C.int(max(2, gocv.GetOptimalDFTSize(window.Dx()))), C.int(max(2, gocv.GetOptimalDFTSize(window.Dy()))),
-		unsafe.Pointer(spectrum.Ptr())) != 0 {
-		spectrum.Close()
-		return gocv.Mat{}, errors.New("DFT failed")
-	}
-	return spectrum, nil
+	size := image.Pt(max(2, gocv.GetOptimalDFTSize(window.Dx())), max(2, gocv.GetOptimalDFTSize(window.Dy())))
+	return dft(pixels[window.Min.Y*cols+window.Min.X:], cols, window.Dx(), window.Dy(), size)
 }
 
-// correlate is the cross-correlation of pixels (continuous) with the
-// window whose spectrum is given, its first rows rows, into corr:
-// corr(x,y) = Σ window(x+i, y+j)·pixels(i, j), in float64. A sum of
-// squared differences made from it is off by at most fftBound.
-func correlate(spectrum, pixels gocv.Mat, rows int, corr *gocv.Mat) error {
-	tpl, err := pixels.DataPtrUint8()
-	if err != nil {
-		return err
+// dft is the DFT of the w x h pixels (rows stride apart) padded with zeros
+// to size.
+func dft(pixels []uint8, stride, w, h int, size image.Point) (gocv.Mat, error) {
+	m := gocv.NewMat()
+	if C.jetqa_spectrum((*C.uint8_t)(unsafe.Pointer(&pixels[0])), C.int(stride), C.int(w), C.int(h),
+		C.int(size.X), C.int(size.Y), unsafe.Pointer(m.Ptr())) != 0 {
+		m.Close()
+		return gocv.Mat{}, errors.New("DFT failed")
 	}
-	if C.jetqa_correlate(unsafe.Pointer(spectrum.Ptr()), (*C.uint8_t)(unsafe.Pointer(&tpl[0])),
-		C.int(pixels.Cols()), C.int(pixels.Rows()), C.int(rows), unsafe.Pointer(corr.Ptr())) != 0 {
+	return m, nil
+}
+
+// correlate is the cross-correlation of a template with a window, given
+// their spectra, its first rows rows, into corr: corr(x,y) = Σ
+// window(x+i, y+j)·template(i, j), in float64. A sum of squared
+// differences made from it is off by at most fftBound.
+func correlate(spectrum, tplSpectrum gocv.Mat, rows int, corr *gocv.Mat) error {
+	if C.jetqa_correlate(unsafe.Pointer(spectrum.Ptr()), unsafe.Pointer(tplSpectrum.Ptr()), C.int(rows), unsafe.Pointer(corr.Ptr())) != 0 {
 		return errors.New("DFT failed")
 	}
 	return nil
@@ -80,9 +143,16 @@ func searchFFT(grey, spectrum gocv.Mat, a *matchArea, window image.Rectangle) (i
 		return image.Point{}, 0, exactTooCostly
 	}
 	tw, th := a.rect.Dx(), a.rect.Dy()
+	tplSpectrum, kept, err := a.spectrum(image.Pt(spectrum.Cols(), spectrum.Rows()))
+	if err != nil {
+		return image.Point{}, 0, exactTooCostly
+	}
+	if !kept {
+		defer tplSpectrum.Close()
+	}
 	corr := gocv.NewMat()
 	defer corr.Close()
-	if correlate(spectrum, a.pixels, window.Dy()-th+1, &corr) != nil {
+	if correlate(spectrum, tplSpectrum, window.Dy()-th+1, &corr) != nil {
 		return image.Point{}, 0, exactTooCostly
 	}
 	approx, err := corr.DataPtrFloat64()

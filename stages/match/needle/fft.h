@@ -6,7 +6,7 @@ extern "C" {
 
 // OpenCV matrices are passed as the cv::Mat behind a gocv.Mat.
 int jetqa_spectrum(const uint8_t *pixels, int stride, int w, int h, int pw, int ph, void *spectrum);
-int jetqa_correlate(const void *spectrum, const uint8_t *tpl, int tw, int th, int rows, void *corr);
+int jetqa_correlate(const void *spectrum, const void *tplSpectrum, int rows, void *corr);
 
 #ifdef __cplusplus
 }

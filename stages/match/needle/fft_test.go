@@ -170,14 +170,14 @@ func TestFFTBound(t *testing.T) {
 // whose spectrum is given, through the DFT: rows rows, and the row length.
 func correlation(t *testing.T, spectrum gocv.Mat, tpl []byte, tw, th, rows int) ([]float64, int) {
 	t.Helper()
-	pixels, err := gocv.NewMatFromBytes(th, tw, gocv.MatTypeCV8UC1, tpl)
+	tplSpectrum, err := dft(tpl, tw, tw, th, image.Pt(spectrum.Cols(), spectrum.Rows()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pixels.Close()
+	defer tplSpectrum.Close()
 	corr := gocv.NewMat()
 	t.Cleanup(func() { corr.Close() })
-	if err := correlate(spectrum, pixels, rows, &corr); err != nil {
+	if err := correlate(spectrum, tplSpectrum, rows, &corr); err != nil {
 		t.Fatal(err)
 	}
 	approx, err := corr.DataPtrFloat64()

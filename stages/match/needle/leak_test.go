@@ -14,26 +14,32 @@ import (
 // TestNoMatLeaks counts OpenCV matrices (go test -tags matprofile): every
 // path through Prepare, DecodeScreen and Search frees what it allocates.
 func TestNoMatLeaks(t *testing.T) {
-	before := gocv.MatProfile.Count()
-	for _, tc := range append(searchCases(), roundingCases()...) {
-		var needles []*Needle
-		for _, tn := range tc.needles {
-			n, err := Prepare(tn.spec(t), pngOf(t, tn.img))
+	before, kept := gocv.MatProfile.Count(), keptSpectra.Load()
+	defer func(old int64) { maxKeptSpectra = old }(maxKeptSpectra)
+	// With the areas' spectra kept by the needles, and made for each
+	// search.
+	for _, limit := range []int64{maxKeptSpectra, 0} {
+		maxKeptSpectra = limit
+		for _, tc := range append(searchCases(), roundingCases()...) {
+			var needles []*Needle
+			for _, tn := range tc.needles {
+				n, err := Prepare(tn.spec(t), pngOf(t, tn.img))
+				if err != nil {
+					t.Fatal(err)
+				}
+				needles = append(needles, n)
+			}
+			s, err := DecodeScreen(pngOf(t, tc.screen))
 			if err != nil {
 				t.Fatal(err)
 			}
-			needles = append(needles, n)
-		}
-		s, err := DecodeScreen(pngOf(t, tc.screen))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ratio := range []float64{0, 0.02, 1} {
-			Search(s, needles, 0, ratio)
-		}
-		s.Close()
-		for _, n := range needles {
-			n.Close()
+			for _, ratio := range []float64{0, 0.02, 1} {
+				Search(s, needles, 0, ratio)
+			}
+			s.Close()
+			for _, n := range needles {
+				n.Close()
+			}
 		}
 	}
 	base := pngOf(t, screenWithDialogs(grey200, at300))
@@ -48,6 +54,9 @@ func TestNoMatLeaks(t *testing.T) {
 		t.Fatal("truncated PNG accepted")
 	}
 
+	if after := keptSpectra.Load(); after != kept {
+		t.Errorf("%d bytes of spectra kept before, %d after", kept, after)
+	}
 	if after := gocv.MatProfile.Count(); after != before {
 		var buf bytes.Buffer
 		gocv.MatProfile.WriteTo(&buf, 1)

@@ -14,8 +14,9 @@ import (
 
 // Needle is a needle ready to search for: its match areas as grey, blurred
 // pixels cut from its PNG (with the exclude areas painted green first).
-// It is immutable, so one Needle may be searched for on many screens at
-// once. Close frees its OpenCV memory.
+// One Needle may be searched for on many screens at once: it changes only
+// to keep, under a lock, the areas' DFTs that whole-screen searches make.
+// Close frees its OpenCV memory.
 type Needle struct {
 	name       string
 	workaround bool
@@ -28,6 +29,8 @@ type matchArea struct {
 	margin int
 	level  float64  // similarity needed, 0..1
 	pixels gocv.Mat // the area's preprocessed grey pixels, continuous
+	// spectra are the pixels' DFTs, for the FFT search.
+	spectra *areaSpectra
 }
 
 // Prepare decodes a needle's PNG and preprocesses its areas. Its errors are
@@ -49,7 +52,7 @@ func Prepare(spec schemas.Needle, pngData []byte) (*Needle, error) {
 		r := image.Rect(a.X, a.Y, a.X+a.Width, a.Y+a.Height)
 		switch a.Type {
 		case schemas.AreaTypeMatch:
-			n.areas = append(n.areas, matchArea{rect: r, margin: a.Margin, level: a.Match / 100})
+			n.areas = append(n.areas, matchArea{rect: r, margin: a.Margin, level: a.Match / 100, spectra: &areaSpectra{}})
 		case schemas.AreaTypeExclude:
 			n.excludes = append(n.excludes, r)
 		}
@@ -84,5 +87,6 @@ func (n *Needle) Name() string { return n.name }
 func (n *Needle) Close() {
 	for i := range n.areas {
 		n.areas[i].pixels.Close()
+		n.areas[i].spectra.close()
 	}
 }
