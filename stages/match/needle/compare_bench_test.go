@@ -347,25 +347,6 @@ func (prepared jetqaDecider) decide(b *testing.B, d benchDecision) decided {
 	return r
 }
 
-// The element types of osAutoinstResult, to fill one with jetqa's result.
-type (
-	osAutoinstCandidate = struct {
-		Needle string  `json:"needle"`
-		OK     bool    `json:"ok"`
-		Error  float64 `json:"error"`
-		Areas  []struct {
-			X, Y       int
-			Similarity float64
-			OK         bool
-		} `json:"areas"`
-	}
-	osAutoinstArea = struct {
-		X, Y       int
-		Similarity float64
-		OK         bool
-	}
-)
-
 // sums adds up one group of decisions at one ratio.
 type sums struct {
 	decisions, needles, passing, found, agree int

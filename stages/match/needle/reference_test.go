@@ -17,17 +17,23 @@ import (
 
 // osAutoinstResult is what testdata/tinycv_search.pl prints.
 type osAutoinstResult struct {
-	Best string `json:"best"`
-	All  []struct {
-		Needle string  `json:"needle"`
-		OK     bool    `json:"ok"`
-		Error  float64 `json:"error"`
-		Areas  []struct {
-			X, Y       int
-			Similarity float64
-			OK         bool
-		} `json:"areas"`
-	} `json:"all"`
+	Best string                `json:"best"`
+	All  []osAutoinstCandidate `json:"all"`
+}
+
+// osAutoinstCandidate is one needle's result as os-autoinst prints it.
+type osAutoinstCandidate struct {
+	Needle string           `json:"needle"`
+	OK     bool             `json:"ok"`
+	Error  float64          `json:"error"`
+	Areas  []osAutoinstArea `json:"areas"`
+}
+
+// osAutoinstArea is one area's result as os-autoinst prints it.
+type osAutoinstArea struct {
+	X, Y       int
+	Similarity float64
+	OK         bool
 }
 
 // TestAgreesWithOsAutoinst runs every search case through os-autoinst's
