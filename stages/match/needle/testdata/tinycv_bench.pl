@@ -18,9 +18,11 @@ use lib '/usr/lib/os-autoinst';
 use Mojo::File qw(path);
 use Mojo::JSON qw(decode_json encode_json);
 use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
+use FindBin;
 use bmwqemu;
 use needle;
 use cv;
+require "$FindBin::Bin/tinycv_result.pl";
 
 cv::init();
 require tinycv;
@@ -55,19 +57,5 @@ for my $d (@{$input->{decisions}}) {
     }
     my $elapsed = clock_gettime(CLOCK_MONOTONIC) - $start;
 
-    my @all = ($best ? ($best) : (), @{$failed // []});
-    print encode_json({
-        id => $d->{id},
-        best => $best ? $best->{needle}{name} : '',
-        all => [map {
-            my $c = $_;
-            {
-                needle => $c->{needle}{name},
-                ok => $c->{ok} ? Mojo::JSON::true : Mojo::JSON::false,
-                error => $c->{error},
-                areas => [map { {x => $_->{x}, y => $_->{y}, similarity => $_->{similarity}, ok => $_->{result} eq 'ok' ? Mojo::JSON::true : Mojo::JSON::false} } @{$c->{area}}],
-            }
-        } @all],
-        ns_per_decision => $elapsed * 1e9 / $reps,
-    }), "\n";
+    print encode_json({id => $d->{id}, search_result($best, $failed), ns_per_decision => $elapsed * 1e9 / $reps}), "\n";
 }

@@ -4,9 +4,11 @@
 use Mojo::Base -strict;
 use lib '/usr/lib/os-autoinst';
 use Mojo::JSON qw(encode_json);
+use FindBin;
 use bmwqemu;
 use needle;
 use cv;
+require "$FindBin::Bin/tinycv_result.pl";
 
 cv::init();
 require tinycv;
@@ -21,16 +23,4 @@ my @needles = map { needle->new("$dir/$_.json") // die "os-autoinst refuses need
 (tinycv::read($screen) // die "cannot read $screen\n")->search(\@needles, $threshold, $ratio);
 my $img = tinycv::read($screen);
 my ($best, $failed) = $img->search(\@needles, $threshold, $ratio);
-my @all = ($best ? ($best) : (), @{$failed // []});
-print encode_json({
-    best => $best ? $best->{needle}{name} : '',
-    all => [map {
-        my $c = $_;
-        {
-            needle => $c->{needle}{name},
-            ok => $c->{ok} ? Mojo::JSON::true : Mojo::JSON::false,
-            error => $c->{error},
-            areas => [map { {x => $_->{x}, y => $_->{y}, similarity => $_->{similarity}, ok => $_->{result} eq 'ok' ? Mojo::JSON::true : Mojo::JSON::false} } @{$c->{area}}],
-        }
-    } @all],
-}), "\n";
+print encode_json({search_result($best, $failed)}), "\n";
