@@ -128,9 +128,10 @@ func (a *assembly) addServer(c serverConfig) (string, error) {
 
 // matcherConfig is what a matcher pool runs with.
 type matcherConfig struct {
-	Name    string
-	Workers int
-	NoSplit bool
+	Name       string
+	Workers    int
+	NoSplit    bool
+	SpectraMiB int // 0: the default, negative: none
 }
 
 // addMatchers adds a needle matcher pool.
@@ -139,7 +140,7 @@ func (a *assembly) addMatchers(c matcherConfig) error {
 	if err != nil {
 		return err
 	}
-	a.add("match", match.New(match.Config{Name: c.Name, Workers: c.Workers, NoSplit: c.NoSplit}, bus, a.log.With("stage", "match")).Run)
+	a.add("match", match.New(match.Config{Name: c.Name, Workers: c.Workers, NoSplit: c.NoSplit, SpectraMiB: c.SpectraMiB}, bus, a.log.With("stage", "match")).Run)
 	return nil
 }
 

@@ -15,7 +15,7 @@ import (
 func cmdMatcher(args []string, stderr io.Writer) error {
 	host, _ := os.Hostname()
 	var natsURL, name, logLevel string
-	var workers int
+	var workers, spectra int
 	var noSplit bool
 	fs := flag.NewFlagSet("matcher", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -23,6 +23,7 @@ func cmdMatcher(args []string, stderr io.Writer) error {
 	fs.IntVar(&workers, "workers", runtime.NumCPU(), "requests matched at once, one per core by default")
 	fs.StringVar(&name, "name", "matcher@"+host, "name of this matcher in its answers")
 	fs.BoolVar(&noSplit, "no-split", false, "never spread a large request over idle matchers")
+	fs.IntVar(&spectra, "spectra-mib", 512, "memory, in MiB, the needles may keep for whole-screen searches (0: none)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -37,7 +38,10 @@ func cmdMatcher(args []string, stderr io.Writer) error {
 	}
 	a := newAssembly(context.Background(), log)
 	a.url = natsURL
-	if err := a.addMatchers(matcherConfig{Name: name, Workers: workers, NoSplit: noSplit}); err != nil {
+	if spectra <= 0 {
+		spectra = -1 // match.Config's "none"
+	}
+	if err := a.addMatchers(matcherConfig{Name: name, Workers: workers, NoSplit: noSplit, SpectraMiB: spectra}); err != nil {
 		a.teardown()
 		return err
 	}

@@ -55,7 +55,7 @@ func TestRequestOfAKilledMatcherIsAnsweredByAnother(t *testing.T) {
 		t.Fatal(err)
 	}
 	killed := time.Now()
-	startMatcherProcess(t, srv.URL, "m2", "--no-split")
+	startMatcherProcess(t, srv.URL, "m2", "--no-split", "--spectra-mib", "0") // and keeps no DFTs
 
 	var answers []schemas.MatchResolved
 	err = bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(req.ReplyTo)}},

@@ -31,6 +31,9 @@ type Config struct {
 	MaxCandidates int
 	// NoSplit keeps every request in one piece (see split).
 	NoSplit bool
+	// SpectraMiB bounds the memory the needles keep for whole-screen
+	// searches (their areas' DFTs); default 512, negative for none.
+	SpectraMiB int
 }
 
 func (c Config) withDefaults() Config {
@@ -43,6 +46,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxCandidates <= 0 {
 		c.MaxCandidates = 5
+	}
+	if c.SpectraMiB == 0 {
+		c.SpectraMiB = needle.DefaultKeptSpectra >> 20
 	}
 	return c
 }
@@ -84,6 +90,7 @@ const AckWait = 10 * time.Second
 // Run matches requests with cfg.Workers goroutines until ctx ends.
 func (p *Pool) Run(ctx context.Context) error {
 	needle.HoldFreedMemory()
+	needle.KeepSpectra(int64(p.cfg.SpectraMiB) << 20)
 	defer p.closeNeedles()
 	var wg sync.WaitGroup
 	errs := make(chan error, p.cfg.Workers)

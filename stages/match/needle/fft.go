@@ -28,11 +28,19 @@ var fftBudget int64 = 16
 // window near the area, the DFTs cost as much as matchTemplate.)
 const fftMinAreas = 2
 
-// maxKeptSpectra is how many bytes of needle areas' spectra the process
-// keeps, about 80 areas for 1024x768 screens: an area's spectrum is as
-// large as the screen's, 8 bytes a pixel, and a matcher keeps its needles
-// for its whole life. Areas beyond it have theirs made for each search.
-var maxKeptSpectra int64 = 512 << 20
+// DefaultKeptSpectra is how many bytes of needle areas' spectra a process
+// keeps unless told otherwise, about 80 areas for 1024x768 screens: an
+// area's spectrum is as large as the screen's, 8 bytes a pixel, and a
+// matcher keeps its needles for its whole life. Areas beyond it have
+// theirs made for each search.
+const DefaultKeptSpectra = 512 << 20
+
+var maxKeptSpectra int64 = DefaultKeptSpectra
+
+// KeepSpectra sets how many bytes of needle areas' spectra the process
+// keeps (0: none, each whole-screen search makes its own). Call it before
+// matching starts.
+func KeepSpectra(bytes int64) { maxKeptSpectra = max(bytes, 0) }
 
 // keptSpectra is how many bytes of areas' spectra the needles hold.
 var keptSpectra atomic.Int64
