@@ -69,14 +69,14 @@ type Pool struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	needles map[string]*prepared // by content hash
+	needles map[string]*needle.Needle // by content hash
 	loading singleflight.Group
 	costs   *costs
 }
 
 // New returns a matcher pool.
 func New(cfg Config, bus Bus, log *slog.Logger) *Pool {
-	return &Pool{cfg: cfg.withDefaults(), bus: bus, log: log, needles: map[string]*prepared{}, costs: newCosts()}
+	return &Pool{cfg: cfg.withDefaults(), bus: bus, log: log, needles: map[string]*needle.Needle{}, costs: newCosts()}
 }
 
 // Durable is the one consumer all matchers of all processes share.
@@ -145,16 +145,10 @@ func (p *Pool) Match(ctx context.Context, req *schemas.MatchRequested) (res sche
 	start := time.Now()
 	res = schemas.MatchResolved{ID: req.ID, Matcher: p.cfg.Name}
 	defer func() { res.Micros = time.Since(start).Microseconds() }()
-	loaded, err := p.load(ctx, req.Needles)
+	needles, err := p.load(ctx, req.Needles)
 	if err != nil {
 		res.Error = err.Error()
 		return res
-	}
-	needles := make([]*needle.Needle, len(loaded))
-	areas := 0
-	for i, n := range loaded {
-		needles[i] = n.needle
-		areas += n.areas
 	}
 	decoding := time.Now()
 	screen, err := needle.DecodeScreen(req.Screen)
@@ -165,19 +159,14 @@ func (p *Pool) Match(ctx context.Context, req *schemas.MatchRequested) (res sche
 	defer screen.Close()
 	searching := time.Now()
 	best, all := needle.Search(screen, needles, req.Threshold, req.Ratio)
-	p.costs.observe(req.Ratio, searching.Sub(decoding), time.Since(searching), areas)
+	p.costs.observe(req.Ratio, searching.Sub(decoding), time.Since(searching), matchAreas(needles))
 	res.Matched = best != nil
-	for i, c := range all {
-		if i == p.cfg.MaxCandidates {
-			break
-		}
+	for _, c := range all[:min(len(all), p.cfg.MaxCandidates)] {
 		res.Candidates = append(res.Candidates, candidate(c))
 	}
-	switch {
-	case best != nil:
-		c := candidate(*best)
-		res.Best = &c
-	case len(res.Candidates) > 0:
+	// The first candidate is the found needle (best is &all[0]), or else
+	// the closest.
+	if len(res.Candidates) > 0 {
 		c := res.Candidates[0]
 		res.Best = &c
 	}
@@ -192,16 +181,18 @@ func candidate(c needle.Candidate) schemas.CandidateMatch {
 	return out
 }
 
-// prepared is a needle ready to search for, with what splitting needs to
-// know of it.
-type prepared struct {
-	needle *needle.Needle
-	areas  int // match areas: what a search of the needle costs
+// matchAreas is how many area searches looking for needles takes.
+func matchAreas(needles []*needle.Needle) int {
+	areas := 0
+	for _, n := range needles {
+		areas += n.MatchAreas()
+	}
+	return areas
 }
 
 // load returns the prepared needles of a request.
-func (p *Pool) load(ctx context.Context, refs []schemas.NeedleRef) ([]*prepared, error) {
-	needles := make([]*prepared, 0, len(refs))
+func (p *Pool) load(ctx context.Context, refs []schemas.NeedleRef) ([]*needle.Needle, error) {
+	needles := make([]*needle.Needle, 0, len(refs))
 	for _, ref := range refs {
 		n, err := p.needle(ctx, ref)
 		if err != nil {
@@ -214,7 +205,7 @@ func (p *Pool) load(ctx context.Context, refs []schemas.NeedleRef) ([]*prepared,
 
 // needle returns the prepared needle for a reference, loading it from the
 // blob store once per process however many requests ask for it at once.
-func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*prepared, error) {
+func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*needle.Needle, error) {
 	p.mu.Lock()
 	n, ok := p.needles[ref.Hash]
 	p.mu.Unlock()
@@ -235,15 +226,9 @@ func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*prepared, er
 		if err != nil {
 			return nil, err
 		}
-		nd, err := needle.Prepare(spec, png)
+		n, err := needle.Prepare(spec, png)
 		if err != nil {
 			return nil, err
-		}
-		n := &prepared{needle: nd}
-		for _, a := range spec.Areas {
-			if a.Type == schemas.AreaTypeMatch {
-				n.areas++
-			}
 		}
 		p.mu.Lock()
 		p.needles[ref.Hash] = n
@@ -253,14 +238,14 @@ func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*prepared, er
 	if err != nil {
 		return nil, err
 	}
-	return v.(*prepared), nil
+	return v.(*needle.Needle), nil
 }
 
 func (p *Pool) closeNeedles() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for h, n := range p.needles {
-		n.needle.Close()
+		n.Close()
 		delete(p.needles, h)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"jetqa/schemas"
+	"jetqa/stages/match/needle"
 	"jetqa/streams"
 )
 
@@ -27,10 +28,7 @@ func (p *Pool) split(ctx context.Context, job int64, req *schemas.MatchRequested
 	if err != nil || len(loaded) < 2 {
 		return req, nil
 	}
-	areas := 0
-	for _, n := range loaded {
-		areas += n.areas
-	}
+	areas := matchAreas(loaded)
 	perArea, decode := p.costs.estimate(req.Ratio)
 	work := time.Duration(areas) * perArea
 	parts := min(len(loaded), int(work/(decode+partOverhead)))
@@ -66,12 +64,12 @@ func (p *Pool) split(ctx context.Context, job int64, req *schemas.MatchRequested
 
 // balance deals needles (by index) into n groups of about equal areas,
 // largest first, each group in the request's order.
-func balance(needles []*prepared, n int) [][]int {
+func balance(needles []*needle.Needle, n int) [][]int {
 	order := make([]int, len(needles))
 	for i := range order {
 		order[i] = i
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return needles[b].areas - needles[a].areas })
+	slices.SortStableFunc(order, func(a, b int) int { return needles[b].MatchAreas() - needles[a].MatchAreas() })
 	groups := make([][]int, n)
 	load := make([]int, n)
 	for _, i := range order {
@@ -82,7 +80,7 @@ func balance(needles []*prepared, n int) [][]int {
 			}
 		}
 		groups[g] = append(groups[g], i)
-		load[g] += needles[i].areas
+		load[g] += needles[i].MatchAreas()
 	}
 	for _, g := range groups {
 		slices.Sort(g)

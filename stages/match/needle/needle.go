@@ -82,6 +82,10 @@ func Prepare(spec schemas.Needle, pngData []byte) (*Needle, error) {
 // Name is the needle's name, as in its spec.
 func (n *Needle) Name() string { return n.name }
 
+// MatchAreas is how many match areas the needle has: how many searches
+// looking for it takes.
+func (n *Needle) MatchAreas() int { return len(n.areas) }
+
 // Close frees the needle's OpenCV memory. The Needle must not be searched
 // for afterwards.
 func (n *Needle) Close() {
