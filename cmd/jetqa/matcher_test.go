@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -36,9 +37,11 @@ func TestRequestOfAKilledMatcherIsAnsweredByAnother(t *testing.T) {
 	req := schemas.MatchRequested{ID: "long", ReplyTo: schemas.WorkerRef{Host: "w", Instance: 1}, Screen: screen, Needles: many, Ratio: 1}
 
 	m1, _ := startMatcherProcess(t, srv.URL, "m1", "--no-split")
-	waitFor(t, ctx, "m1 waiting for work", func() bool {
-		n, err := bus.Waiting(ctx, streams.StreamMatchRequests, match.Durable)
-		return err == nil && n > 0
+	natstest.WaitUntil(t, ctx, func() error {
+		if n, err := bus.Waiting(ctx, streams.StreamMatchRequests, match.Durable); err != nil || n == 0 {
+			return fmt.Errorf("m1 not waiting for work: %d waiting, %v", n, err)
+		}
+		return nil
 	})
 	if _, err := bus.Append(ctx, 1, req); err != nil {
 		t.Fatal(err)
@@ -47,9 +50,11 @@ func TestRequestOfAKilledMatcherIsAnsweredByAnother(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, ctx, "m1 at work on the request", func() bool {
-		info, err := cons.Info(ctx)
-		return err == nil && info.NumAckPending == 1
+	natstest.WaitUntil(t, ctx, func() error {
+		if info, err := cons.Info(ctx); err != nil || info.NumAckPending != 1 {
+			return fmt.Errorf("m1 not at work on the request: %v", err)
+		}
+		return nil
 	})
 	if err := m1.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -70,18 +75,4 @@ func TestRequestOfAKilledMatcherIsAnsweredByAnother(t *testing.T) {
 		t.Fatalf("answer %+v, want m2's", a)
 	}
 	t.Logf("answered by m2 %v after m1 was killed", time.Since(killed).Round(time.Millisecond))
-}
-
-// waitFor polls cond until it holds.
-func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
-	t.Helper()
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v", what, ctx.Err())
-		case <-tick.C:
-		}
-	}
 }

@@ -60,19 +60,13 @@ func runPool(t *testing.T, ctx context.Context, cfg match.Config, bus *streams.B
 // waitIdle waits until n matchers wait for work on the queue.
 func waitIdle(t *testing.T, ctx context.Context, bus *streams.Bus, n int) {
 	t.Helper()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
+	natstest.WaitUntil(t, ctx, func() error {
 		idle, err := bus.Waiting(ctx, streams.StreamMatchRequests, match.Durable)
 		if err == nil && idle >= n {
-			return
+			return nil
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%d matchers idle, want %d: %v", idle, n, err)
-		case <-tick.C:
-		}
-	}
+		return fmt.Errorf("%d matchers idle, want %d: %v", idle, n, err)
+	})
 }
 
 // TestPoolSplitsARequestWithManyCandidates sends requests with many

@@ -113,3 +113,23 @@ func StartCluster(t testing.TB) (*Server, []string) {
 		}
 	}
 }
+
+// WaitUntil asks cond every few milliseconds until it returns nil, for
+// what a test can only poll (a consumer's state on the server), and fails
+// the test with cond's last answer when ctx ends.
+func WaitUntil(t testing.TB, ctx context.Context, cond func() error) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%v (gave up: %v)", err, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
