@@ -87,7 +87,8 @@ func CompareCandidates(a, b CandidateMatch) int {
 type MatchResolved struct {
 	ID      string `json:"id"`
 	Matched bool   `json:"matched"`
-	// Best is the winning needle when Matched, else the closest candidate.
+	// Best is the winning needle when Matched, else the closest candidate:
+	// the first of Candidates.
 	Best *CandidateMatch `json:"best,omitempty"`
 	// Candidates are the best few results, best first.
 	Candidates []CandidateMatch `json:"candidates,omitempty"`
@@ -114,10 +115,7 @@ func MergeMatchParts(parts []MatchResolved, keep int) MatchResolved {
 		if p.Error != "" && out.Error == "" {
 			out.Error = p.Error
 		}
-		out.Candidates = append(out.Candidates, p.Candidates...)
-		if p.Best != nil && !slices.ContainsFunc(p.Candidates, func(c CandidateMatch) bool { return c.Needle == p.Best.Needle }) {
-			out.Candidates = append(out.Candidates, *p.Best)
-		}
+		out.Candidates = append(out.Candidates, p.Candidates...) // a part's best is its first candidate
 		if !slices.Contains(matchers, p.Matcher) {
 			matchers = append(matchers, p.Matcher)
 		}
