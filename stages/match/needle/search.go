@@ -245,7 +245,7 @@ func searchArea(p *preparation, a *matchArea, window image.Rectangle) AreaResult
 		case exactFound:
 			pos = pos.Add(window.Min)
 			mse := float64(ssd) / float64(a.rect.Dx()*a.rect.Dy())
-			res.X, res.Y, res.Similarity = pos.X, pos.Y, min(1, max(0, 0.9+(40-mse)/380))
+			res.X, res.Y, res.Similarity = pos.X, pos.Y, similarity(mse)
 			return true
 		case exactNothingClose:
 			res.X, res.Y = a.rect.Min.X, a.rect.Min.Y
@@ -294,9 +294,13 @@ func searchArea(p *preparation, a *matchArea, window image.Rectangle) AreaResult
 		return res // prepare's output is continuous
 	}
 	mse := meanSquaredError(pixels, grey.Cols(), a, pos)
-	res.Similarity = min(1, max(0, 0.9+(40-mse)/380))
+	res.Similarity = similarity(mse)
 	return res
 }
+
+// similarity is tinycv's similarity of an area found with a mean squared
+// error of the grey values: 1 up to 2, 0.96 at 17.2, 0 from 382.
+func similarity(mse float64) float64 { return min(1, max(0, 0.9+(40-mse)/380)) }
 
 // closestNearMinimum is tinycv's minVec followed by SortByClose, in one
 // pass over the squared differences (row-major, in float32 as tinycv
