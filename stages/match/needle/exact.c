@@ -14,7 +14,8 @@
 // Costs, in pixel operations, for the budget: looking up a block sum in
 // the integral image is about as slow as 8 pixels of a sum of squared
 // differences, a row of that sum has about 8 pixels' overhead.
-enum { BLOCK_COST = 8, ROW_COST = 8 };
+// The bound with the spreads costs two lookups and a square root more.
+enum { BLOCK_COST = 8, SPREAD_COST = 24, ROW_COST = 8 };
 
 // ssd is the sum of squared differences of the template at s, stopping
 // early (with a result above stop) once it is above stop. It adds the rows
@@ -78,24 +79,39 @@ static int *rowOrder(const uint8_t *tpl, int tw, int th) {
 	return rows;
 }
 
-// A level of lower bounds: the template cut into gx·gy blocks. The sum of
-// squared differences over a block of k pixels is at least
-// (sum of screen − sum of template)² / k, so over the template it is at
-// least Σ d_b² / kmax.
+// A level of lower bounds: the template cut into gx·gy blocks. Over a
+// block of k pixels the sum of squared differences is at least
+// k·(mean of screen − mean of template)² + k·(σ of screen − σ of template)²
+// (split each side into its mean and the rest; the rests differ at least
+// by their norms), that is (d² + (√vs − √vt)²) / k with d the difference of
+// the sums and v = k·(sum of squares) − sum² for each side. The first
+// term alone is what the sums bound; the second makes the bound nearly
+// exact where a template of sparse strokes (text) lies on a flat screen.
 typedef struct {
 	int gx, gy;
-	int *xs, *ys;  // block edges, gx+1 and gy+1 of them
-	int64_t *tsum; // the template's block sums
-	int64_t kmax;  // the largest block's pixel count
+	int *xs, *ys;   // block edges, gx+1 and gy+1 of them
+	int64_t *tsum;  // the template's block sums
+	int64_t *tsq;   // and sums of squares
+	double *tsd;    // √v of the template's blocks
+	double *inv;    // 1/k of each block
+	int64_t *k;     // pixels of each block
+	int *order;     // the blocks, the template's most varied first
+	int64_t kmax;   // the largest block's pixel count
 } level;
 
 static int makeLevel(level *l, int g, const uint8_t *tpl, int tw, int th) {
 	l->gx = g < tw ? g : tw;
 	l->gy = g < th ? g : th;
+	size_t blocks = (size_t)l->gx * l->gy;
 	l->xs = malloc(sizeof(int) * (l->gx + 1));
 	l->ys = malloc(sizeof(int) * (l->gy + 1));
-	l->tsum = calloc((size_t)l->gx * l->gy, sizeof(int64_t));
-	if (!l->xs || !l->ys || !l->tsum)
+	l->tsum = calloc(blocks, sizeof(int64_t));
+	l->tsq = calloc(blocks, sizeof(int64_t));
+	l->tsd = calloc(blocks, sizeof(double));
+	l->inv = calloc(blocks, sizeof(double));
+	l->k = calloc(blocks, sizeof(int64_t));
+	l->order = calloc(blocks, sizeof(int));
+	if (!l->xs || !l->ys || !l->tsum || !l->tsq || !l->tsd || !l->inv || !l->k || !l->order)
 		return -1;
 	for (int i = 0; i <= l->gx; i++)
 		l->xs[i] = (int)((int64_t)i * tw / l->gx);
@@ -104,15 +120,28 @@ static int makeLevel(level *l, int g, const uint8_t *tpl, int tw, int th) {
 	l->kmax = 0;
 	for (int by = 0; by < l->gy; by++)
 		for (int bx = 0; bx < l->gx; bx++) {
-			int64_t s = 0;
+			int64_t s = 0, q = 0;
 			for (int y = l->ys[by]; y < l->ys[by + 1]; y++)
-				for (int x = l->xs[bx]; x < l->xs[bx + 1]; x++)
-					s += tpl[(size_t)y * tw + x];
-			l->tsum[by * l->gx + bx] = s;
+				for (int x = l->xs[bx]; x < l->xs[bx + 1]; x++) {
+					int v = tpl[(size_t)y * tw + x];
+					s += v, q += v * v;
+				}
 			int64_t k = (int64_t)(l->xs[bx + 1] - l->xs[bx]) * (l->ys[by + 1] - l->ys[by]);
+			size_t b = (size_t)by * l->gx + bx;
+			l->tsum[b] = s;
+			l->tsq[b] = q;
+			l->tsd[b] = sqrt((double)(k * q - s * s));
+			l->inv[b] = 1.0 / (double)k;
+			l->k[b] = k;
 			if (k > l->kmax)
 				l->kmax = k;
 		}
+	for (size_t b = 0; b < blocks; b++) { // insertion sort: at most 64
+		size_t i = b;
+		for (; i > 0 && l->tsd[l->order[i - 1]] < l->tsd[b]; i--)
+			l->order[i] = l->order[i - 1];
+		l->order[i] = (int)b;
+	}
 	return 0;
 }
 
@@ -120,10 +149,20 @@ static void freeLevel(level *l) {
 	free(l->xs);
 	free(l->ys);
 	free(l->tsum);
+	free(l->tsq);
+	free(l->tsd);
+	free(l->inv);
+	free(l->k);
+	free(l->order);
 }
 
-// above reports whether the level's lower bound at (px,py) is above stop.
-// ii is the window's integral image, w1 columns wide.
+// Bounds are computed in float64 and trusted to this relative error:
+// each term is exact to about 2⁻⁵⁰ of the total, so this is generous.
+#define BOUND_SLACK (1 - 1e-9)
+
+// above reports whether the level's lower bound from the sums alone (the
+// cheap part of the bound) at (px,py) is above stop. ii is the window's
+// integral image, w1 columns wide.
 static int above(const level *l, const uint32_t *ii, size_t w1, int px, int py, int64_t stop, int64_t *work) {
 	int64_t sum = 0, lim = stop * l->kmax;
 	for (int by = 0; by < l->gy; by++) {
@@ -142,6 +181,67 @@ static int above(const level *l, const uint32_t *ii, size_t w1, int px, int py, 
 	return 0;
 }
 
+// blockSSD is the sum of squared differences at (px,py) (s is the screen
+// there, t the template) block by block of the level, or a value above
+// stop. Where the screen is one value c over a block, the block's sum is
+// Σt² − 2c·Σt + k·c², from the integral images; the other blocks are
+// summed pixel by pixel, and the sum stops as soon as what is summed plus
+// the lower bounds of the blocks left is above stop. On screens of flat
+// colours this looks at few pixels, and where a tie must be settled
+// exactly it is cheaper than ssd.
+static int64_t blockSSD(const level *l, const uint32_t *ii, const uint64_t *iq, size_t w1, int px, int py,
+                        const uint8_t *s, int stride, const uint8_t *t, int tw, int th, const int *rows, int64_t stop,
+                        int64_t *work) {
+	enum { MAXB = 64 }; // the blocks of an 8x8 level
+	int pending[MAXB];
+	double bounds[MAXB];
+	int np = 0, blocks = l->gx * l->gy;
+	int64_t sum = 0;
+	double lower = 0;
+	for (int i = 0; i < blocks; i++) {
+		int b = l->order[i], by = b / l->gx, bx = b % l->gx;
+		size_t y0 = (size_t)(py + l->ys[by]) * w1, y1 = (size_t)(py + l->ys[by + 1]) * w1;
+		size_t x0 = px + l->xs[bx], x1 = px + l->xs[bx + 1];
+		int64_t bs = (int64_t)(uint32_t)(ii[y1 + x1] - ii[y1 + x0] - ii[y0 + x1] + ii[y0 + x0]);
+		int64_t bq = (int64_t)(iq[y1 + x1] - iq[y1 + x0] - iq[y0 + x1] + iq[y0 + x0]);
+		int64_t k = l->k[b], v = k * bq - bs * bs;
+		if (v == 0) {
+			int64_t c = bs / k;
+			sum += l->tsq[b] - 2 * c * l->tsum[b] + c * c * k;
+		} else {
+			int64_t d = bs - l->tsum[b];
+			double sd = sqrt((double)v) - l->tsd[b];
+			bounds[np] = ((double)(d * d) + sd * sd) * l->inv[b];
+			lower += bounds[np];
+			pending[np++] = b;
+		}
+	}
+	*work += (int64_t)blocks * SPREAD_COST;
+	// Nothing flat: the rows, most varied first, stop sooner.
+	if (np == blocks)
+		return (double)lower * BOUND_SLACK > (double)stop ? stop + 1 : ssd(s, stride, t, tw, th, rows, stop, work);
+	if ((double)sum + lower * BOUND_SLACK > (double)stop)
+		return stop + 1;
+	for (int i = 0; i < np; i++) {
+		int b = pending[i], by = b / l->gx, bx = b % l->gx;
+		int x0 = l->xs[bx], w = l->xs[bx + 1] - x0;
+		for (int y = l->ys[by]; y < l->ys[by + 1]; y++) {
+			const uint8_t *a = s + (size_t)y * stride + x0, *c = t + (size_t)y * tw + x0;
+			int32_t row = 0;
+			for (int x = 0; x < w; x++) {
+				int d = (int)a[x] - (int)c[x];
+				row += d * d;
+			}
+			sum += row;
+		}
+		*work += l->k[b] + (int64_t)(l->ys[by + 1] - l->ys[by]) * ROW_COST;
+		lower -= bounds[i];
+		if ((double)sum + lower * BOUND_SLACK > (double)stop)
+			return sum > stop ? sum : stop + 1;
+	}
+	return sum;
+}
+
 // The levels: the whole template, then 3x3 and 8x8 blocks.
 #define LEVELS 3
 static const int grids[LEVELS] = {1, 3, 8};
@@ -150,13 +250,14 @@ static const int grids[LEVELS] = {1, 3, 8};
 // (ww x wh at screen, rows stride apart) as tinycv's search_TEMPLATE does,
 // with exact sums of squared differences: (ox,oy) is the area's own
 // position in the window, (qx,qy) the point tinycv measures distances to.
-// ii has room for the window's integral image, (ww+1)·(wh+1) values.
+// ii and iq have room for the window's integral images of values and of
+// squares, (ww+1)·(wh+1) each.
 // It gives up with JETQA_TOO_COSTLY once it has spent budget pixel
 // operations, and returns JETQA_NOTHING_CLOSE when no position has a mean
 // squared difference below 382, where the similarity is 0.
 int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
                        const uint8_t *tpl, int tw, int th, int ox, int oy,
-                       int qx, int qy, int64_t budget, uint32_t *ii, jetqa_match *out) {
+                       int qx, int qy, int64_t budget, uint32_t *ii, uint64_t *iq, jetqa_match *out) {
 	int nx = ww - tw + 1, ny = wh - th + 1;
 	int64_t n = (int64_t)tw * th;
 	int64_t work = 0;
@@ -182,18 +283,22 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 		if (makeLevel(&levels[i], grids[i], tpl, tw, th))
 			goto done;
 	for (size_t x = 0; x < w1; x++)
-		ii[x] = 0;
+		ii[x] = 0, iq[x] = 0;
 	for (int y = 0; y < wh; y++) {
 		const uint8_t *row = screen + (size_t)y * stride;
 		uint32_t *prev = ii + (size_t)y * w1, *cur = prev + w1;
+		uint64_t *qprev = iq + (size_t)y * w1, *qcur = qprev + w1;
 		uint32_t acc = 0;
-		cur[0] = 0;
+		uint64_t qacc = 0;
+		cur[0] = 0, qcur[0] = 0;
 		for (int x = 0; x < ww; x++) {
 			acc += row[x];
+			qacc += (uint64_t)row[x] * row[x];
 			cur[x + 1] = prev[x + 1] + acc;
+			qcur[x + 1] = qprev[x + 1] + qacc;
 		}
 	}
-	work += (int64_t)ww * wh;
+	work += 2 * (int64_t)ww * wh;
 
 	// Look first where the template's sum fits best: where it is found,
 	// that bounds everything else tightly from the start.
@@ -247,19 +352,32 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 	int64_t start = work;
 	int bx = -1, by = -1;
 	int64_t best = 0, bestDist = -1;
+	int64_t tsq = levels[0].tsq[0];
 	for (int py = 0; py < ny; py++) {
 		const uint32_t *r0 = ii + (size_t)py * w1, *r1 = ii + (size_t)(py + th) * w1;
+		const uint64_t *q0 = iq + (size_t)py * w1, *q1 = iq + (size_t)(py + th) * w1;
 		for (int px = 0; px < nx; px++) {
 			int64_t cut = (min < known ? min : known) + 10;
-			int64_t d = (int64_t)(uint32_t)(r1[px + tw] - r1[px] - r0[px + tw] + r0[px]) - tsum;
+			int64_t s = (int64_t)(uint32_t)(r1[px + tw] - r1[px] - r0[px + tw] + r0[px]);
+			int64_t d = s - tsum;
 			if (d * d > cut * n)
 				continue;
-			int pruned = 0;
-			for (int i = 1; i < LEVELS && !pruned; i++)
-				pruned = above(&levels[i], ii, w1, px, py, cut, &work);
-			if (pruned)
-				continue;
-			int64_t v = (px == ox && py == oy) ? v0 : ssd(screen + (size_t)py * stride + px, stride, tpl, tw, th, rows, cut, &work);
+			int64_t q = (int64_t)(q1[px + tw] - q1[px] - q0[px + tw] + q0[px]);
+			int64_t v;
+			if (q * n == s * s) {
+				// The screen is one value c under the template here: the
+				// sum is Σt² − 2c·Σt + n·c², without looking at pixels.
+				int64_t c = s / n;
+				v = tsq - 2 * c * tsum + c * c * n;
+				work += SPREAD_COST;
+			} else {
+				int pruned = 0;
+				for (int i = 1; i < LEVELS && !pruned; i++)
+					pruned = above(&levels[i], ii, w1, px, py, cut, &work);
+				if (pruned)
+					continue;
+				v = (px == ox && py == oy) ? v0 : blockSSD(&levels[LEVELS - 1], ii, iq, w1, px, py, screen + (size_t)py * stride + px, stride, tpl, tw, th, rows, cut, &work);
+			}
 			if (work > budget)
 				goto done;
 			if (v > cut)

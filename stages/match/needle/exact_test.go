@@ -3,6 +3,7 @@ package needle
 import (
 	"fmt"
 	"image"
+	"image/color"
 	"math/rand/v2"
 	"testing"
 
@@ -119,13 +120,19 @@ func TestSearchesMatchBruteForce(t *testing.T) {
 }
 
 // Where bounds cannot rule out enough positions, the exact search leaves
-// the area to OpenCV, early.
+// the area to OpenCV, early: on a repeating pattern every repetition is
+// about as good as the area's own place, so each needs a full sum.
 func TestSearchExactGivesUp(t *testing.T) {
-	flat := canvas(1024, 768, grey40)
+	checks := canvas(1024, 768, grey40)
+	for y := 0; y < 768; y += 3 {
+		for x := (y / 3 % 2) * 3; x < 1024; x += 6 {
+			fill(checks, image.Rect(x, y, x+3, y+3), grey200)
+		}
+	}
 	for _, ratio := range []float64{0.02, 1} {
 		t.Run(fmt.Sprint(ratio), func(t *testing.T) {
-			n := prepare(t, testNeedle{"flat", `{"xpos":300,"ypos":300,"width":200,"height":80}`, flat})
-			s := decodeScreen(t, brighten(flat, constant(4)))
+			n := prepare(t, testNeedle{"checks", `{"xpos":300,"ypos":300,"width":200,"height":80}`, checks})
+			s := decodeScreen(t, brighten(checks, constant(4)))
 			a := &n.areas[0]
 			w := searchWindow(a, ratio, s.Bounds())
 			g, err := prepareROI(s.grey, nil, w)
@@ -138,5 +145,37 @@ func TestSearchExactGivesUp(t *testing.T) {
 				t.Errorf("%v after %.0f operations per pixel", r, float64(work)/float64(w.Dx()*w.Dy()))
 			}
 		})
+	}
+}
+
+// On flat colours the exact search settles even the areas that are about
+// as good everywhere: text whose dialog is not on the screen, over a
+// wallpaper of nearly its background's grey, with an icon. The sums over
+// flat parts come from the integral images, so it stays within its
+// budget, and it picks what computing every position picks.
+func TestSearchExactSettlesFlatScreens(t *testing.T) {
+	wallpaper := color.RGBA{36, 64, 108, 255} // grey 61, the dialog's is 60
+	needleImg := canvas(1024, 768, wallpaper)
+	dialog(needleImg, image.Pt(300, 600), 5, grey200)
+	screenImg := canvas(1024, 768, wallpaper)
+	fill(screenImg, image.Rect(236, 536, 252, 552), grey200)
+	n := prepare(t, testNeedle{"absent", `{"xpos":300,"ypos":600,"width":200,"height":80}`, needleImg})
+	s := decodeScreen(t, screenImg)
+	a := &n.areas[0]
+	w := searchWindow(a, 0.02, s.Bounds())
+	g, err := prepareROI(s.grey, nil, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	p, ssd, r, work := searchExactWork(g, a, w)
+	if r == exactTooCostly {
+		t.Errorf("gave up after %.0f operations per pixel", float64(work)/float64(w.Dx()*w.Dy()))
+	}
+	screen, _ := g.DataPtrUint8()
+	tpl, _ := a.pixels.DataPtrUint8()
+	wantP, wantSSD, want := bruteForce(screen, g.Cols(), tpl, a.rect, w)
+	if r != want || r == exactFound && (p != wantP || ssd != wantSSD) {
+		t.Errorf("%v at %v (%d), want %v at %v (%d)", r, p, ssd, want, wantP, wantSSD)
 	}
 }
