@@ -28,7 +28,10 @@ type remoteMatcher struct {
 // all its parts when a matcher split it.
 type pendingMatch struct {
 	answer chan schemas.MatchResolved
-	parts  map[int]schemas.MatchResolved
+	// parts are the answers to the parts of a split, by the split's part
+	// count and the part's index: a request split again after a retry may
+	// be cut differently, and only parts of one split are merged.
+	parts map[int]map[int]schemas.MatchResolved
 }
 
 // startMatcher begins following the worker's answer subject. Answers to
@@ -62,7 +65,7 @@ func (m *remoteMatcher) match(ctx context.Context, screen []byte, tags []string,
 	id := newID()
 	ch := make(chan schemas.MatchResolved, 1)
 	m.mu.Lock()
-	m.waiting[id] = &pendingMatch{answer: ch, parts: map[int]schemas.MatchResolved{}}
+	m.waiting[id] = &pendingMatch{answer: ch, parts: map[int]map[int]schemas.MatchResolved{}}
 	m.mu.Unlock()
 	defer func() {
 		m.mu.Lock()
@@ -83,9 +86,9 @@ func (m *remoteMatcher) match(ctx context.Context, screen []byte, tags []string,
 	}
 }
 
-// answered hands an answer to its request, once every part has come
-// when the request was split. A part answered twice (a matcher that
-// retried its split) counts once.
+// answered hands an answer to its request, once every part of one split
+// has come when the request was split. A part answered twice (a matcher
+// that retried its split) counts once; a whole answer is final.
 func (m *remoteMatcher) answered(res schemas.MatchResolved) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -97,13 +100,18 @@ func (m *remoteMatcher) answered(res schemas.MatchResolved) {
 		if res.Part.Index < 0 || res.Part.Index >= res.Part.Count {
 			return
 		}
-		p.parts[res.Part.Index] = res
-		if len(p.parts) < res.Part.Count {
+		split := p.parts[res.Part.Count]
+		if split == nil {
+			split = map[int]schemas.MatchResolved{}
+			p.parts[res.Part.Count] = split
+		}
+		split[res.Part.Index] = res
+		if len(split) < res.Part.Count {
 			return
 		}
-		all := make([]schemas.MatchResolved, 0, len(p.parts))
+		all := make([]schemas.MatchResolved, 0, len(split))
 		for i := range res.Part.Count {
-			all = append(all, p.parts[i])
+			all = append(all, split[i])
 		}
 		res = schemas.MergeMatchParts(all, res.Part.Candidates)
 	}

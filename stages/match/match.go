@@ -124,11 +124,7 @@ func (p *Pool) handle(ctx context.Context, ev schemas.Event, pl schemas.Payload,
 		return fmt.Errorf("%w: %s on the match queue", streams.ErrGiveUp, pl.Kind())
 	}
 	if req.Part == nil && !p.cfg.NoSplit {
-		mine, err := p.split(ctx, ev.Job, req)
-		if err != nil {
-			return err
-		}
-		req = mine
+		req = p.split(ctx, ev.Job, req)
 	}
 	res := p.Match(ctx, req)
 	res.Part = req.Part

@@ -22,26 +22,27 @@ const partOverhead = 2 * time.Millisecond
 // request to the pool and returns the part this matcher keeps. Each part
 // is answered on its own; the requester merges the answers
 // (schemas.MergeMatchParts). A request that cannot be loaded is not split:
-// Match reports why.
-func (p *Pool) split(ctx context.Context, job int64, req *schemas.MatchRequested) (*schemas.MatchRequested, error) {
+// Match reports why. When a part cannot be published the request is kept
+// whole.
+func (p *Pool) split(ctx context.Context, job int64, req *schemas.MatchRequested) *schemas.MatchRequested {
 	loaded, err := p.load(ctx, req.Needles)
 	if err != nil || len(loaded) < 2 {
-		return req, nil
+		return req
 	}
 	areas := matchAreas(loaded)
 	perArea, decode := p.costs.estimate(req.Ratio)
 	work := time.Duration(areas) * perArea
 	parts := min(len(loaded), int(work/(decode+partOverhead)))
 	if parts < 2 {
-		return req, nil
+		return req
 	}
 	idle, err := p.bus.Waiting(ctx, streams.StreamMatchRequests, Durable)
 	if err != nil {
 		p.log.Warn("cannot tell how many matchers are idle; not splitting", "err", err)
-		return req, nil
+		return req
 	}
 	if parts = min(parts, idle+1); parts < 2 {
-		return req, nil
+		return req
 	}
 
 	split := make([]schemas.MatchRequested, parts)
@@ -55,11 +56,15 @@ func (p *Pool) split(ctx context.Context, job int64, req *schemas.MatchRequested
 	}
 	for i := 1; i < parts; i++ {
 		if _, err := p.bus.Append(ctx, job, split[i]); err != nil {
-			return nil, err // retried whole; the requester ignores parts it already has
+			// This matcher answers the whole request then: the requester
+			// takes a whole answer as final and drops the parts that were
+			// published.
+			p.log.Warn("cannot publish part of a match request; matching it whole", "id", req.ID, "part", i, "err", err)
+			return req
 		}
 	}
 	p.log.Debug("split match request", "id", req.ID, "parts", parts, "needles", len(loaded), "areas", areas, "estimate", work, "idle", idle)
-	return &split[0], nil
+	return &split[0]
 }
 
 // balance deals needles (by index) into n groups of about equal areas,
