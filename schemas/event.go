@@ -86,16 +86,35 @@ func NewEvent(job int64, source string, p Payload) (Event, error) {
 	return Event{Kind: p.Kind(), Job: job, Time: time.Now().UTC(), Source: source, Data: data}, nil
 }
 
-// Marshal encodes an event for the wire.
+// Marshal encodes an event for the wire. Data, JSON as NewEvent and
+// Unmarshal make it, is put in as it is, not checked and compacted again
+// as json.Marshal does with a RawMessage: for a screen, tens of
+// kilobytes, that pass took a third of the time.
 func (e Event) Marshal() ([]byte, error) {
-	if e.Data == nil && e.payload != nil {
-		data, err := json.Marshal(e.payload)
-		if err != nil {
+	data := e.Data
+	if data == nil && e.payload != nil {
+		var err error
+		if data, err = json.Marshal(e.payload); err != nil {
 			return nil, err
 		}
-		e.Data = data
 	}
-	return json.Marshal(e)
+	if data == nil {
+		data = []byte("null")
+	}
+	head, err := json.Marshal(struct {
+		Kind   string    `json:"kind"`
+		Job    int64     `json:"job,omitempty"`
+		Time   time.Time `json:"time"`
+		Source string    `json:"source,omitempty"`
+	}{e.Kind, e.Job, e.Time, e.Source})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, len(head)+len(data)+9)
+	out = append(out, head[:len(head)-1]...)
+	out = append(out, `,"data":`...)
+	out = append(out, data...)
+	return append(out, '}'), nil
 }
 
 // Unmarshal decodes an envelope from the wire without decoding its payload.

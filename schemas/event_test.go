@@ -23,6 +23,9 @@ func TestEveryKindRoundTrips(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", kind, err)
 		}
+		if !json.Valid(wire) {
+			t.Fatalf("%s: not JSON: %s", kind, wire)
+		}
 		back, err := Unmarshal(wire)
 		if err != nil {
 			t.Fatalf("%s: %v", kind, err)
@@ -111,5 +114,33 @@ func TestWorkerClasses(t *testing.T) {
 	got := WorkerClasses(" qemu_x86_64, tap ,,")
 	if !reflect.DeepEqual(got, []string{"qemu_x86_64", "tap"}) {
 		t.Errorf("got %q", got)
+	}
+}
+
+// An envelope read from the wire, its data as it came (spaces and all), is
+// written back as JSON that reads the same.
+func TestMarshalKeepsDataAsItCame(t *testing.T) {
+	wire := []byte(`{"kind":"job.created.v1","job":4,"time":"2026-01-02T03:04:05Z","data": { "settings" : {"DISTRI": "x"} } }`)
+	ev, err := Unmarshal(wire)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := ev.Marshal()
+	if err != nil || !json.Valid(again) {
+		t.Fatalf("%s: %v", again, err)
+	}
+	back, err := Unmarshal(again)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Kind != ev.Kind || back.Job != 4 || !back.Time.Equal(ev.Time) || back.Source != "" {
+		t.Errorf("envelope came back as %+v", back)
+	}
+	p, err := back.Decode()
+	if err != nil || p.(*JobCreated).Settings["DISTRI"] != "x" {
+		t.Errorf("data came back as %+v (%v)", p, err)
+	}
+	if _, err := (Event{Kind: "job.created.v1"}).Marshal(); err != nil {
+		t.Errorf("an event without data: %v", err)
 	}
 }
