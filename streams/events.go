@@ -148,6 +148,11 @@ type ConsumerConfig struct {
 	// MaxAckPending is how many messages may be in work at once across all
 	// processes sharing the durable; default 1 (one job at a time).
 	MaxAckPending int
+	// AckUnconfirmed acknowledges a handled message without waiting for the
+	// server to confirm it: a round trip less per message, for work that
+	// may run twice without harm (an ack lost with the connection brings
+	// the message back after AckWait).
+	AckUnconfirmed bool
 }
 
 // Consume runs a durable pull consumer, one message at a time, until ctx
@@ -257,9 +262,14 @@ func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg,
 	switch {
 	case err == nil:
 		// Acknowledge what was done even when the stage is stopping.
-		ackCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		err := msg.DoubleAck(ackCtx)
-		cancel()
+		var err error
+		if cfg.AckUnconfirmed {
+			err = msg.Ack()
+		} else {
+			ackCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			err = msg.DoubleAck(ackCtx)
+			cancel()
+		}
 		if err != nil {
 			b.log.Warn("ack", "durable", cfg.Durable, "subject", d.Subject, "err", err)
 		}

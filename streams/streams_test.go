@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -184,6 +185,59 @@ func TestConsumeRetriesAndDeadLetters(t *testing.T) {
 	}
 	if reasons["jetqa.job.1.created"] == "" || reasons["jetqa.job.3.created"] == "" || !strings.Contains(reasons["jetqa.job.5.created"], "unknown event kind") {
 		t.Errorf("dead letters: %v", reasons)
+	}
+}
+
+// A consumer that acknowledges without waiting for the server's
+// confirmation still acknowledges every message it handled: none stays
+// pending, none comes back.
+func TestUnconfirmedAcksAcknowledge(t *testing.T) {
+	srv := natstest.Start(t)
+	bus := srv.Bus("test")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for job := int64(1); job <= 5; job++ {
+		if _, err := bus.Append(ctx, job, schemas.JobCreated{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	handled := map[int64]int{}
+	consumeCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- bus.Consume(consumeCtx, streams.ConsumerConfig{Stream: streams.StreamJobs, Durable: "fast", Filters: []string{streams.JobEvents("created")}, AckWait: 2 * time.Second, AckUnconfirmed: true},
+			func(_ context.Context, ev schemas.Event, _ schemas.Payload, _ streams.Delivery) error {
+				mu.Lock()
+				handled[ev.Job]++
+				mu.Unlock()
+				return nil
+			})
+	}()
+	natstest.WaitUntil(t, ctx, func() error {
+		cons, err := bus.JS.Consumer(ctx, streams.StreamJobs, "fast")
+		if err != nil {
+			return err
+		}
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.AckFloor.Stream < 5 || info.NumAckPending != 0 {
+			return fmt.Errorf("ack floor %d, %d pending", info.AckFloor.Stream, info.NumAckPending)
+		}
+		return nil
+	})
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for job := int64(1); job <= 5; job++ {
+		if handled[job] != 1 {
+			t.Errorf("job %d handled %d times, want once", job, handled[job])
+		}
 	}
 }
 

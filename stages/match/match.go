@@ -105,6 +105,9 @@ func (p *Pool) Run(ctx context.Context) error {
 				AckWait:       AckWait,
 				MaxDeliver:    3,
 				MaxAckPending: 1024,
+				// A request matched twice is answered twice; the worker
+				// takes the first answer.
+				AckUnconfirmed: true,
 			}, p.handle)
 		}()
 	}
