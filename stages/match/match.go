@@ -90,6 +90,7 @@ const AckWait = 10 * time.Second
 // Run matches requests with cfg.Workers goroutines until ctx ends.
 func (p *Pool) Run(ctx context.Context) error {
 	needle.HoldFreedMemory()
+	needle.LimitThreads(runtime.GOMAXPROCS(0))
 	needle.KeepSpectra(int64(p.cfg.SpectraMiB) << 20)
 	defer p.closeNeedles()
 	var wg sync.WaitGroup
