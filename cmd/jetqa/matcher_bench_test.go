@@ -19,7 +19,7 @@ import (
 )
 
 // rounds is how many times BenchmarkMatcherProcesses measures each load.
-const rounds = 3
+const rounds = 5
 
 // median is the middle value of xs (of the two middle ones, the mean).
 func median(xs []float64) float64 {
@@ -35,7 +35,7 @@ func median(xs []float64) float64 {
 // against the three testos needles, none of them on it (the costly case:
 // nothing to rule out), near their place (ratio 0.02) or on the whole
 // screen (ratio 1), as assert_screen sends them. It reports the medians
-// of three rounds, and the smallest ratio of a round.
+// of five rounds, and the smallest ratio of a round.
 func BenchmarkMatcherProcesses(b *testing.B) {
 	srv := natstest.Start(b)
 	bus := srv.Bus("load")
@@ -50,7 +50,7 @@ func BenchmarkMatcherProcesses(b *testing.B) {
 		name     string
 		ratio    float64
 		requests int
-	}{{"ratio=0.02", 0.02, 400}, {"ratio=1", 1, 40}} {
+	}{{"ratio=0.02", 0.02, 800}, {"ratio=1", 1, 80}} {
 		b.Run(load.name, func(b *testing.B) {
 			// Each round measures one process, then two: a pair measured
 			// close together, as this machine's speed drifts over seconds.
