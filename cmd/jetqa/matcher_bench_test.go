@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +29,36 @@ func median(xs []float64) float64 {
 	return (s[(len(s)-1)/2] + s[len(s)/2]) / 2
 }
 
+// machineCPU is the machine's CPU time so far, in clock ticks, all of it
+// and the idle part (/proc/stat).
+type machineCPU struct{ total, idle int64 }
+
+func cpuTimes(tb testing.TB) machineCPU {
+	tb.Helper()
+	data, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	line, _, _ := strings.Cut(string(data), "\n")
+	var c machineCPU
+	for i, field := range strings.Fields(line)[1:] {
+		n, err := strconv.ParseInt(field, 10, 64)
+		if err != nil {
+			tb.Fatalf("/proc/stat: %q", line)
+		}
+		c.total += n
+		if i == 3 || i == 4 { // idle, iowait
+			c.idle += n
+		}
+	}
+	return c
+}
+
+// idleSince is the share of the CPU time since before that was idle.
+func (c machineCPU) idleSince(before machineCPU) float64 {
+	return float64(c.idle-before.idle) / float64(max(1, c.total-before.total))
+}
+
 // BenchmarkMatcherProcesses measures the pool's throughput with one and
 // with two `jetqa matcher` processes of one worker and one core each
 // (GOMAXPROCS=1, as one process per core or per host would have), on the
@@ -35,7 +67,10 @@ func median(xs []float64) float64 {
 // against the three testos needles, none of them on it (the costly case:
 // nothing to rule out), near their place (ratio 0.02) or on the whole
 // screen (ratio 1), as assert_screen sends them. It reports the medians
-// of five rounds, and the smallest ratio of a round.
+// of five rounds, the smallest ratio of a round, and how much of the
+// machine's CPU was idle with two processes: none means that the two
+// matchers, the NATS server and the client sending the requests had both
+// cores to share.
 func BenchmarkMatcherProcesses(b *testing.B) {
 	srv := natstest.Start(b)
 	bus := srv.Bus("load")
@@ -55,10 +90,10 @@ func BenchmarkMatcherProcesses(b *testing.B) {
 			// Each round measures one process, then two: a pair measured
 			// close together, as this machine's speed drifts over seconds.
 			// The rates and the ratio reported are the medians of the rounds.
-			var ones, twos, ratios []float64
+			var ones, twos, ratios, idles []float64
 			for b.Loop() {
 				for range rounds {
-					var rate [3]float64 // requests per second with 1 and 2 processes
+					var rate, idle [3]float64 // requests per second and idle CPU share with 1 and 2 processes
 					for procs := 1; procs <= 2; procs++ {
 						stop := startMatcherProcesses(b, srv.URL, procs, "--no-split")
 						send := func(n int, id string) (time.Duration, map[string]bool) {
@@ -70,18 +105,22 @@ func BenchmarkMatcherProcesses(b *testing.B) {
 								break
 							}
 						}
+						cpu := cpuTimes(b)
 						took, _ := send(load.requests, fmt.Sprintf("run%d", procs))
 						rate[procs] = float64(load.requests) / took.Seconds()
+						idle[procs] = cpuTimes(b).idleSince(cpu)
 						stop()
 					}
-					ones, twos, ratios = append(ones, rate[1]), append(twos, rate[2]), append(ratios, rate[2]/rate[1])
-					b.Logf("%s round: %.0f req/s with 1 process, %.0f with 2: %.2fx", load.name, rate[1], rate[2], rate[2]/rate[1])
+					ones, twos, ratios, idles = append(ones, rate[1]), append(twos, rate[2]), append(ratios, rate[2]/rate[1]), append(idles, idle[2])
+					b.Logf("%s round: %.0f req/s with 1 process (CPU %.0f%% idle), %.0f with 2 (%.0f%% idle): %.2fx",
+						load.name, rate[1], 100*idle[1], rate[2], 100*idle[2], rate[2]/rate[1])
 				}
 			}
 			b.ReportMetric(median(ones), "req/s-1proc")
 			b.ReportMetric(median(twos), "req/s-2proc")
 			b.ReportMetric(median(ratios), "x-2proc")
 			b.ReportMetric(slices.Min(ratios), "x-2proc-min")
+			b.ReportMetric(100*median(idles), "idle-%-2proc")
 		})
 	}
 }
