@@ -189,7 +189,7 @@ static int above(const level *l, const uint32_t *ii, size_t w1, int px, int py, 
 // the lower bounds of the blocks left is above stop. On screens of flat
 // colours this looks at few pixels, and where a tie must be settled
 // exactly it is cheaper than ssd.
-static int64_t blockSSD(const level *l, const uint32_t *ii, const uint64_t *iq, size_t w1, int px, int py,
+static int64_t blockSSD(const level *l, const uint32_t *ii, const uint32_t *iq, size_t w1, int px, int py,
                         const uint8_t *s, int stride, const uint8_t *t, int tw, int th, const int *rows, int64_t stop,
                         int64_t *work) {
 	enum { MAXB = 64 }; // the blocks of an 8x8 level
@@ -203,7 +203,7 @@ static int64_t blockSSD(const level *l, const uint32_t *ii, const uint64_t *iq, 
 		size_t y0 = (size_t)(py + l->ys[by]) * w1, y1 = (size_t)(py + l->ys[by + 1]) * w1;
 		size_t x0 = px + l->xs[bx], x1 = px + l->xs[bx + 1];
 		int64_t bs = (int64_t)(uint32_t)(ii[y1 + x1] - ii[y1 + x0] - ii[y0 + x1] + ii[y0 + x0]);
-		int64_t bq = (int64_t)(iq[y1 + x1] - iq[y1 + x0] - iq[y0 + x1] + iq[y0 + x0]);
+		int64_t bq = (int64_t)(uint32_t)(iq[y1 + x1] - iq[y1 + x0] - iq[y0 + x1] + iq[y0 + x0]);
 		int64_t k = l->k[b], v = k * bq - bs * bs;
 		if (v == 0) {
 			int64_t c = bs / k;
@@ -257,7 +257,7 @@ static const int grids[LEVELS] = {1, 3, 8};
 // squared difference below 382, where the similarity is 0.
 int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
                        const uint8_t *tpl, int tw, int th, int ox, int oy,
-                       int qx, int qy, int64_t budget, uint32_t *ii, uint64_t *iq, jetqa_match *out) {
+                       int qx, int qy, int64_t budget, uint32_t *ii, uint32_t *iq, jetqa_match *out) {
 	int nx = ww - tw + 1, ny = wh - th + 1;
 	int64_t n = (int64_t)tw * th;
 	int64_t work = 0;
@@ -282,23 +282,35 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 	for (int i = 0; i < LEVELS; i++)
 		if (makeLevel(&levels[i], grids[i], tpl, tw, th))
 			goto done;
+	// Sums of squares wrap around at 32 bits too, so they serve templates
+	// below 2³² / 255² pixels (256x256 fits): those can be settled over
+	// flat parts of the screen without reading pixels (the sum is exact
+	// from the sums) and bounded with the spread of their blocks. Where a
+	// block is a few dozen pixels, summing them costs less than that.
+	int squares = 65025 * n < (int64_t)1 << 32;
+	int blocks = squares && n >= 4096;
 	for (size_t x = 0; x < w1; x++)
 		ii[x] = 0, iq[x] = 0;
 	for (int y = 0; y < wh; y++) {
 		const uint8_t *row = screen + (size_t)y * stride;
 		uint32_t *prev = ii + (size_t)y * w1, *cur = prev + w1;
-		uint64_t *qprev = iq + (size_t)y * w1, *qcur = qprev + w1;
 		uint32_t acc = 0;
-		uint64_t qacc = 0;
-		cur[0] = 0, qcur[0] = 0;
+		cur[0] = 0;
 		for (int x = 0; x < ww; x++) {
 			acc += row[x];
-			qacc += (uint64_t)row[x] * row[x];
 			cur[x + 1] = prev[x + 1] + acc;
+		}
+		if (!squares)
+			continue;
+		uint32_t *qprev = iq + (size_t)y * w1, *qcur = qprev + w1;
+		uint32_t qacc = 0;
+		qcur[0] = 0;
+		for (int x = 0; x < ww; x++) {
+			qacc += (uint32_t)row[x] * row[x];
 			qcur[x + 1] = qprev[x + 1] + qacc;
 		}
 	}
-	work += 2 * (int64_t)ww * wh;
+	work += (1 + squares) * (int64_t)ww * wh;
 
 	// Look first where the template's sum fits best: where it is found,
 	// that bounds everything else tightly from the start.
@@ -355,16 +367,15 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 	int64_t tsq = levels[0].tsq[0];
 	for (int py = 0; py < ny; py++) {
 		const uint32_t *r0 = ii + (size_t)py * w1, *r1 = ii + (size_t)(py + th) * w1;
-		const uint64_t *q0 = iq + (size_t)py * w1, *q1 = iq + (size_t)(py + th) * w1;
+		const uint32_t *q0 = iq + (size_t)py * w1, *q1 = iq + (size_t)(py + th) * w1;
 		for (int px = 0; px < nx; px++) {
 			int64_t cut = (min < known ? min : known) + 10;
 			int64_t s = (int64_t)(uint32_t)(r1[px + tw] - r1[px] - r0[px + tw] + r0[px]);
 			int64_t d = s - tsum;
 			if (d * d > cut * n)
 				continue;
-			int64_t q = (int64_t)(q1[px + tw] - q1[px] - q0[px + tw] + q0[px]);
 			int64_t v;
-			if (q * n == s * s) {
+			if (squares && (int64_t)(uint32_t)(q1[px + tw] - q1[px] - q0[px + tw] + q0[px]) * n == s * s) {
 				// The screen is one value c under the template here: the
 				// sum is Σt² − 2c·Σt + n·c², without looking at pixels.
 				int64_t c = s / n;
@@ -376,7 +387,13 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 					pruned = above(&levels[i], ii, w1, px, py, cut, &work);
 				if (pruned)
 					continue;
-				v = (px == ox && py == oy) ? v0 : blockSSD(&levels[LEVELS - 1], ii, iq, w1, px, py, screen + (size_t)py * stride + px, stride, tpl, tw, th, rows, cut, &work);
+				const uint8_t *at = screen + (size_t)py * stride + px;
+				if (px == ox && py == oy)
+					v = v0;
+				else if (blocks)
+					v = blockSSD(&levels[LEVELS - 1], ii, iq, w1, px, py, at, stride, tpl, tw, th, rows, cut, &work);
+				else
+					v = ssd(at, stride, tpl, tw, th, rows, cut, &work);
 			}
 			if (work > budget)
 				goto done;

@@ -22,11 +22,10 @@ var exactBudget int64 = 48
 // integrals holds integral images between searches.
 var integrals sync.Pool
 
-// integralImages are a window's integral images: of its values, in
-// 32-bit sums that may wrap, and of their squares.
+// integralImages are a window's integral images of its values and of
+// their squares, in 32-bit sums that may wrap.
 type integralImages struct {
-	sums    []uint32
-	squares []uint64
+	sums, squares []uint32
 }
 
 // exactResult is what searchExact found.
@@ -64,9 +63,9 @@ func searchExactWork(grey gocv.Mat, a *matchArea, window image.Rectangle) (image
 	n := (window.Dx() + 1) * (window.Dy() + 1)
 	ii, _ := integrals.Get().(*integralImages)
 	if ii == nil || cap(ii.sums) < n {
-		ii = &integralImages{sums: make([]uint32, n), squares: make([]uint64, n)}
+		ii = &integralImages{sums: make([]uint32, n), squares: make([]uint32, n)}
 	}
-	if n <= maxScratch/12 {
+	if n <= maxScratch/8 {
 		defer integrals.Put(ii)
 	}
 	var m C.jetqa_match
@@ -74,6 +73,6 @@ func searchExactWork(grey gocv.Mat, a *matchArea, window image.Rectangle) (image
 		C.int(window.Dx()), C.int(window.Dy()),
 		(*C.uint8_t)(unsafe.Pointer(&tpl[0])), C.int(a.rect.Dx()), C.int(a.rect.Dy()),
 		C.int(orig.X), C.int(orig.Y), C.int(a.rect.Min.X), C.int(a.rect.Min.Y),
-		C.int64_t(exactBudget*int64(window.Dx())*int64(window.Dy())), (*C.uint32_t)(unsafe.Pointer(&ii.sums[0])), (*C.uint64_t)(unsafe.Pointer(&ii.squares[0])), &m)
+		C.int64_t(exactBudget*int64(window.Dx())*int64(window.Dy())), (*C.uint32_t)(unsafe.Pointer(&ii.sums[0])), (*C.uint32_t)(unsafe.Pointer(&ii.squares[0])), &m)
 	return image.Pt(int(m.x), int(m.y)), int64(m.ssd), exactResult(r), int64(m.work)
 }

@@ -10,7 +10,7 @@ typedef struct {
 
 int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
                        const uint8_t *tpl, int tw, int th, int ox, int oy,
-                       int qx, int qy, int64_t budget, uint32_t *ii, uint64_t *iq, jetqa_match *out);
+                       int qx, int qy, int64_t budget, uint32_t *ii, uint32_t *iq, jetqa_match *out);
 
 int jetqa_fft_search(double *a, int astride, int pw, int ph, const uint8_t *screen, int stride, int ww, int wh,
                      const uint8_t *tpl, int tw, int th, int ox, int oy, int qx, int qy,

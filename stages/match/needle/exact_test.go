@@ -119,6 +119,69 @@ func TestSearchesMatchBruteForce(t *testing.T) {
 	}
 }
 
+// Areas of 4096 pixels and more are summed block by block, each block
+// from the integral images where the screen is flat under it: on screens
+// of flat rectangles with a few strokes, changed copies of their own
+// parts, the exact search picks what computing every position picks.
+func TestBlockSumsMatchBruteForce(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	oldExact := exactBudget
+	exactBudget = 1 << 30
+	defer func() { exactBudget = oldExact }()
+	for i := range 12 {
+		cols, rows := 110+rng.IntN(30), 90+rng.IntN(30)
+		screen := make([]byte, cols*rows)
+		for j := range screen {
+			screen[j] = 60
+		}
+		for range 4 { // flat rectangles
+			v := byte(40 + 20*rng.IntN(4))
+			x, y := rng.IntN(cols), rng.IntN(rows)
+			for yy := y; yy < min(rows, y+10+rng.IntN(40)); yy++ {
+				for xx := x; xx < min(cols, x+10+rng.IntN(60)); xx++ {
+					screen[yy*cols+xx] = v
+				}
+			}
+		}
+		for range 60 { // strokes
+			x, y := rng.IntN(cols-6), rng.IntN(rows)
+			for xx := x; xx < x+1+rng.IntN(6); xx++ {
+				screen[y*cols+xx] = 200
+			}
+		}
+		tw, th := 64+rng.IntN(16), 64+rng.IntN(10)
+		a := image.Rect(0, 0, tw, th).Add(image.Pt(rng.IntN(cols-tw+1), rng.IntN(rows-th+1)))
+		src := image.Pt(rng.IntN(cols-tw+1), rng.IntN(rows-th+1))
+		tpl := make([]byte, tw*th)
+		for y := range th {
+			for x := range tw {
+				v := int(screen[(src.Y+y)*cols+src.X+x])
+				if i%3 == 0 {
+					v += rng.IntN(3) - 1
+				}
+				tpl[y*tw+x] = byte(min(255, max(0, v)))
+			}
+		}
+		window := image.Rect(0, 0, cols, rows)
+		grey, err := gocv.NewMatFromBytes(rows, cols, gocv.MatTypeCV8UC1, screen)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pixels, err := gocv.NewMatFromBytes(th, tw, gocv.MatTypeCV8UC1, tpl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		area := matchArea{rect: a, pixels: pixels, spectra: &areaSpectra{}}
+		wantP, wantSSD, want := bruteForce(screen, cols, tpl, a, window)
+		gotP, gotSSD, got := searchExact(grey, &area, window)
+		if got != want || got == exactFound && (gotP != wantP || gotSSD != wantSSD) {
+			t.Errorf("case %d: %v in %dx%d: %v at %v (%d), want %v at %v (%d)", i, a, cols, rows, got, gotP, gotSSD, want, wantP, wantSSD)
+		}
+		grey.Close()
+		pixels.Close()
+	}
+}
+
 // Where bounds cannot rule out enough positions, the exact search leaves
 // the area to OpenCV, early: on a repeating pattern every repetition is
 // about as good as the area's own place, so each needs a full sum.
