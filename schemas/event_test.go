@@ -100,6 +100,18 @@ func FuzzDecodeEvent(f *testing.F) {
 			return
 		}
 		_, _ = ev.Decode()
+		// What was read is written back as JSON that reads the same.
+		again, err := ev.Marshal()
+		if err != nil {
+			t.Fatalf("%q read, but not written: %v", data, err)
+		}
+		back, err := Unmarshal(again)
+		if err != nil {
+			t.Fatalf("%q written as %q, which does not read: %v", data, again, err)
+		}
+		if back.Kind != ev.Kind || back.Job != ev.Job || back.Source != ev.Source || !back.Time.Equal(ev.Time) {
+			t.Fatalf("%q came back as %+v, want %+v", data, back, ev)
+		}
 	})
 }
 
