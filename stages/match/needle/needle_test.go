@@ -165,6 +165,16 @@ func prepare(tb testing.TB, tn testNeedle) *Needle {
 	return n
 }
 
+// prepareAll prepares each of tns.
+func prepareAll(tb testing.TB, tns []testNeedle) []*Needle {
+	tb.Helper()
+	var needles []*Needle
+	for _, tn := range tns {
+		needles = append(needles, prepare(tb, tn))
+	}
+	return needles
+}
+
 func decodeScreen(tb testing.TB, img image.Image) *Screen {
 	tb.Helper()
 	s, err := DecodeScreen(pngOf(tb, img))
@@ -303,11 +313,7 @@ var searchCases = sync.OnceValue(func() []searchCase {
 func TestSearch(t *testing.T) {
 	for _, tc := range searchCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			var needles []*Needle
-			for _, tn := range tc.needles {
-				needles = append(needles, prepare(t, tn))
-			}
-			best, all := Search(decodeScreen(t, tc.screen), needles, tc.threshold, tc.ratio)
+			best, all := Search(decodeScreen(t, tc.screen), prepareAll(t, tc.needles), tc.threshold, tc.ratio)
 			checkSearch(t, tc, best, all)
 		})
 	}

@@ -1,16 +1,12 @@
 package needle
 
 import (
-	"encoding/json"
 	"fmt"
 	"image"
 	"image/color"
-	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"slices"
 	"sync"
 	"testing"
 )
@@ -50,60 +46,11 @@ func TestAgreesWithOsAutoinst(t *testing.T) {
 	if _, err := os.Stat("/usr/lib/os-autoinst/needle.pm"); err != nil {
 		t.Skip("os-autoinst is not installed: apt-get install os-autoinst libmojo-ioloop-readwriteprocess-perl libtime-moment-perl libjson-validator-perl")
 	}
-	script, err := filepath.Abs("testdata/tinycv_search.pl")
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, tc := range append(searchCases(), roundingCases()...) {
 		t.Run(tc.name, func(t *testing.T) {
-			needleDir, screenDir := t.TempDir(), t.TempDir()
-			screenPath := filepath.Join(screenDir, "screen.png")
-			write(t, screenPath, pngOf(t, tc.screen))
-			args := []string{script, needleDir, screenPath, fmt.Sprint(tc.threshold), fmt.Sprint(tc.ratio)}
-			var needles []*Needle
-			for _, tn := range tc.needles {
-				write(t, filepath.Join(needleDir, tn.name+".json"), tn.needleJSON())
-				write(t, filepath.Join(needleDir, tn.name+".png"), pngOf(t, tn.img))
-				args = append(args, tn.name)
-				needles = append(needles, prepare(t, tn))
-			}
-			cmd := exec.Command("perl", args...)
-			cmd.Dir = screenDir
-			out, err := cmd.Output()
-			if err != nil {
-				t.Fatalf("os-autoinst: %v\n%s", err, stderrOf(err))
-			}
-			var want osAutoinstResult
-			if err := json.Unmarshal(out, &want); err != nil {
-				t.Fatalf("os-autoinst printed %q: %v", out, err)
-			}
-
+			needles := prepareAll(t, tc.needles)
 			best, all := Search(decodeScreen(t, tc.screen), needles, tc.threshold, tc.ratio)
-			if got := ""; best != nil && best.Needle != want.Best || best == nil && want.Best != got {
-				t.Errorf("best %+v, os-autoinst %q", best, want.Best)
-			}
-			if len(all) != len(want.All) {
-				t.Fatalf("%d candidates, os-autoinst %d", len(all), len(want.All))
-			}
-			for i, w := range want.All {
-				c := all[i]
-				if c.Needle != w.Needle || c.OK != w.OK || math.Abs(c.Error-w.Error) > 1e-3 || len(c.Areas) != len(w.Areas) {
-					t.Fatalf("candidate %d: %+v\nos-autoinst %+v", i, c, w)
-				}
-				k := slices.IndexFunc(needles, func(n *Needle) bool { return n.name == c.Needle })
-				for j, wa := range w.Areas {
-					a := c.Areas[j]
-					if a.OK != wa.OK || math.Abs(a.Similarity-wa.Similarity) > 1e-3 {
-						t.Errorf("%s area %d: %+v, os-autoinst %+v", c.Needle, j+1, a, wa)
-					}
-					if a.X != wa.X || a.Y != wa.Y {
-						theirs := similarityAt(t, tc.screen, needles, tc.ratio, k, j, image.Pt(wa.X, wa.Y))
-						if math.Abs(theirs-a.Similarity) > 1e-3 {
-							t.Errorf("%s area %d: %+v, os-autoinst %+v, where the similarity is %v", c.Needle, j+1, a, wa, theirs)
-						}
-					}
-				}
-			}
+			checkAgainstOsAutoinst(t, tc, needles, best, all)
 		})
 	}
 }

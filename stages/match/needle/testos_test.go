@@ -220,10 +220,7 @@ func TestTestosScreens(t *testing.T) {
 	}
 	for _, tc := range testosCases(t) {
 		t.Run(tc.name, func(t *testing.T) {
-			var needles []*Needle
-			for _, tn := range tc.needles {
-				needles = append(needles, prepare(t, tn))
-			}
+			needles := prepareAll(t, tc.needles)
 			best, all := Search(decodeScreen(t, tc.screen), needles, tc.threshold, tc.ratio)
 			checkSearch(t, tc, best, all)
 			if withOsAutoinst {
@@ -248,7 +245,7 @@ func checkAgainstOsAutoinst(t *testing.T, tc searchCase, needles []*Needle, best
 	}
 	for i, w := range want.All {
 		c := all[i]
-		if c.Needle != w.Needle || c.OK != w.OK || len(c.Areas) != len(w.Areas) {
+		if c.Needle != w.Needle || c.OK != w.OK || math.Abs(c.Error-w.Error) > 1e-3 || len(c.Areas) != len(w.Areas) {
 			t.Errorf("candidate %d: %+v\nos-autoinst %+v", i, c, w)
 			continue
 		}
