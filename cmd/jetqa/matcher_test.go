@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -25,10 +23,7 @@ func TestRequestOfAKilledMatcherIsAnsweredByAnother(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	refs := publishTestosNeedles(t, ctx, bus)
-	screen, err := os.ReadFile(filepath.Join("..", "..", "stages", "match", "needle", "testdata", "testos", "06-kernel-pci.png"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	screen := kernelMessages(t)
 	// Many whole-screen searches: long enough to be killed in the middle.
 	var many []schemas.NeedleRef
 	for range 100 {
