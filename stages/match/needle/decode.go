@@ -24,6 +24,11 @@ const (
 	maxPixels = 1 << 26
 )
 
+// decodable reports whether an image of w x h pixels is within them.
+func decodable(w, h int) bool {
+	return w > 0 && h > 0 && w <= maxSide && h <= maxSide && w*h <= maxPixels
+}
+
 // decodeGrey reads a PNG as 8-bit grey values, the same values as tinycv's
 // imread(IMREAD_COLOR) followed by cvtColor(BGR2GRAY). The header is
 // checked in Go first: OpenCV's decoder aborts the process (an uncaught C++
@@ -39,7 +44,7 @@ func decodeGrey(data []byte) (gocv.Mat, error) {
 	if err != nil {
 		return gocv.Mat{}, fmt.Errorf("not a PNG: %w", err)
 	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width > maxSide || cfg.Height > maxSide || cfg.Width*cfg.Height > maxPixels {
+	if !decodable(cfg.Width, cfg.Height) {
 		return gocv.Mat{}, fmt.Errorf("PNG of %dx%d pixels is empty or too big", cfg.Width, cfg.Height)
 	}
 	if grey, ok := decodeGreyFast(data); ok {
@@ -62,8 +67,24 @@ func decodeGrey(data []byte) (gocv.Mat, error) {
 // few megabytes costs more in page faults than the inflating.
 var scratch sync.Pool
 
-// maxScratch is the largest buffer kept in scratch: a 2560x1600 RGBA screen.
+// maxScratch is the most bytes of a buffer kept for reuse: the inflated
+// rows of a 2560x1600 RGBA screen.
 const maxScratch = 1600 * (1 + 2560*4)
+
+// borrow returns a slice of n elements from pool, or a new one when the
+// pool has none that large, and the function that gives it back to the
+// pool; slices of more than limit elements are not kept.
+func borrow[T any](pool *sync.Pool, n, limit int) (s []T, giveBack func()) {
+	if b, _ := pool.Get().(*[]T); b != nil && cap(*b) >= n {
+		s = (*b)[:n]
+	} else {
+		s = make([]T, n)
+	}
+	if n > limit {
+		return s, func() {}
+	}
+	return s, func() { pool.Put(&s) }
+}
 
 // decodeGreyFast is decodeGrey's fast path; ok is false when data is not
 // of the kind it decodes.
@@ -119,20 +140,12 @@ func decodeGreyFast(data []byte) (grey gocv.Mat, ok bool) {
 		channels = 4
 	}
 	// As in decodeGrey, which checks first, for callers that do not.
-	if width <= 0 || height <= 0 || width > maxSide || height > maxSide || width*height > maxPixels {
+	if !decodable(width, height) {
 		return gocv.Mat{}, false
 	}
 
-	rawLen := height * (1 + width*channels)
-	var raw []byte
-	if b, _ := scratch.Get().(*[]byte); b != nil && cap(*b) >= rawLen {
-		raw = (*b)[:rawLen]
-	} else {
-		raw = make([]byte, rawLen)
-	}
-	if rawLen <= maxScratch {
-		defer scratch.Put(&raw)
-	}
+	raw, giveBack := borrow[byte](&scratch, height*(1+width*channels), maxScratch)
+	defer giveBack()
 
 	grey = gocv.NewMatWithSize(height, width, gocv.MatTypeCV8UC1)
 	out, err := grey.DataPtrUint8()

@@ -181,10 +181,18 @@ static int above(const level *l, const uint32_t *ii, size_t w1, int px, int py, 
 	return 0;
 }
 
+// flatSSD is the sum of squared differences of k template pixels (their
+// sum ts, their sum of squares tq) with a screen of one value c there,
+// from the screen's sum s = k·c: Σt² − 2c·Σt + k·c².
+static inline int64_t flatSSD(int64_t tq, int64_t ts, int64_t s, int64_t k) {
+	int64_t c = s / k;
+	return tq - 2 * c * ts + c * c * k;
+}
+
 // blockSSD is the sum of squared differences at (px,py) (s is the screen
 // there, t the template) block by block of the level, or a value above
-// stop. Where the screen is one value c over a block, the block's sum is
-// Σt² − 2c·Σt + k·c², from the integral images; the other blocks are
+// stop. Where the screen is one value over a block, the block's sum is
+// flatSSD's, from the integral images; the other blocks are
 // summed pixel by pixel, and the sum stops as soon as what is summed plus
 // the lower bounds of the blocks left is above stop. On screens of flat
 // colours this looks at few pixels, and where a tie must be settled
@@ -206,8 +214,7 @@ static int64_t blockSSD(const level *l, const uint32_t *ii, const uint32_t *iq, 
 		int64_t bq = (int64_t)(uint32_t)(iq[y1 + x1] - iq[y1 + x0] - iq[y0 + x1] + iq[y0 + x0]);
 		int64_t k = l->k[b], v = k * bq - bs * bs;
 		if (v == 0) {
-			int64_t c = bs / k;
-			sum += l->tsq[b] - 2 * c * l->tsum[b] + c * c * k;
+			sum += flatSSD(l->tsq[b], l->tsum[b], bs, k);
 		} else {
 			int64_t d = bs - l->tsum[b];
 			double sd = sqrt((double)v) - l->tsd[b];
@@ -376,10 +383,9 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 				continue;
 			int64_t v;
 			if (squares && (int64_t)(uint32_t)(q1[px + tw] - q1[px] - q0[px + tw] + q0[px]) * n == s * s) {
-				// The screen is one value c under the template here: the
-				// sum is Σt² − 2c·Σt + n·c², without looking at pixels.
-				int64_t c = s / n;
-				v = tsq - 2 * c * tsum + c * c * n;
+				// The screen is one value under the template here: the
+				// sum comes without looking at pixels.
+				v = flatSSD(tsq, tsum, s, n);
 				work += SPREAD_COST;
 			} else {
 				int pruned = 0;

@@ -19,14 +19,10 @@ import (
 // all).
 var exactBudget int64 = 48
 
-// integrals holds integral images between searches.
+// integrals holds integral images between searches: a window's integral
+// image of its values, then that of their squares, in 32-bit sums that
+// may wrap.
 var integrals sync.Pool
-
-// integralImages are a window's integral images of its values and of
-// their squares, in 32-bit sums that may wrap.
-type integralImages struct {
-	sums, squares []uint32
-}
 
 // exactResult is what searchExact found.
 type exactResult int
@@ -61,18 +57,13 @@ func searchExactWork(grey gocv.Mat, a *matchArea, window image.Rectangle) (image
 	// A fresh integral image of a whole screen would cost more in page
 	// faults than computing it.
 	n := (window.Dx() + 1) * (window.Dy() + 1)
-	ii, _ := integrals.Get().(*integralImages)
-	if ii == nil || cap(ii.sums) < n {
-		ii = &integralImages{sums: make([]uint32, n), squares: make([]uint32, n)}
-	}
-	if n <= maxScratch/8 {
-		defer integrals.Put(ii)
-	}
+	ii, giveBack := borrow[uint32](&integrals, 2*n, maxScratch/4)
+	defer giveBack()
 	var m C.jetqa_match
 	r := C.jetqa_exact_search((*C.uint8_t)(unsafe.Pointer(&screen[window.Min.Y*cols+window.Min.X])), C.int(cols),
 		C.int(window.Dx()), C.int(window.Dy()),
 		(*C.uint8_t)(unsafe.Pointer(&tpl[0])), C.int(a.rect.Dx()), C.int(a.rect.Dy()),
 		C.int(orig.X), C.int(orig.Y), C.int(a.rect.Min.X), C.int(a.rect.Min.Y),
-		C.int64_t(exactBudget*int64(window.Dx())*int64(window.Dy())), (*C.uint32_t)(unsafe.Pointer(&ii.sums[0])), (*C.uint32_t)(unsafe.Pointer(&ii.squares[0])), &m)
+		C.int64_t(exactBudget*int64(window.Dx())*int64(window.Dy())), (*C.uint32_t)(unsafe.Pointer(&ii[0])), (*C.uint32_t)(unsafe.Pointer(&ii[n])), &m)
 	return image.Pt(int(m.x), int(m.y)), int64(m.ssd), exactResult(r), int64(m.work)
 }
