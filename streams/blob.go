@@ -60,13 +60,19 @@ func (b *Bus) GetBlob(ctx context.Context, bucket, key string) ([]byte, error) {
 		return nil, err
 	}
 	data, err := store.GetBytes(ctx, key)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, fmt.Errorf("%s/%s: %w", bucket, key, ErrBlobNotFound)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("read %s/%s: %w", bucket, key, err)
+		return nil, readError(bucket, key, err)
 	}
 	return data, nil
+}
+
+// readError is the error of reading key from bucket: ErrBlobNotFound
+// when there is no such blob.
+func readError(bucket, key string, err error) error {
+	if errors.Is(err, jetstream.ErrObjectNotFound) {
+		return fmt.Errorf("%s/%s: %w", bucket, key, ErrBlobNotFound)
+	}
+	return fmt.Errorf("read %s/%s: %w", bucket, key, err)
 }
 
 // OpenBlob streams a blob; the caller closes it. It also returns the size.
@@ -76,11 +82,8 @@ func (b *Bus) OpenBlob(ctx context.Context, bucket, key string) (io.ReadCloser, 
 		return nil, 0, err
 	}
 	obj, err := store.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, 0, fmt.Errorf("%s/%s: %w", bucket, key, ErrBlobNotFound)
-	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("read %s/%s: %w", bucket, key, err)
+		return nil, 0, readError(bucket, key, err)
 	}
 	info, err := obj.Info()
 	if err != nil {
@@ -129,11 +132,8 @@ func (b *Bus) OpenBlobAt(ctx context.Context, bucket, key string, offset int64) 
 		return nil, 0, err
 	}
 	info, err := store.GetInfo(ctx, key)
-	if errors.Is(err, jetstream.ErrObjectNotFound) {
-		return nil, 0, fmt.Errorf("%s/%s: %w", bucket, key, ErrBlobNotFound)
-	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("read %s/%s: %w", bucket, key, err)
+		return nil, 0, readError(bucket, key, err)
 	}
 	size := int64(info.Size)
 	if offset >= size {
