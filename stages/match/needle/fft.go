@@ -35,12 +35,18 @@ const fftMinAreas = 2
 // theirs made for each search.
 const DefaultKeptSpectra = 512 << 20
 
-var maxKeptSpectra int64 = DefaultKeptSpectra
+// maxKeptSpectra is KeepSpectra's bound. Pools set it as they start while
+// others may be searching, so it is read and written atomically.
+var maxKeptSpectra = func() *atomic.Int64 {
+	var m atomic.Int64
+	m.Store(DefaultKeptSpectra)
+	return &m
+}()
 
 // KeepSpectra sets how many bytes of needle areas' spectra the process
-// keeps (0: none, each whole-screen search makes its own). Call it before
-// matching starts.
-func KeepSpectra(bytes int64) { maxKeptSpectra = max(bytes, 0) }
+// keeps (0: none, each whole-screen search makes its own); spectra kept
+// already stay.
+func KeepSpectra(bytes int64) { maxKeptSpectra.Store(max(bytes, 0)) }
 
 // keptSpectra is how many bytes of areas' spectra the needles hold.
 var keptSpectra atomic.Int64
@@ -89,7 +95,7 @@ func (a *matchArea) spectrum(size image.Point) (m gocv.Mat, kept bool, err error
 	if m, err = dft(tpl, a.rect.Dx(), a.rect.Dx(), a.rect.Dy(), size); err != nil {
 		return gocv.Mat{}, false, err
 	}
-	if keptSpectra.Add(spectrumBytes(size)) > maxKeptSpectra {
+	if keptSpectra.Add(spectrumBytes(size)) > maxKeptSpectra.Load() {
 		keptSpectra.Add(-spectrumBytes(size))
 		return m, false, nil
 	}

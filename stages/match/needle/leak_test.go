@@ -15,11 +15,11 @@ import (
 // path through Prepare, DecodeScreen and Search frees what it allocates.
 func TestNoMatLeaks(t *testing.T) {
 	before, kept := gocv.MatProfile.Count(), keptSpectra.Load()
-	defer func(old int64) { maxKeptSpectra = old }(maxKeptSpectra)
+	defer KeepSpectra(maxKeptSpectra.Load())
 	// With the areas' spectra kept by the needles, and made for each
 	// search.
-	for _, limit := range []int64{maxKeptSpectra, 0} {
-		maxKeptSpectra = limit
+	for _, limit := range []int64{maxKeptSpectra.Load(), 0} {
+		KeepSpectra(limit)
 		for _, tc := range append(searchCases(), roundingCases()...) {
 			var needles []*Needle
 			for _, tn := range tc.needles {
