@@ -39,6 +39,7 @@ vet: $(STATICCHECK)
 
 test-deps:
 	@bash deploy/install-deps.sh test
+	@bash deploy/check-os-autoinst.sh
 
 test: test-deps testos vet
 	$(GO) test $(TESTFLAGS) ./...

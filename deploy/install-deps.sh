@@ -15,8 +15,12 @@ packages=(
 )
 
 if [ "${1:-}" = test ]; then
-  # The last two are needed by os-autoinst but not declared by Debian's package.
-  packages+=(os-autoinst libmojo-ioloop-readwriteprocess-perl libtime-moment-perl libjson-validator-perl)
+  # os-autoinst uses Perl modules its Debian package does not declare:
+  # needle.pm and bmwqemu.pm Cpanel::JSON::XS, the QEMU backend
+  # List::MoreUtils and Mojo::IOLoop::ReadWriteProcess (with Time::Moment
+  # and JSON::Validator). deploy/check-os-autoinst.sh checks that it loads.
+  packages+=(os-autoinst libcpanel-json-xs-perl liblist-moreutils-perl
+    libmojo-ioloop-readwriteprocess-perl libtime-moment-perl libjson-validator-perl)
 fi
 
 missing=()

@@ -44,7 +44,7 @@ import (
 // tinycv's time over jetqa's (the goal is 3 or more).
 func BenchmarkAgainstTinycv(b *testing.B) {
 	if _, err := os.Stat("/usr/lib/os-autoinst/needle.pm"); err != nil {
-		b.Skip("os-autoinst is not installed, nothing to compare with: apt-get install os-autoinst libmojo-ioloop-readwriteprocess-perl libtime-moment-perl libjson-validator-perl")
+		b.Skip("os-autoinst is not installed, nothing to compare with: bash deploy/install-deps.sh test")
 	}
 	HoldFreedMemory() // as the matcher pool does
 	set := newDecisionSet(b)

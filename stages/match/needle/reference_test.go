@@ -33,9 +33,8 @@ type osAutoinstArea struct {
 }
 
 // TestAgreesWithOsAutoinst runs every search case through os-autoinst's
-// own search (Debian's packages os-autoinst and
-// libmojo-ioloop-readwriteprocess-perl, libtime-moment-perl,
-// libjson-validator-perl) and requires the same verdicts and order, and
+// own search (Debian's os-autoinst, with the Perl modules
+// deploy/install-deps.sh test adds to it) and requires the same verdicts and order, and
 // similarities within 1e-3. Positions must be the same too, except where
 // os-autoinst's is exactly as good: where the similarity at its position,
 // computed exactly, is jetqa's within 1e-3. (jetqa computes the squared
@@ -44,7 +43,7 @@ type osAutoinstArea struct {
 // nowhere, it can pick another.)
 func TestAgreesWithOsAutoinst(t *testing.T) {
 	if _, err := os.Stat("/usr/lib/os-autoinst/needle.pm"); err != nil {
-		t.Skip("os-autoinst is not installed: apt-get install os-autoinst libmojo-ioloop-readwriteprocess-perl libtime-moment-perl libjson-validator-perl")
+		t.Skip("os-autoinst is not installed: bash deploy/install-deps.sh test")
 	}
 	for _, tc := range append(searchCases(), roundingCases()...) {
 		t.Run(tc.name, func(t *testing.T) {
