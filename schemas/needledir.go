@@ -36,7 +36,7 @@ type NeedleProblem struct {
 	File string
 	Err  error
 	// Warning marks what does not stop a needle from being used, such as
-	// a PNG no JSON refers to.
+	// a PNG no JSON refers to, or what Needle.Warnings lists.
 	Warning bool
 }
 
@@ -97,6 +97,10 @@ func ReadNeedleDir(dir string) (*NeedleDir, error) {
 			n, problem := readNeedleFile(dir, rel, name)
 			if problem != nil {
 				d.Problems = append(d.Problems, *problem)
+			} else {
+				for _, w := range n.Warnings(n.Width, n.Height) {
+					d.Problems = append(d.Problems, NeedleProblem{File: rel, Err: w, Warning: true})
+				}
 			}
 			if other, dup := seen[name]; dup {
 				d.Problems = append(d.Problems, NeedleProblem{File: rel,

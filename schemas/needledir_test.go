@@ -68,12 +68,25 @@ func TestReadNeedleDir(t *testing.T) {
 		{
 			name:     "a field of the wrong type",
 			files:    map[string]string{"n.json": `{"tags":"a","area":[]}`, "n.png": img},
-			problems: []string{`n.json: needle "n": tags: json: cannot unmarshal string into Go value of type []string`},
+			problems: []string{`n.json: needle "n": tags: want a list, got "a": os-autoinst dies registering the needle's tags`},
 		},
 		{
-			name:     "unknown area type",
+			name:     "an only area of unknown type",
 			files:    map[string]string{"n.json": strings.Replace(good, `}]`, `,"type":"matc"}]`, 1), "n.png": img},
-			problems: []string{`n.json: needle "n": area 1: unknown type "matc"`},
+			problems: []string{`n.json: needle "n": no area of type "match": os-autoinst cannot search for the needle`},
+		},
+		{
+			name: "what os-autoinst accepts but is surely a mistake is a warning",
+			files: map[string]string{"n.json": `{"tags":["a"],"area":[{"xpos":"0","ypos":0,"width":"10","height":10,"match":"abc"},
+				{"xpos":0,"ypos":0,"width":4,"height":4,"type":"matc"},{"xpos":10,"ypos":10,"width":10,"height":10,"type":"exclude"}]}`, "n.png": img},
+			needles: []string{"n"},
+			problems: []string{
+				`n.json: needle "n": area 1: match "abc" is not a number: os-autoinst reads it as 0`,
+				`n.json: needle "n": area 1: match 0: at 0 or below the area passes whatever the screen shows`,
+				`n.json: needle "n": area 2: type "matc": os-autoinst ignores areas of types other than "match", "exclude" and "ocr"`,
+				`n.json: needle "n": area 3: 10x10 at (10,10) is not inside the image: os-autoinst excludes nothing with it`,
+			},
+			warnings: 4,
 		},
 		{
 			name:     "missing PNG",
@@ -100,7 +113,7 @@ func TestReadNeedleDir(t *testing.T) {
 			name:     "a broken duplicate gets both problems",
 			files:    map[string]string{"a/n.json": good, "a/n.png": img, "b/n.json": "[]"},
 			needles:  []string{"n"},
-			problems: []string{`b/n.json: needle "n": not a JSON object: json: cannot unmarshal array into Go value of type map[string]json.RawMessage`, `b/n.json: the needle name "n" is used twice (a/n.json and b/n.json): rename one`},
+			problems: []string{`b/n.json: needle "n": not a JSON object: []`, `b/n.json: the needle name "n" is used twice (a/n.json and b/n.json): rename one`},
 		},
 		{
 			name:     "PNG without JSON is a warning",
@@ -184,12 +197,19 @@ func TestReadNeedleDirNeedsADirectory(t *testing.T) {
 }
 
 func TestNeedleProblemUnwraps(t *testing.T) {
-	d, err := ReadNeedleDir(writeTree(t, map[string]string{"n.json": `{"area":[{"width":1,"height":1,"type":"x"}]}`, "n.png": testPNG(t, 2, 2)}))
+	d, err := ReadNeedleDir(writeTree(t, map[string]string{
+		"n.json": `{"area":[{"width":1,"height":1,"type":"x"}]}`, "n.png": testPNG(t, 2, 2),
+		"w.json": `{"area":[{"width":1,"height":1},{"width":1,"height":1,"type":"x"}]}`, "w.png": testPNG(t, 2, 2)}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ne *NeedleError
-	if len(d.Problems) != 1 || !errors.As(d.Problems[0], &ne) || ne.Needle != "n" {
-		t.Errorf("problems %v: want one wrapping a NeedleError for n", d.Problems)
+	if len(d.Problems) != 2 {
+		t.Fatalf("problems %v: want an error and a warning", d.Problems)
+	}
+	for i, name := range []string{"n", "w"} {
+		var ne *NeedleError
+		if !errors.As(d.Problems[i], &ne) || ne.Needle != name || d.Problems[i].Warning != (name == "w") {
+			t.Errorf("problem %v: want one wrapping a NeedleError for %s", d.Problems[i], name)
+		}
 	}
 }

@@ -65,7 +65,12 @@ func grayPNG(t *testing.T, w, h int) string {
 
 func readTestosNeedle(t *testing.T, name string) string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(testosNeedles, name))
+	return readFile(t, filepath.Join(testosNeedles, name))
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,10 +120,22 @@ func TestNeedleCheck(t *testing.T) {
 			lines:  []string{`big.json: needle "big": area 1: 40x10 at (0,0) is outside the 32x16 image (big.png)`, "1 needle, 1 problem"},
 		},
 		{
-			name:   "unknown area type",
+			name:   "the only area of an unknown type",
 			files:  map[string]string{"typo.json": strings.Replace(good, `}]`, `,"type":"matc"}]`, 1), "typo.png": img},
 			status: 1,
-			lines:  []string{`typo.json: needle "typo": area 1: unknown type "matc"`, "1 needle, 1 problem"},
+			lines:  []string{`typo.json: needle "typo": no area of type "match": os-autoinst cannot search for the needle`, "1 needle, 1 problem"},
+		},
+		{
+			name: "numbers written as strings are numbers; what os-autoinst accepts but is surely a mistake is a warning",
+			files: map[string]string{"a.json": `{"tags":["a"],"area":[{"xpos":"0","ypos":"0","width":"10","height":10.0,"match":"90","margin":30.0},
+				{"xpos":"two","ypos":0,"width":5,"height":5,"match":101},{"xpos":0,"ypos":0,"width":5,"height":5,"type":"matc"}]}`, "a.png": img},
+			status: 0,
+			lines: []string{
+				`a.json: warning: needle "a": area 2: xpos "two" is not a number: os-autoinst reads it as 0`,
+				`a.json: warning: needle "a": area 2: match 101: above 100 the area never passes`,
+				`a.json: warning: needle "a": area 3: type "matc": os-autoinst ignores areas of types other than "match", "exclude" and "ocr"`,
+				"1 needle, 0 problems, 3 warnings",
+			},
 		},
 		{
 			name:   "duplicate name in two subdirectories",
@@ -138,7 +155,7 @@ func TestNeedleCheck(t *testing.T) {
 				"d.json": strings.Replace(good, `"xpos":0`, `"xpos":30`, 1), "d.png": img},
 			status: 1,
 			lines: []string{
-				`a.json: needle "a": not a JSON object: json: cannot unmarshal array into Go value of type map[string]json.RawMessage`,
+				`a.json: needle "a": not a JSON object: []`,
 				"b.json: its image b.png is missing",
 				`d.json: needle "d": area 1: 10x10 at (30,0) is outside the 32x16 image (d.png)`,
 				"4 needles, 3 problems",
@@ -165,7 +182,7 @@ func TestNeedleCheckJSONAndUsage(t *testing.T) {
 		t.Fatalf("status %d, %v: %s", status, err, stdout)
 	}
 	if report.Needles != 1 || report.Usable != 0 || len(report.Problems) != 1 || report.Problems[0].File != "n.json" ||
-		report.Problems[0].Message != `needle "n": area 1: unknown type "x"` {
+		report.Problems[0].Message != `needle "n": no area of type "match": os-autoinst cannot search for the needle` {
 		t.Errorf("report %+v", report)
 	}
 
@@ -265,6 +282,56 @@ func TestNeedleMatchJSON(t *testing.T) {
 	}
 }
 
+// kdeNeedles are real needles of KDE Linux's openQA tests, two of them
+// with "match": "90" (see its README.md).
+var kdeNeedles = filepath.Join("..", "..", "stages", "match", "needle", "testdata", "needle-corpus", "kdelinux")
+
+// TestNeedleRealNeedles checks and tries real needles, and one of them
+// with xpos written as a string and margin as a float too, on their own
+// screenshots: each finds itself (its twin too), the others fail, as
+// os-autoinst decides (TestNeedleCorpus compares with it).
+func TestNeedleRealNeedles(t *testing.T) {
+	files := map[string]string{
+		"uefi_screen-quoted.json": `{"properties":[],"tags":["uefi_screen"],"area":[{"xpos":"495","ypos":371,"width":290,"height":21,"type":"match","match":"90","margin":30.0}]}`,
+		"uefi_screen-quoted.png":  readFile(t, filepath.Join(kdeNeedles, "uefi_screen.png")),
+	}
+	for _, name := range []string{"uefi_screen", "uefi_screen-buildstream", "uefi_screen-upgrade"} {
+		for _, ext := range []string{".json", ".png"} {
+			files[name+ext] = readFile(t, filepath.Join(kdeNeedles, name+ext))
+		}
+	}
+	dir := needleTree(t, files)
+	if stdout, stderr, status := runJetqa(t, "needle", "check", dir); status != 0 || stdout != "4 needles, 0 problems\n" {
+		t.Errorf("check: status %d, %q %q", status, stdout, stderr)
+	}
+	for _, tc := range []struct {
+		screen string
+		found  matchArea
+		twin   string // matched too
+	}{
+		{"uefi_screen", matchArea{X: 495, Y: 371, Width: 290, Height: 21, NeedleX: 495, NeedleY: 371, Similarity: 1, Level: 0.9, OK: true}, "uefi_screen-quoted"},
+		{"uefi_screen-buildstream", matchArea{X: 367, Y: 357, Width: 290, Height: 36, NeedleX: 367, NeedleY: 357, Similarity: 1, Level: 0.9, OK: true}, ""},
+		{"uefi_screen-upgrade", matchArea{X: 368, Y: 352, Width: 288, Height: 40, NeedleX: 368, NeedleY: 352, Similarity: 1, Level: 0.96, OK: true}, ""},
+	} {
+		for _, ratio := range []string{"0.02", "1"} {
+			stdout, stderr, status := runJetqa(t, "needle", "match", "--json", "--ratio", ratio, filepath.Join(dir, tc.screen+".png"), dir, "--tag", "uefi_screen")
+			var r needleMatchReport
+			if err := json.Unmarshal([]byte(stdout), &r); err != nil || status != 0 {
+				t.Fatalf("%s: status %d, %v: %s%s", tc.screen, status, err, stdout, stderr)
+			}
+			if r.Found != tc.screen || len(r.Candidates) != 4 || len(r.Candidates[0].Areas) != 1 || r.Candidates[0].Areas[0] != tc.found {
+				t.Errorf("%s at ratio %s: %+v", tc.screen, ratio, r)
+				continue
+			}
+			for _, c := range r.Candidates[1:] {
+				if c.OK != (c.Needle == tc.twin) || !c.OK && c.Areas[0].Similarity != 0 {
+					t.Errorf("%s at ratio %s: %+v", tc.screen, ratio, c)
+				}
+			}
+		}
+	}
+}
+
 // TestNeedleMatchShowsTheBestFive lists five failing candidates and how
 // many more there are, and all of them with --all.
 func TestNeedleMatchShowsTheBestFive(t *testing.T) {
@@ -305,7 +372,7 @@ func TestNeedleMatchBadInput(t *testing.T) {
 		{"one argument", []string{shell, "--tag", "testos-shell"}, "match wants a screenshot and a needle directory, got 1 arguments"},
 		{"no screen file", []string{filepath.Join(broken, "none.png"), testosNeedles, "--tag", "testos-shell"}, "screen: open "},
 		{"a screen that is no PNG", []string{filepath.Join(testosNeedles, "testos-shell.json"), testosNeedles, "--tag", "testos-shell"}, "testos-shell.json: not a PNG"},
-		{"broken needles in the directory", []string{shell, broken, "--tag", "testos-shell"}, "has 1 broken needle file, which would fail a job:\n  typo.json: needle \"typo\": area 1: unknown type \"matc\""},
+		{"broken needles in the directory", []string{shell, broken, "--tag", "testos-shell"}, "has 1 broken needle file, which would fail a job:\n  typo.json: needle \"typo\": no area of type \"match\""},
 		{"a needle the matcher refuses", []string{shell, cut, "--tag", "testos-shell"}, "the matcher refuses 1 needle:\n  testos-shell.png: needle \"testos-shell\": PNG of 720x400 pixels does not decode"},
 		{"a negative ratio", []string{shell, testosNeedles, "--tag", "testos-shell", "--ratio", "-1"}, "--ratio -1: want 0 or more"},
 		{"a threshold above 1", []string{shell, testosNeedles, "--tag", "testos-shell", "--threshold", "2"}, "--threshold 2: want a number from 0 to 1"},

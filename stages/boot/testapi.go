@@ -285,7 +285,7 @@ func (r *runner) waitForScreen(fn string, mustmatch starlark.Value, timeout time
 		}
 		now := time.Now()
 		atEnd := !now.Before(deadline)
-		ratio := 0.02
+		ratio := schemas.AssertScreenRatio
 		if atEnd || now.Sub(lastFull) >= 5*time.Second {
 			ratio, lastFull = 1, now
 		}

@@ -26,16 +26,21 @@ type Needle struct {
 
 type matchArea struct {
 	rect   image.Rectangle // in the needle's PNG and, unmoved, on the screen
-	margin int
-	level  float64  // similarity needed, 0..1
-	pixels gocv.Mat // the area's preprocessed grey pixels, continuous
+	margin float64         // os-autoinst computes with fractional margins
+	level  float64         // similarity needed: 0..1, or beyond, never or always reached
+	// pixels are the area's preprocessed grey pixels, continuous; none
+	// for an area at a negative position, which is never searched.
+	pixels gocv.Mat
 	// spectra are the pixels' DFTs, for the FFT search.
 	spectra *areaSpectra
 }
 
 // Prepare decodes a needle's PNG and preprocesses its areas. Its errors are
-// *schemas.NeedleError naming the needle: a PNG that does not decode, an
-// area outside it, a needle without match area.
+// *schemas.NeedleError naming the needle: a PNG that does not decode, or
+// what schemas.Needle.Validate refuses. Areas os-autoinst accepts but
+// never uses are kept only as far as they matter: a match area at a
+// negative position (never searched, similarity 0), an empty exclude
+// area (excludes nothing), areas of other types (ignored).
 func Prepare(spec schemas.Needle, pngData []byte) (*Needle, error) {
 	fail := func(err error) error { return &schemas.NeedleError{Needle: spec.Name, Err: err} }
 	grey, err := decodeGrey(pngData)
@@ -50,10 +55,18 @@ func Prepare(spec schemas.Needle, pngData []byte) (*Needle, error) {
 	n := &Needle{name: spec.Name, workaround: spec.HasProperty("workaround")}
 	for _, a := range spec.Areas {
 		r := image.Rect(a.X, a.Y, a.X+a.Width, a.Y+a.Height)
-		switch a.Type {
-		case schemas.AreaTypeMatch:
+		switch {
+		case a.Type == schemas.AreaTypeMatch:
+			if a.X < 0 || a.Y < 0 {
+				// tinycv never searches it ("out of range"); a
+				// non-empty rectangle off every screen has the search
+				// say so too, whatever the area's size.
+				r = image.Rect(a.X, a.Y, a.X+max(a.Width, 1), a.Y+max(a.Height, 1))
+			}
 			n.areas = append(n.areas, matchArea{rect: r, margin: a.Margin, level: a.Match / 100, spectra: &areaSpectra{}})
-		case schemas.AreaTypeExclude:
+		// tinycv's replacerect paints nothing for an empty rectangle,
+		// which image.Rect would turn around.
+		case a.Type == schemas.AreaTypeExclude && a.Width > 0 && a.Height > 0:
 			n.excludes = append(n.excludes, r)
 		}
 	}
@@ -64,7 +77,9 @@ func Prepare(spec schemas.Needle, pngData []byte) (*Needle, error) {
 	bounds := image.Rect(0, 0, grey.Cols(), grey.Rows())
 	var roi image.Rectangle
 	for _, a := range n.areas {
-		roi = grownROI(roi, a.rect, bounds)
+		if a.rect.In(bounds) {
+			roi = grownROI(roi, a.rect, bounds)
+		}
 	}
 	prepared, err := prepareROI(grey, n.excludes, roi)
 	if err != nil {
@@ -72,6 +87,9 @@ func Prepare(spec schemas.Needle, pngData []byte) (*Needle, error) {
 	}
 	defer prepared.Close()
 	for i := range n.areas {
+		if !n.areas[i].rect.In(bounds) {
+			continue
+		}
 		region := prepared.Region(n.areas[i].rect)
 		n.areas[i].pixels = region.Clone()
 		region.Close()

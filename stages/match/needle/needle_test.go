@@ -407,8 +407,8 @@ func TestPrepareErrors(t *testing.T) {
 		{"huge PNG", dialogArea, hugePNG, `needle "boot": PNG of 100000x100000 pixels is empty or too big`},
 		{"area outside the PNG", `{"xpos":900,"ypos":300,"width":200,"height":80}`, base,
 			`needle "boot": area 1: 200x80 at (900,300) is outside the 1024x768 image`},
-		{"exclude area outside the PNG", dialogArea + `,{"xpos":0,"ypos":760,"width":10,"height":10,"type":"exclude"}`, base,
-			`needle "boot": area 2: 10x10 at (0,760) is outside the 1024x768 image`},
+		{"ocr area outside the PNG", dialogArea + `,{"xpos":0,"ypos":760,"width":10,"height":10,"type":"ocr"}`, base,
+			`needle "boot": area 2: 10x10 at (0,760) is not inside the image: os-autoinst dies reading it when the needle matches`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -430,8 +430,33 @@ func TestPrepareErrors(t *testing.T) {
 
 	// A needle built in code without a match area is refused too.
 	_, err := Prepare(schemas.Needle{Name: "empty"}, base)
-	if fmt.Sprint(err) != `needle "empty": no area of type "match"` {
+	if fmt.Sprint(err) != `needle "empty": no area of type "match": os-autoinst cannot search for the needle` {
 		t.Errorf("Prepare = %v", err)
+	}
+}
+
+// TestAreasOsAutoinstNeverUses: areas os-autoinst accepts but never uses
+// change nothing: a match area at a negative position is never searched
+// (similarity 0 at (0,0)), an empty exclude area excludes nothing (an
+// image.Rectangle would turn a negative width around), other types are
+// ignored.
+func TestAreasOsAutoinstNeverUses(t *testing.T) {
+	img := screenWithDialogs(grey200, at300)
+	plain := prepare(t, testNeedle{"plain", dialogArea, img})
+	odd := prepare(t, testNeedle{"odd", dialogArea + `,{"xpos":-5,"ypos":300,"width":0,"height":80},
+		{"xpos":350,"ypos":300,"width":-40,"height":80,"type":"exclude"},{"xpos":300,"ypos":310,"width":0,"height":80,"type":"exclude"},
+		{"xpos":300,"ypos":300,"width":50,"height":80,"type":"nomatch"},{"xpos":300,"ypos":300,"width":50,"height":80,"type":"ocr"}`, img})
+	screen := decodeScreen(t, brighten(img, constant(4)))
+	_, all := Search(screen, []*Needle{plain, odd}, 0, 0.02)
+	if len(all) != 2 || len(all[1].Areas) != 2 {
+		t.Fatalf("results %+v", all)
+	}
+	p, o := all[0].Areas[0], all[1].Areas[0]
+	if all[0].Needle != "plain" || o.X != p.X || o.Y != p.Y || o.Similarity != p.Similarity || p.Similarity == 1 {
+		t.Errorf("odd's first area %+v, plain's %+v: want the same, short of 1", o, p)
+	}
+	if never := all[1].Areas[1]; never.X != 0 || never.Y != 0 || never.Similarity != 0 || never.OK {
+		t.Errorf("the area at a negative position: %+v, want similarity 0 at (0,0)", never)
 	}
 }
 
