@@ -249,6 +249,56 @@ static int64_t blockSSD(const level *l, const uint32_t *ii, const uint32_t *iq, 
 	return sum;
 }
 
+// jetqa_tie_slack bounds, with room to spare, how far apart two sums of
+// squared differences may be and still come out of OpenCV's float32
+// matchTemplate, as tinycv computes them, in either order: twice the
+// error of one. Its error comes from the float32 DFTs of the correlation
+// and grows with the norms of the window (wsq, its sum of squares) and of
+// the template (tsq); on real and random pictures it stays below
+// 8·2⁻²⁴·(√(wsq·tsq) + tsq), this takes 32 times that (tie_test.go).
+int64_t jetqa_tie_slack(int64_t wsq, int64_t tsq) {
+	double u = ldexp(1, -24);
+	return 2 * (int64_t)ceil(32 * u * (sqrt((double)wsq * (double)tsq) + (double)tsq)) + 4;
+}
+
+// nearList is the positions whose sums are within the slack of the
+// candidates' limit: when one besides the position picked is left at the
+// end, float32 sums could have picked another, a tie for tinycv_pick.
+enum { NEAR = 32 };
+typedef struct {
+	int n, overflow;
+	int x[NEAR], y[NEAR];
+	int64_t v[NEAR];
+} nearList;
+
+// addNear notes (px,py) with sum v; bound is what no sum near the final
+// smallest exceeds, and drops the notes above it when the list is full.
+static void addNear(nearList *l, int px, int py, int64_t v, int64_t bound) {
+	if (l->n == NEAR) {
+		int k = 0;
+		for (int i = 0; i < l->n; i++)
+			if (l->v[i] <= bound)
+				l->x[k] = l->x[i], l->y[k] = l->y[i], l->v[k] = l->v[i], k++;
+		l->n = k;
+		if (k == NEAR) {
+			l->overflow = 1;
+			return;
+		}
+	}
+	l->x[l->n] = px, l->y[l->n] = py, l->v[l->n] = v, l->n++;
+}
+
+// tied reports whether a position other than (bx,by) has a sum of at
+// most bound, or might have.
+static int tied(const nearList *l, int bx, int by, int64_t bound) {
+	if (l->overflow)
+		return 1;
+	for (int i = 0; i < l->n; i++)
+		if (l->v[i] <= bound && (l->x[i] != bx || l->y[i] != by))
+			return 1;
+	return 0;
+}
+
 // The levels: the whole template, then 3x3 and 8x8 blocks.
 #define LEVELS 3
 static const int grids[LEVELS] = {1, 3, 8};
@@ -261,7 +311,12 @@ static const int grids[LEVELS] = {1, 3, 8};
 // squares, (ww+1)·(wh+1) each.
 // It gives up with JETQA_TOO_COSTLY once it has spent budget pixel
 // operations, and returns JETQA_NOTHING_CLOSE when no position has a mean
-// squared difference below 382, where the similarity is 0.
+// squared difference below 382, where the similarity is 0. With
+// JETQA_FOUND, out->tied says whether another position's sum is within
+// jetqa_tie_slack of the candidates' limit, so that tinycv's float32 sums
+// could pick another: then only tinycv_pick knows which it picks. Even a
+// picture found exactly at the area's own position is looked for
+// elsewhere, as tinycv's value there need not be exactly 0.
 int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
                        const uint8_t *tpl, int tw, int th, int ox, int oy,
                        int qx, int qy, int64_t budget, uint32_t *ii, uint32_t *iq, jetqa_match *out) {
@@ -274,11 +329,6 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 	if (!rows)
 		goto done;
 	int64_t v0 = ssd(screen + (size_t)oy * stride + ox, stride, tpl, tw, th, rows, INT64_MAX, &work);
-	if (v0 == 0) { // tinycv's shortcut: exactly the same at the area's own position
-		out->x = ox, out->y = oy, out->ssd = 0;
-		status = JETQA_FOUND;
-		goto done;
-	}
 	int64_t zero = 382 * n; // a mean squared difference of 382: similarity 0
 	// Sums of the template's size must fit in 31 bits (the integral image
 	// wraps around at 32); the largest needle areas are left to OpenCV.
@@ -298,6 +348,7 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 	int blocks = squares && n >= 4096;
 	for (size_t x = 0; x < w1; x++)
 		ii[x] = 0, iq[x] = 0;
+	int64_t wsq = 0;
 	for (int y = 0; y < wh; y++) {
 		const uint8_t *row = screen + (size_t)y * stride;
 		uint32_t *prev = ii + (size_t)y * w1, *cur = prev + w1;
@@ -307,8 +358,6 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 			acc += row[x];
 			cur[x + 1] = prev[x + 1] + acc;
 		}
-		if (!squares)
-			continue;
 		uint32_t *qprev = iq + (size_t)y * w1, *qcur = qprev + w1;
 		uint32_t qacc = 0;
 		qcur[0] = 0;
@@ -316,8 +365,12 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 			qacc += (uint32_t)row[x] * row[x];
 			qcur[x + 1] = qprev[x + 1] + qacc;
 		}
+		// The row's squares, exact: below 255²·2¹⁶ for rows of fewer
+		// than 65536 pixels, which every screen has.
+		wsq += (int64_t)qacc;
 	}
-	work += (1 + squares) * (int64_t)ww * wh;
+	work += 2 * (int64_t)ww * wh;
+	int64_t slack = out->slack = jetqa_tie_slack(wsq, levels[0].tsq[0]);
 
 	// Look first where the template's sum fits best: where it is found,
 	// that bounds everything else tightly from the start.
@@ -326,7 +379,7 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 	enum { K = 32 };
 	int64_t heap[K]; // a max-heap of |difference of sums| << 32 | position
 	int size = 0;
-	for (int py = 0; py < ny; py++) {
+	for (int py = 0; v0 > 0 && py < ny; py++) {
 		const uint32_t *r0 = ii + (size_t)py * w1, *r1 = ii + (size_t)(py + th) * w1;
 		for (int px = 0; px < nx; px++) {
 			int64_t d = (int64_t)(uint32_t)(r1[px + tw] - r1[px] - r0[px + tw] + r0[px]) - tsum;
@@ -365,9 +418,11 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 	// tinycv's scan: limit is the smallest value so far + 10; a smaller
 	// value starts the candidates afresh, and of the candidates the one
 	// closest to (qx,qy) wins, the first on equal distances. A position
-	// whose value is above cut cannot be a candidate at the end: cut is
-	// 10 above a value found somewhere, or above the similarity-0 line.
+	// whose value is above base + 10 cannot be a candidate at the end:
+	// base is a value found somewhere, or the similarity-0 line. Those up
+	// to the slack above that are noted for the tie check.
 	int64_t limit = v0 + 10, min = v0;
+	nearList near = {0};
 	int64_t start = work;
 	int bx = -1, by = -1;
 	int64_t best = 0, bestDist = -1;
@@ -376,7 +431,7 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 		const uint32_t *r0 = ii + (size_t)py * w1, *r1 = ii + (size_t)(py + th) * w1;
 		const uint32_t *q0 = iq + (size_t)py * w1, *q1 = iq + (size_t)(py + th) * w1;
 		for (int px = 0; px < nx; px++) {
-			int64_t cut = (min < known ? min : known) + 10;
+			int64_t base = min < known ? min : known, cut = base + 10 + slack;
 			int64_t s = (int64_t)(uint32_t)(r1[px + tw] - r1[px] - r0[px + tw] + r0[px]);
 			int64_t d = s - tsum;
 			if (d * d > cut * n)
@@ -405,6 +460,11 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 				goto done;
 			if (v > cut)
 				continue;
+			addNear(&near, px, py, v, cut);
+			if (v0 == 0 && (px != ox || py != oy))
+				goto found; // tinycv's shortcut or not: a tie
+			if (v > base + 10)
+				continue;
 			int64_t dx = px - qx, dy = py - qy, dist = dx * dx + dy * dy;
 			if (v + 10 < limit) {
 				limit = v + 10, min = v;
@@ -420,10 +480,16 @@ int jetqa_exact_search(const uint8_t *screen, int stride, int ww, int wh,
 		if (work > budget || start + (work - start) / (py + 1) * ny > 4 * budget)
 			goto done;
 	}
-	if (bestDist < 0 || min >= zero) {
+found:
+	if (v0 == 0) { // tinycv's shortcut: exactly the same at the area's own position
+		out->x = ox, out->y = oy, out->ssd = 0;
+		out->tied = tied(&near, ox, oy, 10 + slack);
+		status = JETQA_FOUND;
+	} else if (bestDist < 0 || min >= zero) {
 		status = JETQA_NOTHING_CLOSE;
 	} else {
 		out->x = bx, out->y = by, out->ssd = best;
+		out->tied = tied(&near, bx, by, min + 10 + slack);
 		status = JETQA_FOUND;
 	}
 done:
@@ -450,6 +516,18 @@ double jetqa_fft_bound(int pw, int ph, int64_t wsum, int64_t wsq, int64_t tsum, 
 	return 2 * corr + 4 * u * (double)(wsq + tsq);
 }
 
+// approxTied reports whether a position other than (bx,by) may have a sum
+// of at most limit, as far as the approximate sums in a tell.
+static int approxTied(const double *a, int astride, int nx, int ny, int bx, int by, double bound, int64_t limit) {
+	for (int py = 0; py < ny; py++) {
+		const double *row = a + (size_t)py * astride;
+		for (int px = 0; px < nx; px++)
+			if (row[px] - bound <= limit && (px != bx || py != by))
+				return 1;
+	}
+	return 0;
+}
+
 // jetqa_fft_search is jetqa_exact_search on approximate sums of squared
 // differences: a holds, for each position in the window, the template's
 // cross-correlation with the window, the result of float64 DFTs of size
@@ -474,11 +552,6 @@ int jetqa_fft_search(double *a, int astride, int pw, int ph, const uint8_t *scre
 		goto done;
 #define AT(px, py) (screen + (size_t)(py) * stride + (px))
 	int64_t v0 = ssd(AT(ox, oy), stride, tpl, tw, th, rows, INT64_MAX, &work);
-	if (v0 == 0) {
-		out->x = ox, out->y = oy, out->ssd = 0;
-		status = JETQA_FOUND;
-		goto done;
-	}
 
 	// Sum of squared differences = Σ screen² − 2·correlation + Σ tpl²,
 	// the first over the template at each position, from column sums.
@@ -515,6 +588,13 @@ int jetqa_fft_search(double *a, int astride, int pw, int ph, const uint8_t *scre
 		}
 	}
 	work += (int64_t)ww * wh;
+	int64_t slack = out->slack = jetqa_tie_slack(wsq, tsq);
+	if (v0 == 0) { // tinycv's shortcut, unless its value there is not 0
+		out->x = ox, out->y = oy, out->ssd = 0;
+		out->tied = approxTied(a, astride, nx, ny, ox, oy, bound, 10 + slack);
+		status = JETQA_FOUND;
+		goto done;
+	}
 	int64_t zero = 382 * n;
 	if (amin - bound >= zero) {
 		status = JETQA_NOTHING_CLOSE;
@@ -566,6 +646,7 @@ int jetqa_fft_search(double *a, int astride, int pw, int ph, const uint8_t *scre
 	// one closest to (qx,qy) wins, the first on equal distances: look at
 	// the closest position that may be one, and rule it out if it is not.
 	int64_t limit = min + 10;
+	int ruledOutNear = 0; // a position ruled out is within the slack
 	for (;;) {
 		int bx = -1, by = -1;
 		int64_t bestDist = 0;
@@ -583,12 +664,14 @@ int jetqa_fft_search(double *a, int astride, int pw, int ph, const uint8_t *scre
 		work += (int64_t)nx * ny;
 		if (by < 0)
 			goto done; // the bound did not hold
-		int64_t v = ssd(AT(bx, by), stride, tpl, tw, th, rows, limit, &work);
+		int64_t v = ssd(AT(bx, by), stride, tpl, tw, th, rows, limit + slack, &work);
 		if (v <= limit) {
 			out->x = bx, out->y = by, out->ssd = v;
+			out->tied = ruledOutNear || approxTied(a, astride, nx, ny, bx, by, bound, limit + slack);
 			status = JETQA_FOUND;
 			goto done;
 		}
+		ruledOutNear |= v <= limit + slack;
 		a[(size_t)by * astride + bx] = INFINITY;
 		if (work > budget)
 			goto done;

@@ -33,24 +33,28 @@ const (
 	exactTooCostly    exactResult = C.JETQA_TOO_COSTLY
 )
 
-// searchExact is tinycv's search of a's pixels in window of grey with the
-// sums of squared differences computed exactly, in integers: the position
-// picked, relative to the window, and the sum there.
-func searchExact(grey gocv.Mat, a *matchArea, window image.Rectangle) (image.Point, int64, exactResult) {
-	p, ssd, r, _ := searchExactWork(grey, a, window)
-	return p, ssd, r
+// exactMatch is what the exact and FFT searches found.
+type exactMatch struct {
+	pos    image.Point // the position picked, relative to the window
+	ssd    int64       // the sum of squared differences there
+	result exactResult
+	// tied says that another position's sum is so close that tinycv's
+	// float32 sums could pick it instead: only tinycvPick can tell.
+	tied  bool
+	slack int64 // the sums of the positions it was tied with are at most ssd + 10 + slack
+	work  int64 // pixel operations spent
 }
 
-// searchExactWork is searchExact that also tells how many pixel
-// operations it spent.
-func searchExactWork(grey gocv.Mat, a *matchArea, window image.Rectangle) (image.Point, int64, exactResult, int64) {
+// searchExact is tinycv's search of a's pixels in window of grey with the
+// sums of squared differences computed exactly, in integers.
+func searchExact(grey gocv.Mat, a *matchArea, window image.Rectangle) exactMatch {
 	screen, err := grey.DataPtrUint8()
 	if err != nil {
-		return image.Point{}, 0, exactTooCostly, 0
+		return exactMatch{result: exactTooCostly}
 	}
 	tpl, err := a.pixels.DataPtrUint8()
 	if err != nil {
-		return image.Point{}, 0, exactTooCostly, 0
+		return exactMatch{result: exactTooCostly}
 	}
 	cols := grey.Cols()
 	orig := a.rect.Min.Sub(window.Min)
@@ -65,5 +69,15 @@ func searchExactWork(grey gocv.Mat, a *matchArea, window image.Rectangle) (image
 		(*C.uint8_t)(unsafe.Pointer(&tpl[0])), C.int(a.rect.Dx()), C.int(a.rect.Dy()),
 		C.int(orig.X), C.int(orig.Y), C.int(a.rect.Min.X), C.int(a.rect.Min.Y),
 		C.int64_t(exactBudget*int64(window.Dx())*int64(window.Dy())), (*C.uint32_t)(unsafe.Pointer(&ii[0])), (*C.uint32_t)(unsafe.Pointer(&ii[n])), &m)
-	return image.Pt(int(m.x), int(m.y)), int64(m.ssd), exactResult(r), int64(m.work)
+	return matchOf(m, r)
 }
+
+func matchOf(m C.jetqa_match, r C.int) exactMatch {
+	return exactMatch{pos: image.Pt(int(m.x), int(m.y)), ssd: int64(m.ssd), result: exactResult(r), tied: m.tied != 0, slack: int64(m.slack), work: int64(m.work)}
+}
+
+// tieSlack is how far apart two sums of squared differences may be and
+// still come out of tinycv's float32 matchTemplate in either order, for a
+// window whose squares add up to wsq and a template whose squares add up
+// to tsq.
+func tieSlack(wsq, tsq int64) int64 { return int64(C.jetqa_tie_slack(C.int64_t(wsq), C.int64_t(tsq))) }

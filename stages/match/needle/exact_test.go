@@ -11,12 +11,24 @@ import (
 )
 
 // bruteForce is tinycv's search on exact sums of squared differences,
-// computed at every position: what searchExact must find.
-func bruteForce(screen []byte, cols int, tpl []byte, a image.Rectangle, window image.Rectangle) (image.Point, int64, exactResult) {
+// computed at every position: what searchExact must find. Its tied says
+// whether another position's sum is within the tie slack of the
+// candidates' limit.
+func bruteForce(screen []byte, cols int, tpl []byte, a image.Rectangle, window image.Rectangle) exactMatch {
 	tw, th := a.Dx(), a.Dy()
 	nx, ny := window.Dx()-tw+1, window.Dy()-th+1
 	ssd := make([]int64, nx*ny)
 	diffs := make([]float32, nx*ny)
+	var wsq, tsq int64
+	for y := window.Min.Y; y < window.Max.Y; y++ {
+		for x := window.Min.X; x < window.Max.X; x++ {
+			wsq += int64(screen[y*cols+x]) * int64(screen[y*cols+x])
+		}
+	}
+	for _, v := range tpl {
+		tsq += int64(v) * int64(v)
+	}
+	slack := tieSlack(wsq, tsq)
 	for py := range ny {
 		for px := range nx {
 			var s int64
@@ -29,10 +41,18 @@ func bruteForce(screen []byte, cols int, tpl []byte, a image.Rectangle, window i
 			ssd[py*nx+px], diffs[py*nx+px] = s, float32(s) // exact below 2²⁴
 		}
 	}
+	tiedWith := func(p image.Point, bound int64) bool {
+		for i, v := range ssd {
+			if v <= bound && image.Pt(i%nx, i/nx) != p {
+				return true
+			}
+		}
+		return false
+	}
 	orig := a.Min.Sub(window.Min)
 	v0 := ssd[orig.Y*nx+orig.X]
 	if v0 == 0 {
-		return orig, 0, exactFound
+		return exactMatch{pos: orig, result: exactFound, tied: tiedWith(orig, 10+slack)}
 	}
 	p, _ := closestNearMinimum(diffs, nx, float32(v0), a.Min)
 	lowest := v0
@@ -40,9 +60,46 @@ func bruteForce(screen []byte, cols int, tpl []byte, a image.Rectangle, window i
 		lowest = min(lowest, v)
 	}
 	if lowest >= int64(382*tw*th) {
-		return image.Point{}, 0, exactNothingClose
+		return exactMatch{result: exactNothingClose}
 	}
-	return p, ssd[p.Y*nx+p.X], exactFound
+	return exactMatch{pos: p, ssd: ssd[p.Y*nx+p.X], result: exactFound, tied: tiedWith(p, lowest+10+slack)}
+}
+
+// sameMatch reports whether a search found what want says it must: the
+// same result, and where it found, the same position and sum.
+func sameMatch(got, want exactMatch) bool {
+	return got.result == want.result && (got.result != exactFound || got.pos == want.pos && got.ssd == want.ssd)
+}
+
+// closestNearMinimum is tinycv's minVec followed by SortByClose, in one
+// pass over the squared differences (row-major, in float32 as tinycv
+// computes). A position is a candidate when its value is within 10 of the
+// smallest value seen so far (starting from the value at the original
+// position); a new smallest value drops the earlier candidates. Of the
+// candidates it returns the first closest to orig, ok false when there
+// is none. Two tinycv quirks are
+// kept: candidates before the minimum in scan order are dropped even when
+// within 10 of it, and the distance is taken from window-relative
+// positions to the absolute orig, which favours the bottom right.
+func closestNearMinimum(diffs []float32, cols int, atOrig float32, orig image.Point) (image.Point, bool) {
+	limit := atOrig + float32(10)
+	var best image.Point
+	bestDist := -1
+	for i, v := range diffs {
+		if v > limit {
+			continue
+		}
+		p := image.Pt(i%cols, i/cols)
+		d := p.Sub(orig)
+		dist := d.X*d.X + d.Y*d.Y
+		if v+float32(10) < limit {
+			limit = v + float32(10)
+			best, bestDist = p, dist
+		} else if bestDist < 0 || dist < bestDist {
+			best, bestDist = p, dist
+		}
+	}
+	return best, bestDist >= 0
 }
 
 // randomSearch is a small random search for an area that is a changed
@@ -98,18 +155,20 @@ func TestSearchesMatchBruteForce(t *testing.T) {
 			t.Fatal(err)
 		}
 		area := matchArea{rect: a, pixels: pixels, spectra: &areaSpectra{}}
-		wantP, wantSSD, want := bruteForce(screen, cols, tpl, a, window)
+		want := bruteForce(screen, cols, tpl, a, window)
 		for _, s := range []struct {
 			name   string
-			search func() (image.Point, int64, exactResult)
+			search func() exactMatch
+			// exact: its tie check is exact too; else it may
+			// call a tie what is not one.
+			exact bool
 		}{
-			{"exact", func() (image.Point, int64, exactResult) { return searchExact(grey, &area, window) }},
-			{"FFT", func() (image.Point, int64, exactResult) { return searchFFT(grey, spectrum, &area, window) }},
+			{"exact", func() exactMatch { return searchExact(grey, &area, window) }, true},
+			{"FFT", func() exactMatch { return searchFFT(grey, spectrum, &area, window) }, false},
 		} {
-			gotP, gotSSD, got := s.search()
-			if got != want || got == exactFound && (gotP != wantP || gotSSD != wantSSD) {
-				t.Errorf("case %d, %s: %v in %v of %dx%d: %v at %v (%d), want %v at %v (%d)",
-					i, s.name, a, window, cols, rows, got, gotP, gotSSD, want, wantP, wantSSD)
+			got := s.search()
+			if !sameMatch(got, want) || got.result == exactFound && (got.tied != want.tied && (s.exact || want.tied)) {
+				t.Errorf("case %d, %s: %v in %v of %dx%d: %+v, want %+v", i, s.name, a, window, cols, rows, got, want)
 			}
 		}
 		grey.Close()
@@ -172,10 +231,9 @@ func TestBlockSumsMatchBruteForce(t *testing.T) {
 			t.Fatal(err)
 		}
 		area := matchArea{rect: a, pixels: pixels, spectra: &areaSpectra{}}
-		wantP, wantSSD, want := bruteForce(screen, cols, tpl, a, window)
-		gotP, gotSSD, got := searchExact(grey, &area, window)
-		if got != want || got == exactFound && (gotP != wantP || gotSSD != wantSSD) {
-			t.Errorf("case %d: %v in %dx%d: %v at %v (%d), want %v at %v (%d)", i, a, cols, rows, got, gotP, gotSSD, want, wantP, wantSSD)
+		want := bruteForce(screen, cols, tpl, a, window)
+		if got := searchExact(grey, &area, window); !sameMatch(got, want) || got.result == exactFound && got.tied != want.tied {
+			t.Errorf("case %d: %v in %dx%d: %+v, want %+v", i, a, cols, rows, got, want)
 		}
 		grey.Close()
 		pixels.Close()
@@ -203,9 +261,9 @@ func TestSearchExactGivesUp(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer g.Close()
-			_, _, r, work := searchExactWork(g, a, w)
-			if r != exactTooCostly || work > 2*exactBudget*int64(w.Dx()*w.Dy()) {
-				t.Errorf("%v after %.0f operations per pixel", r, float64(work)/float64(w.Dx()*w.Dy()))
+			m := searchExact(g, a, w)
+			if m.result != exactTooCostly || m.work > 2*exactBudget*int64(w.Dx()*w.Dy()) {
+				t.Errorf("%v after %.0f operations per pixel", m.result, float64(m.work)/float64(w.Dx()*w.Dy()))
 			}
 		})
 	}
@@ -231,14 +289,13 @@ func TestSearchExactSettlesFlatScreens(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	p, ssd, r, work := searchExactWork(g, a, w)
-	if r == exactTooCostly {
-		t.Errorf("gave up after %.0f operations per pixel", float64(work)/float64(w.Dx()*w.Dy()))
+	got := searchExact(g, a, w)
+	if got.result == exactTooCostly {
+		t.Errorf("gave up after %.0f operations per pixel", float64(got.work)/float64(w.Dx()*w.Dy()))
 	}
 	screen, _ := g.DataPtrUint8()
 	tpl, _ := a.pixels.DataPtrUint8()
-	wantP, wantSSD, want := bruteForce(screen, g.Cols(), tpl, a.rect, w)
-	if r != want || r == exactFound && (p != wantP || ssd != wantSSD) {
-		t.Errorf("%v at %v (%d), want %v at %v (%d)", r, p, ssd, want, wantP, wantSSD)
+	if want := bruteForce(screen, g.Cols(), tpl, a.rect, w); !sameMatch(got, want) {
+		t.Errorf("%+v, want %+v", got, want)
 	}
 }

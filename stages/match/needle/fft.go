@@ -150,16 +150,16 @@ func fftBound(pw, ph int, wsum, wsq, tsum, tsq int64) float64 {
 // squared differences at every position come approximately from the
 // cross-correlation through the DFT, and exactly, in integers, only where
 // the approximation leaves the choice open (jetqa_fft_search).
-func searchFFT(grey, spectrum gocv.Mat, a *matchArea, window image.Rectangle) (image.Point, int64, exactResult) {
+func searchFFT(grey, spectrum gocv.Mat, a *matchArea, window image.Rectangle) exactMatch {
 	screen, err1 := grey.DataPtrUint8()
 	tpl, err2 := a.pixels.DataPtrUint8()
 	if errors.Join(err1, err2) != nil {
-		return image.Point{}, 0, exactTooCostly
+		return exactMatch{result: exactTooCostly}
 	}
 	tw, th := a.rect.Dx(), a.rect.Dy()
 	tplSpectrum, kept, err := a.spectrum(image.Pt(spectrum.Cols(), spectrum.Rows()))
 	if err != nil {
-		return image.Point{}, 0, exactTooCostly
+		return exactMatch{result: exactTooCostly}
 	}
 	if !kept {
 		defer tplSpectrum.Close()
@@ -167,11 +167,11 @@ func searchFFT(grey, spectrum gocv.Mat, a *matchArea, window image.Rectangle) (i
 	corr := gocv.NewMat()
 	defer corr.Close()
 	if correlate(spectrum, tplSpectrum, window.Dy()-th+1, &corr) != nil {
-		return image.Point{}, 0, exactTooCostly
+		return exactMatch{result: exactTooCostly}
 	}
 	approx, err := corr.DataPtrFloat64()
 	if err != nil {
-		return image.Point{}, 0, exactTooCostly
+		return exactMatch{result: exactTooCostly}
 	}
 	cols := grey.Cols()
 	orig := a.rect.Min.Sub(window.Min)
@@ -182,5 +182,5 @@ func searchFFT(grey, spectrum gocv.Mat, a *matchArea, window image.Rectangle) (i
 		(*C.uint8_t)(unsafe.Pointer(&tpl[0])), C.int(tw), C.int(th),
 		C.int(orig.X), C.int(orig.Y), C.int(a.rect.Min.X), C.int(a.rect.Min.Y),
 		C.int64_t(fftBudget*int64(window.Dx())*int64(window.Dy())), &m)
-	return image.Pt(int(m.x), int(m.y)), int64(m.ssd), exactResult(r)
+	return matchOf(m, r)
 }

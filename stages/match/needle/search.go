@@ -46,7 +46,7 @@ func Search(screen *Screen, needles []*Needle, threshold, ratio float64) (best *
 	screen.mu.Lock()
 	defer screen.mu.Unlock()
 
-	areas := screen.search(needles, ratio)
+	areas := screen.search(needles, threshold, ratio)
 	all = make([]Candidate, 0, len(needles))
 	for i, n := range needles {
 		c := Candidate{Needle: n.name, Areas: areas[i], OK: true, Workaround: n.workaround}
@@ -122,7 +122,7 @@ func (p *preparation) done() {
 // prepared as tinycv's would be at that point. It returns the areas'
 // results, needle by needle, and remembers in s what tinycv would have
 // blurred.
-func (s *Screen) search(needles []*Needle, ratio float64) [][]AreaResult {
+func (s *Screen) search(needles []*Needle, threshold, ratio float64) [][]AreaResult {
 	searches := plan(needles, ratio, s.Bounds(), &s.roi)
 	results := make([][]AreaResult, len(needles))
 	for k, n := range needles {
@@ -139,7 +139,7 @@ func (s *Screen) search(needles []*Needle, ratio float64) [][]AreaResult {
 		}
 		p.once.Do(func() { p.grey, p.err = prepareROI(s.grey, p.excludes, p.roi) })
 		if p.err == nil {
-			*res = searchArea(p, a, as.window)
+			*res = searchArea(p, a, as.window, a.level-threshold)
 		}
 		p.done()
 	}
@@ -235,103 +235,57 @@ func searchWindow(a *matchArea, ratio float64, bounds image.Rectangle) image.Rec
 }
 
 // searchArea is the search of tinycv's search_TEMPLATE: find a's pixels
-// in window of p's grey, the prepared screen, near a's position.
-func searchArea(p *preparation, a *matchArea, window image.Rectangle) AreaResult {
+// in window of p's grey, the prepared screen, near a's position. need is
+// the similarity the area needs to pass.
+//
+// The exact search decides, faster and in integers, wherever one
+// position is clearly the one tinycv picks. Where others are about as
+// good (a repeated widget, a flat area, an exclude area) the float32
+// rounding of tinycv's sums and the order of its sort pick one of them:
+// for an area that passes, tinycvPick finds that one, as assert_and_click
+// clicks there. Where the area fails, the exact search's pick stands.
+func searchArea(p *preparation, a *matchArea, window image.Rectangle, need float64) AreaResult {
 	res := AreaResult{Width: a.rect.Dx(), Height: a.rect.Dy()}
 	grey := p.grey
-	// took reports whether a search decided the area, into res.
-	took := func(pos image.Point, ssd int64, r exactResult) bool {
-		switch r {
-		case exactFound:
-			pos = pos.Add(window.Min)
-			mse := float64(ssd) / float64(a.rect.Dx()*a.rect.Dy())
-			res.X, res.Y, res.Similarity = pos.X, pos.Y, similarity(mse)
-			return true
-		case exactNothingClose:
-			res.X, res.Y = a.rect.Min.X, a.rect.Min.Y
-			return true
+	pixels := float64(a.rect.Dx() * a.rect.Dy())
+	m := searchExact(grey, a, window)
+	if m.result == exactTooCostly && p.wholeScreen >= fftMinAreas && window == image.Rect(0, 0, grey.Cols(), grey.Rows()) {
+		if spectrum, err := p.wholeSpectrum(); err == nil {
+			m = searchFFT(grey, spectrum, a, window)
 		}
-		return false
 	}
-	if took(searchExact(grey, a, window)) {
+	switch m.result {
+	case exactNothingClose:
+		res.X, res.Y = a.rect.Min.X, a.rect.Min.Y
 		return res
-	}
-	if p.wholeScreen >= fftMinAreas && window == image.Rect(0, 0, grey.Cols(), grey.Rows()) {
-		if spectrum, err := p.wholeSpectrum(); err == nil && took(searchFFT(grey, spectrum, a, window)) {
+	case exactFound:
+		pos := m.pos.Add(window.Min)
+		res.X, res.Y, res.Similarity = pos.X, pos.Y, similarity(float64(m.ssd)/pixels)
+		// The positions tied with it are at most 10 + slack worse.
+		if !m.tied || res.Similarity < need-float64(10+m.slack)/pixels/380 {
 			return res
 		}
 	}
-	scene := grey.Region(window)
-	defer scene.Close()
-	sqdiff := gocv.NewMat()
-	defer sqdiff.Close()
-	noMask := gocv.NewMat()
-	defer noMask.Close()
-	gocv.MatchTemplate(scene, a.pixels, &sqdiff, gocv.TmSqdiff, noMask)
-	diffs, err := sqdiff.DataPtrFloat32()
-	if err != nil {
-		return res // a fresh result matrix is continuous
-	}
-	cols := sqdiff.Cols()
-
-	// The squared difference at the original position bounds the search;
-	// exactly 0 there is taken without looking further.
-	orig := a.rect.Min.Sub(window.Min)
-	atOrig := diffs[orig.Y*cols+orig.X]
-	if atOrig == 0 {
+	pos, r := tinycvPick(grey, a, window)
+	switch r {
+	case zeroAtArea:
 		res.X, res.Y, res.Similarity = a.rect.Min.X, a.rect.Min.Y, 1
-		return res
+	case picked:
+		screen, err := grey.DataPtrUint8()
+		if err != nil {
+			return res // prepare's output is continuous
+		}
+		res.X, res.Y = pos.X, pos.Y
+		res.Similarity = similarity(meanSquaredError(screen, grey.Cols(), a, pos))
 	}
-	pos, ok := closestNearMinimum(diffs, cols, atOrig, a.rect.Min)
-	if !ok {
-		return res // only with NaN differences
-	}
-	pos = pos.Add(window.Min)
-	res.X, res.Y = pos.X, pos.Y
-
-	pixels, err := grey.DataPtrUint8()
-	if err != nil {
-		return res // prepare's output is continuous
-	}
-	mse := meanSquaredError(pixels, grey.Cols(), a, pos)
-	res.Similarity = similarity(mse)
+	// noPick (only with NaN sums) or pickFailed: what the exact search
+	// found, if anything.
 	return res
 }
 
 // similarity is tinycv's similarity of an area found with a mean squared
 // error of the grey values: 1 up to 2, 0.96 at 17.2, 0 from 382.
 func similarity(mse float64) float64 { return min(1, max(0, 0.9+(40-mse)/380)) }
-
-// closestNearMinimum is tinycv's minVec followed by SortByClose, in one
-// pass over the squared differences (row-major, in float32 as tinycv
-// computes). A position is a candidate when its value is within 10 of the
-// smallest value seen so far (starting from the value at the original
-// position); a new smallest value drops the earlier candidates. Of the
-// candidates it returns the first closest to orig, ok false when there
-// is none. Two tinycv quirks are
-// kept: candidates before the minimum in scan order are dropped even when
-// within 10 of it, and the distance is taken from window-relative
-// positions to the absolute orig, which favours the bottom right.
-func closestNearMinimum(diffs []float32, cols int, atOrig float32, orig image.Point) (image.Point, bool) {
-	limit := atOrig + float32(10)
-	var best image.Point
-	bestDist := -1
-	for i, v := range diffs {
-		if v > limit {
-			continue
-		}
-		p := image.Pt(i%cols, i/cols)
-		d := p.Sub(orig)
-		dist := d.X*d.X + d.Y*d.Y
-		if v+float32(10) < limit {
-			limit = v + float32(10)
-			best, bestDist = p, dist
-		} else if bestDist < 0 || dist < bestDist {
-			best, bestDist = p, dist
-		}
-	}
-	return best, bestDist >= 0
-}
 
 // meanSquaredError compares a's pixels with the screen's grey pixels
 // (cols wide) at pos, tinycv's enhancedMSE.
