@@ -255,10 +255,10 @@ static int64_t blockSSD(const level *l, const uint32_t *ii, const uint32_t *iq, 
 // error of one. Its error comes from the float32 DFTs of the correlation
 // and grows with the norms of the window (wsq, its sum of squares) and of
 // the template (tsq); on real and random pictures it stays below
-// 8·2⁻²⁴·(√(wsq·tsq) + tsq), this takes 32 times that (tie_test.go).
+// 8·2⁻²⁴·(√(wsq·tsq) + tsq), this takes 8 times that (tie_test.go).
 int64_t jetqa_tie_slack(int64_t wsq, int64_t tsq) {
 	double u = ldexp(1, -24);
-	return 2 * (int64_t)ceil(32 * u * (sqrt((double)wsq * (double)tsq) + (double)tsq)) + 4;
+	return 2 * (int64_t)ceil(64 * u * (sqrt((double)wsq * (double)tsq) + (double)tsq)) + 4;
 }
 
 // nearList is the positions whose sums are within the slack of the

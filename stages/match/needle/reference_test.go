@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"testing"
 )
@@ -45,7 +46,7 @@ func TestAgreesWithOsAutoinst(t *testing.T) {
 	if _, err := os.Stat("/usr/lib/os-autoinst/needle.pm"); err != nil {
 		t.Skip("os-autoinst is not installed: bash deploy/install-deps.sh test")
 	}
-	for _, tc := range append(searchCases(), roundingCases()...) {
+	for _, tc := range slices.Concat(searchCases(), roundingCases(), tieCases()) {
 		t.Run(tc.name, func(t *testing.T) {
 			needles := prepareAll(t, tc.needles)
 			best, all := Search(decodeScreen(t, tc.screen), needles, tc.threshold, tc.ratio)
@@ -143,5 +144,60 @@ var roundingCases = sync.OnceValue(func() []searchCase {
 			)
 		}
 	}
+	return cases
+})
+
+// tieCases are searches where several positions are as good, or nearly,
+// as the one that decides: a toolbar of identical buttons, the same
+// dialog twice, lines of the same text, a flat area, an area mostly
+// excluded. There tinycv's float32 sums and its sort pick the position,
+// and assert_and_click clicks there, so jetqa must pick the same one.
+var tieCases = sync.OnceValue(func() []searchCase {
+	// A toolbar: seven identical 40x30 buttons, 48 px apart.
+	toolbar := canvas(1024, 768, grey40)
+	for i := range 7 {
+		at := image.Pt(260+48*i, 100)
+		fill(toolbar, image.Rect(0, 0, 40, 30).Add(at), grey60)
+		text(toolbar, at.Add(image.Pt(4, 7)), 3, 4, 1, grey200)
+	}
+	button := func(i int) string { return fmt.Sprintf(`{"xpos":%d,"ypos":100,"width":40,"height":30}`, 260+48*i) }
+	// The same dialog twice, side by side, and once more below.
+	twice := screenWithDialogs(grey200, image.Pt(200, 300), image.Pt(440, 300), image.Pt(440, 500))
+	// A prompt on every other line of a console.
+	console := canvas(720, 400, color.RGBA{0, 0, 0, 255})
+	for line := 0; line < 24; line += 2 {
+		text(console, image.Pt(0, 16*line), 11, 10, 1, color.RGBA{170, 170, 170, 255})
+	}
+	prompt := func(line int) string { return fmt.Sprintf(`{"xpos":0,"ypos":%d,"width":80,"height":16}`, 16*line) }
+	// A dialog with most of it excluded: only its frame is matched.
+	framed := screenWithDialogs(grey200, at300)
+	mostlyExcluded := dialogArea + `,{"xpos":304,"ypos":304,"width":192,"height":72,"type":"exclude"}`
+
+	type variant struct {
+		name   string
+		screen image.Image
+	}
+	var cases []searchCase
+	add := func(name, json string, needleImg image.Image, screens []variant) {
+		for _, v := range screens {
+			for _, ratio := range []float64{0.02, 1} {
+				cases = append(cases, searchCase{name: fmt.Sprintf("%s, %s, ratio %v", name, v.name, ratio),
+					needles: []testNeedle{{"n", json, needleImg}}, screen: v.screen, ratio: ratio})
+			}
+		}
+	}
+	same := func(img *image.RGBA) []variant {
+		return []variant{{"the same screen", img}, {"2 greys brighter", brighten(img, constant(2))}}
+	}
+	add("toolbar, the middle button", button(3), toolbar, same(toolbar))
+	add("toolbar, the first button", button(0), toolbar, same(toolbar))
+	add("toolbar, the last button", button(6), toolbar, same(toolbar))
+	add("the same dialog three times, the first", `{"xpos":200,"ypos":300,"width":200,"height":80}`, twice, same(twice))
+	add("the same dialog three times, the last", `{"xpos":440,"ypos":500,"width":200,"height":80}`, twice, same(twice))
+	add("a prompt on every other line, line 10", prompt(10), console, same(console))
+	add("a prompt on every other line, line 0", prompt(0), console, same(console))
+	add("a flat area on a flat screen", `{"xpos":500,"ypos":600,"width":60,"height":20}`, twice, same(twice))
+	add("a dialog's frame, the rest excluded", mostlyExcluded, framed,
+		append(same(framed), variant{"the dialog moved 7 px", screenWithDialogs(grey200, at300.Add(image.Pt(7, 0)))}))
 	return cases
 })
