@@ -15,8 +15,7 @@
 # what it prepared inside the image) and searching it.
 use Mojo::Base -strict;
 use lib '/usr/lib/os-autoinst';
-use Mojo::File qw(path);
-use Mojo::JSON qw(decode_json encode_json);
+use Mojo::JSON qw(encode_json);
 use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
 use FindBin;
 use bmwqemu;
@@ -24,21 +23,8 @@ use needle;
 use cv;
 require "$FindBin::Bin/tinycv_result.pl";
 
-cv::init();
-require tinycv;
-tinycv::create_threads();    # as os-autoinst's backend: nproc - 1 OpenCV threads, at least 1
-
-my $input = decode_json(path($ARGV[0])->slurp);
-my $dir = $input->{needles_dir};
-needle::set_needles_dir($dir);
-
-# Each needle is loaded once, like os-autoinst's needle cache does for a job.
-my %needles;
-for my $d (@{$input->{decisions}}) {
-    for my $name (@{$d->{needles}}) {
-        $needles{$name} //= needle->new("$dir/$name.json") // die "os-autoinst refuses needle $name\n";
-    }
-}
+my ($input, $needles) = load_decisions($ARGV[0]);
+my %needles = %$needles;
 
 $| = 1;
 for my $d (@{$input->{decisions}}) {

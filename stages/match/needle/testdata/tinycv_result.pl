@@ -1,8 +1,10 @@
-# What tinycv_search.pl and tinycv_bench.pl print of one search: the best
-# needle's name ("" for none) and every candidate, best first, with the
-# position, similarity and verdict of each of its areas.
+# What tinycv_search.pl, tinycv_bench.pl and tinycv_decide.pl share: how
+# they print one search (the best needle's name, "" for none, and every
+# candidate, best first, with the position, similarity and verdict of each
+# of its areas), and how the last two load their decisions.
 use Mojo::Base -strict;
 use Mojo::JSON;
+use Mojo::File;
 
 sub search_result {
     my ($best, $failed) = @_;
@@ -20,6 +22,28 @@ sub search_result {
             }
         } @all],
     );
+}
+
+# load_decisions starts tinycv as os-autoinst's backend does (nproc - 1
+# OpenCV threads, at least 1), reads the decisions file of
+# tinycv_bench.pl and tinycv_decide.pl, and loads each needle once, as
+# os-autoinst's needle cache does for a job: the decisions and the needles
+# by name.
+sub load_decisions {
+    my ($file) = @_;
+    cv::init();
+    require tinycv;
+    tinycv::create_threads();
+    my $input = Mojo::JSON::decode_json(Mojo::File::path($file)->slurp);
+    my $dir = $input->{needles_dir};
+    needle::set_needles_dir($dir);
+    my %needles;
+    for my $d (@{$input->{decisions}}) {
+        for my $name (@{$d->{needles}}) {
+            $needles{$name} //= needle->new("$dir/$name.json") // die "os-autoinst refuses needle $name\n";
+        }
+    }
+    return ($input, \%needles);
 }
 
 1;
