@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"jetqa/schemas"
 )
 
 // Bus is one connection to NATS with its JetStream context. Every stage
@@ -20,6 +22,11 @@ type Bus struct {
 	source string
 	log    *slog.Logger
 	closed chan struct{}
+
+	// worker is set on a worker's bus: its job events become reports.
+	worker *schemas.WorkerRef
+	// useOnly: the bus never creates consumers, it binds to the server's.
+	useOnly bool
 
 	jobs             jobCache
 	streamMu         sync.Mutex

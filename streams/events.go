@@ -30,7 +30,10 @@ func (b *Bus) Append(ctx context.Context, job int64, p schemas.Payload) (uint64,
 		return 0, err
 	}
 	if _, isJobEvent := jobEventTokens[p.Kind()]; isJobEvent {
-		return b.appendJobEvent(ctx, job, subj, p)
+		if b.worker != nil {
+			return b.report(ctx, job, p)
+		}
+		return b.appendJobEvent(ctx, job, subj, p, appendOpts{})
 	}
 	return b.publish(ctx, subj, job, p)
 }
@@ -38,7 +41,12 @@ func (b *Bus) Append(ctx context.Context, job int64, p schemas.Payload) (uint64,
 // eventMsg wraps a payload in an envelope and a message for subj, with the
 // kind header every consumer decodes by.
 func (b *Bus) eventMsg(subj string, job int64, p schemas.Payload) (schemas.Event, *nats.Msg, error) {
-	ev, err := schemas.NewEvent(job, b.source, p)
+	return b.eventMsgFrom(b.source, subj, job, p)
+}
+
+// eventMsgFrom is eventMsg with the source given.
+func (b *Bus) eventMsgFrom(source, subj string, job int64, p schemas.Payload) (schemas.Event, *nats.Msg, error) {
+	ev, err := schemas.NewEvent(job, source, p)
 	if err != nil {
 		return ev, nil, err
 	}
@@ -158,6 +166,31 @@ type ConsumerConfig struct {
 // Consume runs a durable pull consumer, one message at a time, until ctx
 // ends. Malformed events and unknown kinds are dead-lettered with a log line.
 func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error {
+	cfg = cfg.withDefaults()
+	var cons jetstream.Consumer
+	var err error
+	if b.useOnly {
+		cons, err = b.bindConsumer(ctx, cfg)
+	} else {
+		cons, err = b.createConsumer(ctx, cfg)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	err = b.each(ctx, cons, "consumer "+cfg.Durable, func(msg jetstream.Msg) error {
+		b.handle(ctx, cfg, msg, h)
+		return nil
+	}, jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second))
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (cfg ConsumerConfig) withDefaults() ConsumerConfig {
 	if cfg.AckWait == 0 {
 		cfg.AckWait = 30 * time.Second
 	}
@@ -167,6 +200,11 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 	if cfg.MaxAckPending == 0 {
 		cfg.MaxAckPending = 1
 	}
+	return cfg
+}
+
+// createConsumer creates or updates a durable consumer.
+func (b *Bus) createConsumer(ctx context.Context, cfg ConsumerConfig) (jetstream.Consumer, error) {
 	deliver := jetstream.DeliverAllPolicy
 	if cfg.DeliverNew {
 		deliver = jetstream.DeliverNewPolicy
@@ -181,16 +219,9 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 		DeliverPolicy:  deliver,
 	})
 	if err != nil {
-		return fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
+		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
 	}
-	err = b.each(ctx, cons, "consumer "+cfg.Durable, func(msg jetstream.Msg) error {
-		b.handle(ctx, cfg, msg, h)
-		return nil
-	}, jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second))
-	if errors.Is(err, context.Canceled) {
-		return nil
-	}
-	return err
+	return cons, nil
 }
 
 // Waiting is how many pull requests wait on a durable consumer: for a work
@@ -251,6 +282,9 @@ func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg,
 	}
 	d := Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending, Redelivery: meta.NumDelivered - 1}
 	ev, p, err := decode(msg.Headers().Get(HeaderKind), msg.Data())
+	if err == nil {
+		err = onItsSubject(d.Subject, ev, p)
+	}
 	if err != nil {
 		b.deadLetter(ctx, cfg.Durable, msg, err)
 		return
@@ -292,6 +326,21 @@ func heartbeat(ctx context.Context, msg jetstream.Msg, every time.Duration) {
 			_ = msg.InProgress()
 		}
 	}
+}
+
+// onItsSubject checks that an event was published where its content says
+// it belongs. Credentials bind subjects to senders (a worker may publish
+// only on subjects naming its own host), so an event whose subject and
+// content disagree claims to come from someone else.
+func onItsSubject(subj string, ev schemas.Event, p schemas.Payload) error {
+	want, err := subject(ev.Job, p)
+	if err != nil {
+		return nil // a kind whose subject is chosen by its sender (answers)
+	}
+	if want != subj {
+		return fmt.Errorf("%s of job %d was published on %s; it belongs on %s", ev.Kind, ev.Job, subj, want)
+	}
+	return nil
 }
 
 // decode reads a message body. Messages carry their kind in a header, which
@@ -360,6 +409,9 @@ func (b *Bus) Watch(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Eve
 			return nil
 		}
 		ev, p, err := decode(msg.Headers().Get(HeaderKind), msg.Data())
+		if err == nil {
+			err = onItsSubject(msg.Subject(), ev, p)
+		}
 		if err != nil {
 			b.log.Warn("skipping unreadable event", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "err", err)
 			return nil

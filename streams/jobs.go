@@ -63,17 +63,33 @@ func (c *jobCache) forget(job int64) {
 // subjects). A conflict re-reads the newer events and decides again; it
 // never overwrites. The message id recognizes a resent publish whose first
 // copy was stored (see publishDecision).
-func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p schemas.Payload) (uint64, error) {
+func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p schemas.Payload, o appendOpts) (uint64, error) {
 	e := b.jobs.entry(job)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	// The cached aggregate is usually current (this process wrote the last
 	// event): decide on it and publish. Only a refusal or a conflict costs a
 	// read of the newer events, after which the decision is made again.
+	source := b.source
+	if o.source != "" {
+		source = o.source
+	}
+	decide := func() error {
+		if o.check != nil {
+			if err := o.check(e.agg); err != nil {
+				return err
+			}
+		}
+		return e.agg.Check(p)
+	}
 	fresh := false
 	for range maxConflicts {
-		if err := e.agg.Check(p); err != nil {
+		if err := decide(); err != nil {
 			if fresh {
+				if seq, ok := b.storedWithID(ctx, job, o.msgID); ok {
+					// A report sent again after its answer was lost.
+					return seq, nil
+				}
 				return 0, err
 			}
 			if err := b.catchUp(ctx, job, e.agg); err != nil {
@@ -82,14 +98,18 @@ func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p sche
 			fresh = true
 			continue
 		}
-		ev, msg, err := b.eventMsg(subj, job, p)
+		ev, msg, err := b.eventMsgFrom(source, subj, job, p)
 		if err != nil {
 			return 0, err
 		}
 		msg.Header.Set(headerExpectedLastSubjectSeq, strconv.FormatUint(e.agg.Seq, 10))
 		msg.Header.Set(headerExpectedLastSubjectSeqSubject, JobSubject(job)+".>")
-		msg.Header.Set(nats.MsgIdHdr, appendID(job, e.agg.Seq, ev))
-		seq, err := b.publishDecision(ctx, job, e.agg.Seq, msg)
+		id := o.msgID
+		if id == "" {
+			id = appendID(job, e.agg.Seq, ev)
+		}
+		msg.Header.Set(nats.MsgIdHdr, id)
+		seq, dup, err := b.publishDecision(ctx, job, e.agg.Seq, msg)
 		if errors.Is(err, errOvertaken) {
 			// Someone else appended first: catch up and decide again.
 			if err := b.catchUp(ctx, job, e.agg); err != nil {
@@ -100,6 +120,12 @@ func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p sche
 		}
 		if err != nil {
 			return 0, fmt.Errorf("append %s to job %d: %w", ev.Kind, job, err)
+		}
+		if dup {
+			// A report sent again after its answer was lost: the stream kept
+			// the first copy, which this process may not have folded.
+			b.forgetJob(job)
+			return seq, nil
 		}
 		if err := e.agg.Apply(seq, ev, p); err != nil {
 			// Checked above; a failure here is a bug in the aggregate.
@@ -113,6 +139,16 @@ func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p sche
 
 func (b *Bus) forgetJob(job int64) { b.jobs.forget(job) }
 
+// appendOpts are what the authority adds to an append it makes on a
+// worker's behalf.
+type appendOpts struct {
+	source string // stamped as the event's source instead of the bus's
+	msgID  string // the report's id: a report sent twice is stored once
+	// check decides, on the same aggregate and under the same lock as the
+	// transition check, whether the sender may say this about the job.
+	check func(*schemas.JobAggregate) error
+}
+
 // errOvertaken says another writer appended to the job first.
 var errOvertaken = errors.New("overtaken by another writer")
 
@@ -121,9 +157,11 @@ var errOvertaken = errors.New("overtaken by another writer")
 // refuses the copy (its expected sequence no longer holds) and the stored
 // message after the expected sequence carries this message's id: that is
 // success, not a conflict.
-func (b *Bus) publishDecision(ctx context.Context, job int64, after uint64, msg *nats.Msg) (uint64, error) {
+//
+// dup says the stream already held a message with this one's id (JetStream
+// de-duplication): the first copy's sequence is returned.
+func (b *Bus) publishDecision(ctx context.Context, job int64, after uint64, msg *nats.Msg) (seq uint64, dup bool, err error) {
 	var ack *jetstream.PubAck
-	var err error
 	for range 3 {
 		ack, err = b.JS.PublishMsg(ctx, msg)
 		if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
@@ -131,20 +169,20 @@ func (b *Bus) publishDecision(ctx context.Context, job int64, after uint64, msg 
 		}
 	}
 	if err == nil {
-		return ack.Sequence, nil
+		return ack.Sequence, ack.Duplicate, nil
 	}
 	if !isWrongSequence(err) {
-		return 0, err
+		return 0, false, err
 	}
 	s, serr := b.jobsStream(ctx)
 	if serr != nil {
-		return 0, serr
+		return 0, false, serr
 	}
 	next, gerr := s.GetMsg(ctx, after+1, jetstream.WithGetMsgSubject(JobSubject(job)+".>"))
 	if gerr == nil && next.Header.Get(nats.MsgIdHdr) == msg.Header.Get(nats.MsgIdHdr) {
-		return next.Sequence, nil
+		return next.Sequence, false, nil
 	}
-	return 0, errOvertaken
+	return 0, false, errOvertaken
 }
 
 // appendID identifies one decision: the same payload appended on top of the
@@ -154,6 +192,28 @@ func appendID(job int64, after uint64, ev schemas.Event) string {
 	fmt.Fprintf(h, "%d/%d/%s/", job, after, ev.Kind)
 	h.Write(ev.Data)
 	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// storedWithID finds the job's event stored with message id id, if any.
+// It reads the job's whole history: only a refused report, rare, asks.
+func (b *Bus) storedWithID(ctx context.Context, job int64, id string) (uint64, bool) {
+	if id == "" {
+		return 0, false
+	}
+	s, err := b.jobsStream(ctx)
+	if err != nil {
+		return 0, false
+	}
+	for seq := uint64(1); ; seq++ {
+		raw, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(JobSubject(job)+".>"))
+		if err != nil {
+			return 0, false
+		}
+		if raw.Header.Get(nats.MsgIdHdr) == id {
+			return raw.Sequence, true
+		}
+		seq = raw.Sequence
+	}
 }
 
 // catchUp folds into agg the job's events stored after agg.Seq.

@@ -52,7 +52,7 @@ func TestLostAcknowledgementIsNotAConflict(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	seq, err := b.publishDecision(ctx, 1, created, msg)
+	seq, _, err := b.publishDecision(ctx, 1, created, msg)
 	if err != nil || seq != first.Sequence {
 		t.Fatalf("resending the stored append: seq %d, %v; want %d, nil", seq, err, first.Sequence)
 	}
@@ -65,7 +65,7 @@ func TestLostAcknowledgementIsNotAConflict(t *testing.T) {
 		msg2.Header[k] = v
 	}
 	msg2.Header.Set(nats.MsgIdHdr, appendID(1, created, other))
-	if _, err := b.publishDecision(ctx, 1, created, msg2); err != errOvertaken {
+	if _, _, err := b.publishDecision(ctx, 1, created, msg2); err != errOvertaken {
 		t.Errorf("a different decision on the same history: %v, want errOvertaken", err)
 	}
 	if last, _ := b.LastSequence(ctx, StreamJobs); last != first.Sequence {

@@ -41,7 +41,9 @@ const (
 // Subjects.
 const (
 	SubjectJobs          = "jetqa.job.>"
-	SubjectMatchRequest  = "jetqa.match.request"
+	subjectMatchRequest  = "jetqa.match.request"
+	// SubjectMatchRequests holds every worker instance's match requests.
+	SubjectMatchRequests = subjectMatchRequest + ".>"
 	subjectMatchResolved = "jetqa.match.resolved"
 	subjectDead          = "jetqa.dead"
 )
@@ -84,6 +86,9 @@ func TestsFinishedOn(host string) string { return "jetqa.job.*.tests_finished." 
 
 // JobEvents matches the given event tokens of every job ("created", "finished", …).
 func JobEvents(token string) string { return "jetqa.job.*." + token }
+
+// MatchRequestFor is where a worker instance's match requests go.
+func MatchRequestFor(w schemas.WorkerRef) string { return subjectMatchRequest + "." + WorkerToken(w) }
 
 // MatchResolvedFor is the subject on which one worker instance gets its answers.
 func MatchResolvedFor(w schemas.WorkerRef) string { return subjectMatchResolved + "." + WorkerToken(w) }
@@ -132,8 +137,10 @@ func subject(job int64, p schemas.Payload) (string, error) {
 		if token, ok := workerEventTokens[p.Kind()]; ok {
 			return "jetqa.worker." + WorkerToken(p.Target()) + "." + token, nil
 		}
-	case *schemas.MatchRequested, schemas.MatchRequested:
-		return SubjectMatchRequest, nil
+	case *schemas.MatchRequested:
+		return MatchRequestFor(p.ReplyTo), nil
+	case schemas.MatchRequested:
+		return MatchRequestFor(p.ReplyTo), nil
 	case *schemas.AssetRegistered:
 		return AssetSubject(p.Name), nil
 	case schemas.AssetRegistered:
@@ -169,7 +176,7 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 		{
 			Name:        StreamMatchRequests,
 			Description: "work queue of the needle matcher pool",
-			Subjects:    []string{SubjectMatchRequest},
+			Subjects:    []string{SubjectMatchRequests},
 			Storage:     jetstream.FileStorage,
 			Retention:   jetstream.WorkQueuePolicy,
 			MaxAge:      time.Hour,
@@ -223,7 +230,28 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 			return fmt.Errorf("object store %s: %w", obj.Bucket, err)
 		}
 	}
-	return nil
+	_, err := b.createConsumer(ctx, MatchersConsumer.withDefaults())
+	return err
+}
+
+// DurableMatchers is the one consumer all matchers of all processes share.
+const DurableMatchers = "matchers"
+
+// MatchersConsumer is the matcher pool's consumer. The server creates it
+// with the streams; matchers only use it.
+var MatchersConsumer = ConsumerConfig{
+	Stream:  StreamMatchRequests,
+	Durable: DurableMatchers,
+	Filters: []string{SubjectMatchRequests},
+	// How long a request whose matcher went silent (its process killed,
+	// its host gone) waits before another matcher takes it. A matcher at
+	// work says so every third of it, however long the request takes.
+	AckWait:       10 * time.Second,
+	MaxDeliver:    3,
+	MaxAckPending: 1024,
+	// A request matched twice is answered twice; the worker takes the
+	// first answer.
+	AckUnconfirmed: true,
 }
 
 // NeedleBlobKeys are the keys of a needle's JSON and PNG in BucketNeedles.

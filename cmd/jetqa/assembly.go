@@ -15,6 +15,7 @@ import (
 
 	"jetqa/schemas"
 	"jetqa/stages/api"
+	"jetqa/stages/authority"
 	"jetqa/stages/boot"
 	"jetqa/stages/fetch"
 	"jetqa/stages/match"
@@ -55,21 +56,25 @@ func (a *assembly) embed(dataDir, host string, port int) error {
 	return nil
 }
 
-// connect opens a connection named name; the first one also creates or
-// updates the streams and buckets.
+// connect opens a connection named name.
 func (a *assembly) connect(name string) (*streams.Bus, error) {
 	b, err := streams.Connect(a.ctx, a.url, name, a.log)
 	if err != nil {
 		return nil, err
 	}
-	if len(a.buses) == 0 {
-		if err := b.Setup(a.ctx); err != nil {
-			b.Close()
-			return nil, err
-		}
-	}
 	a.buses = append(a.buses, b)
 	return b, nil
+}
+
+// connectWorker opens a connection that speaks for a worker instance
+// (instance 0: the host's own stages): it reports to the server and never
+// writes the job stream or creates anything.
+func (a *assembly) connectWorker(name string, w schemas.WorkerRef) (*streams.Bus, error) {
+	b, err := a.connect(name)
+	if err == nil {
+		b.AsWorker(w)
+	}
+	return b, err
 }
 
 // add runs a stage as an actor: when one ends, all are stopped.
@@ -104,8 +109,16 @@ type serverConfig struct {
 // addServer adds the API, the scheduler and the matcher pool; it returns
 // the API's address.
 func (a *assembly) addServer(c serverConfig) (string, error) {
-	bus, err := a.connect("api@" + c.Host)
+	bus, err := a.connect("authority@" + c.Host)
 	if err != nil {
+		return "", err
+	}
+	// Only the server creates and changes streams, buckets and consumers.
+	if err := bus.Setup(a.ctx); err != nil {
+		return "", err
+	}
+	a.add("authority", authority.New(authority.Config{}, bus, a.log.With("stage", "authority")).Run)
+	if bus, err = a.connect("api@" + c.Host); err != nil {
 		return "", err
 	}
 	apiSrv, err := api.New(api.Config{Listen: c.Listen}, bus, a.log.With("stage", "api"))
@@ -140,6 +153,7 @@ func (a *assembly) addMatchers(c matcherConfig) error {
 	if err != nil {
 		return err
 	}
+	bus.UseOnly()
 	a.add("match", match.New(match.Config{Name: c.Name, Workers: c.Workers, NoSplit: c.NoSplit, SpectraMiB: c.SpectraMiB}, bus, a.log.With("stage", "match")).Run)
 	return nil
 }
@@ -181,7 +195,8 @@ func (a *assembly) addWorker(c workerConfig) error {
 	if c.Instances < 1 {
 		return fmt.Errorf("--instances %d: need at least 1", c.Instances)
 	}
-	bus, err := a.connect("fetch@" + c.Host)
+	host := schemas.WorkerRef{Host: c.Host}
+	bus, err := a.connectWorker("fetch@"+c.Host, host)
 	if err != nil {
 		return err
 	}
@@ -203,7 +218,7 @@ func (a *assembly) addWorker(c workerConfig) error {
 	a.add("fetch", fetchStage.Run)
 	for i := 1; i <= c.Instances; i++ {
 		worker := schemas.WorkerRef{Host: c.Host, Instance: i}
-		if bus, err = a.connect("boot@" + worker.String()); err != nil {
+		if bus, err = a.connectWorker("boot@"+worker.String(), worker); err != nil {
 			return err
 		}
 		bootStage, err := boot.New(boot.Config{
@@ -214,7 +229,7 @@ func (a *assembly) addWorker(c workerConfig) error {
 		}
 		a.add("boot "+worker.String(), bootStage.Run)
 	}
-	if bus, err = a.connect("upload@" + c.Host); err != nil {
+	if bus, err = a.connectWorker("upload@"+c.Host, host); err != nil {
 		return err
 	}
 	uploadStage, err := upload.New(upload.Config{Host: c.Host}, bus, a.log.With("stage", "upload"))

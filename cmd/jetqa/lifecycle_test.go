@@ -342,7 +342,7 @@ func TestJobPassesWithMatchersOfTheirOwn(t *testing.T) {
 	defer stop()
 	startWorkerProcess(t, s, "wa")
 	commits := make(chan string, 100)
-	sub, err := s.bus.NC.Subscribe(streams.SubjectMatchRequest, func(m *nats.Msg) {
+	sub, err := s.bus.NC.Subscribe(streams.SubjectMatchRequests, func(m *nats.Msg) {
 		_, p, err := schemas.DecodeAs(m.Header.Get(streams.HeaderKind), m.Data)
 		if req, ok := p.(*schemas.MatchRequested); ok && err == nil && req.Part == nil {
 			commits <- req.NeedlesCommit

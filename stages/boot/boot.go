@@ -117,7 +117,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	go s.heartbeat(ctx)
 	return s.bus.Consume(ctx, streams.ConsumerConfig{
 		Stream:     streams.StreamJobs,
-		Durable:    "boot-" + streams.Token(s.cfg.Worker.String()),
+		Durable:    streams.BootDurable(s.cfg.Worker),
 		Filters:    []string{streams.ReadyFor(s.cfg.Worker)},
 		AckWait:    time.Minute,
 		MaxDeliver: 2,

@@ -121,7 +121,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	go func() {
 		err := s.bus.Consume(ctx, streams.ConsumerConfig{
 			Stream:  streams.StreamWorkers,
-			Durable: "prefetch-" + streams.Token(s.cfg.Host),
+			Durable: streams.PrefetchDurable(s.cfg.Host),
 			Filters: []string{streams.PrefetchFor(s.cfg.Host)},
 			AckWait: time.Minute,
 		}, s.prefetch)
@@ -131,7 +131,7 @@ func (s *Stage) Run(ctx context.Context) error {
 	}()
 	return s.bus.Consume(ctx, streams.ConsumerConfig{
 		Stream:  streams.StreamJobs,
-		Durable: "fetch-" + streams.Token(s.cfg.Host),
+		Durable: streams.FetchDurable(s.cfg.Host),
 		Filters: []string{streams.AssignedTo(s.cfg.Host)},
 	}, s.handle)
 }

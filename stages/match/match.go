@@ -79,13 +79,9 @@ func New(cfg Config, bus Bus, log *slog.Logger) *Pool {
 	return &Pool{cfg: cfg.withDefaults(), bus: bus, log: log, needles: map[string]*needle.Needle{}, costs: newCosts()}
 }
 
-// Durable is the one consumer all matchers of all processes share.
-const Durable = "matchers"
-
-// AckWait is how long a request whose matcher went silent (its process
-// killed, its host gone) waits before another matcher takes it. A matcher
-// at work says so every third of it, however long the request takes.
-const AckWait = 10 * time.Second
+// Durable is the one consumer all matchers of all processes share; the
+// server creates it (streams.MatchersConsumer).
+const Durable = streams.DurableMatchers
 
 // Run matches requests with cfg.Workers goroutines until ctx ends.
 func (p *Pool) Run(ctx context.Context) error {
@@ -99,17 +95,7 @@ func (p *Pool) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs <- p.bus.Consume(ctx, streams.ConsumerConfig{
-				Stream:        streams.StreamMatchRequests,
-				Durable:       Durable,
-				Filters:       []string{streams.SubjectMatchRequest},
-				AckWait:       AckWait,
-				MaxDeliver:    3,
-				MaxAckPending: 1024,
-				// A request matched twice is answered twice; the worker
-				// takes the first answer.
-				AckUnconfirmed: true,
-			}, p.handle)
+			errs <- p.bus.Consume(ctx, streams.MatchersConsumer, p.handle)
 		}()
 	}
 	wg.Wait()

@@ -53,7 +53,7 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Stage, error) {
 func (s *Stage) Run(ctx context.Context) error {
 	return s.bus.Consume(ctx, streams.ConsumerConfig{
 		Stream:  streams.StreamJobs,
-		Durable: "upload-" + streams.Token(s.cfg.Host),
+		Durable: streams.UploadDurable(s.cfg.Host),
 		Filters: []string{streams.TestsFinishedOn(s.cfg.Host)},
 	}, s.handle)
 }
