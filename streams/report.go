@@ -354,9 +354,9 @@ func WorkerConsumer(from ReportSender, durable string) (ConsumerConfig, bool) {
 }
 
 // The durable consumers of a worker host's stages.
-func FetchDurable(host string) string    { return "fetch-" + Token(host) }
-func UploadDurable(host string) string   { return "upload-" + Token(host) }
-func PrefetchDurable(host string) string { return "prefetch-" + Token(host) }
+func FetchDurable(host string) string        { return "fetch-" + Token(host) }
+func UploadDurable(host string) string       { return "upload-" + Token(host) }
+func PrefetchDurable(host string) string     { return "prefetch-" + Token(host) }
 func BootDurable(w schemas.WorkerRef) string { return "boot-" + Token(w.String()) }
 
 // bindConsumer finds a consumer the server created.

@@ -40,8 +40,8 @@ const (
 
 // Subjects.
 const (
-	SubjectJobs          = "jetqa.job.>"
-	subjectMatchRequest  = "jetqa.match.request"
+	SubjectJobs         = "jetqa.job.>"
+	subjectMatchRequest = "jetqa.match.request"
 	// SubjectMatchRequests holds every worker instance's match requests.
 	SubjectMatchRequests = subjectMatchRequest + ".>"
 	subjectMatchResolved = "jetqa.match.resolved"
