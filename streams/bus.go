@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,14 +34,34 @@ type Bus struct {
 	jobsStreamHandle jetstream.Stream
 }
 
-// Connect dials NATS at url. name identifies the connection on the server
-// and is stamped as the source of every event this bus appends.
+// Connect dials NATS at url without credentials. name identifies the
+// connection on the server and is stamped as the source of every event
+// this bus appends.
 func Connect(ctx context.Context, url, name string, log *slog.Logger) (*Bus, error) {
+	return ConnectTo(ctx, Dial{URLs: url}, name, log)
+}
+
+// Dial says how to reach NATS and as whom.
+type Dial struct {
+	// URLs are one or more server URLs, comma-separated; the connection
+	// fails over between them.
+	URLs string
+	// Identity authenticates the connection; nil connects without.
+	Identity *Identity
+	// TLS verifies the server (tls:// URLs); nil uses the system's roots.
+	TLS *tls.Config
+	// InProcess connects to an embedded server of this process directly.
+	InProcess *Embedded
+}
+
+// ConnectTo dials NATS as d says.
+func ConnectTo(ctx context.Context, d Dial, name string, log *slog.Logger) (*Bus, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	url := d.URLs
 	closed := make(chan struct{})
-	nc, err := nats.Connect(url,
+	opts := []nats.Option{
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -51,7 +72,28 @@ func Connect(ctx context.Context, url, name string, log *slog.Logger) (*Bus, err
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("NATS reconnected", "url", c.ConnectedUrl()) }),
-	)
+		// Permission violations arrive here, not as a call's error.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				log.Error("NATS", "subject", sub.Subject, "err", err)
+				return
+			}
+			log.Error("NATS", "err", err)
+		}),
+	}
+	if d.Identity != nil {
+		opts = append(opts, d.Identity.natsOptions()...)
+	}
+	if d.TLS != nil {
+		opts = append(opts, nats.Secure(d.TLS))
+	}
+	if d.InProcess != nil {
+		opts = append(opts, nats.InProcessServer(d.InProcess.Server))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
+		return nil, fmt.Errorf("connect to NATS at %s: %w: give the credentials file the server issued (`jetqa admin worker add NAME` writes one; --creds or $JETQA_CREDS)", url, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)
 	}

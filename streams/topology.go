@@ -214,6 +214,7 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 		{Bucket: BucketCounters, Description: "id sequences", Storage: jetstream.FileStorage, History: 1},
 		{Bucket: BucketLeases, Description: "which process is the active one", Storage: jetstream.FileStorage, History: 1, TTL: LeaseTTL},
 		{Bucket: BucketJobViews, Description: "the API's read model, derived from the job stream", Storage: jetstream.FileStorage, History: 1},
+		{Bucket: BucketCredentials, Description: "credentials issued to workers and matchers", Storage: jetstream.FileStorage, History: 1},
 	} {
 		kv.Replicas = replicas
 		if _, err := b.JS.CreateOrUpdateKeyValue(ctx, kv); err != nil {

@@ -11,12 +11,28 @@ import (
 	"time"
 
 	"jetqa/stages/api"
+	"jetqa/streams"
 )
 
-// cmdAdmin holds maintenance commands.
+const adminUsage = `usage:
+  jetqa admin worker add NAME [--out FILE] [--instances N]   issue a worker host's credentials file
+  jetqa admin worker revoke NAME                             end its access now, open connections too
+  jetqa admin worker list                                    the issued worker credentials
+  jetqa admin matcher add|revoke|list NAME                   the same for a matcher pool
+  jetqa admin tls init [--dir DIR] [--hosts H,...]           a private CA and server certificate for a lab
+  jetqa admin rebuild [--json] [--compare]                   rebuild the read model from the streams`
+
+// cmdAdmin holds the operator's commands.
 func cmdAdmin(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "rebuild" {
-		return fmt.Errorf("usage: jetqa admin rebuild [--json] [--compare]")
+	switch {
+	case len(args) >= 1 && (args[0] == streams.RoleWorker || args[0] == streams.RoleMatcher):
+		return cmdAdminCredentials(args[0], args[1:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "tls" && args[1] == "init":
+		return cmdAdminTLSInit(args[2:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "rebuild":
+	default:
+		fmt.Fprintln(stderr, adminUsage)
+		return exitCode(2)
 	}
 	fs := flag.NewFlagSet("admin rebuild", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -2,15 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/oklog/run"
 
 	"jetqa/schemas"
@@ -30,10 +31,16 @@ import (
 type assembly struct {
 	ctx   context.Context
 	log   *slog.Logger
-	url   string
-	ns    *server.Server // embedded server, nil when connecting to one
+	url   string            // where remote parties connect
+	dial  streams.Dial      // how this process's stages connect
+	ns    *streams.Embedded // embedded server, nil when connecting to one
 	buses []*streams.Bus
 	g     run.Group
+
+	// Who the stages connect as: the server's own stages, the worker
+	// stages, a matcher pool. nil connects without credentials.
+	self, worker, matcher *streams.Identity
+	dataDir               string // of the embedded server
 
 	stageCtx context.Context
 	stop     context.CancelFunc
@@ -45,20 +52,60 @@ func newAssembly(ctx context.Context, log *slog.Logger) *assembly {
 	return a
 }
 
-// embed starts the embedded NATS server with its store in dataDir,
-// listening for clients on host:port.
-func (a *assembly) embed(dataDir, host string, port int) error {
-	ns, err := streams.StartServer(streams.ServerConfig{Host: host, Port: port, DataDir: dataDir})
+// embedConfig is what the embedded NATS server of `jetqa up` and `jetqa
+// server` runs with.
+type embedConfig struct {
+	DataDir string
+	Host    string // to listen on for clients
+	Port    int
+	TLS     streams.TLSFiles // Cert and Key: TLS on the client port
+	// Also may connect: the in-process worker of `jetqa up`.
+	Also []streams.Credential
+}
+
+// adminCreds is the operator's credentials file in the data directory:
+// the command line on the server host connects with it.
+const adminCreds = "admin.creds"
+
+// embed starts the embedded NATS server. Only credentials connect: the
+// server's own stages' (made now, never written down), the operator's
+// (DATA/admin.creds, made on the first start) and those issued later.
+func (a *assembly) embed(c embedConfig) error {
+	self, err := streams.NewIdentity(streams.RoleAdmin, "server")
 	if err != nil {
 		return err
 	}
-	a.ns, a.url = ns, ns.ClientURL()
+	admin, err := streams.EnsureIdentityFile(filepath.Join(c.DataDir, adminCreds), streams.RoleAdmin, "admin", "jetqa server in "+c.DataDir)
+	if err != nil {
+		return err
+	}
+	cfg := streams.ServerConfig{
+		Host: c.Host, Port: c.Port, DataDir: c.DataDir,
+		Users:  append([]streams.Credential{self.Credential(0), admin.Credential(0)}, c.Also...),
+		Issued: readIssued(filepath.Join(c.DataDir, issuedFile)),
+	}
+	if c.TLS.Cert != "" || c.TLS.Key != "" {
+		if cfg.TLS, err = streams.ServerTLS(c.TLS); err != nil {
+			return err
+		}
+	}
+	ns, err := streams.StartServer(cfg)
+	if err != nil {
+		return err
+	}
+	a.ns, a.url, a.self, a.dataDir = ns, ns.ClientURL(), &self, c.DataDir
+	if cfg.TLS != nil {
+		a.url = strings.Replace(a.url, "nats://", "tls://", 1)
+	}
+	a.dial = streams.Dial{InProcess: ns}
 	return nil
 }
 
-// connect opens a connection named name.
-func (a *assembly) connect(name string) (*streams.Bus, error) {
-	b, err := streams.Connect(a.ctx, a.url, name, a.log)
+// connect opens a connection named name as id.
+func (a *assembly) connect(name string, id *streams.Identity) (*streams.Bus, error) {
+	d := a.dial
+	d.Identity = id
+	b, err := streams.ConnectTo(a.ctx, d, name, a.log)
 	if err != nil {
 		return nil, err
 	}
@@ -70,7 +117,7 @@ func (a *assembly) connect(name string) (*streams.Bus, error) {
 // (instance 0: the host's own stages): it reports to the server and never
 // writes the job stream or creates anything.
 func (a *assembly) connectWorker(name string, w schemas.WorkerRef) (*streams.Bus, error) {
-	b, err := a.connect(name)
+	b, err := a.connect(name, a.worker)
 	if err == nil {
 		b.AsWorker(w)
 	}
@@ -109,7 +156,7 @@ type serverConfig struct {
 // addServer adds the API, the scheduler and the matcher pool; it returns
 // the API's address.
 func (a *assembly) addServer(c serverConfig) (string, error) {
-	bus, err := a.connect("authority@" + c.Host)
+	bus, err := a.connect("authority@"+c.Host, a.self)
 	if err != nil {
 		return "", err
 	}
@@ -118,7 +165,10 @@ func (a *assembly) addServer(c serverConfig) (string, error) {
 		return "", err
 	}
 	a.add("authority", authority.New(authority.Config{}, bus, a.log.With("stage", "authority")).Run)
-	if bus, err = a.connect("api@" + c.Host); err != nil {
+	if a.ns != nil {
+		a.add("credentials", func(ctx context.Context) error { return a.followCredentials(ctx, bus) })
+	}
+	if bus, err = a.connect("api@"+c.Host, a.self); err != nil {
 		return "", err
 	}
 	apiSrv, err := api.New(api.Config{Listen: c.Listen}, bus, a.log.With("stage", "api"))
@@ -126,17 +176,45 @@ func (a *assembly) addServer(c serverConfig) (string, error) {
 		return "", err
 	}
 	a.add("api", apiSrv.Run)
-	if bus, err = a.connect("schedule@" + c.Host); err != nil {
+	if bus, err = a.connect("schedule@"+c.Host, a.self); err != nil {
 		return "", err
 	}
 	sched := schedule.New(schedule.Config{WorkerTimeout: c.WorkerTimeout}, bus, a.log.With("stage", "schedule"))
 	a.add("schedule", sched.Run)
 	if c.Matchers > 0 {
-		if err := a.addMatchers(matcherConfig{Name: "match@" + c.Host, Workers: c.Matchers}); err != nil {
+		if err := a.addMatchers(matcherConfig{Name: "match@" + c.Host, Workers: c.Matchers}, a.self); err != nil {
 			return "", err
 		}
 	}
 	return apiSrv.Addr(), nil
+}
+
+// followCredentials keeps the embedded server's users in step with the
+// credentials issued, on this node and, through the replicated bucket, on
+// every node of a cluster.
+func (a *assembly) followCredentials(ctx context.Context, bus *streams.Bus) error {
+	return bus.WatchCredentials(ctx, func(issued []streams.Credential) {
+		if err := a.ns.SetCredentials(issued); err != nil {
+			a.log.Error("credentials not applied", "err", err)
+			return
+		}
+		a.log.Info("NATS users updated", "issued", len(issued))
+		if data, err := json.Marshal(issued); err == nil {
+			_ = os.WriteFile(filepath.Join(a.dataDir, issuedFile), data, 0o600)
+		}
+	})
+}
+
+// issuedFile keeps the credentials issued, for the next start of the
+// embedded server; the bucket stays the truth.
+const issuedFile = "issued-credentials.json"
+
+func readIssued(path string) []streams.Credential {
+	var issued []streams.Credential
+	if data, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(data, &issued)
+	}
+	return issued
 }
 
 // matcherConfig is what a matcher pool runs with.
@@ -147,9 +225,9 @@ type matcherConfig struct {
 	SpectraMiB int // 0: the default, negative: none
 }
 
-// addMatchers adds a needle matcher pool.
-func (a *assembly) addMatchers(c matcherConfig) error {
-	bus, err := a.connect(c.Name)
+// addMatchers adds a needle matcher pool connecting as id.
+func (a *assembly) addMatchers(c matcherConfig, id *streams.Identity) error {
+	bus, err := a.connect(c.Name, id)
 	if err != nil {
 		return err
 	}

@@ -46,6 +46,8 @@ type system struct {
 	api  string
 	nats string
 	bus  *streams.Bus
+	// admin is how the test connects, as the operator would.
+	admin streams.Dial
 
 	mu    sync.Mutex
 	kinds map[string]int // every event kind published on jetqa.>
@@ -55,8 +57,9 @@ func startSystem(t *testing.T) *system {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	data := t.TempDir()
 	a, apiAddr, err := upAssembly(ctx, upConfig{
-		DataDir: t.TempDir(), Listen: "127.0.0.1:0", NATSPort: -1, Host: "e2e", Instances: 1, Matchers: 2,
+		DataDir: data, Listen: "127.0.0.1:0", NATSPort: -1, Host: "e2e", Instances: 1, Matchers: 2,
 		Accel: "tcg", WorkerClass: "qemu_x86_64", WorkerTimeout: 5 * time.Second, Heartbeat: 500 * time.Millisecond,
 	}, log)
 	if err != nil {
@@ -64,8 +67,8 @@ func startSystem(t *testing.T) *system {
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.g.Run() }()
-	s := &system{api: "http://" + apiAddr, nats: a.url, kinds: map[string]int{}}
-	s.bus, err = streams.Connect(ctx, a.url, "e2e-test", log)
+	s := &system{api: "http://" + apiAddr, nats: a.url, kinds: map[string]int{}, admin: adminDial(t, a.url, data)}
+	s.bus, err = streams.ConnectTo(ctx, s.admin, "e2e-test", log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +93,33 @@ func startSystem(t *testing.T) *system {
 		a.teardown()
 	})
 	return s
+}
+
+// adminDial connects to the server at url as its operator, with the
+// credentials file the server wrote into its data directory.
+func adminDial(t *testing.T, url, data string) streams.Dial {
+	t.Helper()
+	path := filepath.Join(data, adminCreds)
+	admin, err := streams.LoadIdentity(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client commands the test runs connect as the operator too.
+	t.Setenv("JETQA_CREDS", path)
+	return streams.Dial{URLs: url, Identity: &admin}
+}
+
+// issue writes credentials for a worker host or matcher pool and returns
+// the file.
+func (s *system) issue(t *testing.T, role, name string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), name+".creds")
+	if err := issueCredentials(ctx, s.bus, s.admin, role, name, 4, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 type testWriter struct{ t *testing.T }

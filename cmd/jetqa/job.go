@@ -270,7 +270,7 @@ func (c client) results(ctx context.Context, id int64, dir string, stdout io.Wri
 // watch prints the job's events as they happen, from its first, and ends
 // when the job finishes: exit status 0 when it passed (or softfailed).
 func (c client) watch(ctx context.Context, id int64, stdout io.Writer) error {
-	bus, err := streams.Connect(ctx, c.nats, "jetqa-cli", nil)
+	bus, err := connectNATS(ctx, c.nats, "jetqa-cli")
 	if err != nil {
 		return err
 	}

@@ -37,7 +37,8 @@ func startServerWithMatchers(t *testing.T, matchers int) *system {
 	ctx, cancel := context.WithCancel(context.Background())
 	log := natstest.Logger(t)
 	a := newAssembly(ctx, log)
-	if err := a.embed(t.TempDir(), "127.0.0.1", -1); err != nil {
+	data := t.TempDir()
+	if err := a.embed(embedConfig{DataDir: data, Host: "127.0.0.1", Port: -1}); err != nil {
 		t.Fatal(err)
 	}
 	apiAddr, err := a.addServer(serverConfig{Host: "server", Listen: "127.0.0.1:0", Matchers: matchers, WorkerTimeout: 5 * time.Second})
@@ -46,8 +47,8 @@ func startServerWithMatchers(t *testing.T, matchers int) *system {
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.g.Run() }()
-	s := &system{api: "http://" + apiAddr, nats: a.url, kinds: map[string]int{}}
-	if s.bus, err = streams.Connect(ctx, a.url, "lifecycle-test", log); err != nil {
+	s := &system{api: "http://" + apiAddr, nats: a.url, kinds: map[string]int{}, admin: adminDial(t, a.url, data)}
+	if s.bus, err = streams.ConnectTo(ctx, s.admin, "lifecycle-test", log); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -63,7 +64,8 @@ func startServerWithMatchers(t *testing.T, matchers int) *system {
 // worker host would run it.
 func startWorkerProcess(t *testing.T, s *system, host string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "worker", "--nats", s.nats, "--host", host, "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
+	creds := s.issue(t, streams.RoleWorker, host)
+	cmd := exec.Command(os.Args[0], "worker", "--nats", s.nats, "--creds", creds, "--host", host, "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
 	cmd.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -338,7 +340,7 @@ func TestJobPassesWithMatchersOfTheirOwn(t *testing.T) {
 		}
 	})
 	s := startServerWithMatchers(t, 0)
-	stop := startMatcherProcesses(t, s.nats, 2)
+	stop := startMatcherProcesses(t, s.nats, 2, "--creds", s.issue(t, streams.RoleMatcher, "pool"))
 	defer stop()
 	startWorkerProcess(t, s, "wa")
 	commits := make(chan string, 100)

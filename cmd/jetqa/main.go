@@ -45,11 +45,16 @@ Usage:
   jetqa cache status               the worker hosts' asset caches: entries, use, hits and misses
   jetqa needle check DIR           list every problem of a needle directory (exit status 1 if any)
   jetqa needle match SCREEN.png DIR --tag T  search needles with tag T on a screenshot
+  jetqa admin worker add NAME      issue a worker host's credentials (revoke, list; matcher too)
+  jetqa admin tls init             a private CA and server certificate for a lab
   jetqa admin rebuild [--compare]  rebuild the read model from the streams
   jetqa version
 
 Client commands reach the API at $JETQA_API (default http://127.0.0.1:9526)
-and NATS at $JETQA_NATS (default nats://127.0.0.1:4222).
+and NATS at $JETQA_NATS (default nats://127.0.0.1:4222), as the operator:
+with the credentials file $JETQA_CREDS, by default data/admin.creds (the
+server writes it into its data directory), and $JETQA_TLS_CA when the
+server's certificate is signed by a private CA.
 Run "jetqa COMMAND -h" for a command's flags.
 `
 
@@ -139,7 +144,7 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 // caller runs done when finished.
 func connectCLI(natsURL, name string) (ctx context.Context, bus *streams.Bus, done func(), err error) {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	bus, err = streams.Connect(ctx, natsURL, name, nil)
+	bus, err = connectNATS(ctx, natsURL, name)
 	if err != nil {
 		cancel()
 		return nil, nil, nil, err

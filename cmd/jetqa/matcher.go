@@ -14,12 +14,13 @@ import (
 // other matcher processes on any host.
 func cmdMatcher(args []string, stderr io.Writer) error {
 	host, _ := os.Hostname()
-	var natsURL, name, logLevel string
+	var r remote
+	var name, logLevel string
 	var workers, spectra int
 	var noSplit bool
 	fs := flag.NewFlagSet("matcher", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&natsURL, "nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server to connect to")
+	remoteFlags(fs, &r, "matcher")
 	fs.IntVar(&workers, "workers", runtime.NumCPU(), "requests matched at once, one per core by default")
 	fs.StringVar(&name, "name", "matcher@"+host, "name of this matcher in its answers")
 	fs.BoolVar(&noSplit, "no-split", false, "never spread a large request over idle matchers")
@@ -37,14 +38,17 @@ func cmdMatcher(args []string, stderr io.Writer) error {
 		return err
 	}
 	a := newAssembly(context.Background(), log)
-	a.url = natsURL
+	if a.dial, a.matcher, err = r.dial(); err != nil {
+		return err
+	}
+	a.url = r.nats
 	if spectra <= 0 {
 		spectra = -1 // match.Config's "none"
 	}
-	if err := a.addMatchers(matcherConfig{Name: name, Workers: workers, NoSplit: noSplit, SpectraMiB: spectra}); err != nil {
+	if err := a.addMatchers(matcherConfig{Name: name, Workers: workers, NoSplit: noSplit, SpectraMiB: spectra}, a.matcher); err != nil {
 		a.teardown()
 		return err
 	}
-	fmt.Fprintf(stderr, "jetqa matcher %s is up: %d worker(s), NATS %s (Ctrl-C stops)\n", name, workers, natsURL)
+	fmt.Fprintf(stderr, "jetqa matcher %s is up: %d worker(s), NATS %s (Ctrl-C stops)\n", name, workers, r.nats)
 	return runUntilSignal(a, log)
 }

@@ -52,7 +52,7 @@ func replayJob(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	bus, err := streams.Connect(ctx, *natsURL, "jetqa-cli", nil)
+	bus, err := connectNATS(ctx, *natsURL, "jetqa-cli")
 	if err != nil {
 		return err
 	}
@@ -112,7 +112,7 @@ func replayPeriod(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if !since.IsZero() && !until.IsZero() && until.Before(since) {
 		return fmt.Errorf("--until %s is before --since %s", until.UTC().Format(time.RFC3339), since.UTC().Format(time.RFC3339))
 	}
-	bus, err := streams.Connect(ctx, *natsURL, "jetqa-cli", nil)
+	bus, err := connectNATS(ctx, *natsURL, "jetqa-cli")
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"runtime"
 	"time"
+
+	"jetqa/streams"
 )
 
 // cmdServer runs the server side: the embedded NATS server, the API, the
@@ -17,6 +19,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 	var dataDir, listen, natsHost, logLevel string
 	var natsPort, matchers int
 	var workerTimeout time.Duration
+	var tlsFiles streams.TLSFiles
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&dataDir, "data", "data", "directory for the event store")
@@ -25,6 +28,8 @@ func cmdServer(args []string, stderr io.Writer) error {
 	fs.IntVar(&natsPort, "nats-port", 4222, "client port of the embedded NATS server (-1: any free port)")
 	fs.IntVar(&matchers, "matchers", runtime.NumCPU(), "needle matchers in this process (0: none, run `jetqa matcher` elsewhere)")
 	fs.DurationVar(&workerTimeout, "worker-timeout", 60*time.Second, "silence after which a worker instance is offline")
+	fs.StringVar(&tlsFiles.Cert, "tls-cert", "", "certificate of the NATS client port (PEM; `jetqa admin tls init` makes one for a lab): remote workers then connect with tls://")
+	fs.StringVar(&tlsFiles.Key, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -38,7 +43,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 		return err
 	}
 	a := newAssembly(context.Background(), log)
-	if err := a.embed(dir, natsHost, natsPort); err != nil {
+	if err := a.embed(embedConfig{DataDir: dir, Host: natsHost, Port: natsPort, TLS: tlsFiles}); err != nil {
 		return err
 	}
 	apiAddr, err := a.addServer(serverConfig{Host: host, Listen: listen, Matchers: matchers, WorkerTimeout: workerTimeout})

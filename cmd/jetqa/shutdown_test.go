@@ -63,7 +63,8 @@ func TestSIGTERMStopsEverythingWithTheVM(t *testing.T) {
 	testos := testosDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, os.Args[0], "up", "--data", t.TempDir(), "--listen", "127.0.0.1:0", "--nats-port", "-1", "--accel", "tcg", "--matchers", "1")
+	data := t.TempDir()
+	cmd := exec.CommandContext(ctx, os.Args[0], "up", "--data", data, "--listen", "127.0.0.1:0", "--nats-port", "-1", "--accel", "tcg", "--matchers", "1")
 	cmd.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -95,7 +96,11 @@ func TestSIGTERMStopsEverythingWithTheVM(t *testing.T) {
 
 	s := &system{api: api}
 	id := s.post(t, demoSettings(testos))
-	bus, err := streams.Connect(ctx, natsURL, "shutdown-test", nil)
+	admin, err := streams.LoadIdentity(filepath.Join(data, adminCreds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bus, err := streams.ConnectTo(ctx, streams.Dial{URLs: natsURL, Identity: &admin}, "shutdown-test", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

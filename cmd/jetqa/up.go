@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/oklog/run"
+
+	"jetqa/streams"
 )
 
 // upConfig is everything `jetqa up` runs with.
@@ -70,7 +72,14 @@ func upAssembly(ctx context.Context, c upConfig, log *slog.Logger) (*assembly, s
 		return nil, "", err
 	}
 	a := newAssembly(ctx, log)
-	if err := a.embed(dataDir, "127.0.0.1", c.NATSPort); err != nil {
+	// The worker stages connect with a worker's credentials, made for this
+	// run: they may do here what a remote worker may do, no more.
+	worker, err := streams.NewIdentity(streams.RoleWorker, c.Host)
+	if err != nil {
+		return nil, "", err
+	}
+	a.worker = &worker
+	if err := a.embed(embedConfig{DataDir: dataDir, Host: "127.0.0.1", Port: c.NATSPort, Also: []streams.Credential{worker.Credential(c.Instances)}}); err != nil {
 		return nil, "", err
 	}
 	apiAddr, err := a.addServer(serverConfig{Host: c.Host, Listen: c.Listen, Matchers: c.Matchers, WorkerTimeout: c.WorkerTimeout})

@@ -14,10 +14,11 @@ import (
 func cmdWorker(args []string, stderr io.Writer) error {
 	host, _ := os.Hostname()
 	var c workerConfig
-	var natsURL, logLevel string
+	var r remote
+	var logLevel string
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&natsURL, "nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server to connect to")
+	remoteFlags(fs, &r, "worker")
 	fs.StringVar(&c.DataDir, "data", "worker-data", "directory for the asset cache and jobs")
 	fs.StringVar(&c.Host, "host", host, "name of this worker host")
 	fs.IntVar(&c.Instances, "instances", 1, "worker instances (VMs at once)")
@@ -37,11 +38,14 @@ func cmdWorker(args []string, stderr io.Writer) error {
 		return err
 	}
 	a := newAssembly(context.Background(), log)
-	a.url = natsURL
+	if a.dial, a.worker, err = r.dial(); err != nil {
+		return err
+	}
+	a.url = r.nats
 	if err := a.addWorker(c); err != nil {
 		a.teardown()
 		return err
 	}
-	fmt.Fprintf(stderr, "jetqa worker %s is up: %d instance(s), NATS %s, data in %s (Ctrl-C stops)\n", c.Host, c.Instances, natsURL, c.DataDir)
+	fmt.Fprintf(stderr, "jetqa worker %s is up: %d instance(s), NATS %s, data in %s (Ctrl-C stops)\n", c.Host, c.Instances, r.nats, c.DataDir)
 	return runUntilSignal(a, log)
 }

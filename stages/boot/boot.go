@@ -80,6 +80,7 @@ type Bus interface {
 	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
 	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
 	Watch(ctx context.Context, cfg streams.WatchConfig, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
+	FollowJob(ctx context.Context, job int64, after uint64, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
 	LastSequence(ctx context.Context, stream string) (uint64, error)
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
 	PutBlob(ctx context.Context, bucket, key string, r io.Reader) error
@@ -198,7 +199,7 @@ func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload,
 // cancels it or when the job is ended or given away without this worker
 // (it was declared offline, for instance).
 func (s *Stage) followJob(ctx context.Context, stop context.CancelCauseFunc, job int64, after uint64) {
-	_ = s.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobSubject(job) + ".>"}, From: after + 1},
+	_ = s.bus.FollowJob(ctx, job, after,
 		func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
 			switch p := p.(type) {
 			case *schemas.JobCancelRequested:

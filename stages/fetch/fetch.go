@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -74,7 +76,7 @@ func (c Config) validate() error {
 type Bus interface {
 	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
 	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
-	Watch(ctx context.Context, cfg streams.WatchConfig, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
+	OnJobEvent(ctx context.Context, token string, fn func(job int64)) error
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
 	LookupAsset(ctx context.Context, name string) (*schemas.AssetRegistered, error)
 	OpenBlobAt(ctx context.Context, bucket, key string, offset int64) (io.ReadCloser, int64, error)
@@ -165,15 +167,31 @@ func (s *Stage) prefetch(ctx context.Context, _ schemas.Event, p schemas.Payload
 }
 
 // releaseFinished gives the cache entries of finished jobs back to the
-// cache's eviction.
+// cache's eviction: at once when the job's end is seen, and on a sweep of
+// the jobs still holding entries for an end that happened while the
+// connection was down.
 func (s *Stage) releaseFinished(ctx context.Context) {
-	err := s.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobEvents("finished")}, New: true},
-		func(ev schemas.Event, _ schemas.Payload, _ streams.Delivery) error {
-			s.release(ev.Job)
-			return nil
-		})
-	if err != nil && ctx.Err() == nil {
-		s.log.Error("following finished jobs", "err", err)
+	go func() {
+		if err := s.bus.OnJobEvent(ctx, "finished", s.release); err != nil && ctx.Err() == nil {
+			s.log.Error("following finished jobs", "err", err)
+		}
+	}()
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sweep.C:
+		}
+		s.heldMu.Lock()
+		jobs := slices.Collect(maps.Keys(s.held))
+		s.heldMu.Unlock()
+		for _, job := range jobs {
+			if agg, err := s.bus.LoadJob(ctx, job); err == nil && agg.Final() {
+				s.release(job)
+			}
+		}
 	}
 }
 

@@ -6,6 +6,8 @@ package match
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -207,6 +209,14 @@ func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*needle.Needl
 		png, err := p.bus.GetBlob(ctx, streams.BucketNeedles, pngKey)
 		if err != nil {
 			return nil, fmt.Errorf("needle %s: %w", ref.Name, err)
+		}
+		// Any worker may store needles: one is used only if it is what its
+		// name, the hash of its content, says.
+		sum := sha256.New()
+		sum.Write(js)
+		sum.Write(png)
+		if got := hex.EncodeToString(sum.Sum(nil)); got != ref.Hash {
+			return nil, fmt.Errorf("needle %s: the stored files hash to %s, not to their name %s: refusing them", ref.Name, got, ref.Hash)
 		}
 		spec, err := schemas.ParseNeedle(ref.Name, js)
 		if err != nil {
