@@ -390,4 +390,3 @@ func (b *Bus) WatchCredentials(ctx context.Context, fn func([]Credential)) error
 		}
 	}
 }
-

@@ -65,7 +65,7 @@ func ConnectTo(ctx context.Context, d Dial, name string, log *slog.Logger) (*Bus
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 		nats.Name(name),
 		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500*time.Millisecond),
+		nats.ReconnectWait(500 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("NATS disconnected", "err", err)
