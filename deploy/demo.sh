@@ -25,6 +25,9 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 echo "jetqa is up (log: $log)"
+# The command line connects to NATS as the operator, with the credentials
+# jetqa wrote into its data directory.
+export JETQA_CREDS="$data/admin.creds"
 
 echo
 echo "== register the testos ISO on the server (workers fetch it over NATS)"
