@@ -39,6 +39,9 @@ type ServerConfig struct {
 	// until SetCredentials says otherwise: remote parties reconnecting
 	// after a restart are not refused while the issued ones are read.
 	Issued []Credential
+	// WebSocketPort, when not 0, also takes clients over WebSocket (with
+	// TLS when TLS is set: wss://).
+	WebSocketPort int
 	// TLS, when set, is required of every client; RouteTLS of every route.
 	TLS      *tls.Config
 	RouteTLS *tls.Config
@@ -103,6 +106,9 @@ func (cfg ServerConfig) options(issued []Credential) *server.Options {
 	}
 	if cfg.TLS != nil {
 		opts.TLS, opts.TLSConfig, opts.TLSTimeout = true, cfg.TLS, 5
+	}
+	if cfg.WebSocketPort != 0 {
+		opts.Websocket = server.WebsocketOpts{Host: cfg.Host, Port: cfg.WebSocketPort, TLSConfig: cfg.TLS, NoTLS: cfg.TLS == nil, HandshakeTimeout: 10 * time.Second}
 	}
 	seen := map[string]bool{}
 	for _, c := range slices.Concat(cfg.Users, issued) {

@@ -153,8 +153,9 @@ func subject(job int64, p schemas.Payload) (string, error) {
 // replica. Every process calls it at start; it is idempotent.
 func (b *Bus) Setup(ctx context.Context) error { return b.SetupReplicas(ctx, 1) }
 
-// SetupReplicas is Setup for a NATS cluster: every stream and bucket keeps
-// replicas copies (3 on a three-node cluster).
+// SetupReplicas is Setup for a NATS cluster: every new stream and bucket
+// keeps replicas copies (3 on a three-node cluster). One that exists keeps
+// the replica count it has: a server joining a cluster never lowers it.
 func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 	streams := []jetstream.StreamConfig{
 		{
@@ -205,7 +206,7 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 		},
 	}
 	for _, cfg := range streams {
-		cfg.Replicas = replicas
+		cfg.Replicas = b.replicasOf(ctx, cfg.Name, replicas)
 		if _, err := b.JS.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
@@ -216,7 +217,7 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 		{Bucket: BucketJobViews, Description: "the API's read model, derived from the job stream", Storage: jetstream.FileStorage, History: 1},
 		{Bucket: BucketCredentials, Description: "credentials issued to workers and matchers", Storage: jetstream.FileStorage, History: 1},
 	} {
-		kv.Replicas = replicas
+		kv.Replicas = b.replicasOf(ctx, "KV_"+kv.Bucket, replicas)
 		if _, err := b.JS.CreateOrUpdateKeyValue(ctx, kv); err != nil {
 			return fmt.Errorf("bucket %s: %w", kv.Bucket, err)
 		}
@@ -226,7 +227,7 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 		{Bucket: BucketResults, Description: "job results: screenshots, logs, details", Storage: jetstream.FileStorage},
 		{Bucket: BucketAssets, Description: "registered assets by name", Storage: jetstream.FileStorage},
 	} {
-		obj.Replicas = replicas
+		obj.Replicas = b.replicasOf(ctx, "OBJ_"+obj.Bucket, replicas)
 		if _, err := b.JS.CreateOrUpdateObjectStore(ctx, obj); err != nil {
 			return fmt.Errorf("object store %s: %w", obj.Bucket, err)
 		}
@@ -253,6 +254,19 @@ var MatchersConsumer = ConsumerConfig{
 	// A request matched twice is answered twice; the worker takes the
 	// first answer.
 	AckUnconfirmed: true,
+}
+
+// replicasOf is the replica count a stream has, or want for a new one.
+func (b *Bus) replicasOf(ctx context.Context, stream string, want int) int {
+	s, err := b.JS.Stream(ctx, stream)
+	if err != nil {
+		return want
+	}
+	info, err := s.Info(ctx)
+	if err != nil || info.Config.Replicas < 1 {
+		return want
+	}
+	return info.Config.Replicas
 }
 
 // NeedleBlobKeys are the keys of a needle's JSON and PNG in BucketNeedles.

@@ -41,6 +41,7 @@ type assembly struct {
 	// stages, a matcher pool. nil connects without credentials.
 	self, worker, matcher *streams.Identity
 	dataDir               string // of the embedded server
+	replicas              int    // of new streams and buckets
 
 	stageCtx context.Context
 	stop     context.CancelFunc
@@ -56,9 +57,15 @@ func newAssembly(ctx context.Context, log *slog.Logger) *assembly {
 // server` runs with.
 type embedConfig struct {
 	DataDir string
+	Name    string // of the server, unique in a cluster
 	Host    string // to listen on for clients
 	Port    int
-	TLS     streams.TLSFiles // Cert and Key: TLS on the client port
+	WSPort  int              // WebSocket listener, 0: none
+	TLS     streams.TLSFiles // Cert and Key: TLS on the client and WebSocket ports; CA: on routes
+	// Cluster, when set, joins the NATS cluster of that name through Routes.
+	Cluster     string
+	ClusterPort int
+	Routes      []string
 	// Also may connect: the in-process worker of `jetqa up`.
 	Also []streams.Credential
 }
@@ -80,7 +87,8 @@ func (a *assembly) embed(c embedConfig) error {
 		return err
 	}
 	cfg := streams.ServerConfig{
-		Host: c.Host, Port: c.Port, DataDir: c.DataDir,
+		Host: c.Host, Port: c.Port, DataDir: c.DataDir, Name: c.Name, WebSocketPort: c.WSPort,
+		ClusterName: c.Cluster, ClusterPort: c.ClusterPort, Routes: c.Routes,
 		Users:  append([]streams.Credential{self.Credential(0), admin.Credential(0)}, c.Also...),
 		Issued: readIssued(filepath.Join(c.DataDir, issuedFile)),
 	}
@@ -88,6 +96,18 @@ func (a *assembly) embed(c embedConfig) error {
 		if cfg.TLS, err = streams.ServerTLS(c.TLS); err != nil {
 			return err
 		}
+	}
+	switch {
+	case c.Cluster != "" && c.TLS.CA != "":
+		if cfg.RouteTLS, err = streams.RouteTLS(c.TLS); err != nil {
+			return err
+		}
+	case c.Cluster != "":
+		a.log.Warn("cluster routes without TLS: anyone who reaches the route port can join the cluster; give --tls-cert, --tls-key and --tls-ca", "port", c.ClusterPort)
+	}
+	a.replicas = 1
+	if c.Cluster != "" {
+		a.replicas = min(3, max(1, len(c.Routes)))
 	}
 	ns, err := streams.StartServer(cfg)
 	if err != nil {
@@ -161,7 +181,7 @@ func (a *assembly) addServer(c serverConfig) (string, error) {
 		return "", err
 	}
 	// Only the server creates and changes streams, buckets and consumers.
-	if err := bus.Setup(a.ctx); err != nil {
+	if err := a.setup(bus); err != nil {
 		return "", err
 	}
 	a.add("authority", authority.New(authority.Config{}, bus, a.log.With("stage", "authority")).Run)
@@ -187,6 +207,27 @@ func (a *assembly) addServer(c serverConfig) (string, error) {
 		}
 	}
 	return apiSrv.Addr(), nil
+}
+
+// setup creates the streams and buckets, or finds them. A cluster answers
+// only once it has elected a leader and its nodes joined: until then the
+// setup is tried again, for a while.
+func (a *assembly) setup(bus *streams.Bus) error {
+	replicas := max(a.replicas, 1)
+	ctx, cancel := context.WithTimeout(a.ctx, 3*time.Minute)
+	defer cancel()
+	for {
+		err := bus.SetupReplicas(ctx, replicas)
+		if err == nil || replicas == 1 {
+			return err
+		}
+		a.log.Warn("waiting for the cluster to set up the streams", "replicas", replicas, "err", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster of %d nodes not ready: %w", replicas, err)
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 // followCredentials keeps the embedded server's users in step with the
@@ -238,9 +279,15 @@ func (a *assembly) addMatchers(c matcherConfig, id *streams.Identity) error {
 
 // workerConfig is what a worker host runs with.
 type workerConfig struct {
-	Host        string
-	DataDir     string
-	Instances   int
+	Host      string
+	DataDir   string
+	Instances int
+	// Instance > 0 runs only that instance; HostOnly runs only the host's
+	// stages (fetch, upload). By default a worker runs both.
+	Instance int
+	HostOnly bool
+	// ClassOf is an instance's own WORKER_CLASS, "" for WorkerClass.
+	ClassOf func(instance int) string
 	Accel       string
 	WorkerClass string
 	Heartbeat   time.Duration
@@ -274,6 +321,45 @@ func (a *assembly) addWorker(c workerConfig) error {
 		return fmt.Errorf("--instances %d: need at least 1", c.Instances)
 	}
 	host := schemas.WorkerRef{Host: c.Host}
+	if c.Instance == 0 {
+		if err := a.addHostStages(c, host); err != nil {
+			return err
+		}
+	}
+	instances := []int{c.Instance}
+	switch {
+	case c.HostOnly:
+		instances = nil
+	case c.Instance == 0:
+		instances = nil
+		for i := 1; i <= c.Instances; i++ {
+			instances = append(instances, i)
+		}
+	}
+	for _, i := range instances {
+		worker := schemas.WorkerRef{Host: c.Host, Instance: i}
+		bus, err := a.connectWorker("boot@"+worker.String(), worker)
+		if err != nil {
+			return err
+		}
+		class := c.WorkerClass
+		if c.ClassOf != nil && c.ClassOf(i) != "" {
+			class = c.ClassOf(i)
+		}
+		bootStage, err := boot.New(boot.Config{
+			Worker: worker, Classes: schemas.WorkerClasses(class), Accel: c.Accel, HeartbeatInterval: c.Heartbeat,
+		}, bus, a.log.With("stage", "boot"))
+		if err != nil {
+			return err
+		}
+		a.add("boot "+worker.String(), bootStage.Run)
+	}
+	return nil
+}
+
+// addHostStages adds what a worker host's instances share: the asset
+// cache and checkouts (fetch) and the upload of results.
+func (a *assembly) addHostStages(c workerConfig, host schemas.WorkerRef) error {
 	bus, err := a.connectWorker("fetch@"+c.Host, host)
 	if err != nil {
 		return err
@@ -294,19 +380,6 @@ func (a *assembly) addWorker(c workerConfig) error {
 		return err
 	}
 	a.add("fetch", fetchStage.Run)
-	for i := 1; i <= c.Instances; i++ {
-		worker := schemas.WorkerRef{Host: c.Host, Instance: i}
-		if bus, err = a.connectWorker("boot@"+worker.String(), worker); err != nil {
-			return err
-		}
-		bootStage, err := boot.New(boot.Config{
-			Worker: worker, Classes: schemas.WorkerClasses(c.WorkerClass), Accel: c.Accel, HeartbeatInterval: c.Heartbeat,
-		}, bus, a.log.With("stage", "boot"))
-		if err != nil {
-			return err
-		}
-		a.add("boot "+worker.String(), bootStage.Run)
-	}
 	if bus, err = a.connectWorker("upload@"+c.Host, host); err != nil {
 		return err
 	}

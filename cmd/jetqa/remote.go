@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"jetqa/streams"
 )
@@ -71,4 +72,15 @@ func connectNATS(ctx context.Context, natsURL, name string) (*streams.Bus, error
 		return nil, err
 	}
 	return streams.ConnectTo(ctx, d, name, nil)
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }

@@ -20,6 +20,8 @@ func cmdServer(args []string, stderr io.Writer) error {
 	var natsPort, matchers int
 	var workerTimeout time.Duration
 	var tlsFiles streams.TLSFiles
+	var name, cluster, routes string
+	var clusterPort, wsPort int
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&dataDir, "data", "data", "directory for the event store")
@@ -30,6 +32,12 @@ func cmdServer(args []string, stderr io.Writer) error {
 	fs.DurationVar(&workerTimeout, "worker-timeout", 60*time.Second, "silence after which a worker instance is offline")
 	fs.StringVar(&tlsFiles.Cert, "tls-cert", "", "certificate of the NATS client port (PEM; `jetqa admin tls init` makes one for a lab): remote workers then connect with tls://")
 	fs.StringVar(&tlsFiles.Key, "tls-key", "", "private key of --tls-cert (PEM)")
+	fs.StringVar(&tlsFiles.CA, "tls-ca", "", "CA that signed the cluster's certificates: routes then require TLS both ways")
+	fs.IntVar(&wsPort, "ws-port", 0, "WebSocket port for workers behind HTTP proxies (wss:// with --tls-cert; 0: none)")
+	fs.StringVar(&name, "name", host, "name of this server in a cluster (unique)")
+	fs.StringVar(&cluster, "cluster", "", "join or form the NATS cluster of this name")
+	fs.IntVar(&clusterPort, "cluster-port", 6222, "port this server listens on for routes from the other nodes")
+	fs.StringVar(&routes, "routes", "", "route URLs of the cluster's nodes, comma-separated (nats://n1:6222,…; tls:// with --tls-ca)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -43,7 +51,12 @@ func cmdServer(args []string, stderr io.Writer) error {
 		return err
 	}
 	a := newAssembly(context.Background(), log)
-	if err := a.embed(embedConfig{DataDir: dir, Host: natsHost, Port: natsPort, TLS: tlsFiles}); err != nil {
+	ec := embedConfig{DataDir: dir, Name: name, Host: natsHost, Port: natsPort, TLS: tlsFiles, WSPort: wsPort}
+	if cluster != "" {
+		ec.Cluster, ec.ClusterPort = cluster, clusterPort
+		ec.Routes = splitList(routes)
+	}
+	if err := a.embed(ec); err != nil {
 		return err
 	}
 	apiAddr, err := a.addServer(serverConfig{Host: host, Listen: listen, Matchers: matchers, WorkerTimeout: workerTimeout})

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// workersINI is a worker host's configuration in openQA's workers.ini
+// format: [global] with HOST (the servers' NATS URLs, space-separated),
+// WORKER_CLASS, CACHEDIRECTORY, CACHELIMIT and CACHEWORKERS; a section
+// per server URL with CREDENTIALS and TLS_CA; a section per instance
+// number whose keys override [global] for that instance.
+type workersINI struct {
+	sections map[string]map[string]string
+}
+
+func readWorkersINI(path string) (*workersINI, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--config: %w", err)
+	}
+	defer f.Close()
+	ini := &workersINI{sections: map[string]map[string]string{}}
+	section := "global"
+	lines := bufio.NewScanner(f)
+	for n := 1; lines.Scan(); n++ {
+		line := strings.TrimSpace(lines.Text())
+		switch {
+		case line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";"):
+		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
+			section = strings.TrimSpace(line[1 : len(line)-1])
+		default:
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				return nil, fmt.Errorf("%s:%d: %q is neither a [section] nor KEY = VALUE", path, n, line)
+			}
+			if ini.sections[section] == nil {
+				ini.sections[section] = map[string]string{}
+			}
+			ini.sections[section][strings.ToUpper(strings.TrimSpace(k))] = strings.TrimSpace(v)
+		}
+	}
+	if err := lines.Err(); err != nil {
+		return nil, fmt.Errorf("--config %s: %w", path, err)
+	}
+	return ini, nil
+}
+
+// get is key in section, or "".
+func (w *workersINI) get(section, key string) string { return w.sections[section][key] }
+
+// instance is key for one instance: its own section first, then [global].
+func (w *workersINI) instance(n int, key string) string {
+	if v, ok := w.sections[strconv.Itoa(n)][key]; ok {
+		return v
+	}
+	return w.get("global", key)
+}
+
+// apply fills what the command line did not set.
+func (w *workersINI) apply(c *workerConfig, r *remote, set map[string]bool) error {
+	hosts := strings.Fields(w.get("global", "HOST"))
+	switch {
+	case len(hosts) > 1:
+		return fmt.Errorf("--config: HOST names %d servers; one worker process serves one server (cluster URLs joined with commas count as one): run one worker per server", len(hosts))
+	case len(hosts) == 1 && !set["nats"]:
+		r.nats = hosts[0]
+	}
+	server := r.nats
+	for flagName, key := range map[string]string{"creds": "CREDENTIALS", "tls-ca": "TLS_CA"} {
+		if v := w.get(server, key); v != "" && !set[flagName] {
+			if flagName == "creds" {
+				r.creds = v
+			} else {
+				r.ca = v
+			}
+		}
+	}
+	if v := w.get("global", "WORKER_CLASS"); v != "" && !set["worker-class"] {
+		c.WorkerClass = v
+	}
+	if v := w.get("global", "CACHEDIRECTORY"); v != "" && !set["cache-dir"] {
+		c.CacheDir = v
+	}
+	if v := w.get("global", "CACHELIMIT"); v != "" && !set["cache-limit"] {
+		limit, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return fmt.Errorf("--config: CACHELIMIT = %q: give GiB as a number", v)
+		}
+		c.CacheLimitGiB = limit
+	}
+	if v := w.get("global", "CACHEWORKERS"); v != "" && !set["cache-workers"] {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return fmt.Errorf("--config: CACHEWORKERS = %q: give a number of at least 1", v)
+		}
+		c.CacheWorkers = n
+	}
+	c.ClassOf = func(n int) string { return w.instance(n, "WORKER_CLASS") }
+	return nil
+}
