@@ -287,7 +287,7 @@ type workerConfig struct {
 	Instance int
 	HostOnly bool
 	// ClassOf is an instance's own WORKER_CLASS, "" for WorkerClass.
-	ClassOf func(instance int) string
+	ClassOf     func(instance int) string
 	Accel       string
 	WorkerClass string
 	Heartbeat   time.Duration
