@@ -56,7 +56,8 @@ type Dial struct {
 
 // ConnectTo dials NATS as d says.
 func ConnectTo(ctx context.Context, d Dial, name string, log *slog.Logger) (*Bus, error) {
-	if log == nil {
+	quiet := log == nil // a client command: no log lines of its own
+	if quiet {
 		log = slog.Default()
 	}
 	url := d.URLs
@@ -101,6 +102,9 @@ func ConnectTo(ctx context.Context, d Dial, name string, log *slog.Logger) (*Bus
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	if d.InProcess == nil && !quiet {
+		log.Info("NATS connected", "name", name, "url", nc.ConnectedUrl())
 	}
 	b := &Bus{NC: nc, JS: js, source: name, log: log, closed: closed}
 	if err := b.waitForJetStream(ctx); err != nil {

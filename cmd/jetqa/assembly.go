@@ -217,7 +217,11 @@ func (a *assembly) setup(bus *streams.Bus) error {
 	ctx, cancel := context.WithTimeout(a.ctx, 3*time.Minute)
 	defer cancel()
 	for {
-		err := bus.SetupReplicas(ctx, replicas)
+		// One try must not use up the wait: a request the cluster takes
+		// while it has no leader is never answered.
+		try, cancelTry := context.WithTimeout(ctx, 15*time.Second)
+		err := bus.SetupReplicas(try, replicas)
+		cancelTry()
 		if err == nil || replicas == 1 {
 			return err
 		}
