@@ -75,6 +75,7 @@ func StartServer(cfg ServerConfig) (*Embedded, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
+	ns.ConfigureLogger()
 	ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
@@ -98,7 +99,10 @@ func (cfg ServerConfig) options(issued []Credential) *server.Options {
 		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
 		MaxPayload: MaxPayload,
 		NoSigs:     true,
-		NoLog:      true,
+		// The server's own log (elections, lost quorum, a full disk) goes
+		// to a file in the data directory, where an operator looks.
+		LogFile:      filepath.Join(cfg.DataDir, "nats.log"),
+		LogSizeLimit: 64 << 20,
 	}
 	if cfg.ClusterName != "" {
 		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: cfg.Host, Port: cfg.ClusterPort, TLSConfig: cfg.RouteTLS, TLSTimeout: 5}
