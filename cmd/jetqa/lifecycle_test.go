@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"image"
 	"image/color"
@@ -34,11 +35,19 @@ func startServer(t *testing.T) *system { t.Helper(); return startServerWithMatch
 // process (0: none; matchers run as processes of their own).
 func startServerWithMatchers(t *testing.T, matchers int) *system {
 	t.Helper()
+	return startServerWith(t, matchers, embedConfig{Host: "127.0.0.1", Port: -1}, nil)
+}
+
+// startServerWith is startServerWithMatchers with its NATS server as ec
+// says (its data directory is made here), the test connecting with tls.
+func startServerWith(t *testing.T, matchers int, ec embedConfig, tls *tls.Config) *system {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := natstest.Logger(t)
 	a := newAssembly(ctx, log)
 	data := t.TempDir()
-	if err := a.embed(embedConfig{DataDir: data, Host: "127.0.0.1", Port: -1}); err != nil {
+	ec.DataDir = data
+	if err := a.embed(ec); err != nil {
 		t.Fatal(err)
 	}
 	apiAddr, err := a.addServer(serverConfig{Host: "server", Listen: "127.0.0.1:0", Matchers: matchers, WorkerTimeout: 5 * time.Second})
@@ -48,6 +57,7 @@ func startServerWithMatchers(t *testing.T, matchers int) *system {
 	done := make(chan error, 1)
 	go func() { done <- a.g.Run() }()
 	s := &system{api: "http://" + apiAddr, nats: a.url, kinds: map[string]int{}, admin: adminDial(t, a.url, data)}
+	s.admin.TLS = tls
 	if s.bus, err = streams.ConnectTo(ctx, s.admin, "lifecycle-test", log); err != nil {
 		t.Fatal(err)
 	}
