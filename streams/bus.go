@@ -3,9 +3,11 @@ package streams
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -94,6 +96,10 @@ func ConnectTo(ctx context.Context, d Dial, name string, log *slog.Logger) (*Bus
 	nc, err := nats.Connect(url, opts...)
 	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) || errors.Is(err, nats.ErrAuthRevoked) {
 		return nil, fmt.Errorf("connect to NATS at %s: %w: give the credentials file the server issued (`jetqa admin worker add NAME` writes one; --creds or $JETQA_CREDS)", url, err)
+	}
+	var unknownCA x509.UnknownAuthorityError
+	if errors.As(err, &unknownCA) || err != nil && strings.Contains(err.Error(), "x509:") {
+		return nil, fmt.Errorf("connect to NATS at %s: %w: give the CA that signed the server's certificate (--tls-ca or $JETQA_TLS_CA; ca.pem of `jetqa admin tls init`)", url, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w", url, err)

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -25,10 +26,19 @@ func cmdAdminCredentials(role string, args []string, stdout, stderr io.Writer) e
 	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
 	out := fs.String("out", "", "credentials file to write (default NAME.creds)")
 	instances := fs.Int("instances", streams.DefaultInstances, "worker instances the credentials cover (1…N)")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	// NAME may come before the flags, as people write it.
+	rest, name := args[1:], ""
+	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		name, rest = rest[0], rest[1:]
+	}
+	if err := parseFlags(fs, rest); err != nil {
 		return err
 	}
-	name := fs.Arg(0)
+	if name == "" {
+		name = fs.Arg(0)
+	} else if fs.NArg() > 0 {
+		name = ""
+	}
 	if verb != "list" && (name == "" || fs.NArg() > 1) {
 		fmt.Fprintf(stderr, "jetqa admin %s %s: give one NAME\n", role, verb)
 		return exitCode(2)
