@@ -65,7 +65,13 @@ func ConnectTo(ctx context.Context, d Dial, name string, log *slog.Logger) (*Bus
 	url := d.URLs
 	closed := make(chan struct{})
 	opts := []nats.Option{
-		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
+		nats.ClosedHandler(func(c *nats.Conn) {
+			// The server's last word, such as revoked credentials.
+			if err := c.LastError(); err != nil {
+				log.Error("NATS connection closed for good", "name", name, "err", err)
+			}
+			close(closed)
+		}),
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500 * time.Millisecond),
