@@ -240,6 +240,9 @@ func (WorkerRegistered) Kind() string { return "worker.registered.v1" }
 type WorkerHeartbeat struct {
 	Worker WorkerRef `json:"worker"`
 	Job    int64     `json:"job,omitempty"`
+	// BusyElsewhere says the instance runs a job of another server it
+	// serves: it takes none from this one meanwhile.
+	BusyElsewhere bool `json:"busy_elsewhere,omitempty"`
 }
 
 func (e WorkerHeartbeat) Target() WorkerRef { return e.Worker }

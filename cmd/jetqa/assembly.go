@@ -134,14 +134,21 @@ func (a *assembly) connect(name string, id *streams.Identity) (*streams.Bus, err
 }
 
 // connectWorker opens a connection that speaks for a worker instance
-// (instance 0: the host's own stages): it reports to the server and never
-// writes the job stream or creates anything.
-func (a *assembly) connectWorker(name string, w schemas.WorkerRef) (*streams.Bus, error) {
-	b, err := a.connect(name, a.worker)
-	if err == nil {
-		b.AsWorker(w)
+// (instance 0: the host's own stages) to the server c serves: it reports
+// to the server and never writes the job stream or creates anything.
+func (a *assembly) connectWorker(c workerConfig, name string, w schemas.WorkerRef) (*streams.Bus, error) {
+	d, id := a.dial, a.worker
+	if c.Dial.URLs != "" {
+		d, id = c.Dial, c.Identity
 	}
-	return b, err
+	d.Identity = id
+	b, err := streams.ConnectTo(a.ctx, d, name, a.log)
+	if err != nil {
+		return nil, err
+	}
+	a.buses = append(a.buses, b)
+	b.AsWorker(w)
+	return b, nil
 }
 
 // add runs a stage as an actor: when one ends, all are stopped.
@@ -300,6 +307,12 @@ type workerConfig struct {
 	CacheDir      string
 	CacheLimitGiB float64
 	CacheWorkers  int
+	// Dial and Identity reach the server this worker serves; zero: the
+	// assembly's. Slots are the instances' VMs, shared with the stages
+	// serving other servers.
+	Dial     streams.Dial
+	Identity *streams.Identity
+	Slots    map[int]*boot.Slot
 }
 
 // cacheFlags adds the asset cache flags; their defaults come from the
@@ -342,7 +355,7 @@ func (a *assembly) addWorker(c workerConfig) error {
 	}
 	for _, i := range instances {
 		worker := schemas.WorkerRef{Host: c.Host, Instance: i}
-		bus, err := a.connectWorker("boot@"+worker.String(), worker)
+		bus, err := a.connectWorker(c, "boot@"+worker.String(), worker)
 		if err != nil {
 			return err
 		}
@@ -351,12 +364,12 @@ func (a *assembly) addWorker(c workerConfig) error {
 			class = c.ClassOf(i)
 		}
 		bootStage, err := boot.New(boot.Config{
-			Worker: worker, Classes: schemas.WorkerClasses(class), Accel: c.Accel, HeartbeatInterval: c.Heartbeat,
-		}, bus, a.log.With("stage", "boot"))
+			Worker: worker, Classes: schemas.WorkerClasses(class), Accel: c.Accel, HeartbeatInterval: c.Heartbeat, Slot: c.Slots[i],
+		}, bus, a.log.With("stage", "boot", "server", c.Dial.URLs))
 		if err != nil {
 			return err
 		}
-		a.add("boot "+worker.String(), bootStage.Run)
+		a.add("boot "+worker.String()+" "+c.Dial.URLs, bootStage.Run)
 	}
 	return nil
 }
@@ -364,7 +377,7 @@ func (a *assembly) addWorker(c workerConfig) error {
 // addHostStages adds what a worker host's instances share: the asset
 // cache and checkouts (fetch) and the upload of results.
 func (a *assembly) addHostStages(c workerConfig, host schemas.WorkerRef) error {
-	bus, err := a.connectWorker("fetch@"+c.Host, host)
+	bus, err := a.connectWorker(c, "fetch@"+c.Host, host)
 	if err != nil {
 		return err
 	}
@@ -384,7 +397,7 @@ func (a *assembly) addHostStages(c workerConfig, host schemas.WorkerRef) error {
 		return err
 	}
 	a.add("fetch", fetchStage.Run)
-	if bus, err = a.connectWorker("upload@"+c.Host, host); err != nil {
+	if bus, err = a.connectWorker(c, "upload@"+c.Host, host); err != nil {
 		return err
 	}
 	uploadStage, err := upload.New(upload.Config{Host: c.Host}, bus, a.log.With("stage", "upload"))

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"jetqa/stages/boot"
 	"jetqa/streams"
 )
 
@@ -41,12 +44,13 @@ func cmdWorker(args []string, stderr io.Writer) error {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	servers := []remote{r}
 	if config != "" {
 		ini, err := readWorkersINI(config)
 		if err != nil {
 			return err
 		}
-		if err := ini.apply(&c, &r, set); err != nil {
+		if servers, err = ini.apply(&c, r, set); err != nil {
 			return err
 		}
 	}
@@ -57,25 +61,43 @@ func cmdWorker(args []string, stderr io.Writer) error {
 		return err
 	}
 	a := newAssembly(context.Background(), log)
-	if a.dial, a.worker, err = r.dial(); err != nil {
-		return err
+	// Each instance runs one VM at a time, whichever server its job is from.
+	c.Slots = map[int]*boot.Slot{}
+	for i := 1; i <= max(c.Instances, c.Instance); i++ {
+		c.Slots[i] = boot.NewSlot()
 	}
-	if a.worker != nil {
-		// Credentials speak for one host: the worker is that host.
-		switch {
-		case a.worker.Role != streams.RoleWorker:
-			return fmt.Errorf("--creds %s holds %s credentials, not a worker's", r.creds, a.worker.Role)
-		case !set["host"]:
-			c.Host = a.worker.Name
-		case streams.Token(c.Host) != streams.Token(a.worker.Name):
-			return fmt.Errorf("--host %s, but the credentials are worker %s's: a worker may act only as the host it was issued for", c.Host, a.worker.Name)
+	var urls []string
+	for _, srv := range servers {
+		sc := c
+		if sc.Dial, sc.Identity, err = srv.dial(); err != nil {
+			return err
 		}
+		if sc.Identity != nil {
+			// Credentials speak for one host: the worker is that host.
+			switch {
+			case sc.Identity.Role != streams.RoleWorker:
+				return fmt.Errorf("credentials %s hold %s credentials, not a worker's", srv.creds, sc.Identity.Role)
+			case !set["host"] && (c.Host == sc.Identity.Name || len(urls) == 0):
+				c.Host, sc.Host = sc.Identity.Name, sc.Identity.Name
+			case streams.Token(sc.Host) != streams.Token(sc.Identity.Name):
+				return fmt.Errorf("host %s, but the credentials %s are worker %s's: a worker may act only as the host it was issued for", sc.Host, srv.creds, sc.Identity.Name)
+			}
+		}
+		if len(servers) > 1 {
+			// As openQA's cache, per server: job ids and asset names are
+			// each server's own.
+			sc.DataDir = filepath.Join(c.DataDir, streams.Token(srv.nats))
+			if sc.CacheDir != "" {
+				sc.CacheDir = filepath.Join(sc.CacheDir, streams.Token(srv.nats))
+			}
+		}
+		if err := a.addWorker(sc); err != nil {
+			a.teardown()
+			return err
+		}
+		urls = append(urls, srv.nats)
 	}
-	a.url = r.nats
-	if err := a.addWorker(c); err != nil {
-		a.teardown()
-		return err
-	}
-	fmt.Fprintf(stderr, "jetqa worker %s is up: %d instance(s), NATS %s, data in %s (Ctrl-C stops)\n", c.Host, c.Instances, r.nats, c.DataDir)
+	a.url = strings.Join(urls, " ")
+	fmt.Fprintf(stderr, "jetqa worker %s is up: %d instance(s), NATS %s, data in %s (Ctrl-C stops)\n", c.Host, c.Instances, a.url, c.DataDir)
 	return runUntilSignal(a, log)
 }

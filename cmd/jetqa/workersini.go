@@ -60,23 +60,27 @@ func (w *workersINI) instance(n int, key string) string {
 	return w.get("global", key)
 }
 
-// apply fills what the command line did not set.
-func (w *workersINI) apply(c *workerConfig, r *remote, set map[string]bool) error {
-	hosts := strings.Fields(w.get("global", "HOST"))
-	switch {
-	case len(hosts) > 1:
-		return fmt.Errorf("--config: HOST names %d servers; one worker process serves one server (cluster URLs joined with commas count as one): run one worker per server", len(hosts))
-	case len(hosts) == 1 && !set["nats"]:
-		r.nats = hosts[0]
-	}
-	server := r.nats
-	for flagName, key := range map[string]string{"creds": "CREDENTIALS", "tls-ca": "TLS_CA"} {
-		if v := w.get(server, key); v != "" && !set[flagName] {
-			if flagName == "creds" {
-				r.creds = v
-			} else {
-				r.ca = v
+// apply fills what the command line did not set, and returns the
+// servers to serve: r alone when --nats was given, else one per HOST
+// entry with its section's CREDENTIALS and TLS_CA.
+func (w *workersINI) apply(c *workerConfig, r remote, set map[string]bool) ([]remote, error) {
+	servers := []remote{r}
+	if hosts := strings.Fields(w.get("global", "HOST")); len(hosts) > 0 && !set["nats"] {
+		servers = nil
+		for _, h := range hosts {
+			srv := remote{nats: h, creds: w.get(h, "CREDENTIALS"), ca: w.get(h, "TLS_CA")}
+			if len(hosts) == 1 {
+				// One server: the command line's --creds and --tls-ca win.
+				if set["creds"] || srv.creds == "" {
+					srv.creds = r.creds
+				}
+				if set["tls-ca"] || srv.ca == "" {
+					srv.ca = r.ca
+				}
+			} else if srv.creds == "" {
+				return nil, fmt.Errorf("--config: HOST names %d servers; give each its own [%s] section with CREDENTIALS", len(hosts), h)
 			}
+			servers = append(servers, srv)
 		}
 	}
 	if v := w.get("global", "WORKER_CLASS"); v != "" && !set["worker-class"] {
@@ -88,17 +92,17 @@ func (w *workersINI) apply(c *workerConfig, r *remote, set map[string]bool) erro
 	if v := w.get("global", "CACHELIMIT"); v != "" && !set["cache-limit"] {
 		limit, err := strconv.ParseFloat(v, 64)
 		if err != nil {
-			return fmt.Errorf("--config: CACHELIMIT = %q: give GiB as a number", v)
+			return nil, fmt.Errorf("--config: CACHELIMIT = %q: give GiB as a number", v)
 		}
 		c.CacheLimitGiB = limit
 	}
 	if v := w.get("global", "CACHEWORKERS"); v != "" && !set["cache-workers"] {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			return fmt.Errorf("--config: CACHEWORKERS = %q: give a number of at least 1", v)
+			return nil, fmt.Errorf("--config: CACHEWORKERS = %q: give a number of at least 1", v)
 		}
 		c.CacheWorkers = n
 	}
 	c.ClassOf = func(n int) string { return w.instance(n, "WORKER_CLASS") }
-	return nil
+	return servers, nil
 }

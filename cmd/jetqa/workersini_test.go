@@ -30,9 +30,14 @@ WORKER_CLASS = qemu_x86_64,tap
 	}
 	var c workerConfig
 	r := remote{nats: "nats://default:4222"}
-	if err := ini.apply(&c, &r, map[string]bool{"cache-workers": true}); err != nil {
+	servers, err := ini.apply(&c, r, map[string]bool{"cache-workers": true})
+	if err != nil {
 		t.Fatal(err)
 	}
+	if len(servers) != 1 {
+		t.Fatalf("%d servers, want 1", len(servers))
+	}
+	r = servers[0]
 	if r.nats != "tls://n1:4222,tls://n2:4222" || r.creds != "/etc/jetqa/w.creds" || r.ca != "/etc/jetqa/ca.pem" {
 		t.Errorf("server: %+v", r)
 	}
@@ -48,7 +53,7 @@ func TestWorkersINIErrorsSayWhatIsWrong(t *testing.T) {
 	for content, want := range map[string]string{
 		"[global]\nHOST\n":                     "neither a [section] nor KEY = VALUE",
 		"[global]\nCACHELIMIT = lots\n":        "CACHELIMIT",
-		"[global]\nHOST = nats://a nats://b\n": "one worker process serves one server",
+		"[global]\nHOST = nats://a nats://b\n": "give each its own [nats://a] section",
 	} {
 		path := filepath.Join(t.TempDir(), "workers.ini")
 		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
@@ -58,10 +63,28 @@ func TestWorkersINIErrorsSayWhatIsWrong(t *testing.T) {
 		if err == nil {
 			var c workerConfig
 			var r remote
-			err = ini.apply(&c, &r, map[string]bool{})
+			_, err = ini.apply(&c, r, map[string]bool{})
 		}
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want an error saying %q", content, err, want)
 		}
+	}
+}
+
+func TestWorkersINIServesSeveralServers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "workers.ini")
+	writeFile(t, path, "[global]\nHOST = tls://a:4222 tls://b1:4222,tls://b2:4222\n[tls://a:4222]\nCREDENTIALS = a.creds\nTLS_CA = a-ca.pem\n[tls://b1:4222,tls://b2:4222]\nCREDENTIALS = b.creds\n")
+	ini, err := readWorkersINI(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c workerConfig
+	servers, err := ini.apply(&c, remote{}, map[string]bool{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []remote{{nats: "tls://a:4222", creds: "a.creds", ca: "a-ca.pem"}, {nats: "tls://b1:4222,tls://b2:4222", creds: "b.creds"}}
+	if len(servers) != 2 || servers[0] != want[0] || servers[1] != want[1] {
+		t.Fatalf("servers %+v, want %+v", servers, want)
 	}
 }

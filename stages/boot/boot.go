@@ -39,6 +39,9 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	// MemoryMiB is announced to the scheduler; default the host's memory.
 	MemoryMiB int
+	// Slot is shared with the instance's boot stages for other servers;
+	// nil when the instance serves one server.
+	Slot *Slot
 }
 
 func (c Config) withDefaults() Config {
@@ -59,6 +62,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MemoryMiB == 0 {
 		c.MemoryMiB = hostMemoryMiB()
+	}
+	if c.Slot == nil {
+		c.Slot = NewSlot()
 	}
 	return c
 }
@@ -133,7 +139,8 @@ func (s *Stage) heartbeat(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := s.bus.Append(ctx, 0, schemas.WorkerHeartbeat{Worker: s.cfg.Worker, Job: s.running.Load()}); err != nil && ctx.Err() == nil {
+			hb := schemas.WorkerHeartbeat{Worker: s.cfg.Worker, Job: s.running.Load(), BusyElsewhere: s.cfg.Slot.heldByOther(s)}
+			if _, err := s.bus.Append(ctx, 0, hb); err != nil && ctx.Err() == nil {
 				s.log.Warn("heartbeat not sent", "err", err)
 			}
 		}
@@ -170,6 +177,11 @@ func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload,
 		// could act twice on its assets.
 		finished.Result, finished.Reason = schemas.ResultIncomplete, "the worker instance restarted while running the job"
 	} else {
+		// Another server's job may hold the VM: this one waits for it.
+		if err := s.cfg.Slot.take(ctx, s); err != nil {
+			return err
+		}
+		defer s.cfg.Slot.release()
 		s.running.Store(ev.Job)
 		defer s.running.Store(0)
 		jobCtx, cancel := context.WithCancelCause(ctx)

@@ -81,6 +81,7 @@ type worker struct {
 	registered bool
 	classes    []string
 	busy       int64 // job id, 0 when free
+	elsewhere  bool  // running another server's job (WorkerHeartbeat.BusyElsewhere)
 	lastSeen   time.Time
 	online     bool
 }
@@ -228,9 +229,10 @@ func (s *Scheduler) apply(ev schemas.Event, p schemas.Payload) bool {
 		w.busy = 0
 	case *schemas.WorkerHeartbeat:
 		w := s.worker(p.Worker)
-		wasOnline := w.online
+		wasOnline, wasElsewhere := w.online, w.elsewhere
 		w.online, w.lastSeen = true, later(w.lastSeen, ev.Time)
-		return !wasOnline
+		w.elsewhere = p.BusyElsewhere
+		return !wasOnline || wasElsewhere && !w.elsewhere
 	case *schemas.WorkerOffline:
 		if w := s.workers[p.Worker]; w != nil && !w.lastSeen.After(p.LastSeen) {
 			w.online = false
@@ -299,7 +301,7 @@ func (s *Scheduler) assign(ctx context.Context) error {
 func (s *Scheduler) freeWorkerFor(j *job) *worker {
 	var free []*worker
 	for _, w := range s.workers {
-		if w.registered && w.online && w.busy == 0 && covers(w.classes, j.classes) {
+		if w.registered && w.online && w.busy == 0 && !w.elsewhere && covers(w.classes, j.classes) {
 			free = append(free, w)
 		}
 	}
