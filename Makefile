@@ -42,6 +42,7 @@ test-deps:
 	@bash deploy/check-os-autoinst.sh
 
 test: test-deps testos vet
+	@bash deploy/check-units.sh
 	$(GO) test $(TESTFLAGS) ./...
 	$(GO) test -tags matprofile -count=1 -run TestNoMatLeaks ./stages/match/needle/
 
