@@ -165,7 +165,11 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 			Storage:     jetstream.FileStorage,
 			Retention:   jetstream.LimitsPolicy,
 			Duplicates:  2 * time.Minute,
-			AllowDirect: true,
+			// Reads go to the stream's leader. A direct get may be answered
+			// by any replica, and one that restarted and has not caught up
+			// answers with an old history: a job that finished looks
+			// scheduled, and is run again.
+			AllowDirect: false,
 		},
 		{
 			Name:              StreamWorkers,
