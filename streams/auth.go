@@ -26,8 +26,8 @@ import (
 // leaves its host), and the embedded server gives each public key the
 // permissions of its role. The server issues worker and matcher keys at run
 // time into BucketCredentials; every jetqa server watches that bucket and
-// reloads its NATS server's users, which closes the connections of a key
-// that was revoked.
+// hands the keys to its NATS server's authentication hook, closing the
+// connections of a key that was revoked.
 
 // Roles a credential can have.
 const (

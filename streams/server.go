@@ -2,9 +2,9 @@ package streams
 
 import (
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nkeys"
 )
 
 // ServerConfig configures the embedded NATS server of `jetqa up` and
@@ -50,8 +51,8 @@ type ServerConfig struct {
 // Embedded is a running embedded NATS server.
 type Embedded struct {
 	*server.Server
-	cfg ServerConfig
-	mu  sync.Mutex
+	cfg  ServerConfig
+	auth *authenticator // nil when anyone may connect
 }
 
 // MaxPayload is the largest message the embedded server accepts: a screen
@@ -70,7 +71,13 @@ func StartServer(cfg ServerConfig) (*Embedded, error) {
 	if cfg.Name == "" {
 		cfg.Name = "jetqa"
 	}
-	opts := cfg.options(cfg.Issued)
+	opts := cfg.options()
+	var auth *authenticator
+	if len(cfg.Users) > 0 {
+		auth = newAuthenticator(cfg.Users, cfg.Issued)
+		opts.CustomClientAuthentication = auth
+		opts.AlwaysEnableNonce = true
+	}
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
@@ -81,16 +88,11 @@ func StartServer(cfg ServerConfig) (*Embedded, error) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("embedded NATS on %s:%d did not become ready (port in use?)", cfg.Host, cfg.Port)
 	}
-	if cfg.Port == -1 {
-		// Keep the port picked for reloads.
-		cfg.Port = ns.Addr().(*net.TCPAddr).Port
-	}
-	return &Embedded{Server: ns, cfg: cfg}, nil
+	return &Embedded{Server: ns, cfg: cfg, auth: auth}, nil
 }
 
-// options are the server's options with the issued credentials besides
-// the configured users.
-func (cfg ServerConfig) options(issued []Credential) *server.Options {
+// options are the server's options.
+func (cfg ServerConfig) options() *server.Options {
 	opts := &server.Options{
 		ServerName: cfg.Name,
 		Host:       cfg.Host,
@@ -114,28 +116,94 @@ func (cfg ServerConfig) options(issued []Credential) *server.Options {
 	if cfg.WebSocketPort != 0 {
 		opts.Websocket = server.WebsocketOpts{Host: cfg.Host, Port: cfg.WebSocketPort, TLSConfig: cfg.TLS, NoTLS: cfg.TLS == nil, HandshakeTimeout: 10 * time.Second}
 	}
-	seen := map[string]bool{}
-	for _, c := range slices.Concat(cfg.Users, issued) {
-		if c.NKey == "" || seen[c.NKey] {
-			continue
-		}
-		seen[c.NKey] = true
-		opts.Nkeys = append(opts.Nkeys, c.NATSUser())
-	}
 	return opts
 }
 
 // SetCredentials makes the issued credentials the ones that may connect
 // besides the configured users. Connections of a credential no longer
-// issued are closed, and a changed one's permissions apply at once.
+// issued are closed.
 func (e *Embedded) SetCredentials(issued []Credential) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.cfg.Users) == 0 {
+	if e.auth == nil {
 		return errors.New("this NATS server takes no credentials: it was started without users")
 	}
-	if err := e.ReloadOptions(e.cfg.options(issued)); err != nil {
-		return fmt.Errorf("NATS users: %w", err)
+	for _, id := range e.auth.set(e.cfg.Users, issued) {
+		// Gone already, when it disconnected by itself.
+		_ = e.DisconnectClientByID(id)
 	}
 	return nil
+}
+
+// authenticator admits a client that proves, by signing the nonce the
+// server sent, that it holds the secret of a known nkey, and gives it that
+// key's permissions. The set of keys changes at run time without a
+// reload of the server's options.
+type authenticator struct {
+	mu      sync.RWMutex
+	users   map[string]*server.NkeyUser // by public key
+	clients map[uint64]string           // connection id → public key
+}
+
+func newAuthenticator(static, issued []Credential) *authenticator {
+	a := &authenticator{clients: map[uint64]string{}}
+	a.set(static, issued)
+	return a
+}
+
+// set replaces the known keys; it returns the connections of keys no
+// longer known.
+func (a *authenticator) set(static, issued []Credential) []uint64 {
+	users := map[string]*server.NkeyUser{}
+	for _, c := range slices.Concat(static, issued) {
+		if _, dup := users[c.NKey]; c.NKey != "" && !dup {
+			users[c.NKey] = c.NATSUser()
+		}
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.users = users
+	var gone []uint64
+	for id, key := range a.clients {
+		if users[key] == nil {
+			gone = append(gone, id)
+			delete(a.clients, id)
+		}
+	}
+	return gone
+}
+
+// Check is called by the NATS server for every new client connection.
+func (a *authenticator) Check(c server.ClientAuthentication) bool {
+	o := c.GetOpts()
+	if o == nil || o.Nkey == "" || c.Kind() != server.CLIENT {
+		return false
+	}
+	a.mu.RLock()
+	u := a.users[o.Nkey]
+	a.mu.RUnlock()
+	if u == nil {
+		return false
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(o.Sig)
+	if err != nil {
+		if sig, err = base64.StdEncoding.DecodeString(o.Sig); err != nil {
+			return false
+		}
+	}
+	pub, err := nkeys.FromPublicKey(o.Nkey)
+	if err != nil || pub.Verify(c.GetNonce(), sig) != nil {
+		return false
+	}
+	reg, ok := c.(interface{ RegisterNkeyUser(*server.NkeyUser) error })
+	if !ok || reg.RegisterNkeyUser(&server.NkeyUser{Nkey: u.Nkey, Permissions: u.Permissions}) != nil {
+		return false
+	}
+	a.mu.Lock()
+	if a.users[o.Nkey] == nil {
+		// Revoked while it was being let in.
+		a.mu.Unlock()
+		return false
+	}
+	a.clients[c.GetID()] = o.Nkey
+	a.mu.Unlock()
+	return true
 }

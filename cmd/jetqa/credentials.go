@@ -110,7 +110,7 @@ func issueCredentials(ctx context.Context, bus *streams.Bus, d streams.Dial, rol
 		_ = bus.RevokeCredential(context.WithoutCancel(ctx), role, name)
 		return fmt.Errorf("credentials file: %w", err)
 	}
-	// Every server reloads its users when the bucket changes: wait until
+	// Every server takes the new key when the bucket changes: wait until
 	// the one we talk to has.
 	deadline, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()

@@ -219,6 +219,7 @@ func BenchmarkFleet(b *testing.B) {
 	b.ReportMetric(float64(seqAfter-seqBefore)/float64(n), "events/job")
 	b.ReportMetric(float64(notPassed), "not-passed")
 	b.ReportMetric(float64(f.retries.Load()), "retries")
+	b.ReportMetric(float64(f.refused.Load()), "refused")
 	b.ReportMetric(float64(cpu.Milliseconds())/float64(n), "cpu-ms/job")
 	b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cpu-cores")
 	b.ReportMetric(float64(heapIdle)/(1<<20), "heap-MiB-idle")
@@ -330,6 +331,7 @@ type fleet struct {
 	run     *errgroup.Group
 	failed  atomic.Pointer[error]
 	retries atomic.Int64 // handler errors, retried by the consumers
+	refused atomic.Int64 // module reports the authority refused
 }
 
 // startFleet connects hosts simulated worker hosts, host i to node i%3,
@@ -397,6 +399,7 @@ type simHost struct {
 	ref                 schemas.WorkerRef // the one instance
 	fetch, upload, boot *streams.Bus
 	running             atomic.Int64 // the job the instance runs, for heartbeats
+	refused             *atomic.Int64
 }
 
 func dialHost(ctx context.Context, url, name string, log *slog.Logger) (*simHost, error) {
@@ -428,6 +431,7 @@ func dialHost(ctx context.Context, url, name string, log *slog.Logger) (*simHost
 // start runs the host's stages until ctx ends; the first heartbeat is
 // sent after offset.
 func (h *simHost) start(ctx context.Context, f *fleet, offset time.Duration) {
+	h.refused = &f.refused
 	run := func(stage func(context.Context) error) {
 		f.run.Go(func() error {
 			err := stage(ctx)
@@ -536,18 +540,21 @@ func (h *simHost) runJob(ctx context.Context, ev schemas.Event, p schemas.Payloa
 	}
 	h.running.Store(ev.Job)
 	defer h.running.Store(0)
-	module := schemas.ModuleResult{Name: "boot", Result: schemas.ResultPassed}
-	for _, report := range []schemas.Payload{
-		schemas.JobStarted{Worker: h.ref, Accel: "tcg"},
-		schemas.ModuleStarted{Module: module.Name},
-		schemas.ModuleFinished{ModuleResult: module},
-		schemas.TestsFinished{Worker: h.ref, Result: schemas.ResultPassed, Modules: []schemas.ModuleResult{module}},
-	} {
-		if _, err := h.boot.Append(ctx, ev.Job, report); err != nil {
-			return ignoreMovedOn(err)
-		}
+	if _, err := h.boot.Append(ctx, ev.Job, schemas.JobStarted{Worker: h.ref, Accel: "tcg"}); err != nil {
+		return ignoreMovedOn(err)
 	}
-	return nil
+	// As the real runner: a module whose report is refused is incomplete,
+	// and the tests still finish.
+	module := schemas.ModuleResult{Name: "boot", Result: schemas.ResultPassed}
+	if _, err := h.boot.Append(ctx, ev.Job, schemas.ModuleStarted{Module: module.Name}); err != nil {
+		h.refused.Add(1)
+		module.Result, module.Reason = schemas.ResultIncomplete, err.Error()
+	}
+	if _, err := h.boot.Append(ctx, ev.Job, schemas.ModuleFinished{ModuleResult: module}); err != nil {
+		h.refused.Add(1)
+	}
+	_, err = h.boot.Append(ctx, ev.Job, schemas.TestsFinished{Worker: h.ref, Result: module.Result, Modules: []schemas.ModuleResult{module}})
+	return ignoreMovedOn(err)
 }
 
 // finish is upload's part: nothing to store, the job ends as the tests did.
