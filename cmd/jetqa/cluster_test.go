@@ -116,16 +116,6 @@ func TestClusterLosesTheWorkersNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("three servers, two workers and 20 VMs")
 	}
-	if os.Getenv("JETQA_CLUSTER_TEST") == "" {
-		// Known to fail: after the kill the jobs running at that moment
-		// stall (no further event for 13 minutes; a "slow consumer,
-		// messages dropped" on the worker's inbox), and after a node
-		// restart a worker's durable consumers were found gone and its
-		// finished jobs ran again. Also three servers creating the
-		// streams at once each wait 15 s per stream. Set
-		// JETQA_CLUSTER_TEST=1 to run it while fixing that.
-		t.Skip("the cluster does not yet survive the loss of a node mid-job: JETQA_CLUSTER_TEST=1 runs it")
-	}
 	testos := testosDir(t)
 	const nodes, jobs = 3, 20
 	ports := freePorts(t, 2*nodes)
