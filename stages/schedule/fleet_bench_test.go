@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -28,15 +29,19 @@ import (
 )
 
 // Fleet size: worker hosts (one instance each) from JETQA_FLEET_WORKERS,
-// jobs from -benchtime (20000x: 20 000 jobs). docs/scale.md has the
-// 1 000-host run:
+// jobs from -benchtime (20000x: 20 000 jobs). More than about 330 hosts
+// need JETQA_FLEET_MAX_CONSUMERS too (raiseConsumerLimit). The run of
+// docs/scale.md:
 //
-//	JETQA_FLEET_WORKERS=1000 go test -run '^$' -bench Fleet -benchtime 20000x -timeout 60m ./stages/schedule
+//	JETQA_FLEET_WORKERS=1000 JETQA_FLEET_MAX_CONSUMERS=10000 \
+//	  go test -run '^$' -bench Fleet -benchtime 20000x -timeout 60m ./stages/schedule
 const defaultFleetHosts = 100
 
 // How the simulated hosts behave: as `jetqa worker` does by default.
 const (
 	fleetHeartbeat = 10 * time.Second // boot.Config's default
+	fleetRestart   = 5 * time.Second  // RestartSec of deploy/systemd/jetqa-worker@.service
+	fleetIdle      = 15 * time.Second // how long the idle fleet is measured
 	fleetClass     = "qemu_x86_64"
 )
 
@@ -48,26 +53,35 @@ const (
 // about one job per instance: the fleet runs flat out, and what limits
 // it is the server side.
 //
-// Figures, all from the events' own times:
+// Figures; latencies come from the events' own times:
+//   - start-s: until every host's consumers exist; idle-cpu-cores: the
+//     CPU the idle fleet keeps busy (heartbeats, pulls, Raft).
 //   - assign-p50-ms, assign-p99-ms: JobCreated to JobAssigned, the wait in
 //     the queue included.
 //   - dispatch-p50-ms, dispatch-p99-ms: from the moment the job could have
 //     been assigned (created, and its worker's previous job finished) to
-//     JobAssigned: how long the scheduler takes to act.
+//     JobAssigned: how long the scheduler takes to act. assign-gap-p50-ms:
+//     between one JobAssigned and the next, what one assignment costs the
+//     scheduler while jobs wait.
+//   - fetch-, boot-, run-, upload-p50-ms: assigned to ready, ready to
+//     started, started to tests finished (three reports), tests finished
+//     to finished.
 //   - job-p50-ms, job-p99-ms: JobCreated to JobFinished.
 //   - jobs/s, events/s, events/job: throughput of the job stream.
 //   - cpu-ms/job, cpu-cores: CPU time of the whole process (three NATS
 //     nodes, server stages and the simulated fleet) per job, and how many
 //     cores that kept busy.
-//   - heap-MiB-idle, heap-KiB/host, heap-B/job: heap in use after GC of
-//     the whole process: with the cluster and the server stages only, then
-//     per connected host (both ends of its connections), then per job
-//     posted (what stays after the jobs ended).
+//   - heap-MiB-idle, heap-KiB/host, heap-KiB/host-busy: heap in use after
+//     GC of the whole process with the cluster and the server stages only,
+//     then per host (both ends of its connections and its consumers' three
+//     replicas) idle, and right after the jobs.
 //   - store-MiB, store-B/job: JetStream bytes of all streams and of the
 //     job stream per job, one replica (the disk holds three).
 //   - x-ref-dispatch-p50: dispatch-p50 divided by the reference measured
 //     before on the same cluster: a publish to a three-replica stream seen
 //     by an ordered consumer (ref-p50-ms).
+//   - not-passed, retries, restarts, refused, stale-reads: what went wrong
+//     on the way; all 0 in a clean run but stale-reads (see current).
 //
 // ns/op is the time to post one job, which the posters' limit paces to
 // the fleet's throughput.
@@ -93,7 +107,9 @@ func BenchmarkFleet(b *testing.B) {
 	server, serverCtx := errgroup.WithContext(serverCtx)
 	for i, url := range urls {
 		bus := fleetDial(ctx, b, url, fmt.Sprintf("authority@n%d", i+1), log)
-		server.Go(func() error { return authority.New(authority.Config{}, bus, log).Run(serverCtx) })
+		server.Go(func() error {
+			return authority.New(authority.Config{}, bus, log).Run(serverCtx)
+		})
 	}
 	schedBus := fleetDial(ctx, b, urls[0], "schedule@n1", log)
 	server.Go(func() error {
@@ -106,27 +122,26 @@ func BenchmarkFleet(b *testing.B) {
 		}
 	}()
 	api := fleetDial(ctx, b, urls[0], "api@n1", log)
+	if v := os.Getenv("JETQA_FLEET_MAX_CONSUMERS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			b.Fatalf("JETQA_FLEET_MAX_CONSUMERS=%q: want a number of consumers", v)
+		}
+		raiseConsumerLimit(ctx, b, api, n)
+	}
 	heapIdle := heapInUse()
 
 	// The fleet: hosts spread over the three nodes.
-	before := fleetConsumers(ctx, b, api)
 	start := time.Now()
-	f := startFleet(ctx, b, urls, hosts, log)
+	f := startFleet(ctx, b, urls, hosts, log, api)
 	defer f.stop(b)
-	waitCtx, cancelWait := context.WithTimeout(ctx, 30*time.Minute)
-	natstest.WaitUntil(b, waitCtx, func() error {
-		if err := f.err(); err != nil {
-			b.Fatal(err)
-		}
-		now := fleetConsumers(ctx, b, api)
-		// fetch, upload, boot on the job stream; prefetch on the workers'.
-		if jobs, workers := now[0]-before[0], now[1]-before[1]; jobs < 3*hosts || workers < hosts {
-			return fmt.Errorf("fleet not up: %d of %d job stream consumers, %d of %d worker stream consumers", jobs, 3*hosts, workers, hosts)
-		}
-		return nil
-	})
-	cancelWait()
 	started := time.Since(start)
+	// What the fleet costs while it has nothing to do: a while of
+	// heartbeats, pull requests and Raft, measured, not waited for.
+	cpuIdle := cpuTime()
+	idle := time.NewTimer(fleetIdle)
+	<-idle.C
+	cpuIdle = cpuTime() - cpuIdle
 	heapFleet := heapInUse()
 
 	// Posters and the watcher that keeps their limit and the record.
@@ -140,7 +155,7 @@ func BenchmarkFleet(b *testing.B) {
 	go func() {
 		watched <- api.Watch(watchCtx, streams.WatchConfig{
 			Stream: streams.StreamJobs, From: seqBefore + 1,
-			Filters: []string{streams.JobEvents("created"), streams.JobEvents("assigned.>"), streams.JobEvents("finished")},
+			Filters: []string{streams.SubjectJobs},
 		}, func(ev schemas.Event, p schemas.Payload, _ streams.Delivery) error {
 			rec.see(ev, p)
 			return nil
@@ -192,41 +207,55 @@ func BenchmarkFleet(b *testing.B) {
 	if err := posters.Wait(); err != nil {
 		b.Fatalf("posting jobs: %v", err)
 	}
-	rec.waitFinished(b, int(posted.Load()), f)
+	rec.waitFinished(b, int(posted.Load()), api)
 	cpu, wall := cpuTime()-cpuStart, time.Since(wallStart)
 	seqAfter, err := api.LastSequence(ctx, streams.StreamJobs)
 	if err != nil {
 		b.Fatal(err)
 	}
-	heapEnd := heapInUse()
+	heapBusy := heapInUse()
 	storeAll, storeJobs := fleetStore(ctx, b, api)
 
-	n := len(rec.jobs)
-	assign, dispatch, whole, first, last, notPassed := rec.latencies(start.Add(started))
-	span := last.Sub(first).Seconds()
-	b.ReportMetric(float64(hosts), "hosts")
-	b.ReportMetric(started.Seconds(), "start-s")
-	b.ReportMetric(ms(assign.quantile(0.5)), "assign-p50-ms")
-	b.ReportMetric(ms(assign.quantile(0.99)), "assign-p99-ms")
-	b.ReportMetric(ms(dispatch.quantile(0.5)), "dispatch-p50-ms")
-	b.ReportMetric(ms(dispatch.quantile(0.99)), "dispatch-p99-ms")
-	b.ReportMetric(ms(whole.quantile(0.5)), "job-p50-ms")
-	b.ReportMetric(ms(whole.quantile(0.99)), "job-p99-ms")
-	b.ReportMetric(ms(ref.quantile(0.5)), "ref-p50-ms")
-	b.ReportMetric(float64(dispatch.quantile(0.5))/float64(ref.quantile(0.5)), "x-ref-dispatch-p50")
-	b.ReportMetric(float64(n)/span, "jobs/s")
-	b.ReportMetric(float64(seqAfter-seqBefore)/span, "events/s")
-	b.ReportMetric(float64(seqAfter-seqBefore)/float64(n), "events/job")
-	b.ReportMetric(float64(notPassed), "not-passed")
-	b.ReportMetric(float64(f.retries.Load()), "retries")
-	b.ReportMetric(float64(f.refused.Load()), "refused")
-	b.ReportMetric(float64(cpu.Milliseconds())/float64(n), "cpu-ms/job")
-	b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cpu-cores")
-	b.ReportMetric(float64(heapIdle)/(1<<20), "heap-MiB-idle")
-	b.ReportMetric((float64(heapFleet)-float64(heapIdle))/1024/float64(hosts), "heap-KiB/host")
-	b.ReportMetric((float64(heapEnd)-float64(heapFleet))/float64(n), "heap-B/job")
-	b.ReportMetric(float64(storeAll)/(1<<20), "store-MiB")
-	b.ReportMetric(float64(storeJobs)/float64(n), "store-B/job")
+	fig := rec.figures(start.Add(started))
+	n, span := float64(len(rec.jobs)), fig.last.Sub(fig.first).Seconds()
+	for _, m := range []struct {
+		value float64
+		unit  string
+	}{
+		{float64(hosts), "hosts"},
+		{started.Seconds(), "start-s"},
+		{cpuIdle.Seconds() / fleetIdle.Seconds(), "idle-cpu-cores"},
+		{ms(fig.assign.quantile(0.5)), "assign-p50-ms"},
+		{ms(fig.assign.quantile(0.99)), "assign-p99-ms"},
+		{ms(fig.dispatch.quantile(0.5)), "dispatch-p50-ms"},
+		{ms(fig.dispatch.quantile(0.99)), "dispatch-p99-ms"},
+		{ms(fig.gaps.quantile(0.5)), "assign-gap-p50-ms"},
+		{ms(fig.fetch.quantile(0.5)), "fetch-p50-ms"},
+		{ms(fig.boot.quantile(0.5)), "boot-p50-ms"},
+		{ms(fig.run.quantile(0.5)), "run-p50-ms"},
+		{ms(fig.upload.quantile(0.5)), "upload-p50-ms"},
+		{ms(fig.whole.quantile(0.5)), "job-p50-ms"},
+		{ms(fig.whole.quantile(0.99)), "job-p99-ms"},
+		{ms(ref.quantile(0.5)), "ref-p50-ms"},
+		{float64(fig.dispatch.quantile(0.5)) / float64(ref.quantile(0.5)), "x-ref-dispatch-p50"},
+		{n / span, "jobs/s"},
+		{float64(seqAfter-seqBefore) / span, "events/s"},
+		{float64(seqAfter-seqBefore) / n, "events/job"},
+		{float64(fig.notPassed), "not-passed"},
+		{float64(f.retries.Load()), "retries"},
+		{float64(f.restarts.Load()), "restarts"},
+		{float64(f.refused.Load()), "refused"},
+		{float64(f.stale.Load()), "stale-reads"},
+		{float64(cpu.Milliseconds()) / n, "cpu-ms/job"},
+		{cpu.Seconds() / wall.Seconds(), "cpu-cores"},
+		{float64(heapIdle) / (1 << 20), "heap-MiB-idle"},
+		{(float64(heapFleet) - float64(heapIdle)) / 1024 / float64(hosts), "heap-KiB/host"},
+		{(float64(heapBusy) - float64(heapIdle)) / 1024 / float64(hosts), "heap-KiB/host-busy"},
+		{float64(storeAll) / (1 << 20), "store-MiB"},
+		{float64(storeJobs) / n, "store-B/job"},
+	} {
+		b.ReportMetric(m.value, m.unit)
+	}
 }
 
 // fleetDial connects a bus that lives as long as the benchmark.
@@ -274,9 +303,9 @@ func fleetReference(ctx context.Context, b *testing.B, bus *streams.Bus, n int) 
 }
 
 // fleetConsumers counts the consumers of the job and the worker stream.
-func fleetConsumers(ctx context.Context, b *testing.B, bus *streams.Bus) [2]int {
-	var n [2]int
-	for i, name := range []string{streams.StreamJobs, streams.StreamWorkers} {
+func fleetConsumers(ctx context.Context, b *testing.B, bus *streams.Bus) int {
+	n := 0
+	for _, name := range []string{streams.StreamJobs, streams.StreamWorkers} {
 		s, err := bus.JS.Stream(ctx, name)
 		if err != nil {
 			b.Fatal(err)
@@ -285,9 +314,28 @@ func fleetConsumers(ctx context.Context, b *testing.B, bus *streams.Bus) [2]int 
 		if err != nil {
 			b.Fatal(err)
 		}
-		n[i] = info.State.Consumers
+		n += info.State.Consumers
 	}
 	return n
+}
+
+// raiseConsumerLimit lets the job and the worker stream have n consumers
+// each instead of the server's default limit (1000 per stream, which one
+// worker host with one instance uses 3 of on the job stream and 1 on the
+// worker stream).
+func raiseConsumerLimit(ctx context.Context, b *testing.B, bus *streams.Bus, n int) {
+	b.Helper()
+	for _, name := range []string{streams.StreamJobs, streams.StreamWorkers} {
+		s, err := bus.JS.Stream(ctx, name)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := s.CachedInfo().Config
+		cfg.MaxConsumers = n
+		if _, err := bus.JS.UpdateStream(ctx, cfg); err != nil {
+			b.Fatalf("stream %s: max consumers %d: %v", name, n, err)
+		}
+	}
 }
 
 // fleetStore is the bytes of every stream and of the job stream, one
@@ -307,8 +355,10 @@ func fleetStore(ctx context.Context, b *testing.B, bus *streams.Bus) (all, jobs 
 	return all, jobs
 }
 
-// heapInUse is the process's heap in use after a collection.
+// heapInUse is the process's heap in use after collecting.
 func heapInUse() uint64 {
+	// Twice: what sync.Pools hold survives one collection.
+	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
@@ -326,20 +376,28 @@ func cpuTime() time.Duration {
 
 // fleet is the simulated worker hosts.
 type fleet struct {
-	hosts   []*simHost
-	cancel  context.CancelFunc
-	run     *errgroup.Group
-	failed  atomic.Pointer[error]
-	retries atomic.Int64 // handler errors, retried by the consumers
-	refused atomic.Int64 // module reports the authority refused
+	hosts    []*simHost
+	cancel   context.CancelFunc
+	run      *errgroup.Group
+	stopped  atomic.Bool
+	restarts atomic.Int64 // stages that stopped with an error and were started again
+	lastErr  atomic.Pointer[error]
+	retries  atomic.Int64 // handler errors, retried by the consumers
+	refused  atomic.Int64 // module reports the authority refused
+	stale    atomic.Int64 // deliveries whose job read lagged behind (current)
 }
 
 // startFleet connects hosts simulated worker hosts, host i to node i%3,
-// and starts them.
-func startFleet(ctx context.Context, b *testing.B, urls []string, hosts int, log *slog.Logger) *fleet {
+// starts them and waits until all their durable consumers exist.
+//
+// Hosts start a few at a time: each asks for four consumers, and a
+// hundred hosts asking at once kept the cluster's meta leader busy past
+// the JetStream API's timeout of 5 s here.
+func startFleet(ctx context.Context, b *testing.B, urls []string, hosts int, log *slog.Logger, bus *streams.Bus) *fleet {
 	b.Helper()
 	ctx, cancel := context.WithCancel(ctx)
 	f := &fleet{hosts: make([]*simHost, hosts), cancel: cancel, run: &errgroup.Group{}}
+	b.Cleanup(func() { f.stop(b) }) // if the start fails; stopping twice does nothing
 	var dial errgroup.Group
 	dial.SetLimit(2 * runtime.NumCPU())
 	for i := range hosts {
@@ -350,27 +408,43 @@ func startFleet(ctx context.Context, b *testing.B, urls []string, hosts int, log
 		})
 	}
 	if err := dial.Wait(); err != nil {
-		f.stop(b)
 		b.Fatal(err)
 	}
+	// fetch, upload, boot on the job stream; prefetch on the workers'.
+	const perHost, startingAtOnce = 4, 8
+	before := fleetConsumers(ctx, b, bus)
+	waitCtx, cancelWait := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancelWait()
+	created := func(want int) func() error {
+		return func() error {
+			// A stage that fails to start now will fail again: its
+			// consumer was refused.
+			if err := f.lastErr.Load(); err != nil {
+				b.Fatalf("fleet of %d hosts did not start: %v", hosts, *err)
+			}
+			if n := fleetConsumers(ctx, b, bus) - before; n < want {
+				return fmt.Errorf("fleet not up: %d of %d consumers of %d hosts created (%d restarts)", n, perHost*hosts, hosts, f.restarts.Load())
+			}
+			return nil
+		}
+	}
 	for i, h := range f.hosts {
+		if i >= startingAtOnce {
+			natstest.WaitUntil(b, waitCtx, created(perHost*(i-startingAtOnce)))
+		}
 		// Heartbeats spread over the interval, as hosts started at random
 		// moments would send them.
 		h.start(ctx, f, time.Duration(i)*fleetHeartbeat/time.Duration(hosts))
 	}
+	natstest.WaitUntil(b, waitCtx, created(perHost*hosts))
 	return f
-}
-
-// err is the first error a host stopped with, if any.
-func (f *fleet) err() error {
-	if err := f.failed.Load(); err != nil {
-		return *err
-	}
-	return nil
 }
 
 // stop stops the hosts' stages, then closes their connections.
 func (f *fleet) stop(b *testing.B) {
+	if !f.stopped.CompareAndSwap(false, true) {
+		return
+	}
 	f.cancel()
 	if err := f.run.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		b.Error(err)
@@ -399,7 +473,7 @@ type simHost struct {
 	ref                 schemas.WorkerRef // the one instance
 	fetch, upload, boot *streams.Bus
 	running             atomic.Int64 // the job the instance runs, for heartbeats
-	refused             *atomic.Int64
+	fleet               *fleet
 }
 
 func dialHost(ctx context.Context, url, name string, log *slog.Logger) (*simHost, error) {
@@ -431,16 +505,27 @@ func dialHost(ctx context.Context, url, name string, log *slog.Logger) (*simHost
 // start runs the host's stages until ctx ends; the first heartbeat is
 // sent after offset.
 func (h *simHost) start(ctx context.Context, f *fleet, offset time.Duration) {
-	h.refused = &f.refused
+	h.fleet = f
+	// A stage that stops with an error starts again after a while, as
+	// systemd restarts jetqa-worker (deploy/systemd: RestartSec=5).
 	run := func(stage func(context.Context) error) {
 		f.run.Go(func() error {
-			err := stage(ctx)
-			if err != nil && ctx.Err() == nil {
-				err = fmt.Errorf("%s: %w", h.ref.Host, err)
-				f.failed.CompareAndSwap(nil, &err)
-				return err
+			for {
+				err := stage(ctx)
+				if ctx.Err() != nil {
+					return nil
+				}
+				f.restarts.Add(1)
+				f.lastErr.Store(&err)
+				slog.Warn("simulated stage stopped, starting it again", "host", h.ref.Host, "err", err)
+				again := time.NewTimer(fleetRestart)
+				select {
+				case <-ctx.Done():
+					again.Stop()
+					return nil
+				case <-again.C:
+				}
 			}
-			return nil
 		})
 	}
 	counted := func(handle streams.Handler) streams.Handler {
@@ -506,22 +591,39 @@ func (h *simHost) heartbeat(ctx context.Context, offset time.Duration) {
 	}
 }
 
-// current loads a job and says whether it is still the instance's to work on.
-func current(ctx context.Context, bus *streams.Bus, job int64, w schemas.WorkerRef) (*schemas.JobAggregate, bool, error) {
-	agg, err := bus.LoadJob(ctx, job)
-	if err != nil {
-		return nil, false, err
+// current loads a job as of the event just delivered at seq, at least,
+// and says whether it is still the instance's to work on.
+//
+// A read can miss an event the consumer has already delivered: reads go
+// to the stream's leader, which may store a message after a replica
+// whose consumer delivers it. Taken as it is, such a read says the job
+// is not assigned (yet), and the job would be skipped and stay assigned
+// for good; so it is read again. stale counts the deliveries that had to.
+func (h *simHost) current(ctx context.Context, bus *streams.Bus, job int64, seq uint64, w schemas.WorkerRef) (*schemas.JobAggregate, bool, error) {
+	for try := 0; ; try++ {
+		agg, err := bus.LoadJob(ctx, job)
+		if err != nil {
+			return nil, false, err
+		}
+		if agg.Seq >= seq {
+			return agg, !agg.Final() && !agg.Started && agg.Worker != nil && *agg.Worker == w, nil
+		}
+		if try == 0 {
+			h.fleet.stale.Add(1)
+		}
+		if try == 100 {
+			return nil, false, fmt.Errorf("job %d still read at sequence %d, before the event delivered at %d", job, agg.Seq, seq)
+		}
 	}
-	return agg, !agg.Final() && !agg.Started && agg.Worker != nil && *agg.Worker == w, nil
 }
 
 // setUp is fetch's part: a job assigned to the host is ready at once.
-func (h *simHost) setUp(ctx context.Context, ev schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+func (h *simHost) setUp(ctx context.Context, ev schemas.Event, p schemas.Payload, d streams.Delivery) error {
 	a, ok := p.(*schemas.JobAssigned)
 	if !ok {
 		return nil
 	}
-	agg, mine, err := current(ctx, h.fetch, ev.Job, a.Worker)
+	agg, mine, err := h.current(ctx, h.fetch, ev.Job, d.Sequence, a.Worker)
 	if err != nil || !mine {
 		return err
 	}
@@ -530,11 +632,11 @@ func (h *simHost) setUp(ctx context.Context, ev schemas.Event, p schemas.Payload
 }
 
 // runJob is boot's part: one module that passes, without a VM.
-func (h *simHost) runJob(ctx context.Context, ev schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+func (h *simHost) runJob(ctx context.Context, ev schemas.Event, p schemas.Payload, d streams.Delivery) error {
 	if _, ok := p.(*schemas.JobReady); !ok {
 		return nil
 	}
-	_, mine, err := current(ctx, h.boot, ev.Job, h.ref)
+	_, mine, err := h.current(ctx, h.boot, ev.Job, d.Sequence, h.ref)
 	if err != nil || !mine {
 		return err
 	}
@@ -547,11 +649,11 @@ func (h *simHost) runJob(ctx context.Context, ev schemas.Event, p schemas.Payloa
 	// and the tests still finish.
 	module := schemas.ModuleResult{Name: "boot", Result: schemas.ResultPassed}
 	if _, err := h.boot.Append(ctx, ev.Job, schemas.ModuleStarted{Module: module.Name}); err != nil {
-		h.refused.Add(1)
+		h.fleet.refused.Add(1)
 		module.Result, module.Reason = schemas.ResultIncomplete, err.Error()
 	}
 	if _, err := h.boot.Append(ctx, ev.Job, schemas.ModuleFinished{ModuleResult: module}); err != nil {
-		h.refused.Add(1)
+		h.fleet.refused.Add(1)
 	}
 	_, err = h.boot.Append(ctx, ev.Job, schemas.TestsFinished{Worker: h.ref, Result: module.Result, Modules: []schemas.ModuleResult{module}})
 	return ignoreMovedOn(err)
@@ -589,6 +691,7 @@ type fleetRecord struct {
 
 type jobTimes struct {
 	created, assigned, finished time.Time
+	ready, started, tests       time.Time
 	worker                      schemas.WorkerRef
 	result                      string
 }
@@ -608,6 +711,12 @@ func (r *fleetRecord) see(ev schemas.Event, p schemas.Payload) {
 	switch p := p.(type) {
 	case *schemas.JobCreated:
 		j.created = ev.Time
+	case *schemas.JobReady:
+		j.ready = ev.Time
+	case *schemas.JobStarted:
+		j.started = ev.Time
+	case *schemas.TestsFinished:
+		j.tests = ev.Time
 	case *schemas.JobAssigned:
 		j.assigned, j.worker = ev.Time, p.Worker
 	case *schemas.JobFinished:
@@ -622,9 +731,9 @@ func (r *fleetRecord) see(ev schemas.Event, p schemas.Payload) {
 }
 
 // waitFinished waits until n jobs finished. It fails the benchmark when
-// none finishes for two minutes or a host fails: the fleet is stuck, which
-// is a bug, not a slow run.
-func (r *fleetRecord) waitFinished(b *testing.B, n int, f *fleet) {
+// none finishes for two minutes: the fleet is stuck, which is a bug, not
+// a slow run.
+func (r *fleetRecord) waitFinished(b *testing.B, n int, bus *streams.Bus) {
 	b.Helper()
 	stuck := time.NewTimer(2 * time.Minute)
 	defer stuck.Stop()
@@ -635,37 +744,79 @@ func (r *fleetRecord) waitFinished(b *testing.B, n int, f *fleet) {
 		if done >= n {
 			return
 		}
-		if err := f.err(); err != nil {
-			b.Fatal(err)
-		}
 		select {
 		case <-r.finished:
 			stuck.Reset(2 * time.Minute)
 		case <-stuck.C:
-			b.Fatalf("no job finished for 2 minutes: %d of %d done", done, n)
+			b.Fatalf("no job finished for 2 minutes: %d of %d done; %s", done, n, r.unfinished(bus))
 		}
 	}
 }
 
-// latencies computes the figures from the record; fleetUp is when the
+// unfinished says where the jobs not finished yet are, at most ten.
+func (r *fleetRecord) unfinished(bus *streams.Bus) string {
+	r.mu.Lock()
+	var ids []int64
+	for id, j := range r.jobs {
+		if j.finished.IsZero() {
+			ids = append(ids, id)
+		}
+	}
+	r.mu.Unlock()
+	slices.Sort(ids)
+	var out []string
+	for _, id := range ids[:min(len(ids), 10)] {
+		agg, err := bus.LoadJob(context.Background(), id)
+		if err != nil {
+			out = append(out, fmt.Sprintf("job %d: %v", id, err))
+			continue
+		}
+		out = append(out, fmt.Sprintf("job %d: %s on %v (seq %d)", id, agg.State, agg.Worker, agg.Seq))
+	}
+	return fmt.Sprintf("%d unfinished: %s", len(ids), strings.Join(out, ", "))
+}
+
+// fleetFigures are the latencies of the jobs recorded.
+type fleetFigures struct {
+	assign, dispatch, whole  latencies
+	gaps                     latencies // between one assignment and the next
+	fetch, boot, run, upload latencies // between a job's events
+	first, last              time.Time // the first created, the last finished
+	notPassed                int
+}
+
+// figures computes the figures from the record; fleetUp is when the
 // fleet was ready, the moment every instance was free.
-func (r *fleetRecord) latencies(fleetUp time.Time) (assign, dispatch, whole latencies, first, last time.Time, notPassed int) {
+func (r *fleetRecord) figures(fleetUp time.Time) fleetFigures {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	var fig fleetFigures
 	byWorker := map[schemas.WorkerRef][]*jobTimes{}
 	for _, j := range r.jobs {
-		assign = append(assign, j.assigned.Sub(j.created))
-		whole = append(whole, j.finished.Sub(j.created))
-		if first.IsZero() || j.created.Before(first) {
-			first = j.created
+		fig.assign = append(fig.assign, j.assigned.Sub(j.created))
+		fig.fetch = append(fig.fetch, j.ready.Sub(j.assigned))
+		fig.boot = append(fig.boot, j.started.Sub(j.ready))
+		fig.run = append(fig.run, j.tests.Sub(j.started))
+		fig.upload = append(fig.upload, j.finished.Sub(j.tests))
+		fig.whole = append(fig.whole, j.finished.Sub(j.created))
+		if fig.first.IsZero() || j.created.Before(fig.first) {
+			fig.first = j.created
 		}
-		if j.finished.After(last) {
-			last = j.finished
+		if j.finished.After(fig.last) {
+			fig.last = j.finished
 		}
 		if j.result != schemas.ResultPassed {
-			notPassed++
+			fig.notPassed++
 		}
 		byWorker[j.worker] = append(byWorker[j.worker], j)
+	}
+	var assigned []time.Time
+	for _, j := range r.jobs {
+		assigned = append(assigned, j.assigned)
+	}
+	slices.SortFunc(assigned, time.Time.Compare)
+	for i := 1; i < len(assigned); i++ {
+		fig.gaps = append(fig.gaps, assigned[i].Sub(assigned[i-1]))
 	}
 	for _, js := range byWorker {
 		slices.SortFunc(js, func(a, b *jobTimes) int { return a.assigned.Compare(b.assigned) })
@@ -675,9 +826,9 @@ func (r *fleetRecord) latencies(fleetUp time.Time) (assign, dispatch, whole late
 			if free.After(ready) {
 				ready = free
 			}
-			dispatch = append(dispatch, j.assigned.Sub(ready))
+			fig.dispatch = append(fig.dispatch, j.assigned.Sub(ready))
 			free = j.finished
 		}
 	}
-	return assign, dispatch, whole, first, last, notPassed
+	return fig
 }
