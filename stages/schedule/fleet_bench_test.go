@@ -115,12 +115,13 @@ func BenchmarkFleet(b *testing.B) {
 	server.Go(func() error {
 		return schedule.New(schedule.Config{Name: "bench"}, schedBus, log).Run(serverCtx)
 	})
-	defer func() {
+	// After the fleet's own cleanup (startFleet), which comes later.
+	b.Cleanup(func() {
 		stopServer()
 		if err := server.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 			b.Error(err)
 		}
-	}()
+	})
 	api := fleetDial(ctx, b, urls[0], "api@n1", log)
 	if v := os.Getenv("JETQA_FLEET_MAX_CONSUMERS"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -134,7 +135,6 @@ func BenchmarkFleet(b *testing.B) {
 	// The fleet: hosts spread over the three nodes.
 	start := time.Now()
 	f := startFleet(ctx, b, urls, hosts, log, api)
-	defer f.stop(b)
 	started := time.Since(start)
 	// What the fleet costs while it has nothing to do: a while of
 	// heartbeats, pull requests and Raft, measured, not waited for.
@@ -294,7 +294,7 @@ func fleetReference(ctx context.Context, b *testing.B, bus *streams.Bus, n int) 
 		if _, err := bus.JS.Publish(ctx, subject, []byte("ping")); err != nil {
 			b.Fatal(err)
 		}
-		if _, err := msgs.Next(); err != nil {
+		if _, err := msgs.Next(jetstream.NextMaxWait(10 * time.Second)); err != nil {
 			b.Fatal(err)
 		}
 		ref = append(ref, time.Since(start))
@@ -379,7 +379,6 @@ type fleet struct {
 	hosts    []*simHost
 	cancel   context.CancelFunc
 	run      *errgroup.Group
-	stopped  atomic.Bool
 	restarts atomic.Int64 // stages that stopped with an error and were started again
 	lastErr  atomic.Pointer[error]
 	retries  atomic.Int64 // handler errors, retried by the consumers
@@ -397,7 +396,7 @@ func startFleet(ctx context.Context, b *testing.B, urls []string, hosts int, log
 	b.Helper()
 	ctx, cancel := context.WithCancel(ctx)
 	f := &fleet{hosts: make([]*simHost, hosts), cancel: cancel, run: &errgroup.Group{}}
-	b.Cleanup(func() { f.stop(b) }) // if the start fails; stopping twice does nothing
+	b.Cleanup(func() { f.stop(b) })
 	var dial errgroup.Group
 	dial.SetLimit(2 * runtime.NumCPU())
 	for i := range hosts {
@@ -442,9 +441,6 @@ func startFleet(ctx context.Context, b *testing.B, urls []string, hosts int, log
 
 // stop stops the hosts' stages, then closes their connections.
 func (f *fleet) stop(b *testing.B) {
-	if !f.stopped.CompareAndSwap(false, true) {
-		return
-	}
 	f.cancel()
 	if err := f.run.Wait(); err != nil && !errors.Is(err, context.Canceled) {
 		b.Error(err)
