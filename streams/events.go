@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
@@ -161,33 +163,126 @@ type ConsumerConfig struct {
 	// may run twice without harm (an ack lost with the connection brings
 	// the message back after AckWait).
 	AckUnconfirmed bool
+	// Replicas is how many copies of the consumer's state the cluster
+	// keeps; 0 takes the stream's. A consumer with one replica is no Raft
+	// group: what a fleet of worker hosts can afford (docs/scale.md).
+	Replicas int
+	// ResumeAt is the stream sequence a consumer created again, after its
+	// node was lost, starts at; 0 starts at the beginning.
+	ResumeAt uint64
 }
 
 // Consume runs a durable pull consumer, one message at a time, until ctx
 // ends. Malformed events and unknown kinds are dead-lettered with a log line.
 func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error {
 	cfg = cfg.withDefaults()
-	var cons jetstream.Consumer
-	var err error
-	if b.useOnly {
-		cons, err = b.bindConsumer(ctx, cfg)
-	} else {
-		cons, err = b.createConsumer(ctx, cfg)
-	}
-	if err != nil {
-		if ctx.Err() != nil {
+	var done settled
+	for {
+		var cons jetstream.Consumer
+		var err error
+		if b.useOnly {
+			cons, err = b.bindConsumer(ctx, cfg)
+		} else {
+			cons, err = b.createConsumer(ctx, cfg)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		err = b.each(ctx, cons, "consumer "+cfg.Durable, func(msg jetstream.Msg) error {
+			done.note(b.handle(ctx, cfg, msg, h))
+			return nil
+		}, b.consumerLost(cons), jetstream.PullMaxMessages(1), jetstream.PullExpiry(b.pullExpiry()))
+		if errors.Is(err, context.Canceled) {
 			return nil
 		}
-		return err
+		if !errors.Is(err, errConsumerLost) {
+			return err
+		}
+		// A worker's consumer has one replica: when its node is gone for
+		// good, the server makes it again on another, from where this
+		// process got to.
+		cfg.ResumeAt = done.resumeAt()
+		b.log.Warn("consumer lost with its node; asking for it again", "durable", cfg.Durable, "from sequence", cfg.ResumeAt)
 	}
-	err = b.each(ctx, cons, "consumer "+cfg.Durable, func(msg jetstream.Msg) error {
-		b.handle(ctx, cfg, msg, h)
-		return nil
-	}, jetstream.PullMaxMessages(1), jetstream.PullExpiry(5*time.Second))
-	if errors.Is(err, context.Canceled) {
+}
+
+// pullExpiry is how long a pull request waits for a message. Workers' idle
+// consumers, a few per host, pull and are sent heartbeats at that pace.
+func (b *Bus) pullExpiry() time.Duration {
+	if b.worker != nil {
+		return 20 * time.Second
+	}
+	return 5 * time.Second
+}
+
+// errConsumerLost ends a worker's consumer whose only replica is offline.
+var errConsumerLost = errors.New("consumer offline")
+
+// consumerLost is asked about each error of a consumer's messages: for a
+// worker's consumer missing its heartbeats, is it offline (its node gone)
+// or deleted? Then it ends with errConsumerLost.
+func (b *Bus) consumerLost(cons jetstream.Consumer) func(error) error {
+	return func(err error) error {
+		if b.worker == nil || !errors.Is(err, jetstream.ErrNoHeartbeat) && !errors.Is(err, jetstream.ErrConsumerDeleted) {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err = cons.Info(ctx)
+		if isConsumerOffline(err) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return errConsumerLost
+		}
 		return nil
 	}
-	return err
+}
+
+// isConsumerOffline says whether err is JetStream's "consumer is offline":
+// no server holding a replica of it is up.
+func isConsumerOffline(err error) bool {
+	var api *jetstream.APIError
+	return errors.As(err, &api) && (api.ErrorCode == jsConsumerOffline || api.ErrorCode == jsConsumerOfflineReason)
+}
+
+// JetStream's error codes for an offline consumer.
+const (
+	jsConsumerOffline       jetstream.ErrorCode = 10119
+	jsConsumerOfflineReason jetstream.ErrorCode = 10195
+)
+
+// settled follows which messages of a consumer this process is done with,
+// so that a consumer made again resumes after them: the lowest one left to
+// retry, or the one after the last handled.
+type settled struct {
+	last  uint64
+	retry map[uint64]bool
+}
+
+func (s *settled) note(seq uint64, retry bool) {
+	if seq == 0 {
+		return
+	}
+	s.last = max(s.last, seq)
+	if retry {
+		if s.retry == nil {
+			s.retry = map[uint64]bool{}
+		}
+		s.retry[seq] = true
+	} else {
+		delete(s.retry, seq)
+	}
+}
+
+func (s *settled) resumeAt() uint64 {
+	if len(s.retry) > 0 {
+		return slices.Min(slices.Collect(maps.Keys(s.retry)))
+	}
+	if s.last == 0 {
+		return 0
+	}
+	return s.last + 1
 }
 
 func (cfg ConsumerConfig) withDefaults() ConsumerConfig {
@@ -206,7 +301,10 @@ func (cfg ConsumerConfig) withDefaults() ConsumerConfig {
 // createConsumer creates or updates a durable consumer.
 func (b *Bus) createConsumer(ctx context.Context, cfg ConsumerConfig) (jetstream.Consumer, error) {
 	deliver := jetstream.DeliverAllPolicy
-	if cfg.DeliverNew {
+	switch {
+	case cfg.ResumeAt > 0:
+		deliver = jetstream.DeliverByStartSequencePolicy
+	case cfg.DeliverNew:
 		deliver = jetstream.DeliverNewPolicy
 	}
 	cons, err := b.JS.CreateOrUpdateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
@@ -217,6 +315,8 @@ func (b *Bus) createConsumer(ctx context.Context, cfg ConsumerConfig) (jetstream
 		MaxDeliver:     cfg.MaxDeliver,
 		MaxAckPending:  cfg.MaxAckPending,
 		DeliverPolicy:  deliver,
+		OptStartSeq:    cfg.ResumeAt,
+		Replicas:       cfg.Replicas,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("consumer %s on %s: %w", cfg.Durable, cfg.Stream, err)
@@ -240,7 +340,9 @@ func (b *Bus) Waiting(ctx context.Context, stream, durable string) (int, error) 
 
 // each hands the consumer's messages to fn, one at a time, until ctx ends
 // (returning ctx's error) or fn returns an error.
-func (b *Bus) each(ctx context.Context, cons jetstream.Consumer, what string, fn func(jetstream.Msg) error, opts ...jetstream.PullMessagesOpt) error {
+// An error of the messages themselves is logged and waited out, unless
+// onErr (if any) turns it into the end.
+func (b *Bus) each(ctx context.Context, cons jetstream.Consumer, what string, fn func(jetstream.Msg) error, onErr func(error) error, opts ...jetstream.PullMessagesOpt) error {
 	it, err := cons.Messages(opts...)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
@@ -255,6 +357,11 @@ func (b *Bus) each(ctx context.Context, cons jetstream.Consumer, what string, fn
 				return ctx.Err()
 			}
 			b.log.Warn(what, "err", err)
+			if onErr != nil {
+				if err := onErr(err); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		if err := fn(msg); err != nil {
@@ -273,12 +380,14 @@ func retryDelay(delivery uint64, ackWait time.Duration) time.Duration {
 	return min(d, ackWait)
 }
 
-func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg, h Handler) {
+// handle runs h on one message and settles it. It returns the message's
+// stream sequence, and whether it is to be delivered again.
+func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg, h Handler) (seq uint64, retry bool) {
 	meta, err := msg.Metadata()
 	if err != nil {
 		b.log.Error("message without metadata", "durable", cfg.Durable, "err", err)
 		_ = msg.Term()
-		return
+		return 0, false
 	}
 	d := Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending, Redelivery: meta.NumDelivered - 1}
 	ev, p, err := decode(msg.Headers().Get(HeaderKind), msg.Data())
@@ -287,7 +396,7 @@ func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg,
 	}
 	if err != nil {
 		b.deadLetter(ctx, cfg.Durable, msg, err)
-		return
+		return d.Sequence, false
 	}
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
 	go heartbeat(hbCtx, msg, cfg.AckWait/3)
@@ -312,7 +421,9 @@ func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg,
 	default:
 		b.log.Warn("handler failed, will retry", "durable", cfg.Durable, "subject", d.Subject, "delivery", meta.NumDelivered, "err", err)
 		_ = msg.NakWithDelay(retryDelay(meta.NumDelivered, cfg.AckWait))
+		return d.Sequence, true
 	}
+	return d.Sequence, false
 }
 
 func heartbeat(ctx context.Context, msg jetstream.Msg, every time.Duration) {
@@ -417,7 +528,7 @@ func (b *Bus) Watch(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Eve
 			return nil
 		}
 		return fn(ev, p, Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending})
-	})
+	}, nil)
 	if errors.Is(err, ErrStopWatch) {
 		return nil
 	}

@@ -327,7 +327,28 @@ func (b *Bus) createWorkerConsumer(ctx context.Context, from ReportSender, data 
 	want.AckWait = min(max(req.AckWait, time.Second), 10*time.Minute)
 	want.MaxDeliver = min(max(req.MaxDeliver, 1), 10)
 	want.MaxAckPending = min(max(req.MaxAckPending, 1), 64)
-	_, err := b.createConsumer(ctx, want)
+	_, err := b.JS.Consumer(ctx, want.Stream, want.Durable)
+	switch {
+	case err == nil:
+		// It exists: the worker's tuning may have changed, its start not.
+		_, err = b.createConsumer(ctx, want)
+		return err
+	case isConsumerOffline(err):
+		// Its one replica is on a node that is gone: delete it (the meta
+		// leader can) and make it again where the worker got to. What it
+		// had delivered and not had acknowledged comes again; the stages
+		// skip work that is no longer current.
+		b.log.Warn("worker consumer offline; making it again", "worker", from.String(), "durable", want.Durable, "from sequence", req.ResumeAt)
+		if err := b.JS.DeleteConsumer(ctx, want.Stream, want.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("consumer %s on %s is offline and cannot be deleted: %w", want.Durable, want.Stream, err)
+		}
+		want.ResumeAt = req.ResumeAt
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		want.ResumeAt = req.ResumeAt
+	default:
+		return fmt.Errorf("consumer %s on %s: %w", want.Durable, want.Stream, err)
+	}
+	_, err = b.createConsumer(ctx, want)
 	return err
 }
 
@@ -350,6 +371,10 @@ func WorkerConsumer(from ReportSender, durable string) (ConsumerConfig, bool) {
 		return ConsumerConfig{}, false
 	}
 	c.Durable = durable
+	// One replica: a consumer of three is a Raft group of its own, and a
+	// fleet has a few per host. If its node is lost for good, the worker
+	// asks again and gets it on another (Consume, createWorkerConsumer).
+	c.Replicas = 1
 	return c, true
 }
 

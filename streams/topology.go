@@ -169,7 +169,8 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 			// by any replica, and one that restarted and has not caught up
 			// answers with an old history: a job that finished looks
 			// scheduled, and is run again.
-			AllowDirect: false,
+			AllowDirect:  false,
+			MaxConsumers: maxWorkerConsumers,
 		},
 		{
 			Name:              StreamWorkers,
@@ -177,6 +178,7 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 			Subjects:          []string{"jetqa.worker.>"},
 			Storage:           jetstream.FileStorage,
 			MaxMsgsPerSubject: 10,
+			MaxConsumers:      maxWorkerConsumers,
 		},
 		{
 			Name:        StreamMatchRequests,
@@ -239,6 +241,12 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 	_, err := b.createConsumer(ctx, MatchersConsumer.withDefaults())
 	return err
 }
+
+// maxWorkerConsumers bounds the consumers of the streams worker hosts have
+// their own consumers on (a few per host and one per instance), above
+// nats-server's default of 1 000 per stream: a fleet of 1 500 instances
+// on 150 hosts needs 1 800 on the job stream.
+const maxWorkerConsumers = 100_000
 
 // DurableMatchers is the one consumer all matchers of all processes share.
 const DurableMatchers = "matchers"

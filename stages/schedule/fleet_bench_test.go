@@ -29,11 +29,9 @@ import (
 )
 
 // Fleet size: worker hosts (one instance each) from JETQA_FLEET_WORKERS,
-// jobs from -benchtime (20000x: 20 000 jobs). More than about 330 hosts
-// need JETQA_FLEET_MAX_CONSUMERS too (raiseConsumerLimit). The run of
-// docs/scale.md:
+// jobs from -benchtime (20000x: 20 000 jobs). The run of docs/scale.md:
 //
-//	JETQA_FLEET_WORKERS=1000 JETQA_FLEET_MAX_CONSUMERS=10000 \
+//	JETQA_FLEET_WORKERS=1000 \
 //	  go test -run '^$' -bench Fleet -benchtime 20000x -timeout 60m ./stages/schedule
 const defaultFleetHosts = 100
 
@@ -123,13 +121,6 @@ func BenchmarkFleet(b *testing.B) {
 		}
 	})
 	api := fleetDial(ctx, b, urls[0], "api@n1", log)
-	if v := os.Getenv("JETQA_FLEET_MAX_CONSUMERS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("JETQA_FLEET_MAX_CONSUMERS=%q: want a number of consumers", v)
-		}
-		raiseConsumerLimit(ctx, b, api, n)
-	}
 	heapIdle := heapInUse()
 
 	// The fleet: hosts spread over the three nodes.
@@ -317,25 +308,6 @@ func fleetConsumers(ctx context.Context, b *testing.B, bus *streams.Bus) int {
 		n += info.State.Consumers
 	}
 	return n
-}
-
-// raiseConsumerLimit lets the job and the worker stream have n consumers
-// each instead of the server's default limit (1000 per stream, which one
-// worker host with one instance uses 3 of on the job stream and 1 on the
-// worker stream).
-func raiseConsumerLimit(ctx context.Context, b *testing.B, bus *streams.Bus, n int) {
-	b.Helper()
-	for _, name := range []string{streams.StreamJobs, streams.StreamWorkers} {
-		s, err := bus.JS.Stream(ctx, name)
-		if err != nil {
-			b.Fatal(err)
-		}
-		cfg := s.CachedInfo().Config
-		cfg.MaxConsumers = n
-		if _, err := bus.JS.UpdateStream(ctx, cfg); err != nil {
-			b.Fatalf("stream %s: max consumers %d: %v", name, n, err)
-		}
-	}
 }
 
 // fleetStore is the bytes of every stream and of the job stream, one

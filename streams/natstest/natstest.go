@@ -17,7 +17,10 @@ import (
 // Server is an embedded NATS server that lives as long as the test.
 type Server struct {
 	URL string
-	t   testing.TB
+	// Nodes are the servers of a cluster (StartCluster), for a test to
+	// stop one.
+	Nodes []*streams.Embedded
+	t     testing.TB
 }
 
 // Start starts a server on a free port with its store in a temp directory.
@@ -81,6 +84,7 @@ func StartCluster(t testing.TB) (*Server, []string) {
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", p))
 	}
 	var urls []string
+	var started []*streams.Embedded
 	for i := range nodes {
 		ns, err := streams.StartServer(streams.ServerConfig{
 			Port: -1, DataDir: t.TempDir(), Name: fmt.Sprintf("n%d", i+1),
@@ -94,8 +98,9 @@ func StartCluster(t testing.TB) (*Server, []string) {
 			ns.WaitForShutdown()
 		})
 		urls = append(urls, ns.ClientURL())
+		started = append(started, ns)
 	}
-	s := &Server{URL: urls[0], t: t}
+	s := &Server{URL: urls[0], Nodes: started, t: t}
 	bus := s.Bus("setup")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
