@@ -225,7 +225,7 @@ var common = []string{"$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.FC.>"}
 // workerPermissions are a worker host's: its reports and consumer
 // requests, its own worker events and match requests, its own durable
 // consumers, the answers to its instances, reading jobs, assets and
-// needles, and storing needles and results. Nothing else: no other host's
+// needles, and asking the server to store needles and results. Nothing else: no other host's
 // subjects, no appends to the job stream, no stream, consumer or bucket
 // changes, no deletes.
 func workerPermissions(host string, instances int) *server.Permissions {
@@ -237,11 +237,11 @@ func workerPermissions(host string, instances int) *server.Permissions {
 		subjectSetup + "." + host + ".>",
 		"jetqa.worker." + host + ".>",
 		subjectMatchRequest + "." + host + ".>",
-		// Storing blobs: needles under their content hash (matchers check
-		// it), results of the host's jobs. Chunks and metadata only: a purge
-		// or delete is a JetStream API call, which stays the server's.
-		"$O." + BucketNeedles + ".>",
-		"$O." + BucketResults + ".>",
+		// Storing blobs: the host stages chunks in a stream of their own and
+		// asks the server to store them (store.go); the object stores'
+		// subjects stay the server's, who alone may delete or replace.
+		subjectChunk + "." + host + ".*",
+		subjectStore + "." + host + ".>",
 		"$JS.API.DIRECT.GET." + objStream(BucketResults) + ".$O." + BucketResults + ".M.>",
 	},
 		reads(StreamJobs), reads(StreamAssets),

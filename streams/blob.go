@@ -25,30 +25,15 @@ func (b *Bus) objectStore(ctx context.Context, bucket string) (jetstream.ObjectS
 	return os, nil
 }
 
-// PutBlob stores r under key in the bucket.
+// PutBlob stores r under key in the bucket. A worker's bus stages the
+// chunks and the server stores them, if the worker may store that key.
 func (b *Bus) PutBlob(ctx context.Context, bucket, key string, r io.Reader) error {
+	if b.worker != nil {
+		return b.stageBlob(ctx, bucket, key, r)
+	}
 	store, err := b.objectStore(ctx, bucket)
 	if err != nil {
 		return err
-	}
-	if b.useOnly {
-		// Storing a name that exists makes the client purge the old copy's
-		// chunks, which only the server may do: the purge gets no answer.
-		// Two worker hosts storing the same needle or screen (content
-		// addressed, so the same bytes) at once get there; bound the wait
-		// and take the other's copy.
-		putCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		defer cancel()
-		_, err := store.Put(putCtx, jetstream.ObjectMeta{Name: key}, r)
-		if err != nil && ctx.Err() == nil {
-			if have, herr := b.HasBlob(ctx, bucket, key); herr == nil && have {
-				return nil
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("store %s/%s: %w", bucket, key, err)
-		}
-		return nil
 	}
 	if _, err := store.Put(ctx, jetstream.ObjectMeta{Name: key}, r); err != nil {
 		return fmt.Errorf("store %s/%s: %w", bucket, key, err)

@@ -210,7 +210,10 @@ func (b *Bus) ServeReports(ctx context.Context, cfg AuthorityConfig) error {
 	}
 	msgs := make(chan *nats.Msg, 1024)
 	var subs []*nats.Subscription
-	for _, subj := range []string{SubjectReports, SubjectSetups} {
+	if err := b.setupChunks(ctx); err != nil {
+		return err
+	}
+	for _, subj := range []string{SubjectReports, SubjectSetups, SubjectStores} {
 		sub, err := b.NC.ChanQueueSubscribe(subj, "jetqa-authority", msgs)
 		if err != nil {
 			return fmt.Errorf("serve %s: %w", subj, err)
@@ -249,6 +252,10 @@ func (b *Bus) answer(ctx context.Context, cfg AuthorityConfig, msg *nats.Msg) {
 	if strings.HasPrefix(msg.Subject, subjectSetup+".") {
 		if from, err = parseSender(msg.Subject, subjectSetup); err == nil {
 			err = b.createWorkerConsumer(ctx, from, msg.Data)
+		}
+	} else if strings.HasPrefix(msg.Subject, subjectStore+".") {
+		if from, err = parseSender(msg.Subject, subjectStore); err == nil {
+			err = b.storeBlob(ctx, from, msg.Data)
 		}
 	} else if from, err = parseSender(msg.Subject, subjectReport); err == nil {
 		seq, err = b.decideReport(ctx, cfg, from, msg)

@@ -1,0 +1,403 @@
+package streams
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"jetqa/schemas"
+)
+
+// Workers never write an object store. Whoever may publish on a bucket's
+// subjects may delete or replace any object in it (a metadata message
+// marked deleted, a chunk appended to another object's subject, a
+// "Nats-Rollup: all" header that empties the bucket), and NATS permissions
+// cannot look at headers. So a worker stages a blob's chunks on
+// jetqa.chunk.<host>.<id>, in a stream of its own that takes no rollups,
+// and asks on jetqa.store.<host>.<instance> to store them under a name;
+// the server's authority checks the name against the sender, copies the
+// chunks into the bucket while hashing them, and writes the metadata as
+// nats.go's ObjectStore.Put would, so every reader keeps using the
+// ordinary object store API.
+const (
+	subjectStore = "jetqa.store"
+	subjectChunk = "jetqa.chunk"
+	// SubjectStores is what the authority serves.
+	SubjectStores = subjectStore + ".>"
+	// StreamChunks holds the chunks workers staged, until the server has
+	// stored them or an hour passed.
+	StreamChunks = "JETQA_CHUNKS"
+
+	// chunkSize is nats.go's default chunk size: a stored object is laid
+	// out as a Put would lay it out.
+	chunkSize = 128 * 1024
+	// chunksInFlight bounds the chunks sent and not yet acknowledged, and
+	// so the memory one upload takes.
+	chunksInFlight = 16
+)
+
+// StoreSubject is where a worker instance asks the server to store a blob.
+func StoreSubject(w schemas.WorkerRef) string { return subjectStore + "." + WorkerToken(w) }
+
+// chunkSubject is where a worker host stages the chunks of one upload.
+func chunkSubject(host, id string) string { return subjectChunk + "." + host + "." + id }
+
+// storeRequest asks the server to store the chunks staged under NUID as
+// Name in Bucket; Size, Chunks and Digest (nats.go's "SHA-256=<base64url>")
+// are what the server must find.
+type storeRequest struct {
+	Bucket string `json:"bucket"`
+	Name   string `json:"name"`
+	NUID   string `json:"nuid"`
+	Size   uint64 `json:"size"`
+	Chunks uint32 `json:"chunks"`
+	Digest string `json:"digest"`
+}
+
+// setupChunks makes the stream workers stage chunks in. It takes no
+// rollups and no deletes: a worker publishing there only ever adds.
+func (b *Bus) setupChunks(ctx context.Context) error {
+	_, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        StreamChunks,
+		Description: "blob chunks workers staged for the server to store",
+		Subjects:    []string{subjectChunk + ".>"},
+		Storage:     jetstream.FileStorage,
+		MaxAge:      time.Hour,
+		Replicas:    b.replicasOf(ctx, StreamJobs, 1),
+		AllowRollup: false,
+		DenyDelete:  true,
+	})
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", StreamChunks, err)
+	}
+	return nil
+}
+
+// stageBlob is PutBlob on a worker's bus: it stages r chunk by chunk,
+// hashing as it goes, and asks the server to store it.
+func (b *Bus) stageBlob(ctx context.Context, bucket, key string, r io.Reader) error {
+	req := storeRequest{Bucket: bucket, Name: key, NUID: nuid.Next()}
+	subj := chunkSubject(Token(b.worker.Host), req.NUID)
+	sum := sha256.New()
+	var acks []jetstream.PubAckFuture
+	wait := func(f jetstream.PubAckFuture) error {
+		select {
+		case <-f.Ok():
+			return nil
+		case err := <-f.Err():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	buf := make([]byte, chunkSize)
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			data := bytes.Clone(buf[:n])
+			sum.Write(data)
+			f, err := b.JS.PublishMsgAsync(&nats.Msg{Subject: subj, Data: data})
+			if err != nil {
+				return fmt.Errorf("store %s/%s: %w", bucket, key, err)
+			}
+			acks = append(acks, f)
+			if len(acks) == chunksInFlight {
+				if err := wait(acks[0]); err != nil {
+					return fmt.Errorf("store %s/%s: %w", bucket, key, err)
+				}
+				acks = acks[1:]
+			}
+			req.Size += uint64(n)
+			req.Chunks++
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("store %s/%s: %w", bucket, key, rerr)
+		}
+	}
+	for _, f := range acks {
+		if err := wait(f); err != nil {
+			return fmt.Errorf("store %s/%s: %w", bucket, key, err)
+		}
+	}
+	req.Digest = jetstream.GetObjectDigestValue(sum)
+	msg := nats.NewMsg(StoreSubject(*b.worker))
+	msg.Data, _ = json.Marshal(req)
+	// A request sent again finds its blob stored, and is answered so.
+	if _, err := b.ask(ctx, msg); err != nil {
+		return fmt.Errorf("store %s/%s: %w", bucket, key, err)
+	}
+	return nil
+}
+
+var (
+	nuidRe       = regexp.MustCompile(`^[A-Za-z0-9]{1,32}$`)
+	needleKeyRe  = regexp.MustCompile(`^([0-9a-f]{64})\.(json|png)$`)
+	screenKeyRe  = regexp.MustCompile(`^screens/([0-9a-f]{64})\.png$`)
+	jobKeyRe     = regexp.MustCompile(`^jobs/([1-9][0-9]{0,18})/([^/]+)$`)
+	errNotStaged = errors.New("the staged chunks are not all there")
+)
+
+// storePolicy is what the server allows a worker to store under a name.
+type storePolicy struct {
+	// replace: the name may hold new content; otherwise the first stored
+	// stays, and a second store of it is answered without storing.
+	replace bool
+	// sha256 is the hex hash the content must have, if the name says it.
+	sha256 string
+	// needle is the content hash of a needle the blob is half of.
+	needle string
+}
+
+// policy decides whether from may store req's name: content-addressed
+// needles and screenshots, create-only, and the files of a job assigned
+// to from's host.
+func (b *Bus) policy(ctx context.Context, from ReportSender, req storeRequest) (storePolicy, error) {
+	switch req.Bucket {
+	case BucketNeedles:
+		if m := needleKeyRe.FindStringSubmatch(req.Name); m != nil {
+			return storePolicy{needle: m[1]}, nil
+		}
+	case BucketResults:
+		if m := screenKeyRe.FindStringSubmatch(req.Name); m != nil {
+			return storePolicy{sha256: m[1]}, nil
+		}
+		if m := jobKeyRe.FindStringSubmatch(req.Name); m != nil && m[2] != "." && m[2] != ".." {
+			job, _ := strconv.ParseInt(m[1], 10, 64)
+			agg, err := b.LoadJob(ctx, job)
+			if errors.Is(err, ErrNoJob) {
+				return storePolicy{}, fmt.Errorf("%w: worker %s may not store %s: there is no job %d", ErrRefused, from, req.Name, job)
+			}
+			if err != nil {
+				return storePolicy{}, err
+			}
+			if agg.Worker == nil || Token(agg.Worker.Host) != from.Host {
+				return storePolicy{}, fmt.Errorf("%w: worker %s may not store %s: job %d is not assigned to it", ErrRefused, from, req.Name, job)
+			}
+			return storePolicy{replace: true}, nil
+		}
+	}
+	return storePolicy{}, fmt.Errorf("%w: worker %s may not store %q in %s", ErrRefused, from, req.Name, req.Bucket)
+}
+
+// storeBlob decides a worker's request to store staged chunks. The
+// staged chunks are removed whatever the decision: a worker that is told
+// to try again stages them again.
+func (b *Bus) storeBlob(ctx context.Context, from ReportSender, data []byte) error {
+	var req storeRequest
+	if err := json.Unmarshal(data, &req); err != nil {
+		return fmt.Errorf("%w: unreadable store request: %v", ErrRefused, err)
+	}
+	if !nuidRe.MatchString(req.NUID) {
+		return fmt.Errorf("%w: store request with chunks under %q", ErrRefused, req.NUID)
+	}
+	staged := chunkSubject(from.Host, req.NUID)
+	err := b.commitBlob(ctx, from, req, staged)
+	if s, serr := b.JS.Stream(ctx, StreamChunks); serr == nil {
+		if perr := s.Purge(ctx, jetstream.WithPurgeSubject(staged)); perr != nil {
+			b.log.Warn("staged chunks not removed", "worker", from.String(), "subject", staged, "err", perr)
+		}
+	}
+	return err
+}
+
+// storedObject is an object's metadata message: the object (nil if there
+// is none or it was deleted) and the message's sequence, 0 for none.
+func (b *Bus) storedObject(ctx context.Context, objects jetstream.Stream, bucket, name string) (*jetstream.ObjectInfo, uint64, error) {
+	raw, err := objects.GetLastMsgForSubject(ctx, metaSubject(bucket, name))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, 0, nil
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("look up %s/%s: %w", bucket, name, err)
+	}
+	var info jetstream.ObjectInfo
+	if err := json.Unmarshal(raw.Data, &info); err != nil {
+		return nil, 0, fmt.Errorf("look up %s/%s: %w", bucket, name, err)
+	}
+	if info.Deleted {
+		return nil, raw.Sequence, nil
+	}
+	return &info, raw.Sequence, nil
+}
+
+func metaSubject(bucket, name string) string {
+	return "$O." + bucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name))
+}
+
+func objChunks(bucket, id string) string { return "$O." + bucket + ".C." + id }
+
+// commitBlob copies the staged chunks into the bucket under a new id and
+// points the name at them, if the policy allows.
+func (b *Bus) commitBlob(ctx context.Context, from ReportSender, req storeRequest, staged string) error {
+	pol, err := b.policy(ctx, from, req)
+	if err != nil {
+		return err
+	}
+	objects, err := b.JS.Stream(ctx, objStream(req.Bucket))
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", objStream(req.Bucket), err)
+	}
+	old, oldSeq, err := b.storedObject(ctx, objects, req.Bucket, req.Name)
+	if err != nil {
+		return err
+	}
+	if old != nil && (!pol.replace || old.Size == req.Size && old.Digest == req.Digest) {
+		// The first copy stays; or this is a request sent again.
+		return nil
+	}
+
+	// A needle's two files together hash to its name: hash the other
+	// half, if stored, in its place around this one.
+	var pair hash.Hash
+	var before, after []byte
+	if pol.needle != "" {
+		jsonKey, pngKey := NeedleBlobKeys(pol.needle)
+		other, first := pngKey, true
+		if req.Name == pngKey {
+			other, first = jsonKey, false
+		}
+		o, _, err := b.storedObject(ctx, objects, req.Bucket, other)
+		if err != nil {
+			return err
+		}
+		if o != nil {
+			half, err := b.GetBlob(ctx, req.Bucket, other)
+			if err != nil {
+				return err
+			}
+			pair = sha256.New()
+			if first {
+				after = half
+			} else {
+				before = half
+			}
+		}
+	}
+	if pair != nil {
+		pair.Write(before)
+	}
+
+	id := nuid.Next()
+	size, n, sum, err := b.copyChunks(ctx, staged, objChunks(req.Bucket, id), req.Chunks, pair)
+	dropCopy := func() {
+		if perr := objects.Purge(ctx, jetstream.WithPurgeSubject(objChunks(req.Bucket, id))); perr != nil {
+			b.log.Warn("copied chunks not removed", "bucket", req.Bucket, "nuid", id, "err", perr)
+		}
+	}
+	if errors.Is(err, errNotStaged) {
+		dropCopy()
+		// Another server may have stored them for the same request sent
+		// again, and removed them.
+		if now, _, lerr := b.storedObject(ctx, objects, req.Bucket, req.Name); lerr == nil && now != nil && now.Size == req.Size && now.Digest == req.Digest {
+			return nil
+		}
+		return fmt.Errorf("%w: %s/%s from worker %s: %v", ErrRefused, req.Bucket, req.Name, from, err)
+	}
+	if err != nil {
+		dropCopy()
+		return err
+	}
+	digest := objDigest(sum)
+	why := ""
+	switch {
+	case size != req.Size || n != req.Chunks || digest != req.Digest:
+		why = fmt.Sprintf("staged %d bytes in %d chunks with digest %s, not %d in %d with %s", size, n, digest, req.Size, req.Chunks, req.Digest)
+	case pol.sha256 != "" && hex.EncodeToString(sum) != pol.sha256:
+		why = fmt.Sprintf("the content hashes to %x, not to its name", sum)
+	case pair != nil:
+		pair.Write(after)
+		if got := hex.EncodeToString(pair.Sum(nil)); got != pol.needle {
+			why = fmt.Sprintf("with the needle's other file it hashes to %s, not to its name", got)
+		}
+	}
+	if why != "" {
+		dropCopy()
+		return fmt.Errorf("%w: %s/%s from worker %s: %s", ErrRefused, req.Bucket, req.Name, from, why)
+	}
+
+	info := jetstream.ObjectInfo{
+		ObjectMeta: jetstream.ObjectMeta{Name: req.Name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: chunkSize}},
+		Bucket:     req.Bucket, NUID: id, Size: size, Chunks: n, Digest: digest,
+	}
+	meta := nats.NewMsg(metaSubject(req.Bucket, req.Name))
+	meta.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
+	meta.Data, _ = json.Marshal(info)
+	// Only over what was read above: two stores of one name at once do
+	// not both win.
+	if _, err := b.JS.PublishMsg(ctx, meta, jetstream.WithExpectLastSequencePerSubject(oldSeq)); err != nil {
+		dropCopy()
+		return fmt.Errorf("store %s/%s: %w", req.Bucket, req.Name, err)
+	}
+	if old != nil {
+		if err := objects.Purge(ctx, jetstream.WithPurgeSubject(objChunks(req.Bucket, old.NUID))); err != nil {
+			b.log.Warn("replaced chunks not removed", "bucket", req.Bucket, "name", req.Name, "err", err)
+		}
+	}
+	return nil
+}
+
+// copyChunks copies the want chunks staged on staged to dst, one at a
+// time, and returns their size, count and SHA-256; pair, if set, hashes
+// them too. errNotStaged: there are not exactly want chunks.
+func (b *Bus) copyChunks(ctx context.Context, staged, dst string, want uint32, pair hash.Hash) (uint64, uint32, []byte, error) {
+	sum := sha256.New()
+	var size uint64
+	var n uint32
+	if want == 0 {
+		return 0, 0, sum.Sum(nil), nil
+	}
+	cons, err := b.JS.OrderedConsumer(ctx, StreamChunks, jetstream.OrderedConsumerConfig{FilterSubjects: []string{staged}})
+	if err != nil {
+		return 0, 0, nil, fmt.Errorf("read %s: %w", staged, err)
+	}
+	for n < want {
+		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+			return 0, 0, nil, fmt.Errorf("%w: %d of %d", errNotStaged, n, want)
+		}
+		if err != nil {
+			return 0, 0, nil, fmt.Errorf("read %s: %w", staged, err)
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		if n == 0 && meta.NumPending+1 != uint64(want) {
+			return 0, 0, nil, fmt.Errorf("%w: %d staged, %d announced", errNotStaged, meta.NumPending+1, want)
+		}
+		data := msg.Data()
+		if len(data) > chunkSize {
+			return 0, 0, nil, fmt.Errorf("%w: a chunk of %d bytes", errNotStaged, len(data))
+		}
+		sum.Write(data)
+		if pair != nil {
+			pair.Write(data)
+		}
+		if _, err := b.JS.PublishMsg(ctx, &nats.Msg{Subject: dst, Data: data}); err != nil {
+			return 0, 0, nil, fmt.Errorf("copy %s: %w", staged, err)
+		}
+		size += uint64(len(data))
+		n++
+	}
+	return size, n, sum.Sum(nil), nil
+}
+
+// objDigest is a SHA-256 as nats.go writes it in an object's metadata.
+func objDigest(sum []byte) string { return "SHA-256=" + base64.URLEncoding.EncodeToString(sum) }
