@@ -301,11 +301,16 @@ func (b *Bus) commitBlob(ctx context.Context, from ReportSender, req storeReques
 			b.log.Warn("copied chunks not removed", "bucket", req.Bucket, "nuid", id, "err", perr)
 		}
 	}
+	// The same request sent again while this one was at work may have
+	// been decided meanwhile: its staged chunks are gone, or the name has
+	// moved on.
+	storedMeanwhile := func() bool {
+		now, _, err := b.storedObject(ctx, objects, req.Bucket, req.Name)
+		return err == nil && now != nil && now.Size == req.Size && now.Digest == req.Digest
+	}
 	if errors.Is(err, errNotStaged) {
 		dropCopy()
-		// Another server may have stored them for the same request sent
-		// again, and removed them.
-		if now, _, lerr := b.storedObject(ctx, objects, req.Bucket, req.Name); lerr == nil && now != nil && now.Size == req.Size && now.Digest == req.Digest {
+		if storedMeanwhile() {
 			return nil
 		}
 		return fmt.Errorf("%w: %s/%s from worker %s: %v", ErrRefused, req.Bucket, req.Name, from, err)
@@ -343,6 +348,9 @@ func (b *Bus) commitBlob(ctx context.Context, from ReportSender, req storeReques
 	// not both win.
 	if _, err := b.JS.PublishMsg(ctx, meta, jetstream.WithExpectLastSequencePerSubject(oldSeq)); err != nil {
 		dropCopy()
+		if storedMeanwhile() {
+			return nil
+		}
 		return fmt.Errorf("store %s/%s: %w", req.Bucket, req.Name, err)
 	}
 	if old != nil {
