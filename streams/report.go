@@ -210,9 +210,6 @@ func (b *Bus) ServeReports(ctx context.Context, cfg AuthorityConfig) error {
 	}
 	msgs := make(chan *nats.Msg, 1024)
 	var subs []*nats.Subscription
-	if err := b.setupChunks(ctx); err != nil {
-		return err
-	}
 	for _, subj := range []string{SubjectReports, SubjectSetups, SubjectStores} {
 		sub, err := b.NC.ChanQueueSubscribe(subj, "jetqa-authority", msgs)
 		if err != nil {

@@ -68,25 +68,6 @@ type storeRequest struct {
 	Digest string `json:"digest"`
 }
 
-// setupChunks makes the stream workers stage chunks in. It takes no
-// rollups and no deletes: a worker publishing there only ever adds.
-func (b *Bus) setupChunks(ctx context.Context) error {
-	_, err := b.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        StreamChunks,
-		Description: "blob chunks workers staged for the server to store",
-		Subjects:    []string{subjectChunk + ".>"},
-		Storage:     jetstream.FileStorage,
-		MaxAge:      time.Hour,
-		Replicas:    b.replicasOf(ctx, StreamJobs, 1),
-		AllowRollup: false,
-		DenyDelete:  true,
-	})
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", StreamChunks, err)
-	}
-	return nil
-}
-
 // stageBlob is PutBlob on a worker's bus: it stages r chunk by chunk,
 // hashing as it goes, and asks the server to store it.
 func (b *Bus) stageBlob(ctx context.Context, bucket, key string, r io.Reader) error {

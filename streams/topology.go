@@ -204,6 +204,16 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 			AllowDirect:       true,
 		},
 		{
+			// No rollups and no deletes: a worker publishing here only
+			// ever adds; the server purges what it stored or refused.
+			Name:        StreamChunks,
+			Description: "blob chunks workers staged for the server to store",
+			Subjects:    []string{subjectChunk + ".>"},
+			Storage:     jetstream.FileStorage,
+			MaxAge:      time.Hour,
+			DenyDelete:  true,
+		},
+		{
 			Name:        StreamDead,
 			Description: "messages a stage gave up on, kept for inspection",
 			Subjects:    []string{subjectDead + ".>"},
