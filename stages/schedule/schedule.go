@@ -67,6 +67,12 @@ type Scheduler struct {
 	jobs    map[int64]*job
 	workers map[schemas.WorkerRef]*worker
 	leader  bool
+	// How far the worker stream has been read: the newest event time seen
+	// on it, and whether events were still waiting after the last one.
+	// Liveness is judged at that time, not now, while the scheduler is
+	// behind: a worker whose heartbeat waits unread is not silent.
+	workersSeen   time.Time
+	workersBehind bool
 }
 
 type job struct {
@@ -95,7 +101,8 @@ type update struct {
 	ev       schemas.Event
 	p        schemas.Payload
 	stream   string
-	caughtUp bool // this stream has no older events left to replay
+	caughtUp bool   // this stream has no older events left to replay
+	pending  uint64 // events of the stream left after this one
 }
 
 // Run replays the job and worker streams to rebuild its state, then acts
@@ -124,7 +131,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		go func() {
 			errs <- s.bus.Watch(ctx, streams.WatchConfig{Stream: w.stream, Filters: w.filters}, func(ev schemas.Event, p schemas.Payload, d streams.Delivery) error {
 				select {
-				case updates <- update{ev: ev, p: p, stream: w.stream, caughtUp: d.Sequence >= last || d.Pending == 0}:
+				case updates <- update{ev: ev, p: p, stream: w.stream, caughtUp: d.Sequence >= last || d.Pending == 0, pending: d.Pending}:
 					return nil
 				case <-ctx.Done():
 					return ctx.Err()
@@ -151,11 +158,17 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("scheduler: %w", err)
 		case u := <-updates:
-			if s.apply(u.ev, u.p) {
-				pending = true
-			}
-			if u.caughtUp {
-				replaying[u.stream] = false
+			// Everything that has arrived, before acting: assigning takes a
+			// round trip per job, and heartbeats must not wait behind it.
+			for more := true; more; {
+				if s.take(u, replaying) {
+					pending = true
+				}
+				select {
+				case u = <-updates:
+				default:
+					more = false
+				}
 			}
 		case <-tick.C:
 			pending = true
@@ -178,6 +191,19 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// take folds one update into the state and says whether it may change
+// which jobs can be assigned.
+func (s *Scheduler) take(u update, replaying map[string]bool) bool {
+	if u.caughtUp {
+		replaying[u.stream] = false
+	}
+	if u.stream == streams.StreamWorkers {
+		s.workersSeen = later(s.workersSeen, u.ev.Time)
+		s.workersBehind = u.pending > 0
+	}
+	return s.apply(u.ev, u.p)
 }
 
 // holdLease takes or renews the scheduler lease; only its holder acts.
@@ -332,6 +358,9 @@ func covers(worker, job []string) bool {
 // the job each had.
 func (s *Scheduler) checkLiveness(ctx context.Context) {
 	now := time.Now()
+	if s.workersBehind {
+		now = s.workersSeen
+	}
 	for _, w := range s.workers {
 		if !w.online || now.Sub(w.lastSeen) <= s.cfg.WorkerTimeout {
 			continue
