@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -84,22 +82,16 @@ func (b *Bus) FollowJob(ctx context.Context, job int64, after uint64, fn func(ev
 	}
 }
 
-// OnJobEvent calls fn with the job of every event with the given token
-// ("finished", …) published from now on, until ctx ends. It is a live
+// OnJobEvent calls fn when an event of job with the given token
+// ("finished", …) is published from now on, until ctx ends. It is a live
 // signal only: an event published while the connection is down is not
-// seen, so fn's caller must also look for itself now and then.
-func (b *Bus) OnJobEvent(ctx context.Context, token string, fn func(job int64)) error {
-	sub, err := b.NC.Subscribe(JobEvents(token), func(m *nats.Msg) {
-		parts := strings.Split(m.Subject, ".")
-		if len(parts) < 3 {
-			return
-		}
-		if job, err := strconv.ParseInt(parts[2], 10, 64); err == nil {
-			fn(job)
-		}
-	})
+// seen, so fn's caller must also look for itself now and then. One job's
+// subject, not every job's: a fleet of hosts each following every job's end
+// would be sent hosts × jobs messages.
+func (b *Bus) OnJobEvent(ctx context.Context, job int64, token string, fn func()) error {
+	sub, err := b.NC.Subscribe(JobSubject(job)+"."+token, func(*nats.Msg) { fn() })
 	if err != nil {
-		return fmt.Errorf("follow %s events: %w", token, err)
+		return fmt.Errorf("follow job %d's %s events: %w", job, token, err)
 	}
 	<-ctx.Done()
 	_ = sub.Unsubscribe()

@@ -36,7 +36,7 @@ func (s *Stage) fetchAsset(ctx context.Context, job int64, worker schemas.Worker
 		}
 		return a, jobError("asset %s=%s: %v", setting, source, err)
 	}
-	s.hold(job, e)
+	s.hold(ctx, job, e)
 	dst := filepath.Join(assetsDir, setting+"-"+filepath.Base(strings.TrimSuffix(src.String(), "/")))
 	place := e.LinkTo
 	if setting == "UEFI_PFLASH_VARS" {
@@ -205,20 +205,35 @@ func (s *Stage) reporter(ctx context.Context, job int64, worker schemas.WorkerRe
 	}
 }
 
-// hold keeps a job's cache entries in use until the job finishes.
-func (s *Stage) hold(job int64, e *cache.Entry) {
+// hold keeps a job's cache entries in use until the job finishes: the
+// first entry a job holds starts the wait for its end.
+func (s *Stage) hold(ctx context.Context, job int64, e *cache.Entry) {
 	s.heldMu.Lock()
-	s.held[job] = append(s.held[job], e)
-	s.heldMu.Unlock()
+	defer s.heldMu.Unlock()
+	if h := s.held[job]; h != nil {
+		h.entries = append(h.entries, e)
+		return
+	}
+	ctx, stop := context.WithCancel(ctx)
+	s.held[job] = &heldJob{entries: []*cache.Entry{e}, stop: stop}
+	go func() {
+		if err := s.bus.OnJobEvent(ctx, job, "finished", func() { s.release(job) }); err != nil {
+			s.log.Warn("following the end of a job; the sweep releases its assets", "job", job, "err", err)
+		}
+	}()
 }
 
 // release lets the cache evict a finished job's assets again.
 func (s *Stage) release(job int64) {
 	s.heldMu.Lock()
-	entries := s.held[job]
+	h := s.held[job]
 	delete(s.held, job)
 	s.heldMu.Unlock()
-	for _, e := range entries {
+	if h == nil {
+		return
+	}
+	h.stop()
+	for _, e := range h.entries {
 		e.Release()
 	}
 }

@@ -76,7 +76,7 @@ func (c Config) validate() error {
 type Bus interface {
 	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
 	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
-	OnJobEvent(ctx context.Context, token string, fn func(job int64)) error
+	OnJobEvent(ctx context.Context, job int64, token string, fn func()) error
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
 	LookupAsset(ctx context.Context, name string) (*schemas.AssetRegistered, error)
 	OpenBlobAt(ctx context.Context, bucket, key string, offset int64) (io.ReadCloser, int64, error)
@@ -91,7 +91,13 @@ type Stage struct {
 	cache   *cache.Cache
 
 	heldMu sync.Mutex
-	held   map[int64][]*cache.Entry // cache entries in use, by job
+	held   map[int64]*heldJob // cache entries in use, by job
+}
+
+// heldJob is what a job holds of the cache until it ends.
+type heldJob struct {
+	entries []*cache.Entry
+	stop    context.CancelFunc // of the wait for its end
 }
 
 // New returns the fetch stage of one worker host.
@@ -113,7 +119,7 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Stage, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fetch: %w", err)
 	}
-	return &Stage{cfg: cfg, bus: bus, log: log, mirrors: mirrors, cache: c, held: map[int64][]*cache.Entry{}}, nil
+	return &Stage{cfg: cfg, bus: bus, log: log, mirrors: mirrors, cache: c, held: map[int64]*heldJob{}}, nil
 }
 
 // Run consumes the host's assignments until ctx ends.
@@ -167,15 +173,10 @@ func (s *Stage) prefetch(ctx context.Context, _ schemas.Event, p schemas.Payload
 }
 
 // releaseFinished gives the cache entries of finished jobs back to the
-// cache's eviction: at once when the job's end is seen, and on a sweep of
-// the jobs still holding entries for an end that happened while the
-// connection was down.
+// cache's eviction: at once when the job's end is seen (hold), and on a
+// sweep of the jobs still holding entries for an end that happened while
+// the connection was down.
 func (s *Stage) releaseFinished(ctx context.Context) {
-	go func() {
-		if err := s.bus.OnJobEvent(ctx, "finished", s.release); err != nil && ctx.Err() == nil {
-			s.log.Error("following finished jobs", "err", err)
-		}
-	}()
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
 	for {

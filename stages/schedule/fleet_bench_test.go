@@ -506,8 +506,8 @@ func (h *simHost) start(ctx context.Context, f *fleet, offset time.Duration) {
 		}
 	}
 	name := h.ref.Host
-	// fetch: the host's assignments, its prefetch requests, and the end of
-	// every job (to release cache entries).
+	// fetch: the host's assignments and its prefetch requests; the end of
+	// each job it set up is followed by setUp (to release cache entries).
 	run(func(ctx context.Context) error {
 		return h.fetch.Consume(ctx, streams.ConsumerConfig{
 			Stream: streams.StreamJobs, Durable: streams.FetchDurable(name), Filters: []string{streams.AssignedTo(name)},
@@ -519,7 +519,6 @@ func (h *simHost) start(ctx context.Context, f *fleet, offset time.Duration) {
 			AckWait: time.Minute,
 		}, func(context.Context, schemas.Event, schemas.Payload, streams.Delivery) error { return nil })
 	})
-	run(func(ctx context.Context) error { return h.fetch.OnJobEvent(ctx, "finished", func(int64) {}) })
 	// upload: the host's finished test runs.
 	run(func(ctx context.Context) error {
 		return h.upload.Consume(ctx, streams.ConsumerConfig{
@@ -595,6 +594,9 @@ func (h *simHost) setUp(ctx context.Context, ev schemas.Event, p schemas.Payload
 	if err != nil || !mine {
 		return err
 	}
+	// As the fetch stage holds the job's cache entries until its end.
+	held, release := context.WithCancel(ctx)
+	go func() { _ = h.fetch.OnJobEvent(held, ev.Job, "finished", release) }()
 	_, err = h.fetch.Append(ctx, ev.Job, schemas.JobReady{Worker: a.Worker, Settings: agg.Settings, Assets: map[string]string{}})
 	return ignoreMovedOn(err)
 }
