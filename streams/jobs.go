@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -255,6 +256,34 @@ func (b *Bus) LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, er
 		return nil, fmt.Errorf("job %d: %w", job, ErrNoJob)
 	}
 	return agg, nil
+}
+
+// LoadJobAt is LoadJob for a handler of the event stored at seq: the job
+// as of that event at least. A consumer may deliver an event from a
+// replica that stored it before the stream's leader (which LoadJob reads)
+// has applied it; read that way, an assignment looks absent and its job
+// would be skipped for good. It reads again for a while, then fails, and
+// the handler's message is delivered again.
+func (b *Bus) LoadJobAt(ctx context.Context, job int64, seq uint64) (*schemas.JobAggregate, error) {
+	wait := 10 * time.Millisecond
+	for {
+		agg, err := b.LoadJob(ctx, job)
+		if err != nil && !errors.Is(err, ErrNoJob) {
+			return nil, err
+		}
+		if err == nil && agg.Seq >= seq {
+			return agg, nil
+		}
+		if wait > 2*time.Second {
+			return nil, fmt.Errorf("job %d: the stream's leader has not applied event %d yet", job, seq)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 }
 
 // ErrNoJob is returned for a job id that has no events.

@@ -89,6 +89,7 @@ type Bus interface {
 	FollowJob(ctx context.Context, job int64, after uint64, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
 	LastSequence(ctx context.Context, stream string) (uint64, error)
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
+	LoadJobAt(ctx context.Context, job int64, seq uint64) (*schemas.JobAggregate, error)
 	PutBlob(ctx context.Context, bucket, key string, r io.Reader) error
 	HasBlob(ctx context.Context, bucket, key string) (bool, error)
 }
@@ -159,7 +160,7 @@ func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload,
 		return nil
 	}
 	log := s.log.With("job", ev.Job)
-	agg, err := s.bus.LoadJob(ctx, ev.Job)
+	agg, err := s.bus.LoadJobAt(ctx, ev.Job, d.Sequence)
 	if err != nil {
 		return err
 	}

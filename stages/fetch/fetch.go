@@ -78,6 +78,7 @@ type Bus interface {
 	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
 	OnJobEvent(ctx context.Context, job int64, token string, fn func()) error
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
+	LoadJobAt(ctx context.Context, job int64, seq uint64) (*schemas.JobAggregate, error)
 	LookupAsset(ctx context.Context, name string) (*schemas.AssetRegistered, error)
 	OpenBlobAt(ctx context.Context, bucket, key string, offset int64) (io.ReadCloser, int64, error)
 }
@@ -205,14 +206,14 @@ func (e errJob) Unwrap() error { return e.err }
 
 func jobError(format string, args ...any) error { return errJob{fmt.Errorf(format, args...)} }
 
-func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload, d streams.Delivery) error {
 	assigned, ok := p.(*schemas.JobAssigned)
 	if !ok {
 		return nil
 	}
 	job, worker := ev.Job, assigned.Worker
 	log := s.log.With("job", job, "worker", worker.String())
-	agg, err := s.bus.LoadJob(ctx, job)
+	agg, err := s.bus.LoadJobAt(ctx, job, d.Sequence)
 	if err != nil {
 		return err
 	}
