@@ -29,7 +29,7 @@ func (b *Bus) objectStore(ctx context.Context, bucket string) (jetstream.ObjectS
 // chunks and the server stores them, if the worker may store that key.
 func (b *Bus) PutBlob(ctx context.Context, bucket, key string, r io.Reader) error {
 	if b.worker != nil {
-		return b.stageBlob(ctx, bucket, key, r)
+		return b.stageBlobRetrying(ctx, bucket, key, r)
 	}
 	store, err := b.objectStore(ctx, bucket)
 	if err != nil {
@@ -39,6 +39,38 @@ func (b *Bus) PutBlob(ctx context.Context, bucket, key string, r io.Reader) erro
 		return fmt.Errorf("store %s/%s: %w", bucket, key, err)
 	}
 	return nil
+}
+
+// stageBlobRetrying is stageBlob, tried again from the start while it
+// fails for another reason than a refusal, if r can be read again (the
+// stages hand bytes): a stream leader lost with its node answers neither
+// the chunks nor the server's read of them until another is elected.
+func (b *Bus) stageBlobRetrying(ctx context.Context, bucket, key string, r io.Reader) error {
+	seeker, again := r.(io.Seeker)
+	var start int64
+	if again {
+		var err error
+		if start, err = seeker.Seek(0, io.SeekCurrent); err != nil {
+			again = false
+		}
+	}
+	wait := time.Second
+	for try := 1; ; try++ {
+		err := b.stageBlob(ctx, bucket, key, r)
+		if err == nil || !again || errors.Is(err, ErrRefused) || ctx.Err() != nil || try == 5 {
+			return err
+		}
+		b.log.Warn("storing a blob failed, trying again", "bucket", bucket, "key", key, "try", try, "err", err)
+		if _, serr := seeker.Seek(start, io.SeekStart); serr != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait *= 2
+	}
 }
 
 // HasBlob says whether the bucket holds key.

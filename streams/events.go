@@ -170,6 +170,9 @@ type ConsumerConfig struct {
 	// ResumeAt is the stream sequence a consumer created again, after its
 	// node was lost, starts at; 0 starts at the beginning.
 	ResumeAt uint64
+	// Unanswered: the worker asks again for a consumer that has stopped
+	// answering it.
+	Unanswered bool
 }
 
 // Consume runs a durable pull consumer, one message at a time, until ctx
@@ -191,10 +194,11 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 			}
 			return err
 		}
+		cfg.Unanswered = false
 		err = b.each(ctx, cons, "consumer "+cfg.Durable, func(msg jetstream.Msg) error {
 			done.note(b.handle(ctx, cfg, msg, h))
 			return nil
-		}, b.consumerLost(cons), jetstream.PullMaxMessages(1), jetstream.PullExpiry(b.pullExpiry()))
+		}, b.consumerLost(cons, &cfg), jetstream.PullMaxMessages(1), jetstream.PullExpiry(b.pullExpiry()))
 		if errors.Is(err, context.Canceled) {
 			return nil
 		}
@@ -218,13 +222,19 @@ func (b *Bus) pullExpiry() time.Duration {
 	return 5 * time.Second
 }
 
-// errConsumerLost ends a worker's consumer whose only replica is offline.
+// errConsumerLost ends a worker's consumer whose only replica is offline,
+// or has not answered for a while.
 var errConsumerLost = errors.New("consumer offline")
 
 // consumerLost is asked about each error of a consumer's messages: for a
 // worker's consumer missing its heartbeats, is it offline (its node gone)
-// or deleted? Then it ends with errConsumerLost.
-func (b *Bus) consumerLost(cons jetstream.Consumer) func(error) error {
+// or deleted? Then it ends with errConsumerLost. A node killed, not shut
+// down, counts as offline only minutes later (nats-server marks a silent
+// server gone after 150 s): a consumer that has not answered twice in a
+// row, with the connection up, is reported lost too, and the server
+// checks for itself before making it again.
+func (b *Bus) consumerLost(cons jetstream.Consumer, cfg *ConsumerConfig) func(error) error {
+	silent := 0
 	return func(err error) error {
 		if b.worker == nil || !errors.Is(err, jetstream.ErrNoHeartbeat) && !errors.Is(err, jetstream.ErrConsumerDeleted) {
 			return nil
@@ -232,8 +242,18 @@ func (b *Bus) consumerLost(cons jetstream.Consumer) func(error) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_, err = cons.Info(ctx)
-		if isConsumerOffline(err) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+		switch {
+		case isConsumerOffline(err) || errors.Is(err, jetstream.ErrConsumerNotFound):
 			return errConsumerLost
+		case err == nil:
+			silent = 0
+		case b.NC.IsConnected():
+			silent++
+			b.log.Warn("consumer does not answer", "durable", cfg.Durable, "times", silent, "err", err)
+			if silent >= 2 {
+				cfg.Unanswered = true
+				return errConsumerLost
+			}
 		}
 		return nil
 	}

@@ -315,6 +315,16 @@ func (b *Bus) decideReport(ctx context.Context, cfg AuthorityConfig, from Report
 	})
 }
 
+// streamAnswers says whether a stream's leader answers.
+func (b *Bus) streamAnswers(ctx context.Context, stream string) bool {
+	s, err := b.JS.Stream(ctx, stream)
+	if err != nil {
+		return false
+	}
+	_, err = s.Info(ctx)
+	return err == nil
+}
+
 // createWorkerConsumer creates the durable consumer a worker asked for if
 // it is one of that worker's own (WorkerConsumer): its stream and filters
 // come from the sender's identity, never from the request.
@@ -332,12 +342,18 @@ func (b *Bus) createWorkerConsumer(ctx context.Context, from ReportSender, data 
 	want.MaxDeliver = min(max(req.MaxDeliver, 1), 10)
 	want.MaxAckPending = min(max(req.MaxAckPending, 1), 64)
 	_, err := b.JS.Consumer(ctx, want.Stream, want.Durable)
+	if err != nil && req.Unanswered && !isConsumerOffline(err) && !errors.Is(err, jetstream.ErrConsumerNotFound) && b.streamAnswers(ctx, want.Stream) {
+		// Its node was killed and is not yet known to be gone: the stream
+		// answers (a live majority), its consumer does not, neither to the
+		// worker nor here.
+		err = errConsumerLost
+	}
 	switch {
 	case err == nil:
 		// It exists: the worker's tuning may have changed, its start not.
 		_, err = b.createConsumer(ctx, want)
 		return err
-	case isConsumerOffline(err):
+	case isConsumerOffline(err) || errors.Is(err, errConsumerLost):
 		// Its one replica is on a node that is gone: delete it (the meta
 		// leader can) and make it again where the worker got to. What it
 		// had delivered and not had acknowledged comes again; the stages

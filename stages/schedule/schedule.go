@@ -187,7 +187,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		if s.leader && pending {
 			pending = false
 			if err := s.assign(ctx); err != nil {
-				return err
+				if ctx.Err() != nil {
+					return nil
+				}
+				// A stream leader lost with its node answers nobody until
+				// another is elected: try again at the next tick, do not
+				// take the server down.
+				s.log.Warn("assigning jobs failed; trying again", "err", err)
 			}
 		}
 	}
