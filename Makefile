@@ -44,12 +44,14 @@ test-deps:
 test: test-deps testos vet
 	@bash deploy/check-units.sh
 	$(GO) test $(TESTFLAGS) ./...
+	JETQA_CLUSTER_TEST=1 $(GO) test -count=1 -timeout 20m -run TestClusterLosesTheWorkersNode ./cmd/jetqa
 	$(GO) test -tags matprofile -count=1 -run TestNoMatLeaks ./stages/match/needle/
 
 # test-deps: the needle benchmark compares with os-autoinst.
 bench: test-deps testos
 	$(GO) test -run '^$$' -bench . -benchtime 20000x ./streams
-	$(GO) test -run '^$$' -bench . -benchtime 10000x ./stages/schedule
+	$(GO) test -run '^$$' -bench . -skip Fleet -benchtime 10000x ./stages/schedule
+	JETQA_FLEET_WORKERS=1000 $(GO) test -run '^$$' -bench Fleet -benchtime 20000x -timeout 60m ./stages/schedule
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./stages/api
 	$(GO) test -run '^$$' -bench . -skip AgainstTinycv -benchtime 20x ./stages/match/needle
 	$(GO) test -run '^$$' -bench AgainstTinycv -benchtime 1x ./stages/match/needle
