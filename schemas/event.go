@@ -54,6 +54,8 @@ var payloads = []func() Payload{
 	func() Payload { return &AssetPrefetched{} },
 	func() Payload { return &MatchRequested{} },
 	func() Payload { return &MatchResolved{} },
+	func() Payload { return &APIKeyCreated{} },
+	func() Payload { return &APIKeyRevoked{} },
 }
 
 var registry = sync.OnceValue(func() map[string]func() Payload {

@@ -141,6 +141,14 @@ func subject(job int64, p schemas.Payload) (string, error) {
 		return MatchRequestFor(p.ReplyTo), nil
 	case schemas.MatchRequested:
 		return MatchRequestFor(p.ReplyTo), nil
+	case *schemas.APIKeyCreated:
+		return apiKeySubject(p.Key), nil
+	case schemas.APIKeyCreated:
+		return apiKeySubject(p.Key), nil
+	case *schemas.APIKeyRevoked:
+		return apiKeySubject(p.Key), nil
+	case schemas.APIKeyRevoked:
+		return apiKeySubject(p.Key), nil
 	case *schemas.AssetRegistered:
 		return AssetSubject(p.Name), nil
 	case schemas.AssetRegistered:
@@ -204,6 +212,14 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 			AllowDirect:       true,
 		},
 		{
+			// Readable by the server's own connections only: it holds the
+			// keys' secrets (docs/security.md).
+			Name:        StreamAPIKeys,
+			Description: "API keys created and revoked",
+			Subjects:    []string{subjectAPIKeys + ".>"},
+			Storage:     jetstream.FileStorage,
+		},
+		{
 			// No rollups and no deletes: a worker publishing here only
 			// ever adds; the server purges what it stored or refused.
 			Name:        StreamChunks,
@@ -232,6 +248,7 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 		{Bucket: BucketLeases, Description: "which process is the active one", Storage: jetstream.FileStorage, History: 1, TTL: LeaseTTL},
 		{Bucket: BucketJobViews, Description: "the API's read model, derived from the job stream", Storage: jetstream.FileStorage, History: 1},
 		{Bucket: BucketCredentials, Description: "credentials issued to workers and matchers", Storage: jetstream.FileStorage, History: 1},
+		{Bucket: BucketNonces, Description: "nonces of signed API requests, kept as long as a signature is valid", Storage: jetstream.FileStorage, History: 1, TTL: NonceTTL},
 	} {
 		kv.Replicas = b.replicasOf(ctx, "KV_"+kv.Bucket, replicas)
 		if _, err := b.JS.CreateOrUpdateKeyValue(ctx, kv); err != nil {

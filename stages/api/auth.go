@@ -1,0 +1,256 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"jetqa/streams"
+)
+
+// Two ways to sign a request, checked by one middleware (Keys.Check):
+//
+//   - openQA's, for openqa-cli and openqa_client: X-API-Key,
+//     X-API-Microtime (seconds, integer or decimal) and X-API-Hash, the
+//     hex HMAC-SHA1 with the secret of the path, the query in openQA's
+//     canonical form and the microtime, within ±5 minutes. A captured
+//     request can be sent again within that time, as with openQA.
+//   - jetqa's: X-Jetqa-Key, X-Jetqa-Time (Unix seconds), X-Jetqa-Nonce
+//     and X-Jetqa-Signature, the hex HMAC-SHA256 with the secret of
+//     (method, path, canonical query, SHA-256 of the body, time, nonce),
+//     one per line. A nonce is taken once: a replay is refused.
+
+// SignatureWindow is how far a signature's time may be from the server's.
+const SignatureWindow = 5 * time.Minute
+
+// maxSignedBody bounds the body read to hash it.
+const maxSignedBody = 16 << 20
+
+// ErrNotAuthorized is a request that is not signed by a valid key.
+var ErrNotAuthorized = errors.New("not authorized")
+
+// Keys is the API keys a server accepts, kept current from their events.
+type Keys struct {
+	mu    sync.RWMutex
+	keys  map[string]streams.APIKey
+	nonce func(ctx context.Context, key, nonce string) error
+	now   func() time.Time
+}
+
+// NewKeys returns an empty key set; useNonce remembers nonces (Bus.UseNonce).
+func NewKeys(useNonce func(ctx context.Context, key, nonce string) error) *Keys {
+	return &Keys{keys: map[string]streams.APIKey{}, nonce: useNonce, now: time.Now}
+}
+
+// Set records a key as its events leave it.
+func (k *Keys) Set(key streams.APIKey) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.keys[key.Key] = key
+}
+
+func (k *Keys) lookup(key string) (streams.APIKey, bool) {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	v, ok := k.keys[key]
+	return v, ok
+}
+
+// Check says which user signed r, or why it is refused. It may read the
+// body (jetqa's scheme hashes it) and puts it back.
+func (k *Keys) Check(r *http.Request) (string, error) {
+	h := r.Header
+	switch {
+	case h.Get("X-Jetqa-Key") != "":
+		return k.checkJetqa(r)
+	case h.Get("X-API-Key") != "":
+		return k.checkOpenQA(r)
+	}
+	return "", fmt.Errorf("%w: no API key (sign with X-API-Key as openqa-cli does, or X-Jetqa-Key)", ErrNotAuthorized)
+}
+
+func (k *Keys) key(name string) (streams.APIKey, error) {
+	key, ok := k.lookup(name)
+	switch {
+	case !ok:
+		return key, fmt.Errorf("%w: unknown API key %q", ErrNotAuthorized, name)
+	case key.Revoked:
+		return key, fmt.Errorf("%w: API key %q was revoked", ErrNotAuthorized, name)
+	case !key.Valid(k.now()):
+		return key, fmt.Errorf("%w: API key %q expired", ErrNotAuthorized, name)
+	}
+	return key, nil
+}
+
+// inWindow checks a signature's time, seconds since the epoch.
+func (k *Keys) inWindow(stamp string) error {
+	t, err := strconv.ParseFloat(strings.TrimSpace(stamp), 64)
+	if err != nil || math.IsNaN(t) || math.IsInf(t, 0) {
+		return fmt.Errorf("%w: the time %q is not a number of seconds", ErrNotAuthorized, stamp)
+	}
+	now := float64(k.now().UnixNano()) / 1e9
+	if math.Abs(now-t) > SignatureWindow.Seconds() {
+		return fmt.Errorf("%w: timestamp mismatch - check whether the clocks of this host and the server are in sync (server time %.0f, request time %s)", ErrNotAuthorized, now, stamp)
+	}
+	return nil
+}
+
+func (k *Keys) checkOpenQA(r *http.Request) (string, error) {
+	key, err := k.key(r.Header.Get("X-API-Key"))
+	if err != nil {
+		return "", err
+	}
+	stamp := r.Header.Get("X-API-Microtime")
+	if err := k.inWindow(stamp); err != nil {
+		return "", err
+	}
+	want := OpenQASignature(key.Secret, r.URL.EscapedPath(), r.URL.RawQuery, stamp)
+	if !hmac.Equal([]byte(strings.ToLower(r.Header.Get("X-API-Hash"))), []byte(want)) {
+		return "", fmt.Errorf("%w: the signature does not match (wrong secret?)", ErrNotAuthorized)
+	}
+	return key.User, nil
+}
+
+var nonceRe = regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`)
+
+func (k *Keys) checkJetqa(r *http.Request) (string, error) {
+	key, err := k.key(r.Header.Get("X-Jetqa-Key"))
+	if err != nil {
+		return "", err
+	}
+	stamp, nonce := r.Header.Get("X-Jetqa-Time"), r.Header.Get("X-Jetqa-Nonce")
+	if err := k.inWindow(stamp); err != nil {
+		return "", err
+	}
+	if !nonceRe.MatchString(nonce) {
+		return "", fmt.Errorf("%w: X-Jetqa-Nonce must be 16 to 64 letters, digits, - or _", ErrNotAuthorized)
+	}
+	body, err := readBody(r)
+	if err != nil {
+		return "", err
+	}
+	want := JetqaSignature(key.Secret, r.Method, r.URL.EscapedPath(), r.URL.RawQuery, body, stamp, nonce)
+	if !hmac.Equal([]byte(strings.ToLower(r.Header.Get("X-Jetqa-Signature"))), []byte(want)) {
+		return "", fmt.Errorf("%w: the signature does not match (wrong secret?)", ErrNotAuthorized)
+	}
+	// Only a valid signature uses up its nonce: nobody can spend another's.
+	if err := k.nonce(r.Context(), key.Key, nonce); err != nil {
+		if errors.Is(err, streams.ErrNonceUsed) {
+			return "", fmt.Errorf("%w: %v", ErrNotAuthorized, err)
+		}
+		return "", err
+	}
+	return key.User, nil
+}
+
+// readBody reads the request's body and puts it back for the handler.
+func readBody(r *http.Request) ([]byte, error) {
+	if r.Body == nil {
+		return nil, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxSignedBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxSignedBody {
+		return nil, fmt.Errorf("%w: a signed body may be at most %d bytes", ErrNotAuthorized, maxSignedBody)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	return body, nil
+}
+
+// OpenQASignature is openQA's X-API-Hash: HMAC-SHA1 of path, canonical
+// query and microtime, in hex.
+func OpenQASignature(secret, path, rawQuery, microtime string) string {
+	msg := path
+	if q := CanonicalQuery(rawQuery); q != "" {
+		msg += "?" + q
+	}
+	mac := hmac.New(sha1.New, []byte(secret))
+	mac.Write([]byte(msg + microtime))
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+// JetqaSignature is jetqa's X-Jetqa-Signature.
+func JetqaSignature(secret, method, path, rawQuery string, body []byte, stamp, nonce string) string {
+	sum := sha256.Sum256(body)
+	mac := hmac.New(sha256.New, []byte(secret))
+	mac.Write([]byte(strings.Join([]string{strings.ToUpper(method), path, CanonicalQuery(rawQuery), hex.EncodeToString(sum[:]), stamp, nonce}, "\n")))
+	return hex.EncodeToString(mac.Sum(nil))
+}
+
+// CanonicalQuery is a query string as openQA's server (Mojolicious) writes
+// it again before checking a hash: pairs in their order, each name and
+// value decoded, then every byte but A-Z a-z 0-9 * - . _ written as %XX
+// (upper case) and spaces as +. So `~` and `%7E`, ` ` and `%20` and `+`
+// sign the same.
+func CanonicalQuery(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	var out []string
+	for pair := range strings.SplitSeq(raw, "&") {
+		if pair == "" {
+			continue
+		}
+		name, value, _ := strings.Cut(pair, "=")
+		out = append(out, canonicalComponent(name)+"="+canonicalComponent(value))
+	}
+	return strings.Join(out, "&")
+}
+
+func canonicalComponent(s string) string {
+	s = strings.ReplaceAll(s, "+", " ")
+	if d, err := url.PathUnescape(s); err == nil {
+		s = d
+	} else {
+		s = unescapeLenient(s)
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '*', c == '-', c == '.', c == '_':
+			b.WriteByte(c)
+		case c == ' ':
+			b.WriteByte('+')
+		default:
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
+
+// unescapeLenient decodes the valid %XX escapes of s and keeps the rest as
+// it is, as Mojolicious does with a broken escape.
+func unescapeLenient(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			v, _ := strconv.ParseUint(s[i+1:i+3], 16, 8)
+			b.WriteByte(byte(v))
+			i += 2
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
