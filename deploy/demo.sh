@@ -26,8 +26,10 @@ for _ in $(seq 100); do
 done
 echo "jetqa is up (log: $log)"
 # The command line connects to NATS as the operator, with the credentials
-# jetqa wrote into its data directory.
+# jetqa wrote into its data directory, and signs its API requests with the
+# API key jetqa made there for the local user.
 export JETQA_CREDS="$data/admin.creds"
+export JETQA_CLIENT_CONF="$data/client.conf"
 
 echo
 echo "== register the testos ISO on the server (workers fetch it over NATS)"

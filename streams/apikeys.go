@@ -93,13 +93,14 @@ func (b *Bus) APIKeys(ctx context.Context) (map[string]APIKey, error) {
 	return keys, err
 }
 
-// FollowAPIKeys calls fn with every key event, from the first, until ctx
-// ends: what a server checking signatures keeps its keys current by.
-func (b *Bus) FollowAPIKeys(ctx context.Context, fn func(APIKey)) error {
+// FollowAPIKeys calls fn with every key as each of its events leaves it,
+// with the event's stream sequence, from the first, until ctx ends: what
+// a server checking signatures keeps its keys current by.
+func (b *Bus) FollowAPIKeys(ctx context.Context, fn func(k APIKey, seq uint64)) error {
 	keys := map[string]APIKey{}
-	return b.Watch(ctx, WatchConfig{Stream: StreamAPIKeys, Filters: []string{subjectAPIKeys + ".>"}}, func(ev schemas.Event, p schemas.Payload, _ Delivery) error {
+	return b.Watch(ctx, WatchConfig{Stream: StreamAPIKeys, Filters: []string{subjectAPIKeys + ".>"}}, func(ev schemas.Event, p schemas.Payload, d Delivery) error {
 		if k, ok := foldAPIKey(keys, ev, p); ok {
-			fn(k)
+			fn(k, d.Sequence)
 		}
 		return nil
 	})

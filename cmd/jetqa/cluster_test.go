@@ -176,9 +176,10 @@ func TestClusterLosesTheWorkersNode(t *testing.T) {
 		workers[host] = startProcess(t, host, "worker", "--nats", strings.Join(urls, ","), "--creds", creds,
 			"--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
 	}
+	s := &system{api: apis[0]}
+	s.key = addAPIKey(t, bus, s.api, filepath.Join(t.TempDir(), clientConf))
 	bus.Close()
 
-	s := &system{api: apis[0]}
 	for range jobs {
 		s.post(t, demoSettings(testos))
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -48,6 +49,8 @@ type system struct {
 	bus  *streams.Bus
 	// admin is how the test connects, as the operator would.
 	admin streams.Dial
+	// key signs the test's API writes.
+	key apiCredential
 
 	mu    sync.Mutex
 	kinds map[string]int // every event kind published on jetqa.>
@@ -68,6 +71,7 @@ func startSystem(t *testing.T) *system {
 	done := make(chan error, 1)
 	go func() { done <- a.g.Run() }()
 	s := &system{api: "http://" + apiAddr, nats: a.url, kinds: map[string]int{}, admin: adminDial(t, a.url, data)}
+	s.key = localKey(t, data, s.api)
 	s.bus, err = streams.ConnectTo(ctx, s.admin, "e2e-test", log)
 	if err != nil {
 		t.Fatal(err)
@@ -135,10 +139,7 @@ func (s *system) post(t *testing.T, settings map[string]string) int64 {
 	for k, v := range settings {
 		form.Set(k, v)
 	}
-	resp, err := http.PostForm(s.api+"/api/v1/jobs", form)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := s.signedPost(t, "/api/v1/jobs", form)
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	var out struct{ ID int64 }
@@ -178,10 +179,7 @@ func (s *system) postAction(t *testing.T, id int64, action string, wantStatus in
 
 func (s *system) postActionOut(t *testing.T, id int64, action string, wantStatus int, out any) {
 	t.Helper()
-	resp, err := http.Post(fmt.Sprintf("%s/api/v1/jobs/%d/%s", s.api, id, action), "application/x-www-form-urlencoded", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	resp := s.signedPost(t, fmt.Sprintf("/api/v1/jobs/%d/%s", id, action), nil)
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != wantStatus {
@@ -193,6 +191,79 @@ func (s *system) postActionOut(t *testing.T, id int64, action string, wantStatus
 			t.Fatal(err)
 		}
 	}
+}
+
+// signedPost posts form to the API, signed with the key client.conf has
+// for it (JETQA_CLIENT_CONF), as the client commands sign.
+func (s *system) signedPost(t *testing.T, path string, form url.Values) *http.Response {
+	t.Helper()
+	body := []byte(form.Encode())
+	req, err := http.NewRequest(http.MethodPost, s.api+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if s.key.key == "" {
+		t.Fatalf("the test has no API key for %s", s.api)
+	}
+	api.Sign(req, s.key.key, s.key.secret, body)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// addAPIKey creates an API key on the server bus talks to, puts it in
+// conf under apiURL's host for the client commands the test runs, and
+// returns once the API takes it.
+func addAPIKey(t *testing.T, bus *streams.Bus, apiURL, conf string) apiCredential {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	k, err := bus.CreateAPIKey(ctx, "tester", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(apiURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(conf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintf(f, "[%s]\nkey = %s\nsecret = %s\n", u.Host, k.Key, k.Secret); err != nil {
+		t.Fatal(err)
+	}
+	cred := apiCredential{key: k.Key, secret: k.Secret, file: conf}
+	// The API follows the keys' stream: wait until a signed request is no
+	// longer refused (cancelling no job is a 404 then).
+	s := &system{api: apiURL, key: cred}
+	for {
+		resp := s.signedPost(t, "/api/v1/jobs/999999999/cancel", nil)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusServiceUnavailable {
+			return cred
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the API at %s does not take the new key: %s", apiURL, resp.Status)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// localKey is the API key `jetqa up` wrote into its data directory.
+func localKey(t *testing.T, data, apiURL string) apiCredential {
+	t.Helper()
+	t.Setenv("JETQA_CLIENT_CONF", filepath.Join(data, clientConf))
+	cred, err := credentialFor(apiURL)
+	if err != nil {
+		t.Fatalf("jetqa up wrote no API key for %s into %s: %v", apiURL, data, err)
+	}
+	return cred
 }
 
 // finish waits for the job's last event.

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -98,29 +100,43 @@ type client struct {
 }
 
 func (c client) do(ctx context.Context, method, path string, body url.Values, out any) error {
-	var r io.Reader
+	var data []byte
 	if body != nil {
-		r = strings.NewReader(body.Encode())
+		data = []byte(body.Encode())
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.api+path, r)
+	req, err := http.NewRequestWithContext(ctx, method, c.api+path, bytes.NewReader(data))
 	if err != nil {
 		return err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
+	var signedBy string
+	if method != http.MethodGet {
+		cred, err := credentialFor(c.api)
+		switch {
+		case err == nil:
+			api.Sign(req, cred.key, cred.secret, data)
+			signedBy = cred.file
+		case !errors.Is(err, os.ErrNotExist):
+			return err
+		}
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("jetqa API at %s: %w (is `jetqa up` running?)", c.api, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
+	data, err = io.ReadAll(resp.Body)
 	if err != nil {
 		return err
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct{ Error string }
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			if resp.StatusCode == http.StatusForbidden {
+				return fmt.Errorf("%s\n%s", e.Error, signHint(c.api, signedBy))
+			}
 			return fmt.Errorf("%s", e.Error)
 		}
 		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
@@ -130,6 +146,20 @@ func (c client) do(ctx context.Context, method, path string, body url.Values, ou
 		return nil
 	}
 	return json.Unmarshal(data, out)
+}
+
+// signHint says where the key of a refused request came from, or where to
+// put one.
+func signHint(apiURL, file string) string {
+	if file != "" {
+		return "the request was signed with the key in " + file
+	}
+	u, _ := url.Parse(apiURL)
+	host := apiURL
+	if u != nil && u.Host != "" {
+		host = u.Host
+	}
+	return fmt.Sprintf("no API key for %s: get one with `jetqa admin apikey create --user NAME` and put its key and secret under [%s] in ~/.config/jetqa/client.conf", host, host)
 }
 
 func (c client) post(ctx context.Context, args []string, stdout io.Writer) error {

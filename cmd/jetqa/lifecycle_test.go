@@ -67,6 +67,9 @@ func startServerWith(t *testing.T, matchers int, ec embedConfig, tls *tls.Config
 		<-done
 		a.teardown()
 	})
+	conf := filepath.Join(data, clientConf)
+	t.Setenv("JETQA_CLIENT_CONF", conf)
+	s.key = addAPIKey(t, s.bus, s.api, conf)
 	return s
 }
 

@@ -95,6 +95,7 @@ func TestSIGTERMStopsEverythingWithTheVM(t *testing.T) {
 	}()
 
 	s := &system{api: api}
+	s.key = localKey(t, data, api)
 	id := s.post(t, demoSettings(testos))
 	admin, err := streams.LoadIdentity(filepath.Join(data, adminCreds))
 	if err != nil {

@@ -249,3 +249,34 @@ func TestAWorkerMayActOnlyAsItself(t *testing.T) {
 		t.Fatalf("the job stream: %v", err)
 	}
 }
+
+// The API keys' stream holds their secrets: worker and matcher
+// credentials can read neither it nor the nonces.
+func TestWorkersAndMatchersCannotReadAPIKeys(t *testing.T) {
+	s := startServerWithMatchers(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := s.bus.CreateAPIKey(ctx, "alice", time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{streams.RoleWorker, streams.RoleMatcher} {
+		b, errs := connectWith(t, s, s.issue(t, role, "r"+role))
+		short, stop := context.WithTimeout(ctx, 3*time.Second)
+		if _, err := b.APIKeys(short); err == nil {
+			t.Errorf("%s credentials read the API keys", role)
+		}
+		stop()
+		violation(t, errs, "JETQA_APIKEYS")
+		raw := nats.NewMsg("$JS.API.STREAM.MSG.GET." + streams.StreamAPIKeys)
+		raw.Data = []byte(`{"seq":1}`)
+		if _, err := b.NC.RequestMsg(raw, 2*time.Second); err == nil {
+			t.Errorf("%s credentials got the first API key by sequence", role)
+		}
+		violation(t, errs, "$JS.API.STREAM.MSG.GET."+streams.StreamAPIKeys)
+		short, stop = context.WithTimeout(ctx, 3*time.Second)
+		if err := b.UseNonce(short, "K", "nonce-0000000000000001"); err == nil {
+			t.Errorf("%s credentials wrote a nonce", role)
+		}
+		stop()
+	}
+}

@@ -84,6 +84,9 @@ func upAssembly(ctx context.Context, c upConfig, log *slog.Logger) (*assembly, s
 	}
 	apiAddr, err := a.addServer(serverConfig{Host: c.Host, Listen: c.Listen, Matchers: c.Matchers, WorkerTimeout: c.WorkerTimeout})
 	if err == nil {
+		err = a.localAPIKey(dataDir, apiAddr)
+	}
+	if err == nil {
 		err = a.addWorker(workerConfig{
 			Host: c.Host, DataDir: dataDir, Instances: c.Instances, Accel: c.Accel, WorkerClass: c.WorkerClass, Heartbeat: c.Heartbeat,
 			CacheDir: c.Cache.CacheDir, CacheLimitGiB: c.Cache.CacheLimitGiB, CacheWorkers: c.Cache.CacheWorkers,
@@ -94,6 +97,19 @@ func upAssembly(ctx context.Context, c upConfig, log *slog.Logger) (*assembly, s
 		return nil, "", err
 	}
 	return a, apiAddr, nil
+}
+
+// localAPIKey makes sure the local user has an API key (ensureLocalAPIKey),
+// connected as the server's stages are.
+func (a *assembly) localAPIKey(dataDir, apiAddr string) error {
+	bus, err := a.connect("apikey", a.self)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+	defer cancel()
+	return ensureLocalAPIKey(ctx, bus, dataDir, apiAddr)
 }
 
 // runUntilSignal runs the assembly until SIGINT or SIGTERM (a clean stop,

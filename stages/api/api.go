@@ -16,6 +16,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"jetqa/schemas"
@@ -41,6 +42,8 @@ type Bus interface {
 	DeleteView(ctx context.Context, job int64) error
 	FollowViews(ctx context.Context, fn func(job int64, data []byte), ready func()) error
 	GetBlob(ctx context.Context, bucket, key string) ([]byte, error)
+	FollowAPIKeys(ctx context.Context, fn func(k streams.APIKey, seq uint64)) error
+	UseNonce(ctx context.Context, key, nonce string) error
 }
 
 // Server is the API stage.
@@ -49,6 +52,7 @@ type Server struct {
 	bus  Bus
 	log  *slog.Logger
 	view *projection
+	keys *Keys
 	ln   net.Listener
 }
 
@@ -61,7 +65,7 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api: listen on %s: %w", cfg.Listen, err)
 	}
-	return &Server{cfg: cfg, bus: bus, log: log, view: newProjection(), ln: ln}, nil
+	return &Server{cfg: cfg, bus: bus, log: log, view: newProjection(), keys: NewKeys(bus.UseNonce), ln: ln}, nil
 }
 
 // Addr is the address the API serves on.
@@ -77,12 +81,16 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errs <- s.project(ctx) }()
 	go func() { errs <- s.copyViews(ctx, ready) }()
 	go func() { errs <- s.view.followWorkers(ctx, s.bus, 0) }()
-	select {
-	case <-ready:
-	case err := <-errs:
-		return fmt.Errorf("api: read model: %w", err)
-	case <-ctx.Done():
-		return nil
+	keysReady := make(chan struct{})
+	go func() { errs <- s.followKeys(ctx, keysReady) }()
+	for _, c := range []chan struct{}{ready, keysReady} {
+		select {
+		case <-c:
+		case err := <-errs:
+			return fmt.Errorf("api: read model: %w", err)
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	go func() { errs <- srv.Serve(s.ln) }()
 	select {
@@ -99,21 +107,50 @@ func (s *Server) Run(ctx context.Context) error {
 	return srv.Shutdown(shutdown)
 }
 
-// Handler routes the API.
+// followKeys keeps the API keys current, and closes ready once the keys
+// stored before the start are known.
+func (s *Server) followKeys(ctx context.Context, ready chan struct{}) error {
+	last, err := s.bus.LastSequence(ctx, streams.StreamAPIKeys)
+	if err != nil {
+		return fmt.Errorf("api keys: %w", err)
+	}
+	markReady := sync.OnceFunc(func() {
+		s.keys.ready.Store(true)
+		close(ready)
+	})
+	if last == 0 {
+		markReady()
+	}
+	err = s.bus.FollowAPIKeys(ctx, func(k streams.APIKey, seq uint64) {
+		s.keys.Set(k)
+		if seq >= last {
+			markReady()
+		}
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("api keys: %w", err)
+	}
+	return nil
+}
+
+// Handler routes the API. Reading is public, as in openQA; writing takes
+// a request signed with an API key.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /api/v1/jobs", s.postJob)
+	mux.HandleFunc("POST /api/v1/jobs", s.keys.signed(s.log, s.postJob))
 	mux.HandleFunc("GET /api/v1/jobs", s.listJobs)
 	mux.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
 	mux.HandleFunc("GET /api/v1/jobs/{id}/file/{name}", s.getFile)
-	mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.cancelJob)
-	mux.HandleFunc("POST /api/v1/jobs/{id}/restart", s.restartJob)
+	mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.keys.signed(s.log, s.cancelJob))
+	mux.HandleFunc("POST /api/v1/jobs/{id}/restart", s.keys.signed(s.log, s.restartJob))
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	return mux
 }
 
+// apiError is an error as openQA's API gives it.
 type apiError struct {
-	Error string `json:"error"`
+	Error  string `json:"error"`
+	Status int    `json:"error_status"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -125,7 +162,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func fail(w http.ResponseWriter, status int, format string, args ...any) {
-	writeJSON(w, status, apiError{Error: fmt.Sprintf(format, args...)})
+	writeJSON(w, status, apiError{Error: fmt.Sprintf(format, args...), Status: status})
 }
 
 // postJob creates a job from settings given as form fields, query

@@ -21,11 +21,16 @@ type fixture struct {
 	base string
 	bus  *streams.Bus
 	srv  *Server
+	key  schemas.APIKeyCreated // signs the writes
 }
 
 func start(t *testing.T) *fixture {
 	t.Helper()
 	srv := natstest.Start(t)
+	key, err := srv.Bus("admin").CreateAPIKey(context.Background(), "tester", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := New(Config{Listen: "127.0.0.1:0"}, srv.Bus("api"), natstest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -39,14 +44,24 @@ func start(t *testing.T) *fixture {
 			t.Error(err)
 		}
 	})
-	return &fixture{t: t, base: "http://" + s.Addr(), bus: srv.Bus("test"), srv: s}
+	return &fixture{t: t, base: "http://" + s.Addr(), bus: srv.Bus("test"), srv: s, key: key}
 }
 
 func (f *fixture) do(method, path, contentType string, body io.Reader, out any) int {
 	f.t.Helper()
-	req, err := http.NewRequest(method, f.base+path, body)
+	var data []byte
+	if body != nil {
+		var err error
+		if data, err = io.ReadAll(body); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	req, err := http.NewRequest(method, f.base+path, bytes.NewReader(data))
 	if err != nil {
 		f.t.Fatal(err)
+	}
+	if method != http.MethodGet {
+		Sign(req, f.key.Key, f.key.Secret, data)
 	}
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
@@ -56,7 +71,7 @@ func (f *fixture) do(method, path, contentType string, body io.Reader, out any) 
 		f.t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
+	data, _ = io.ReadAll(resp.Body)
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {
 			f.t.Fatalf("%s %s: %v in %s", method, path, err, data)

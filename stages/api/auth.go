@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"jetqa/streams"
@@ -45,6 +47,7 @@ var ErrNotAuthorized = errors.New("not authorized")
 
 // Keys is the API keys a server accepts, kept current from their events.
 type Keys struct {
+	ready atomic.Bool // every key stored before the server started is known
 	mu    sync.RWMutex
 	keys  map[string]streams.APIKey
 	nonce func(ctx context.Context, key, nonce string) error
@@ -55,6 +58,31 @@ type Keys struct {
 func NewKeys(useNonce func(ctx context.Context, key, nonce string) error) *Keys {
 	return &Keys{keys: map[string]streams.APIKey{}, nonce: useNonce, now: time.Now}
 }
+
+// signed lets a request through to next if a valid key signed it, and
+// refuses it with 403 otherwise, changing nothing.
+func (k *Keys) signed(log interface{ Warn(string, ...any) }, next http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !k.ready.Load() {
+			fail(w, http.StatusServiceUnavailable, "the server is still reading its API keys: try again in a moment")
+			return
+		}
+		user, err := k.Check(r)
+		if err != nil {
+			if !errors.Is(err, ErrNotAuthorized) {
+				fail(w, http.StatusServiceUnavailable, "checking the signature: %v", err)
+				return
+			}
+			log.Warn("request refused", "method", r.Method, "path", r.URL.Path, "from", r.RemoteAddr, "why", err)
+			fail(w, http.StatusForbidden, "%v", err)
+			return
+		}
+		next(w, r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
+	}
+}
+
+// userKey is where a signed request's context holds its user.
+type userKey struct{}
 
 // Set records a key as its events leave it.
 func (k *Keys) Set(key streams.APIKey) {
@@ -171,6 +199,19 @@ func readBody(r *http.Request) ([]byte, error) {
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	return body, nil
+}
+
+// Sign signs r with jetqa's scheme for key and secret; body is what r
+// sends (r's body is not read).
+func Sign(r *http.Request, key, secret string, body []byte) {
+	nonce := make([]byte, 16)
+	_, _ = rand.Read(nonce)
+	stamp := strconv.FormatInt(time.Now().Unix(), 10)
+	n := hex.EncodeToString(nonce)
+	r.Header.Set("X-Jetqa-Key", key)
+	r.Header.Set("X-Jetqa-Time", stamp)
+	r.Header.Set("X-Jetqa-Nonce", n)
+	r.Header.Set("X-Jetqa-Signature", JetqaSignature(secret, r.Method, r.URL.EscapedPath(), r.URL.RawQuery, body, stamp, n))
 }
 
 // OpenQASignature is openQA's X-API-Hash: HMAC-SHA1 of path, canonical

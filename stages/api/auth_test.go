@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -224,4 +225,40 @@ func FuzzCheck(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Writing routes take a signed request; a refused one changes nothing.
+// Reading stays public.
+func TestWritesNeedASignature(t *testing.T) {
+	f := start(t)
+	before, err := f.bus.LastSequence(context.Background(), streams.StreamJobs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"/api/v1/jobs?TEST=x", "/api/v1/jobs/1/cancel", "/api/v1/jobs/1/restart"} {
+		resp, err := http.Post(f.base+path, "application/x-www-form-urlencoded", strings.NewReader("TEST=y"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct {
+			Error  string `json:"error"`
+			Status int    `json:"error_status"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || err != nil || e.Status != 403 || !strings.Contains(e.Error, "no API key") {
+			t.Errorf("unsigned POST %s: %s %+v %v", path, resp.Status, e, err)
+		}
+	}
+	after, err := f.bus.LastSequence(context.Background(), streams.StreamJobs)
+	if err != nil || after != before {
+		t.Fatalf("refused requests changed the job stream: %d → %d (%v)", before, after, err)
+	}
+	var created struct{ ID int64 }
+	if code := f.do(http.MethodPost, "/api/v1/jobs?TEST=signed", "", nil, &created); code != 200 || created.ID == 0 {
+		t.Fatalf("signed POST: %d %+v", code, created)
+	}
+	if code := f.do(http.MethodGet, "/api/v1/jobs", "", nil, nil); code != 200 {
+		t.Fatalf("reading the job list: %d", code)
+	}
 }
