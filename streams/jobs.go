@@ -301,3 +301,28 @@ func (b *Bus) jobsStream(ctx context.Context) (jetstream.Stream, error) {
 	}
 	return b.jobsStreamHandle, nil
 }
+
+// Restart clones a finished job: the clone is created first, then the
+// original is pointed at it, so no job ever names a clone that does not
+// exist. The scheduler holds a clone until its original names it; a clone
+// whose original went to another restart meanwhile is ended obsoleted and
+// ErrTransition returned. by says who restarted it ("api", "auto").
+func (b *Bus) Restart(ctx context.Context, agg *schemas.JobAggregate, by string, retry int) (int64, error) {
+	clone, err := b.NextJobID(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := b.Append(ctx, clone, schemas.JobCreated{Settings: agg.Settings, CloneOf: agg.ID, Retry: retry}); err != nil {
+		return 0, fmt.Errorf("clone of job %d: %w", agg.ID, err)
+	}
+	_, err = b.Append(ctx, agg.ID, schemas.JobRestarted{Clone: clone, By: by})
+	if err == nil {
+		return clone, nil
+	}
+	// The clone is held and never runs; end it so it does not wait forever.
+	reason := fmt.Sprintf("job %d was not restarted as this job: %v", agg.ID, err)
+	if _, ferr := b.Append(context.WithoutCancel(ctx), clone, schemas.JobFinished{Result: schemas.ResultObsoleted, Reason: reason}); ferr != nil {
+		b.log.Error("a clone that never runs was not ended", "job", clone, "err", ferr)
+	}
+	return 0, fmt.Errorf("restart job %d: %w", agg.ID, err)
+}

@@ -34,6 +34,7 @@ type Bus interface {
 	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
 	Watch(ctx context.Context, cfg streams.WatchConfig, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
 	NextJobID(ctx context.Context) (int64, error)
+	Restart(ctx context.Context, agg *schemas.JobAggregate, by string, retry int) (int64, error)
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
 	LastSequence(ctx context.Context, stream string) (uint64, error)
 	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
@@ -392,23 +393,20 @@ func (s *Server) restartJob(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusConflict, "job %d was already restarted as job %d: restart that one", agg.ID, agg.Clone)
 		return
 	}
-	clone, err := s.bus.NextJobID(ctx)
-	if err != nil {
-		fail(w, http.StatusServiceUnavailable, "%v", err)
-		return
-	}
-	if _, err := s.bus.Append(ctx, agg.ID, schemas.JobRestarted{Clone: clone, By: "api"}); err != nil {
+	clone, err := s.bus.Restart(ctx, agg, "api", 0)
+	switch {
+	case errors.Is(err, schemas.ErrTransition):
 		fail(w, http.StatusConflict, "job %d: %v", agg.ID, err)
 		return
-	}
-	seq, err := s.bus.Append(ctx, clone, schemas.JobCreated{Settings: agg.Settings, CloneOf: agg.ID})
-	if err != nil {
+	case err != nil:
 		fail(w, http.StatusServiceUnavailable, "%v", err)
 		return
 	}
-	wait, cancel := context.WithTimeout(ctx, 5*time.Second)
-	s.view.waitForJob(wait, clone, seq)
-	cancel()
+	if cloned, err := s.bus.LoadJob(ctx, clone); err == nil {
+		wait, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s.view.waitForJob(wait, clone, cloned.Seq)
+		cancel()
+	}
 	s.log.Info("job restarted", "job", agg.ID, "clone", clone)
 	writeJSON(w, http.StatusOK, map[string]any{"id": clone, "result": []map[string]int64{{strconv.FormatInt(agg.ID, 10): clone}}})
 }

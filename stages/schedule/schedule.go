@@ -53,6 +53,7 @@ type Bus interface {
 	LastSequence(ctx context.Context, stream string) (uint64, error)
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
 	NextJobID(ctx context.Context) (int64, error)
+	Restart(ctx context.Context, agg *schemas.JobAggregate, by string, retry int) (int64, error)
 	Lease(name, holder string) *streams.Lease
 }
 
@@ -67,6 +68,9 @@ type Scheduler struct {
 	jobs    map[int64]*job
 	workers map[schemas.WorkerRef]*worker
 	leader  bool
+	// named are clones an original named before their creation was seen
+	// (the order of restarts before Bus.Restart).
+	named map[int64]bool
 	// How far the worker stream has been read: the newest event time seen
 	// on it, and whether events were still waiting after the last one.
 	// Liveness is judged at that time, not now, while the scheduler is
@@ -80,6 +84,9 @@ type job struct {
 	priority int
 	classes  []string
 	worker   *schemas.WorkerRef
+	// held: a clone whose original does not name it yet (Bus.Restart
+	// creates the clone first); it is not assigned until it does.
+	held bool
 }
 
 type worker struct {
@@ -94,7 +101,7 @@ type worker struct {
 
 // New returns a scheduler.
 func New(cfg Config, bus Bus, log *slog.Logger) *Scheduler {
-	return &Scheduler{cfg: cfg.withDefaults(), bus: bus, log: log, jobs: map[int64]*job{}, workers: map[schemas.WorkerRef]*worker{}}
+	return &Scheduler{cfg: cfg.withDefaults(), bus: bus, log: log, jobs: map[int64]*job{}, workers: map[schemas.WorkerRef]*worker{}, named: map[int64]bool{}}
 }
 
 type update struct {
@@ -117,7 +124,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		filters []string
 	}{
 		{streams.StreamJobs, []string{
-			streams.JobEvents("created"), streams.JobEvents("assigned.>"), streams.JobEvents("unassigned"), streams.JobEvents("finished"),
+			streams.JobEvents("created"), streams.JobEvents("assigned.>"), streams.JobEvents("unassigned"), streams.JobEvents("finished"), streams.JobEvents("restarted"),
 		}},
 		{streams.StreamWorkers, []string{"jetqa.worker.>"}},
 	}
@@ -233,7 +240,14 @@ func (s *Scheduler) apply(ev schemas.Event, p schemas.Payload) bool {
 		if err != nil {
 			prio = 50
 		}
-		s.jobs[ev.Job] = &job{id: ev.Job, priority: prio, classes: schemas.WorkerClasses(p.Settings["WORKER_CLASS"])}
+		s.jobs[ev.Job] = &job{id: ev.Job, priority: prio, classes: schemas.WorkerClasses(p.Settings["WORKER_CLASS"]), held: p.CloneOf != 0 && !s.named[ev.Job]}
+		delete(s.named, ev.Job)
+	case *schemas.JobRestarted:
+		if j := s.jobs[p.Clone]; j != nil {
+			j.held = false
+		} else {
+			s.named[p.Clone] = true
+		}
 	case *schemas.JobAssigned:
 		if j := s.jobs[ev.Job]; j != nil {
 			ref := p.Worker
@@ -294,7 +308,7 @@ func (s *Scheduler) worker(ref schemas.WorkerRef) *worker {
 func (s *Scheduler) assign(ctx context.Context) error {
 	var queue []*job
 	for _, j := range s.jobs {
-		if j.worker == nil {
+		if j.worker == nil && !j.held {
 			queue = append(queue, j)
 		}
 	}
@@ -410,17 +424,11 @@ func (s *Scheduler) recoverJob(ctx context.Context, id int64, ref schemas.Worker
 		s.log.Info("job not cloned: retry limit reached", "job", id, "retry", agg.Retry)
 		return nil
 	}
-	clone, err := s.bus.NextJobID(ctx)
+	// The original names one clone only, even with several schedulers or
+	// a retry after a crash: another's clone wins, this one is obsoleted.
+	clone, err := s.bus.Restart(ctx, agg, "auto", agg.Retry+1)
 	if err != nil {
-		return err
-	}
-	// Recording the clone on the original first makes it happen once, even
-	// with several schedulers or a retry after a crash.
-	if _, err := s.bus.Append(ctx, id, schemas.JobRestarted{Clone: clone, By: "auto"}); err != nil {
-		return fmt.Errorf("clone job %d as %d: %w", id, clone, err)
-	}
-	if _, err := s.bus.Append(ctx, clone, schemas.JobCreated{Settings: agg.Settings, CloneOf: id, Retry: agg.Retry + 1}); err != nil {
-		return err
+		return ignoreTransition(err)
 	}
 	s.log.Info("job cloned", "job", id, "clone", clone, "why", "worker went offline")
 	return nil
