@@ -162,6 +162,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// unavailable answers 503 for a failure of the event store or blob store:
+// the details go to the log, not to the client.
+func (s *Server) unavailable(w http.ResponseWriter, what string, err error) {
+	s.log.Error("request failed", "what", what, "err", err)
+	fail(w, http.StatusServiceUnavailable, "could not %s: jetqa's event store did not answer; try again", what)
+}
+
 func fail(w http.ResponseWriter, status int, format string, args ...any) {
 	writeJSON(w, status, apiError{Error: fmt.Sprintf(format, args...), Status: status})
 }
@@ -180,12 +187,12 @@ func (s *Server) postJob(w http.ResponseWriter, r *http.Request) {
 	}
 	id, err := s.bus.NextJobID(r.Context())
 	if err != nil {
-		fail(w, http.StatusServiceUnavailable, "%v", err)
+		s.unavailable(w, "allocate a job id", err)
 		return
 	}
 	seq, err := s.bus.Append(r.Context(), id, schemas.JobCreated{Settings: settings})
 	if err != nil {
-		fail(w, http.StatusServiceUnavailable, "%v", err)
+		s.unavailable(w, "store the job", err)
 		return
 	}
 	wait, cancel := context.WithTimeout(r.Context(), 5*time.Second)
@@ -314,7 +321,7 @@ func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 	}
 	data, err := s.bus.GetBlob(r.Context(), streams.BucketResults, key)
 	if err != nil {
-		fail(w, http.StatusInternalServerError, "%v", err)
+		s.unavailable(w, "read the file", err)
 		return
 	}
 	if ct := mime.TypeByExtension(path.Ext(name)); ct != "" {
@@ -336,7 +343,7 @@ func (s *Server) loadJob(w http.ResponseWriter, r *http.Request) *schemas.JobAgg
 		fail(w, http.StatusNotFound, "job %d does not exist", id)
 		return nil
 	case err != nil:
-		fail(w, http.StatusServiceUnavailable, "%v", err)
+		s.unavailable(w, "read the job", err)
 		return nil
 	}
 	return agg
@@ -356,7 +363,7 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err != nil {
-		fail(w, http.StatusServiceUnavailable, "%v", err)
+		s.unavailable(w, "cancel the job", err)
 		return
 	}
 	if !agg.Started {
@@ -367,7 +374,7 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, schemas.ErrTransition):
 			// It started meanwhile: its worker acts on the request.
 		default:
-			fail(w, http.StatusServiceUnavailable, "%v", err)
+			s.unavailable(w, "cancel the job", err)
 			return
 		}
 	}
@@ -399,7 +406,7 @@ func (s *Server) restartJob(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusConflict, "job %d: %v", agg.ID, err)
 		return
 	case err != nil:
-		fail(w, http.StatusServiceUnavailable, "%v", err)
+		s.unavailable(w, "restart the job", err)
 		return
 	}
 	if cloned, err := s.bus.LoadJob(ctx, clone); err == nil {
