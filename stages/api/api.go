@@ -144,6 +144,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/jobs/{id}/file/{name}", s.getFile)
 	mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.keys.signed(s.log, s.cancelJob))
 	mux.HandleFunc("POST /api/v1/jobs/{id}/restart", s.keys.signed(s.log, s.restartJob))
+	mux.HandleFunc("GET /api/v1/workers", s.listWorkers)
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	return mux
 }

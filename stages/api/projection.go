@@ -46,12 +46,22 @@ type projection struct {
 	seen uint64 // last stream sequence applied
 	cond *sync.Cond
 	jobs map[int64]*JobView
-	// workers are the WORKER_CLASS sets of the registered worker instances.
-	workers map[schemas.WorkerRef][]string
+	// workers are the registered worker instances, as their events leave
+	// them.
+	workers map[schemas.WorkerRef]*workerView
+}
+
+// workerView is a worker instance as GET /api/v1/workers shows it.
+type workerView struct {
+	id       int // in the order the instances first registered
+	reg      schemas.WorkerRegistered
+	job      int64
+	lastSeen time.Time
+	offline  bool
 }
 
 func newProjection() *projection {
-	p := &projection{jobs: map[int64]*JobView{}, workers: map[schemas.WorkerRef][]string{}}
+	p := &projection{jobs: map[int64]*JobView{}, workers: map[schemas.WorkerRef]*workerView{}}
 	p.cond = sync.NewCond(&p.mu)
 	return p
 }
@@ -76,15 +86,45 @@ func (p *projection) follow(ctx context.Context, bus Bus, until uint64) error {
 // followWorkers keeps the registered workers' classes, to say why a job
 // waits; until works as in follow.
 func (p *projection) followWorkers(ctx context.Context, bus Bus, until uint64) error {
-	return bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamWorkers, Filters: []string{"jetqa.worker.*.*.registered"}},
-		func(_ schemas.Event, pl schemas.Payload, d streams.Delivery) error {
-			if r, ok := pl.(*schemas.WorkerRegistered); ok {
-				p.mu.Lock()
-				p.workers[r.Worker] = r.Classes
-				p.mu.Unlock()
+	return bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamWorkers, Filters: []string{
+		"jetqa.worker.*.*.registered", "jetqa.worker.*.*.heartbeat", "jetqa.worker.*.*.offline",
+	}}, func(ev schemas.Event, pl schemas.Payload, d streams.Delivery) error {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		switch e := pl.(type) {
+		case *schemas.WorkerRegistered:
+			w := p.worker(e.Worker)
+			w.reg, w.job, w.offline = *e, 0, false
+			w.lastSeen = later(w.lastSeen, ev.Time)
+		case *schemas.WorkerHeartbeat:
+			if w := p.workers[e.Worker]; w != nil {
+				w.job, w.offline = e.Job, false
+				w.lastSeen = later(w.lastSeen, ev.Time)
 			}
-			return stopAt(d, until)
-		})
+		case *schemas.WorkerOffline:
+			if w := p.workers[e.Worker]; w != nil && !w.lastSeen.After(e.LastSeen) {
+				w.offline, w.job = true, 0
+			}
+		}
+		return stopAt(d, until)
+	})
+}
+
+// worker is the view of a worker instance, made when it first registers.
+func (p *projection) worker(ref schemas.WorkerRef) *workerView {
+	w := p.workers[ref]
+	if w == nil {
+		w = &workerView{id: len(p.workers) + 1}
+		p.workers[ref] = w
+	}
+	return w
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func stopAt(d streams.Delivery, until uint64) error {
@@ -131,8 +171,8 @@ func (p *projection) waiting(j *JobView) string {
 	if len(p.workers) == 0 {
 		return "no worker instance has registered yet"
 	}
-	for _, classes := range p.workers {
-		if coversAll(classes, want) {
+	for _, w := range p.workers {
+		if coversAll(w.reg.Classes, want) {
 			return ""
 		}
 	}

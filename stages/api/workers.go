@@ -1,0 +1,75 @@
+package api
+
+import (
+	"cmp"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// WorkerInfo is a worker instance in openQA's shape (Workers.pm info):
+// status idle, running or dead; alive, connected and websocket are 1 or
+// 0, as openQA gives them for compatibility.
+type WorkerInfo struct {
+	ID         int               `json:"id"`
+	Host       string            `json:"host"`
+	Instance   int               `json:"instance"`
+	Status     string            `json:"status"`
+	Error      *string           `json:"error"`
+	Properties map[string]string `json:"properties"`
+	JobID      int64             `json:"jobid,omitempty"`
+	Alive      int               `json:"alive"`
+	Connected  int               `json:"connected"`
+	Websocket  int               `json:"websocket"`
+	Seen       time.Time         `json:"t_seen"`
+}
+
+// listWorkers serves GET /api/v1/workers: {"workers": [...]}, ordered by
+// id, with limit (default and most 500, as openQA's admin tables) and
+// offset.
+func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
+	limit, offset := 500, 0
+	for _, p := range []struct {
+		name string
+		v    *int
+		max  int
+	}{{"limit", &limit, 500}, {"offset", &offset, 1 << 30}} {
+		if v := r.URL.Query().Get(p.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > p.max {
+				fail(w, http.StatusBadRequest, "%s=%q: want a number from 0 to %d", p.name, v, p.max)
+				return
+			}
+			*p.v = n
+		}
+	}
+	s.view.mu.Lock()
+	all := make([]WorkerInfo, 0, len(s.view.workers))
+	for ref, v := range s.view.workers {
+		info := WorkerInfo{
+			ID: v.id, Host: ref.Host, Instance: ref.Instance, Status: "idle", Seen: v.lastSeen,
+			Properties: map[string]string{
+				"WORKER_CLASS":     strings.Join(v.reg.Classes, ","),
+				"CPU_ARCH":         v.reg.Arch,
+				"JETQA_CPUS":       strconv.Itoa(v.reg.CPUs),
+				"JETQA_MEMORY_MIB": strconv.Itoa(v.reg.MemoryMiB),
+				"JETQA_KVM":        strconv.FormatBool(v.reg.KVM),
+			},
+			Alive: 1, Connected: 1, Websocket: 1,
+		}
+		switch {
+		case v.offline:
+			info.Status, info.Alive, info.Connected, info.Websocket = "dead", 0, 0, 0
+		case v.job != 0:
+			info.Status, info.JobID = "running", v.job
+		}
+		all = append(all, info)
+	}
+	s.view.mu.Unlock()
+	slices.SortFunc(all, func(a, b WorkerInfo) int { return cmp.Compare(a.ID, b.ID) })
+	all = all[min(offset, len(all)):]
+	all = all[:min(limit, len(all))]
+	writeJSON(w, http.StatusOK, map[string]any{"workers": all})
+}
