@@ -48,6 +48,11 @@ func newNetns(t *testing.T) netns {
 		t.Skipf("cannot make a network namespace here: %v %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", n.name).Run() })
+	// Entering a namespace remounts / as a slave: impossible where / is not
+	// a mount point (a chroot), and then nothing can run inside.
+	if out, err := exec.Command("ip", "netns", "exec", n.name, "true").CombinedOutput(); err != nil {
+		t.Skipf("cannot enter a network namespace here (is / a mount point?): %v %s", err, out)
+	}
 	ip("link", "add", hostEnd, "type", "veth", "peer", "name", nsEnd)
 	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", hostEnd).Run() })
 	ip("link", "set", nsEnd, "netns", n.name)
