@@ -272,6 +272,12 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"job": j})
 }
 
+// listJobs serves GET /api/v1/jobs with openQA's filters: state and
+// result (comma-separated lists), distri, version, flavor, arch, test,
+// build, machine, worker, ids (comma-separated or repeated), latest=1 (the
+// newest job of each scenario), since and until (RFC 3339), limit (default
+// 500, at most 10 000) and offset; newest first, with a Link header to the
+// next page when there is one.
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	var since, until time.Time
@@ -288,20 +294,89 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 			*b.t = t
 		}
 	}
+	limit, offset := 500, 0
+	for _, p := range []struct {
+		name string
+		v    *int
+		max  int
+	}{{"limit", &limit, 10000}, {"offset", &offset, 1 << 30}} {
+		if v := q.Get(p.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > p.max {
+				fail(w, http.StatusBadRequest, "%s=%q: want a number from 0 to %d", p.name, v, p.max)
+				return
+			}
+			*p.v = n
+		}
+	}
+	ids := map[int64]bool{}
+	for _, v := range q["ids"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			id, err := strconv.ParseInt(f, 10, 64)
+			if err != nil || id <= 0 {
+				fail(w, http.StatusBadRequest, "ids=%q: want job ids separated by commas", v)
+				return
+			}
+			ids[id] = true
+		}
+	}
+	oneOf := func(param, value string) bool {
+		want := q.Get(param)
+		if want == "" {
+			return true
+		}
+		for v := range strings.SplitSeq(want, ",") {
+			if strings.TrimSpace(v) == value {
+				return true
+			}
+		}
+		return false
+	}
 	jobs := s.view.list(func(j *JobView) bool {
 		if !since.IsZero() && j.Created.Before(since) || !until.IsZero() && j.Created.After(until) {
 			return false
 		}
+		if len(ids) > 0 && !ids[j.ID] {
+			return false
+		}
 		for _, f := range []struct{ param, value string }{
 			{"state", j.State}, {"result", j.Result}, {"test", j.Settings["TEST"]},
-			{"distri", j.Settings["DISTRI"]}, {"version", j.Settings["VERSION"]}, {"worker", j.Worker},
+			{"distri", j.Settings["DISTRI"]}, {"version", j.Settings["VERSION"]}, {"flavor", j.Settings["FLAVOR"]},
+			{"arch", j.Settings["ARCH"]}, {"build", j.Settings["BUILD"]}, {"machine", j.Settings["MACHINE"]},
+			{"worker", j.Worker},
 		} {
-			if want := q.Get(f.param); want != "" && want != f.value {
+			if !oneOf(f.param, f.value) {
 				return false
 			}
 		}
 		return true
 	})
+	if latest := q.Get("latest"); latest == "1" || latest == "true" {
+		seen := map[string]bool{}
+		kept := jobs[:0]
+		for _, j := range jobs { // newest first
+			key := strings.Join([]string{j.Settings["DISTRI"], j.Settings["VERSION"], j.Settings["FLAVOR"], j.Settings["ARCH"], j.Settings["TEST"], j.Settings["MACHINE"]}, "\x00")
+			if !seen[key] {
+				seen[key] = true
+				kept = append(kept, j)
+			}
+		}
+		jobs = kept
+	}
+	more := len(jobs) > offset+limit
+	jobs = jobs[min(offset, len(jobs)):]
+	jobs = jobs[:min(limit, len(jobs))]
+	if more {
+		next := *r.URL
+		nq := next.Query()
+		nq.Set("offset", strconv.Itoa(offset+limit))
+		nq.Set("limit", strconv.Itoa(limit))
+		next.RawQuery = nq.Encode()
+		w.Header().Add("Link", "<"+next.RequestURI()+">; rel=\"next\"")
+	}
 	if jobs == nil {
 		jobs = []JobView{}
 	}
