@@ -36,6 +36,7 @@ type JobAggregate struct {
 	CloneOf  int64             `json:"clone_of,omitempty"`
 	Retry    int               `json:"retry,omitempty"`
 	Clone    int64             `json:"clone,omitempty"` // set by JobRestarted
+	Deleted  bool              `json:"deleted,omitempty"`
 
 	// Worker is the instance the job is assigned to; it stays set once the
 	// job is final, to say who ran it.
@@ -137,6 +138,8 @@ func (a *JobAggregate) Apply(seq uint64, ev Event, p Payload) error {
 		a.CancelRequested = true
 	case JobRestarted:
 		a.Clone = e.Clone
+	case JobDeleted:
+		a.Deleted = true
 	}
 	a.Seq, a.Updated = seq, ev.Time
 	return nil
@@ -196,8 +199,15 @@ func (a *JobAggregate) check(p Payload) (Payload, error) {
 		if a.State != "" && !a.Final() {
 			return nil, refuse("the job is still %s; only a final job is restarted", a.State)
 		}
+	case JobDeleted:
+		if !a.Final() {
+			return nil, refuse("the job is still %s; cancel it first, then delete it", a.State)
+		}
 	default:
 		return nil, fmt.Errorf("job %d: %s is not a job event", a.ID, p.Kind())
+	}
+	if a.Deleted {
+		return nil, refuse("the job was deleted")
 	}
 
 	switch {
@@ -265,6 +275,8 @@ func jobPayload(p Payload) Payload {
 	case *JobCancelRequested:
 		return deref(e)
 	case *JobRestarted:
+		return deref(e)
+	case *JobDeleted:
 		return deref(e)
 	case *AssetFetched:
 		return deref(e)

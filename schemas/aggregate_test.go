@@ -17,32 +17,36 @@ import (
 // per state the job is in; a cell is the state the event leads to, "=" for
 // allowed without a change of state, "-" for refused as an impossible
 // transition, "!" for not a job event at all. "new" is a job with no
-// events yet, "rst" a final job that was already restarted.
+// events yet, "rst" a final job that was already restarted, "del" a job
+// that was deleted.
 const lifecycle = `
-kind                     new  sch  asg  set  run  upl  done canc rst
-job.created.v1           sch  -    -    -    -    -    -    -    -
-job.assigned.v1          -    asg  -    -    -    -    -    -    -
-job.unassigned.v1        -    -    sch  sch  -    -    -    -    -
-asset.fetched.v1         -    -    set  =    -    -    -    -    -
-repo.checked_out.v1      -    -    set  =    -    -    -    -    -
-job.ready.v1             -    -    set  =    -    -    -    -    -
-job.started.v1           -    -    -    run  -    -    -    -    -
-module.started.v1        -    -    -    -    =    -    -    -    -
-module.finished.v1       -    -    -    -    =    -    -    -    -
-job.tests_finished.v1    -    -    -    upl  upl  -    -    -    -
-job.finished.v1          -    done done done done done -    -    -
-job.cancel_requested.v1  -    =    =    =    =    =    -    -    -
-job.restarted.v1         -    -    -    -    -    -    =    =    -
-worker.registered.v1     !    !    !    !    !    !    !    !    !
-worker.heartbeat.v1      !    !    !    !    !    !    !    !    !
-worker.offline.v1        !    !    !    !    !    !    !    !    !
-match.requested.v1       !    !    !    !    !    !    !    !    !
-match.resolved.v1        !    !    !    !    !    !    !    !    !
-asset.registered.v1      !    !    !    !    !    !    !    !    !
-asset.progress.v1        !    !    !    !    !    !    !    !    !
-cache.status.v1          !    !    !    !    !    !    !    !    !
-asset.prefetch_requested.v1 ! !  !    !    !    !    !    !    !
-asset.prefetched.v1      !    !    !    !    !    !    !    !    !
+kind                     new  sch  asg  set  run  upl  done canc rst  del
+job.created.v1           sch  -    -    -    -    -    -    -    -  -
+job.assigned.v1          -    asg  -    -    -    -    -    -    -  -
+job.unassigned.v1        -    -    sch  sch  -    -    -    -    -  -
+asset.fetched.v1         -    -    set  =    -    -    -    -    -  -
+repo.checked_out.v1      -    -    set  =    -    -    -    -    -  -
+job.ready.v1             -    -    set  =    -    -    -    -    -  -
+job.started.v1           -    -    -    run  -    -    -    -    -  -
+module.started.v1        -    -    -    -    =    -    -    -    -  -
+module.finished.v1       -    -    -    -    =    -    -    -    -  -
+job.tests_finished.v1    -    -    -    upl  upl  -    -    -    -  -
+job.finished.v1          -    done done done done done -    -    -  -
+job.cancel_requested.v1  -    =    =    =    =    =    -    -    -  -
+job.restarted.v1         -    -    -    -    -    -    =    =    -  -
+job.deleted.v1           -    -    -    -    -    -    =    =    =    -
+worker.registered.v1     !    !    !    !    !    !    !    !    !  !
+worker.heartbeat.v1      !    !    !    !    !    !    !    !    !  !
+worker.offline.v1        !    !    !    !    !    !    !    !    !  !
+match.requested.v1       !    !    !    !    !    !    !    !    !  !
+match.resolved.v1        !    !    !    !    !    !    !    !    !  !
+asset.registered.v1      !    !    !    !    !    !    !    !    !  !
+asset.progress.v1        !    !    !    !    !    !    !    !    !  !
+cache.status.v1          !    !    !    !    !    !    !    !    !  !
+asset.prefetch_requested.v1 ! !  !    !    !    !    !    !    !  !
+asset.prefetched.v1      !    !    !    !    !    !    !    !    !  !
+apikey.created.v1        !    !    !    !    !    !    !    !    !    !
+apikey.revoked.v1        !    !    !    !    !    !    !    !    !    !
 `
 
 var (
@@ -66,6 +70,7 @@ var (
 	passed      = JobFinished{Result: ResultPassed, Modules: []ModuleResult{bootPassed.ModuleResult}, Files: map[string]string{"serial0.txt": "blob/1"}}
 	cancelReq   = JobCancelRequested{By: "alice"}
 	restarted   = JobRestarted{Clone: 8, By: "alice"}
+	deleted     = JobDeleted{By: "alice"}
 )
 
 // histories bring a job of id 7 into each column of lifecycle.
@@ -79,11 +84,13 @@ var histories = map[string][]Payload{
 	"done": {created, assigned, fetched, checkedOut, ready, started, bootStarted, bootPassed, testsPassed, passed},
 	"canc": {created, cancelReq, JobFinished{Result: ResultUserCancelled}},
 	"rst":  {created, assigned, fetched, checkedOut, ready, started, bootStarted, bootPassed, testsPassed, passed, restarted},
+	"del":  {created, assigned, fetched, checkedOut, ready, started, bootStarted, bootPassed, testsPassed, passed, deleted},
 }
 
 var abbreviations = map[string]string{
 	"sch": StateScheduled, "asg": StateAssigned, "set": StateSetup, "run": StateRunning,
 	"upl": StateUploading, "done": StateDone, "canc": StateCancelled,
+	"rst": StateDone, "del": StateDone,
 }
 
 // samples holds a valid payload of every kind, from worker h:1.
@@ -91,7 +98,9 @@ var samples = func() map[string]Payload {
 	m := map[string]Payload{}
 	for _, p := range []Payload{
 		created, assigned, unassigned, fetched, checkedOut, ready, started, bootStarted,
-		ModuleFinished{ModuleResult{Name: "shutdown", Result: ResultFailed}}, testsPassed, passed, cancelReq, restarted,
+		ModuleFinished{ModuleResult{Name: "shutdown", Result: ResultFailed}}, testsPassed, passed, cancelReq, restarted, deleted,
+		APIKeyCreated{Key: "0123456789ABCDEF", Secret: "FEDCBA9876543210", User: "alice"},
+		APIKeyRevoked{Key: "0123456789ABCDEF"},
 		WorkerRegistered{Worker: h1, Classes: []string{"qemu_x86_64"}, Arch: "x86_64", CPUs: 4, MemoryMiB: 4096, KVM: true},
 		WorkerHeartbeat{Worker: h1, Job: 7},
 		WorkerOffline{Worker: h1, LastSeen: t0},

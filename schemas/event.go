@@ -36,6 +36,7 @@ var payloads = []func() Payload{
 	func() Payload { return &JobUnassigned{} },
 	func() Payload { return &JobCancelRequested{} },
 	func() Payload { return &JobRestarted{} },
+	func() Payload { return &JobDeleted{} },
 	func() Payload { return &AssetFetched{} },
 	func() Payload { return &RepoCheckedOut{} },
 	func() Payload { return &JobReady{} },

@@ -111,6 +111,14 @@ type JobRestarted struct {
 
 func (JobRestarted) Kind() string { return "job.restarted.v1" }
 
+// JobDeleted removes a final job from the job lists, as openQA's DELETE
+// /api/v1/jobs/ID does; its events stay in the stream.
+type JobDeleted struct {
+	By string `json:"by,omitempty"`
+}
+
+func (JobDeleted) Kind() string { return "job.deleted.v1" }
+
 // AssetFetched says one asset of the job is in the worker host's cache.
 type AssetFetched struct {
 	Worker  WorkerRef `json:"worker"`

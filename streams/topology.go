@@ -101,6 +101,7 @@ var jobEventTokens = map[string]string{
 	schemas.JobUnassigned{}.Kind():      "unassigned",
 	schemas.JobCancelRequested{}.Kind(): "cancel",
 	schemas.JobRestarted{}.Kind():       "restarted",
+	schemas.JobDeleted{}.Kind():         "deleted",
 	schemas.AssetFetched{}.Kind():       "asset",
 	schemas.RepoCheckedOut{}.Kind():     "repo",
 	schemas.JobReady{}.Kind():           "ready",
