@@ -70,6 +70,17 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return c.action(ctx, id, args[0], stdout)
+	case "delete":
+		id, err := oneID(rest)
+		if err != nil {
+			return err
+		}
+		var out struct{ Result int }
+		if err := c.do(ctx, http.MethodDelete, fmt.Sprintf("/api/v1/jobs/%d", id), nil, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "job %d deleted\n", id)
+		return nil
 	case "results":
 		if len(rest) != 2 {
 			return fmt.Errorf("usage: jetqa job results ID DIR")

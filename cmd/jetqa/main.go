@@ -36,6 +36,7 @@ Usage:
   jetqa job show ID                print a job's state, result and modules
   jetqa job cancel ID              stop a job (its VM within seconds)
   jetqa job restart ID             schedule a clone of a finished job
+  jetqa job delete ID              remove a finished job from the lists
   jetqa job results ID DIR         download a job's screenshots and logs
   jetqa replay ID                  print a job's timeline from its events
   jetqa events [--since T]         print the events of all jobs and workers in a period

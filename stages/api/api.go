@@ -144,6 +144,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/jobs/{id}/file/{name}", s.getFile)
 	mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.keys.signed(s.log, s.cancelJob))
 	mux.HandleFunc("POST /api/v1/jobs/{id}/restart", s.keys.signed(s.log, s.restartJob))
+	mux.HandleFunc("DELETE /api/v1/jobs/{id}", s.keys.signed(s.log, s.deleteJob))
 	mux.HandleFunc("GET /api/v1/workers", s.listWorkers)
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	return mux
@@ -421,8 +422,36 @@ func (s *Server) loadJob(w http.ResponseWriter, r *http.Request) *schemas.JobAgg
 	case err != nil:
 		s.unavailable(w, "read the job", err)
 		return nil
+	case agg.Deleted:
+		fail(w, http.StatusNotFound, "job %d was deleted", id)
+		return nil
 	}
 	return agg
+}
+
+// deleteJob removes a final job from the job lists, as openQA's DELETE
+// /api/v1/jobs/ID: {"result": 1}. Its events stay in the stream.
+func (s *Server) deleteJob(w http.ResponseWriter, r *http.Request) {
+	agg := s.loadJob(w, r)
+	if agg == nil {
+		return
+	}
+	if !agg.Final() {
+		fail(w, http.StatusConflict, "job %d is %s: cancel it first, then delete it", agg.ID, agg.State)
+		return
+	}
+	user, _ := r.Context().Value(userKey{}).(string)
+	_, err := s.bus.Append(r.Context(), agg.ID, schemas.JobDeleted{By: user})
+	switch {
+	case errors.Is(err, schemas.ErrTransition):
+		fail(w, http.StatusConflict, "%v", err)
+		return
+	case err != nil:
+		s.unavailable(w, "delete the job", err)
+		return
+	}
+	s.log.Info("job deleted", "job", agg.ID, "by", user)
+	writeJSON(w, http.StatusOK, map[string]int{"result": 1})
 }
 
 // cancelJob stops a job: one that has not started ends at once, a running

@@ -1,12 +1,17 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"jetqa/streams/natstest"
 )
 
 // GET /api/v1/jobs takes openQA's filters, latest=1 and paging.
@@ -82,5 +87,47 @@ func TestListJobsFiltersAndPages(t *testing.T) {
 		if code := f.do(http.MethodGet, "/api/v1/jobs?"+bad, "", nil, nil); code != 400 {
 			t.Errorf("%s: %d, want 400", bad, code)
 		}
+	}
+}
+
+// DELETE /api/v1/jobs/ID removes a final job from the lists; a job that
+// is not final is refused, and a deleted one is gone.
+func TestDeleteJob(t *testing.T) {
+	f := start(t)
+	var created struct{ ID int64 }
+	if code := f.do(http.MethodPost, "/api/v1/jobs?TEST=a", "", nil, &created); code != 200 {
+		t.Fatalf("post: %d", code)
+	}
+	id := itoa(created.ID)
+	if code := f.do(http.MethodDelete, "/api/v1/jobs/"+id, "", nil, nil); code != http.StatusConflict {
+		t.Fatalf("deleting a scheduled job: %d, want 409", code)
+	}
+	if code := f.do(http.MethodPost, "/api/v1/jobs/"+id+"/cancel", "", nil, nil); code != 200 {
+		t.Fatalf("cancel: %d", code)
+	}
+	var out struct{ Result int }
+	if code := f.do(http.MethodDelete, "/api/v1/jobs/"+id, "", nil, &out); code != 200 || out.Result != 1 {
+		t.Fatalf("deleting the cancelled job: %d %+v", code, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	natstest.WaitUntil(t, ctx, func() error {
+		if code := f.do(http.MethodGet, "/api/v1/jobs/"+id, "", nil, nil); code != http.StatusNotFound {
+			return fmt.Errorf("the deleted job is still served: %d", code)
+		}
+		return nil
+	})
+	for _, req := range []struct{ method, path string }{
+		{http.MethodDelete, "/api/v1/jobs/" + id},
+		{http.MethodPost, "/api/v1/jobs/" + id + "/restart"},
+		{http.MethodDelete, "/api/v1/jobs/999"},
+	} {
+		if code := f.do(req.method, req.path, "", nil, nil); code != http.StatusNotFound {
+			t.Errorf("%s %s: %d, want 404", req.method, req.path, code)
+		}
+	}
+	var list struct{ Jobs []JobView }
+	if f.do(http.MethodGet, "/api/v1/jobs", "", nil, &list); len(list.Jobs) != 0 {
+		t.Errorf("the list still has %v", list.Jobs)
 	}
 }

@@ -238,6 +238,8 @@ func fold(jobs map[int64]*JobView, ev schemas.Event, pl schemas.Payload) {
 		j.State, j.Worker = schemas.StateScheduled, ""
 	case *schemas.JobRestarted:
 		j.Clone = e.Clone
+	case *schemas.JobDeleted:
+		delete(jobs, ev.Job)
 	case *schemas.AssetFetched:
 		j.State = schemas.StateSetup
 		j.Assets = append(j.Assets, *e)

@@ -39,6 +39,9 @@ func (s *Server) project(ctx context.Context) error {
 // projectEvent folds one event into its job's view in the bucket. An event
 // the view already has (a redelivery) changes nothing.
 func projectEvent(ctx context.Context, bus Bus, ev schemas.Event, pl schemas.Payload, seq uint64) error {
+	if _, ok := pl.(*schemas.JobDeleted); ok {
+		return bus.DeleteView(ctx, ev.Job)
+	}
 	for {
 		data, rev, err := bus.GetView(ctx, ev.Job)
 		if err != nil {

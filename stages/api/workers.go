@@ -52,7 +52,7 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 			ID: v.id, Host: ref.Host, Instance: ref.Instance, Status: "idle", Seen: v.lastSeen,
 			Properties: map[string]string{
 				"WORKER_CLASS":     strings.Join(v.reg.Classes, ","),
-				"CPU_ARCH":         v.reg.Arch,
+				"CPU_ARCH":         unameArch(v.reg.Arch),
 				"JETQA_CPUS":       strconv.Itoa(v.reg.CPUs),
 				"JETQA_MEMORY_MIB": strconv.Itoa(v.reg.MemoryMiB),
 				"JETQA_KVM":        strconv.FormatBool(v.reg.KVM),
@@ -72,4 +72,17 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 	all = all[min(offset, len(all)):]
 	all = all[:min(limit, len(all))]
 	writeJSON(w, http.StatusOK, map[string]any{"workers": all})
+}
+
+// unameArch names an architecture as `uname -m` does, as openQA's CPU_ARCH.
+func unameArch(a string) string {
+	switch a {
+	case "amd64":
+		return "x86_64"
+	case "arm64":
+		return "aarch64"
+	case "386":
+		return "i686"
+	}
+	return a
 }
