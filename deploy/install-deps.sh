@@ -2,7 +2,8 @@
 # Installs the Debian packages jetqa needs to build, to run VMs and to build
 # the testos demo image — only those that are missing. Safe to run again.
 # `install-deps.sh test` adds what the test suite compares against:
-# os-autoinst, openQA's own test runner, as the reference for needle matching.
+# os-autoinst, openQA's own test runner, as the reference for needle
+# matching, and openQA's clients (openqa-cli, openqa_client) for the API.
 set -euo pipefail
 
 packages=(
@@ -21,6 +22,8 @@ if [ "${1:-}" = test ]; then
   # and JSON::Validator). deploy/check-os-autoinst.sh checks that it loads.
   packages+=(os-autoinst libcpanel-json-xs-perl liblist-moreutils-perl
     libmojo-ioloop-readwriteprocess-perl libtime-moment-perl libjson-validator-perl)
+  # openQA's own clients, run against jetqa's API by the tests.
+  packages+=(openqa-client python3-openqa-client)
 fi
 
 missing=()
