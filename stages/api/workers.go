@@ -86,3 +86,53 @@ func unameArch(a string) string {
 	}
 	return a
 }
+
+// jobJSON is a job as openQA's API gives it (Jobs.pm to_hash): the view,
+// with the fields openQA always has, null where jetqa has nothing yet
+// (job groups, dependencies).
+type jobJSON struct {
+	JobView
+	Priority    int    `json:"priority"`
+	Test        string `json:"test"`
+	GroupID     *int64 `json:"group_id"`
+	BlockedByID *int64 `json:"blocked_by_id"`
+	CloneID     *int64 `json:"clone_id"`
+	OriginID    *int64 `json:"origin_id,omitempty"`
+	// null until the job starts and ends, as in openQA.
+	Started  *time.Time `json:"t_started"`
+	Finished *time.Time `json:"t_finished"`
+	Parents  deps       `json:"parents"`
+	Children deps       `json:"children"`
+}
+
+// deps are openQA's job dependencies by kind; jetqa has none yet.
+type deps struct {
+	Chained         []int64 `json:"Chained"`
+	DirectlyChained []int64 `json:"Directly chained"`
+	Parallel        []int64 `json:"Parallel"`
+}
+
+func openQAJob(j JobView) jobJSON {
+	out := jobJSON{JobView: j, Priority: 50, Test: j.Settings["TEST"], Started: j.Started, Finished: j.Finished,
+		Parents:  deps{[]int64{}, []int64{}, []int64{}},
+		Children: deps{[]int64{}, []int64{}, []int64{}},
+	}
+	if p, err := strconv.Atoi(j.Settings["PRIORITY"]); err == nil {
+		out.Priority = p
+	}
+	if j.Clone != 0 {
+		out.CloneID = &j.Clone
+	}
+	if j.CloneOf != 0 {
+		out.OriginID = &j.CloneOf
+	}
+	return out
+}
+
+func openQAJobs(jobs []JobView) []jobJSON {
+	out := make([]jobJSON, len(jobs))
+	for i, j := range jobs {
+		out[i] = openQAJob(j)
+	}
+	return out
+}

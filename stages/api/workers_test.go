@@ -66,3 +66,30 @@ func TestWorkersInOpenQAShape(t *testing.T) {
 		t.Errorf("limit=x: %d, want 400", code)
 	}
 }
+
+// A job carries the fields openQA's job JSON always has (Jobs.pm to_hash):
+// null where jetqa has nothing yet.
+func TestJobInOpenQAShape(t *testing.T) {
+	f := start(t)
+	var created struct{ ID int64 }
+	if code := f.do(http.MethodPost, "/api/v1/jobs?TEST=textmode&PRIORITY=40&DISTRI=opensuse", "", nil, &created); code != 200 {
+		t.Fatalf("post: %d", code)
+	}
+	var out struct{ Job map[string]any }
+	if code := f.do(http.MethodGet, "/api/v1/jobs/"+itoa(created.ID), "", nil, &out); code != 200 {
+		t.Fatalf("get: %d", code)
+	}
+	for k, want := range map[string]any{"id": float64(created.ID), "priority": 40.0, "test": "textmode", "state": "scheduled", "result": "none", "group_id": nil, "blocked_by_id": nil, "clone_id": nil} {
+		if got, ok := out.Job[k]; !ok || got != want {
+			t.Errorf("%s = %v (present %v), want %v", k, got, ok, want)
+		}
+	}
+	for _, k := range []string{"name", "settings", "t_started", "t_finished", "parents", "children"} {
+		if _, ok := out.Job[k]; !ok {
+			t.Errorf("no %s in %v", k, out.Job)
+		}
+	}
+	if p, _ := out.Job["parents"].(map[string]any); p == nil || p["Chained"] == nil || p["Directly chained"] == nil || p["Parallel"] == nil {
+		t.Errorf("parents %v, want openQA's three kinds", out.Job["parents"])
+	}
+}
