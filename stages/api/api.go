@@ -336,7 +336,9 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		return false
 	}
-	jobs := s.view.list(func(j *JobView) bool {
+	latest := q.Get("latest") == "1" || q.Get("latest") == "true"
+	seen := map[string]bool{} // scenarios of latest=1; keep sees jobs newest first
+	jobs, more := s.view.page(func(j *JobView) bool {
 		if !since.IsZero() && j.Created.Before(since) || !until.IsZero() && j.Created.After(until) {
 			return false
 		}
@@ -353,23 +355,15 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 				return false
 			}
 		}
-		return true
-	})
-	if latest := q.Get("latest"); latest == "1" || latest == "true" {
-		seen := map[string]bool{}
-		kept := jobs[:0]
-		for _, j := range jobs { // newest first
+		if latest {
 			key := strings.Join([]string{j.Settings["DISTRI"], j.Settings["VERSION"], j.Settings["FLAVOR"], j.Settings["ARCH"], j.Settings["TEST"], j.Settings["MACHINE"]}, "\x00")
-			if !seen[key] {
-				seen[key] = true
-				kept = append(kept, j)
+			if seen[key] {
+				return false
 			}
+			seen[key] = true
 		}
-		jobs = kept
-	}
-	more := len(jobs) > offset+limit
-	jobs = jobs[min(offset, len(jobs)):]
-	jobs = jobs[:min(limit, len(jobs))]
+		return true
+	}, offset, limit)
 	if more {
 		next := *r.URL
 		nq := next.Query()

@@ -3,8 +3,8 @@ package api
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +46,10 @@ type projection struct {
 	seen uint64 // last stream sequence applied
 	cond *sync.Cond
 	jobs map[int64]*JobView
+	// ids are the keys of jobs in ascending order, for lists newest first
+	// without sorting every job on every request; stale when its length
+	// differs from jobs' (fold adds and removes jobs directly).
+	ids []int64
 	// workers are the registered worker instances, as their events leave
 	// them.
 	workers map[schemas.WorkerRef]*workerView
@@ -72,7 +76,11 @@ func (p *projection) follow(ctx context.Context, bus Bus, until uint64) error {
 	return bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.SubjectJobs}},
 		func(ev schemas.Event, pl schemas.Payload, d streams.Delivery) error {
 			p.mu.Lock()
+			before := len(p.jobs)
 			fold(p.jobs, ev, pl)
+			if len(p.jobs) != before {
+				p.ids = nil // sorted again when listed
+			}
 			if j := p.jobs[ev.Job]; j != nil {
 				j.Seq = d.Sequence
 			}
@@ -191,10 +199,18 @@ func coversAll(have, want []string) bool {
 // set replaces a job's view (nil: removes it), as copied from the bucket.
 func (p *projection) set(id int64, v *JobView) {
 	p.mu.Lock()
+	_, had := p.jobs[id]
 	if v == nil {
 		delete(p.jobs, id)
+		if i, ok := slices.BinarySearch(p.ids, id); had && ok && len(p.ids) == len(p.jobs)+1 {
+			p.ids = slices.Delete(p.ids, i, i+1)
+		}
 	} else {
 		p.jobs[id] = v
+		if !had && len(p.ids) == len(p.jobs)-1 {
+			i, _ := slices.BinarySearch(p.ids, id)
+			p.ids = slices.Insert(p.ids, i, id)
+		}
 	}
 	p.cond.Broadcast()
 	p.mu.Unlock()
@@ -286,16 +302,55 @@ func (p *projection) get(id int64) (JobView, bool) {
 
 // list returns the jobs that pass keep, newest first.
 func (p *projection) list(keep func(*JobView) bool) []JobView {
-	p.mu.Lock()
-	defer p.mu.Unlock()
 	var out []JobView
-	for _, j := range p.jobs {
+	p.each(func(j *JobView) bool {
 		if keep(j) {
 			v := *j
 			v.Waiting = p.waiting(j)
 			out = append(out, v)
 		}
-	}
-	sort.Slice(out, func(a, b int) bool { return out[a].ID > out[b].ID })
+		return true
+	})
 	return out
+}
+
+// each calls fn with the jobs, newest first, until fn returns false; the
+// lock is held.
+func (p *projection) each(fn func(*JobView) bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.ids) != len(p.jobs) {
+		p.ids = slices.Sorted(maps.Keys(p.jobs))
+	}
+	for i := len(p.ids) - 1; i >= 0; i-- {
+		if j := p.jobs[p.ids[i]]; j != nil && !fn(j) {
+			return
+		}
+	}
+}
+
+// page is list for one page: the jobs keep accepts, newest first, skipping
+// offset and taking at most limit, and whether more would follow. keep
+// sees the jobs newest first, so it may keep state (latest=1).
+func (p *projection) page(keep func(*JobView) bool, offset, limit int) ([]JobView, bool) {
+	var out []JobView
+	matched, more := 0, false
+	p.each(func(j *JobView) bool {
+		if !keep(j) {
+			return true
+		}
+		matched++
+		switch {
+		case matched <= offset:
+			return true
+		case len(out) == limit:
+			more = true
+			return false
+		}
+		v := *j
+		v.Waiting = p.waiting(j)
+		out = append(out, v)
+		return true
+	})
+	return out, more
 }
