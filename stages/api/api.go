@@ -160,7 +160,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
+	// Compact, as openQA answers: openqa-cli --pretty indents.
 	_ = enc.Encode(v)
 }
 
