@@ -2,11 +2,15 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"jetqa/streams/natstest"
 )
 
 // An operator creates, lists and revokes API keys with the CLI; the keys
@@ -49,5 +53,24 @@ func TestAdminAPIKeys(t *testing.T) {
 	}
 	if _, _, err := admin("revoke", "0123456789ABCDEF"); err == nil || !strings.Contains(err.Error(), "no such API key") {
 		t.Fatalf("revoking a key never made: %v", err)
+	}
+}
+
+// `jetqa worker list` shows the instances the API knows.
+func TestWorkerListCLI(t *testing.T) {
+	s := startSystem(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	natstest.WaitUntil(t, ctx, func() error {
+		var out, errOut bytes.Buffer
+		err := dispatch([]string{"worker", "list", "--api", s.api}, &out, &errOut)
+		if err == nil && !regexp.MustCompile(`(?m)^1\s+e2e:1\s+idle\s+-\s+qemu_x86_64\s`).MatchString(out.String()) {
+			err = fmt.Errorf("worker list printed\n%s", out.String())
+		}
+		return err
+	})
+	var out, errOut bytes.Buffer
+	if err := dispatch([]string{"worker", "list", "--api", s.api, "--json"}, &out, &errOut); err != nil || !strings.HasPrefix(out.String(), `{"workers":[{"id":1,"host":"e2e"`) {
+		t.Fatalf("worker list --json: %v %s", err, out.String())
 	}
 }

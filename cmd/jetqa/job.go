@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"jetqa/schemas"
@@ -35,7 +36,7 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
 	filters := url.Values{}
 	if args[0] == "list" {
-		for _, f := range []string{"state", "result", "distri", "version", "test", "worker", "since", "until"} {
+		for _, f := range []string{"state", "result", "distri", "version", "flavor", "arch", "build", "machine", "test", "worker", "since", "until", "limit", "offset"} {
 			fs.Func(f, "list only jobs with this "+f, func(v string) error { filters.Set(f, v); return nil })
 		}
 	}
@@ -273,6 +274,32 @@ func (c client) list(ctx context.Context, filters url.Values, asJSON bool, stdou
 	return nil
 }
 
+// workers prints the worker instances the server knows (GET /api/v1/workers).
+func (c client) workers(ctx context.Context, asJSON bool, stdout io.Writer) error {
+	var raw []byte
+	if err := c.do(ctx, http.MethodGet, "/api/v1/workers", nil, &raw); err != nil {
+		return err
+	}
+	if asJSON {
+		_, err := stdout.Write(raw)
+		return err
+	}
+	var out struct{ Workers []api.WorkerInfo }
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tWORKER\tSTATUS\tJOB\tWORKER_CLASS\tLAST SEEN")
+	for _, w := range out.Workers {
+		job := "-"
+		if w.JobID != 0 {
+			job = strconv.FormatInt(w.JobID, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s:%d\t%s\t%s\t%s\t%s\n", w.ID, w.Host, w.Instance, w.Status, job, w.Properties["WORKER_CLASS"], w.Seen.Local().Format("2006-01-02 15:04:05"))
+	}
+	return tw.Flush()
+}
+
 // action cancels or restarts a job.
 func (c client) action(ctx context.Context, id int64, what string, stdout io.Writer) error {
 	var out struct{ ID int64 }
@@ -405,4 +432,18 @@ func summary(p schemas.Payload) string {
 		return s
 	}
 	return ""
+}
+
+// cmdWorkerList lists the worker instances through the API.
+func cmdWorkerList(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("worker list", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	apiURL := fs.String("api", envOr("JETQA_API", "http://127.0.0.1:9526"), "jetqa API")
+	asJSON := fs.Bool("json", false, "print the API's JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	return client{api: strings.TrimRight(*apiURL, "/")}.workers(ctx, *asJSON, stdout)
 }

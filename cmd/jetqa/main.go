@@ -37,6 +37,7 @@ Usage:
   jetqa job cancel ID              stop a job (its VM within seconds)
   jetqa job restart ID             schedule a clone of a finished job
   jetqa job delete ID              remove a finished job from the lists
+  jetqa worker list [--json]       the worker instances, their status and job
   jetqa job results ID DIR         download a job's screenshots and logs
   jetqa replay ID                  print a job's timeline from its events
   jetqa events [--since T]         print the events of all jobs and workers in a period
@@ -88,6 +89,9 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	case "server":
 		return cmdServer(args[1:], stderr)
 	case "worker":
+		if len(args) > 1 && args[1] == "list" {
+			return cmdWorkerList(args[2:], stdout, stderr)
+		}
 		return cmdWorker(args[1:], stderr)
 	case "matcher":
 		return cmdMatcher(args[1:], stderr)
