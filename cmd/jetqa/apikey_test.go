@@ -74,3 +74,17 @@ func TestWorkerListCLI(t *testing.T) {
 		t.Fatalf("worker list --json: %v %s", err, out.String())
 	}
 }
+
+func TestHostURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://jetqa.example.org:9526": "http://jetqa.example.org:9526",
+		"https://jetqa.example.org":     "https://jetqa.example.org",
+		"jetqa.example.org":             "http://jetqa.example.org:9526",
+		"10.0.0.1:8080":                 "http://10.0.0.1:8080",
+		"::1":                           "http://[::1]:9526",
+	} {
+		if got := hostURL(in); got != want {
+			t.Errorf("hostURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

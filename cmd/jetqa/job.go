@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -33,6 +34,7 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("job "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	apiURL := fs.String("api", envOr("JETQA_API", "http://127.0.0.1:9526"), "jetqa API")
+	fs.Func("host", "the server's API, as openqa-cli's --host: URL or HOST[:PORT]", func(v string) error { *apiURL = hostURL(v); return nil })
 	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
 	filters := url.Values{}
 	if args[0] == "list" {
@@ -439,6 +441,7 @@ func cmdWorkerList(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("worker list", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	apiURL := fs.String("api", envOr("JETQA_API", "http://127.0.0.1:9526"), "jetqa API")
+	fs.Func("host", "the server's API, as openqa-cli's --host: URL or HOST[:PORT]", func(v string) error { *apiURL = hostURL(v); return nil })
 	asJSON := fs.Bool("json", false, "print the API's JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -446,4 +449,16 @@ func cmdWorkerList(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
 	return client{api: strings.TrimRight(*apiURL, "/")}.workers(ctx, *asJSON, stdout)
+}
+
+// hostURL turns openqa-cli's --host (a URL, or a host with or without a
+// port) into the API's URL; jetqa's API listens on 9526.
+func hostURL(v string) string {
+	if strings.Contains(v, "://") {
+		return v
+	}
+	if _, _, err := net.SplitHostPort(v); err != nil {
+		v = net.JoinHostPort(v, "9526")
+	}
+	return "http://" + v
 }
