@@ -70,7 +70,13 @@ func TestOpenQAClientsDriveTheAPI(t *testing.T) {
 	}
 	cli("-X", "POST", jobPath+"/cancel")
 	restarted := cli("-X", "POST", jobPath+"/restart")
-	if r, _ := restarted["result"].([]any); len(r) != 1 {
+	r, _ := restarted["result"].([]any)
+	urls, _ := restarted["test_url"].([]any)
+	if len(r) != 1 || len(urls) != 1 {
+		t.Fatalf("restart answered %v, want result and test_url as openQA", restarted)
+	}
+	clone := r[0].(map[string]any)[strconv.FormatInt(int64(id), 10)]
+	if u := urls[0].(map[string]any)[strconv.FormatInt(int64(id), 10)]; clone == nil || u != "/tests/"+strconv.FormatFloat(clone.(float64), 'f', 0, 64) {
 		t.Fatalf("restart answered %v", restarted)
 	}
 	if d := cli("-X", "DELETE", jobPath); d["result"] != 1.0 {

@@ -142,6 +142,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/jobs", s.listJobs)
 	mux.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
 	mux.HandleFunc("GET /api/v1/jobs/{id}/file/{name}", s.getFile)
+	mux.HandleFunc("GET /tests/{id}/file/{name}", s.getFile) // openQA's path
 	mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.keys.signed(s.log, s.cancelJob))
 	mux.HandleFunc("POST /api/v1/jobs/{id}/restart", s.keys.signed(s.log, s.restartJob))
 	mux.HandleFunc("DELETE /api/v1/jobs/{id}", s.keys.signed(s.log, s.deleteJob))
@@ -514,5 +515,10 @@ func (s *Server) restartJob(w http.ResponseWriter, r *http.Request) {
 		cancel()
 	}
 	s.log.Info("job restarted", "job", agg.ID, "clone", clone)
-	writeJSON(w, http.StatusOK, map[string]any{"id": clone, "result": []map[string]int64{{strconv.FormatInt(agg.ID, 10): clone}}})
+	old := strconv.FormatInt(agg.ID, 10)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"id":       clone,
+		"result":   []map[string]int64{{old: clone}},
+		"test_url": []map[string]string{{old: fmt.Sprintf("/tests/%d", clone)}},
+	})
 }
