@@ -262,3 +262,29 @@ func TestWritesNeedASignature(t *testing.T) {
 		t.Fatalf("reading the job list: %d", code)
 	}
 }
+
+// The job settings parser takes any body and query without panicking, and
+// what it accepts has only names a setting can have.
+func FuzzReadSettings(f *testing.F) {
+	f.Add("application/x-www-form-urlencoded", "TEST=a&DISTRI=b", "ISO=x.iso")
+	f.Add("application/json", `{"TEST":"json","QEMURAM":512,"X":true}`, "")
+	f.Add("application/json", `{"A":{"b":1}}`, "")
+	f.Add("text/plain", "%zz", "a=%")
+	f.Fuzz(func(t *testing.T, contentType, body, query string) {
+		r, err := http.NewRequest(http.MethodPost, "http://x/api/v1/jobs", strings.NewReader(body))
+		if err != nil {
+			return
+		}
+		r.URL.RawQuery = query
+		r.Header.Set("Content-Type", contentType)
+		settings, err := readSettings(r)
+		if err != nil {
+			return
+		}
+		for k := range settings {
+			if k == "" || strings.ContainsAny(k, " \t\n=") {
+				t.Fatalf("accepted the setting name %q", k)
+			}
+		}
+	})
+}
