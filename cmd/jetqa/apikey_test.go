@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,11 @@ func TestWorkerListCLI(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if err := dispatch([]string{"worker", "list", "--api", s.api, "--json"}, &out, &errOut); err != nil || !strings.HasPrefix(out.String(), `{"workers":[{"id":1,"host":"e2e"`) {
 		t.Fatalf("worker list --json: %v %s", err, out.String())
+	}
+	id := s.post(t, map[string]string{"TEST": "shown", "WORKER_CLASS": "nobody_has_this"})
+	out.Reset()
+	if err := dispatch([]string{"job", "show", "--api", s.api, "--json", strconv.FormatInt(id, 10)}, &out, &errOut); err != nil || !strings.Contains(out.String(), `"test":"shown"`) {
+		t.Fatalf("job show --json: %v %s", err, out.String())
 	}
 }
 

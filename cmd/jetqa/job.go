@@ -42,7 +42,7 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 			fs.Func(f, "list only jobs with this "+f, func(v string) error { filters.Set(f, v); return nil })
 		}
 	}
-	asJSON := fs.Bool("json", false, "list: print the API's JSON")
+	asJSON := fs.Bool("json", false, "list, show: print the API's JSON")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
@@ -64,6 +64,14 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 	case "show":
 		id, err := oneID(rest)
 		if err != nil {
+			return err
+		}
+		if *asJSON {
+			var raw []byte
+			if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d", id), nil, &raw); err != nil {
+				return err
+			}
+			_, err = stdout.Write(raw)
 			return err
 		}
 		return c.show(ctx, id, stdout)
