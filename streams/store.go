@@ -352,7 +352,21 @@ func (b *Bus) copyChunks(ctx context.Context, staged, dst string, want uint32, p
 	if want == 0 {
 		return 0, 0, sum.Sum(nil), nil
 	}
-	cons, err := b.JS.OrderedConsumer(ctx, StreamChunks, jetstream.OrderedConsumerConfig{FilterSubjects: []string{staged}})
+	// Just after a node is lost the stream may answer nobody for a moment,
+	// until its new leader is elected.
+	var cons jetstream.Consumer
+	var err error
+	for wait := 100 * time.Millisecond; ; wait *= 2 {
+		cons, err = b.JS.OrderedConsumer(ctx, StreamChunks, jetstream.OrderedConsumerConfig{FilterSubjects: []string{staged}})
+		if err == nil || !errors.Is(err, nats.ErrNoResponders) || wait > 3*time.Second {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 	if err != nil {
 		return 0, 0, nil, fmt.Errorf("read %s: %w", staged, err)
 	}
