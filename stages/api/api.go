@@ -271,7 +271,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"job": openQAJob(j)})
+	writeJSON(w, http.StatusOK, map[string]any{"job": s.openQAJob(j)})
 }
 
 // listJobs serves GET /api/v1/jobs with openQA's filters: state and
@@ -376,7 +376,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	if jobs == nil {
 		jobs = []JobView{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"jobs": openQAJobs(jobs)})
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": s.openQAJobs(jobs)})
 }
 
 func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {

@@ -97,7 +97,10 @@ type jobJSON struct {
 	GroupID     *int64 `json:"group_id"`
 	BlockedByID *int64 `json:"blocked_by_id"`
 	CloneID     *int64 `json:"clone_id"`
-	OriginID    *int64 `json:"origin_id,omitempty"`
+	// AssignedWorkerID is the id GET /api/v1/workers gives the instance
+	// the job is assigned to.
+	AssignedWorkerID *int   `json:"assigned_worker_id,omitempty"`
+	OriginID         *int64 `json:"origin_id,omitempty"`
 	// null until the job starts and ends, as in openQA.
 	Started  *time.Time `json:"t_started"`
 	Finished *time.Time `json:"t_finished"`
@@ -112,7 +115,20 @@ type deps struct {
 	Parallel        []int64 `json:"Parallel"`
 }
 
-func openQAJob(j JobView) jobJSON {
+func (s *Server) openQAJob(j JobView) jobJSON { return s.openQAJobs([]JobView{j})[0] }
+
+// workerIDs maps the instances' names (host:instance) to their ids.
+func (s *Server) workerIDs() map[string]int {
+	s.view.mu.Lock()
+	defer s.view.mu.Unlock()
+	ids := make(map[string]int, len(s.view.workers))
+	for ref, w := range s.view.workers {
+		ids[ref.String()] = w.id
+	}
+	return ids
+}
+
+func openQAJobOf(j JobView) jobJSON {
 	out := jobJSON{JobView: j, Priority: 50, Test: j.Settings["TEST"], Started: j.Started, Finished: j.Finished,
 		Parents:  deps{[]int64{}, []int64{}, []int64{}},
 		Children: deps{[]int64{}, []int64{}, []int64{}},
@@ -129,10 +145,14 @@ func openQAJob(j JobView) jobJSON {
 	return out
 }
 
-func openQAJobs(jobs []JobView) []jobJSON {
+func (s *Server) openQAJobs(jobs []JobView) []jobJSON {
+	ids := s.workerIDs()
 	out := make([]jobJSON, len(jobs))
 	for i, j := range jobs {
-		out[i] = openQAJob(j)
+		out[i] = openQAJobOf(j)
+		if id, ok := ids[j.Worker]; ok && j.Worker != "" {
+			out[i].AssignedWorkerID = &id
+		}
 	}
 	return out
 }

@@ -65,6 +65,19 @@ func TestWorkersInOpenQAShape(t *testing.T) {
 	if code := f.do(http.MethodGet, "/api/v1/workers?limit=x", "", nil, nil); code != 400 {
 		t.Errorf("limit=x: %d, want 400", code)
 	}
+	// A job assigned to a:2 names that instance's id, as openQA does.
+	for _, p := range []schemas.Payload{schemas.JobCreated{Settings: map[string]string{"TEST": "t"}}, schemas.JobAssigned{Worker: a2}} {
+		if _, err := f.bus.Append(ctx, 9, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	natstest.WaitUntil(t, ctx, func() error {
+		var job struct{ Job map[string]any }
+		if code := f.do(http.MethodGet, "/api/v1/jobs/9", "", nil, &job); code != 200 || job.Job["assigned_worker_id"] != 3.0 {
+			return fmt.Errorf("job 9: %d %v", code, job.Job["assigned_worker_id"])
+		}
+		return nil
+	})
 }
 
 // A job carries the fields openQA's job JSON always has (Jobs.pm to_hash):
