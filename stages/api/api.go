@@ -243,6 +243,27 @@ func readSettings(r *http.Request) (map[string]string, error) {
 	return settings, nil
 }
 
+// paging reads limit (default 500, at most max) and offset, or answers
+// 400 and returns false.
+func paging(w http.ResponseWriter, r *http.Request, max int) (limit, offset int, ok bool) {
+	limit = 500
+	for _, p := range []struct {
+		name string
+		v    *int
+		max  int
+	}{{"limit", &limit, max}, {"offset", &offset, 1 << 30}} {
+		if v := r.URL.Query().Get(p.name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > p.max {
+				fail(w, http.StatusBadRequest, "%s=%q: want a number from 0 to %d", p.name, v, p.max)
+				return 0, 0, false
+			}
+			*p.v = n
+		}
+	}
+	return limit, offset, true
+}
+
 func jobID(w http.ResponseWriter, r *http.Request) (int64, bool) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
@@ -296,20 +317,9 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 			*b.t = t
 		}
 	}
-	limit, offset := 500, 0
-	for _, p := range []struct {
-		name string
-		v    *int
-		max  int
-	}{{"limit", &limit, 10000}, {"offset", &offset, 1 << 30}} {
-		if v := q.Get(p.name); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 || n > p.max {
-				fail(w, http.StatusBadRequest, "%s=%q: want a number from 0 to %d", p.name, v, p.max)
-				return
-			}
-			*p.v = n
-		}
+	limit, offset, ok := paging(w, r, 10000)
+	if !ok {
+		return
 	}
 	ids := map[int64]bool{}
 	for _, v := range q["ids"] {

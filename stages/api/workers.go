@@ -30,20 +30,9 @@ type WorkerInfo struct {
 // id, with limit (default and most 500, as openQA's admin tables) and
 // offset.
 func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
-	limit, offset := 500, 0
-	for _, p := range []struct {
-		name string
-		v    *int
-		max  int
-	}{{"limit", &limit, 500}, {"offset", &offset, 1 << 30}} {
-		if v := r.URL.Query().Get(p.name); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 || n > p.max {
-				fail(w, http.StatusBadRequest, "%s=%q: want a number from 0 to %d", p.name, v, p.max)
-				return
-			}
-			*p.v = n
-		}
+	limit, offset, ok := paging(w, r, 500)
+	if !ok {
+		return
 	}
 	s.view.mu.Lock()
 	all := make([]WorkerInfo, 0, len(s.view.workers))
