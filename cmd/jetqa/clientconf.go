@@ -138,11 +138,17 @@ func ensureLocalAPIKey(ctx context.Context, bus *streams.Bus, dataDir, apiAddr s
 		}
 		key, secret = k.Key, k.Secret
 	}
+	return appendClientConf(path, apiAddr, key, secret, "the API key of `jetqa up`: jetqa and openqa-cli sign their requests with it")
+}
+
+// appendClientConf adds a section for host with key and secret to the
+// client.conf at path, made readable by its owner only if it is new.
+func appendClientConf(path, host, key, secret, comment string) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(f, "# the API key of `jetqa up`: jetqa and openqa-cli sign their requests with it\n[%s]\nkey = %s\nsecret = %s\n", apiAddr, key, secret)
+	_, err = fmt.Fprintf(f, "# %s\n[%s]\nkey = %s\nsecret = %s\n", comment, host, key, secret)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

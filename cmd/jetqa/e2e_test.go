@@ -229,12 +229,7 @@ func addAPIKey(t *testing.T, bus *streams.Bus, apiURL, conf string) apiCredentia
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(conf, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := fmt.Fprintf(f, "[%s]\nkey = %s\nsecret = %s\n", u.Host, k.Key, k.Secret); err != nil {
+	if err := appendClientConf(conf, u.Host, k.Key, k.Secret, "a key of the test"); err != nil {
 		t.Fatal(err)
 	}
 	cred := apiCredential{key: k.Key, secret: k.Secret, file: conf}
