@@ -519,11 +519,10 @@ func (s *Server) restartJob(w http.ResponseWriter, r *http.Request) {
 		s.unavailable(w, "restart the job", err)
 		return
 	}
-	if cloned, err := s.bus.LoadJob(ctx, clone); err == nil {
-		wait, cancel := context.WithTimeout(ctx, 5*time.Second)
-		s.view.waitForJob(wait, clone, cloned.Seq)
-		cancel()
-	}
+	// The clone has only its creation: any view of it is new enough.
+	wait, cancel := context.WithTimeout(ctx, 5*time.Second)
+	s.view.waitForJob(wait, clone, 1)
+	cancel()
 	s.log.Info("job restarted", "job", agg.ID, "clone", clone)
 	old := strconv.FormatInt(agg.ID, 10)
 	writeJSON(w, http.StatusOK, map[string]any{
