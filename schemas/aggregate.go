@@ -35,6 +35,7 @@ type JobAggregate struct {
 	Settings map[string]string `json:"settings,omitempty"`
 	CloneOf  int64             `json:"clone_of,omitempty"`
 	Retry    int               `json:"retry,omitempty"`
+	After    []int64           `json:"after,omitempty"`
 	Clone    int64             `json:"clone,omitempty"` // set by JobRestarted
 	Deleted  bool              `json:"deleted,omitempty"`
 
@@ -105,6 +106,7 @@ func (a *JobAggregate) Apply(seq uint64, ev Event, p Payload) error {
 	case JobCreated:
 		a.ID, a.State, a.Result = ev.Job, StateScheduled, ResultNone
 		a.Settings, a.CloneOf, a.Retry = maps.Clone(e.Settings), e.CloneOf, e.Retry
+		a.After = slices.Clone(e.After)
 		a.Created = ev.Time
 	case JobAssigned:
 		w := e.Worker

@@ -2,6 +2,7 @@ package schemas
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -55,6 +56,10 @@ type JobCreated struct {
 	// Retry counts automatic clones in a row: the clone of an original
 	// has 1, its own automatic clone 2.
 	Retry int `json:"retry,omitempty"`
+	// After are the jobs this one starts after, as openQA's chained
+	// parents (START_AFTER_TEST): it is held until each has ended passed
+	// or softfailed, and skipped when one ended otherwise.
+	After []int64 `json:"after,omitempty"`
 }
 
 func (JobCreated) Kind() string { return "job.created.v1" }
@@ -276,4 +281,15 @@ func WorkerClasses(v string) []string {
 		}
 	}
 	return out
+}
+
+// Priority is a job's priority, lower first: openQA's _PRIORITY setting,
+// or PRIORITY; 50 when neither is a number.
+func Priority(settings map[string]string) int {
+	for _, k := range []string{"_PRIORITY", "PRIORITY"} {
+		if p, err := strconv.Atoi(settings[k]); err == nil {
+			return p
+		}
+	}
+	return 50
 }

@@ -312,7 +312,7 @@ func (b *Bus) Restart(ctx context.Context, agg *schemas.JobAggregate, by string,
 	if err != nil {
 		return 0, err
 	}
-	if _, err := b.Append(ctx, clone, schemas.JobCreated{Settings: agg.Settings, CloneOf: agg.ID, Retry: retry}); err != nil {
+	if _, err := b.Append(ctx, clone, schemas.JobCreated{Settings: agg.Settings, CloneOf: agg.ID, Retry: retry, After: agg.After}); err != nil {
 		return 0, fmt.Errorf("clone of job %d: %w", agg.ID, err)
 	}
 	_, err = b.Append(ctx, agg.ID, schemas.JobRestarted{Clone: clone, By: by})

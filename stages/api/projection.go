@@ -33,6 +33,8 @@ type JobView struct {
 	Files    map[string]string        `json:"files,omitempty"`
 	CloneOf  int64                    `json:"origin_id,omitempty"`
 	Clone    int64                    `json:"clone_id,omitempty"`
+	// After are the jobs this one starts after (chained parents).
+	After []int64 `json:"after,omitempty"`
 	// Waiting says why a scheduled job has no worker yet.
 	Waiting string `json:"waiting,omitempty"`
 	// Seq is the stream sequence of the last event folded into the view.
@@ -53,6 +55,9 @@ type projection struct {
 	// workers are the registered worker instances, as their events leave
 	// them.
 	workers map[schemas.WorkerRef]*workerView
+	// children are the jobs that start after each job, from the views'
+	// After: openQA shows a job's children.
+	children map[int64][]int64
 }
 
 // workerView is a worker instance as GET /api/v1/workers shows it.
@@ -65,7 +70,7 @@ type workerView struct {
 }
 
 func newProjection() *projection {
-	p := &projection{jobs: map[int64]*JobView{}, workers: map[schemas.WorkerRef]*workerView{}}
+	p := &projection{jobs: map[int64]*JobView{}, workers: map[schemas.WorkerRef]*workerView{}, children: map[int64][]int64{}}
 	p.cond = sync.NewCond(&p.mu)
 	return p
 }
@@ -207,6 +212,11 @@ func (p *projection) set(id int64, v *JobView) {
 		}
 	} else {
 		p.jobs[id] = v
+		if !had {
+			for _, parent := range v.After {
+				p.children[parent] = append(p.children[parent], id)
+			}
+		}
 		if !had && len(p.ids) == len(p.jobs)-1 {
 			i, _ := slices.BinarySearch(p.ids, id)
 			p.ids = slices.Insert(p.ids, i, id)
@@ -239,7 +249,7 @@ func (p *projection) waitForJob(ctx context.Context, id int64, seq uint64) {
 // view changes.
 func fold(jobs map[int64]*JobView, ev schemas.Event, pl schemas.Payload) {
 	if c, ok := pl.(*schemas.JobCreated); ok {
-		jobs[ev.Job] = &JobView{ID: ev.Job, Name: c.Name(), State: schemas.StateScheduled, Result: schemas.ResultNone, Settings: c.Settings, Created: ev.Time, Modules: []schemas.ModuleResult{}, CloneOf: c.CloneOf}
+		jobs[ev.Job] = &JobView{ID: ev.Job, Name: c.Name(), State: schemas.StateScheduled, Result: schemas.ResultNone, Settings: c.Settings, Created: ev.Time, Modules: []schemas.ModuleResult{}, CloneOf: c.CloneOf, After: c.After}
 		return
 	}
 	j := jobs[ev.Job]

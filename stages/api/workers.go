@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"jetqa/schemas"
 )
 
 // WorkerInfo is a worker instance in openQA's shape (Workers.pm info):
@@ -84,6 +86,7 @@ type jobJSON struct {
 	Priority    int    `json:"priority"`
 	Test        string `json:"test"`
 	GroupID     *int64 `json:"group_id"`
+	Group       string `json:"group,omitempty"`
 	BlockedByID *int64 `json:"blocked_by_id"`
 	CloneID     *int64 `json:"clone_id"`
 	// AssignedWorkerID is the id GET /api/v1/workers gives the instance
@@ -97,7 +100,8 @@ type jobJSON struct {
 	Children deps       `json:"children"`
 }
 
-// deps are openQA's job dependencies by kind; jetqa has none yet.
+// deps are openQA's job dependencies by kind; jetqa has chained ones
+// (START_AFTER_TEST).
 type deps struct {
 	Chained         []int64 `json:"Chained"`
 	DirectlyChained []int64 `json:"Directly chained"`
@@ -122,8 +126,10 @@ func openQAJobOf(j JobView) jobJSON {
 		Parents:  deps{[]int64{}, []int64{}, []int64{}},
 		Children: deps{[]int64{}, []int64{}, []int64{}},
 	}
-	if p, err := strconv.Atoi(j.Settings["PRIORITY"]); err == nil {
-		out.Priority = p
+	out.Priority = schemas.Priority(j.Settings)
+	out.Parents.Chained = append(out.Parents.Chained, j.After...)
+	if g, err := strconv.ParseInt(j.Settings["_GROUP_ID"], 10, 64); err == nil {
+		out.GroupID, out.Group = &g, j.Settings["_GROUP"]
 	}
 	if j.Clone != 0 {
 		out.CloneID = &j.Clone
@@ -139,9 +145,28 @@ func (s *Server) openQAJobs(jobs []JobView) []jobJSON {
 	out := make([]jobJSON, len(jobs))
 	for i, j := range jobs {
 		out[i] = openQAJobOf(j)
+		s.dependencies(&out[i])
 		if id, ok := ids[j.Worker]; ok && j.Worker != "" {
 			out[i].AssignedWorkerID = &id
 		}
 	}
 	return out
+}
+
+// dependencies fills a job's children and, while it waits for a parent,
+// blocked_by_id.
+func (s *Server) dependencies(j *jobJSON) {
+	s.view.mu.Lock()
+	defer s.view.mu.Unlock()
+	j.Children.Chained = append(j.Children.Chained, s.view.children[j.ID]...)
+	if j.State != schemas.StateScheduled {
+		return
+	}
+	for _, parent := range j.After {
+		if p := s.view.jobs[parent]; p != nil && p.State != schemas.StateDone && p.State != schemas.StateCancelled {
+			id := parent
+			j.BlockedByID = &id
+			return
+		}
+	}
 }

@@ -13,7 +13,6 @@ import (
 	"os"
 	"slices"
 	"sort"
-	"strconv"
 	"time"
 
 	"jetqa/schemas"
@@ -71,6 +70,8 @@ type Scheduler struct {
 	// named are clones an original named before their creation was seen
 	// (the order of restarts before Bus.Restart).
 	named map[int64]bool
+	// waiters are the jobs waiting for each unfinished parent (JobCreated.After).
+	waiters map[int64][]*job
 	// How far the worker stream has been read: the newest event time seen
 	// on it, and whether events were still waiting after the last one.
 	// Liveness is judged at that time, not now, while the scheduler is
@@ -87,6 +88,11 @@ type job struct {
 	// held: a clone whose original does not name it yet (Bus.Restart
 	// creates the clone first); it is not assigned until it does.
 	held bool
+	// after are the parents it still waits for; unknown are parents that
+	// had finished before this scheduler saw it, their results to read.
+	after, unknown []int64
+	// skip says why it will not run: a parent did not pass.
+	skip string
 }
 
 type worker struct {
@@ -101,7 +107,7 @@ type worker struct {
 
 // New returns a scheduler.
 func New(cfg Config, bus Bus, log *slog.Logger) *Scheduler {
-	return &Scheduler{cfg: cfg.withDefaults(), bus: bus, log: log, jobs: map[int64]*job{}, workers: map[schemas.WorkerRef]*worker{}, named: map[int64]bool{}}
+	return &Scheduler{cfg: cfg.withDefaults(), bus: bus, log: log, jobs: map[int64]*job{}, workers: map[schemas.WorkerRef]*worker{}, named: map[int64]bool{}, waiters: map[int64][]*job{}}
 }
 
 type update struct {
@@ -236,11 +242,16 @@ func (s *Scheduler) holdLease(ctx context.Context, lease *streams.Lease) {
 func (s *Scheduler) apply(ev schemas.Event, p schemas.Payload) bool {
 	switch p := p.(type) {
 	case *schemas.JobCreated:
-		prio, err := strconv.Atoi(p.Settings["PRIORITY"])
-		if err != nil {
-			prio = 50
+		j := &job{id: ev.Job, priority: schemas.Priority(p.Settings), classes: schemas.WorkerClasses(p.Settings["WORKER_CLASS"]), held: p.CloneOf != 0 && !s.named[ev.Job]}
+		for _, parent := range p.After {
+			if s.jobs[parent] != nil {
+				j.after = append(j.after, parent)
+				s.waiters[parent] = append(s.waiters[parent], j)
+			} else {
+				j.unknown = append(j.unknown, parent)
+			}
 		}
-		s.jobs[ev.Job] = &job{id: ev.Job, priority: prio, classes: schemas.WorkerClasses(p.Settings["WORKER_CLASS"]), held: p.CloneOf != 0 && !s.named[ev.Job]}
+		s.jobs[ev.Job] = j
 		delete(s.named, ev.Job)
 	case *schemas.JobRestarted:
 		if j := s.jobs[p.Clone]; j != nil {
@@ -268,6 +279,13 @@ func (s *Scheduler) apply(ev schemas.Event, p schemas.Payload) bool {
 			}
 		}
 		delete(s.jobs, ev.Job)
+		for _, child := range s.waiters[ev.Job] {
+			child.after = slices.DeleteFunc(child.after, func(id int64) bool { return id == ev.Job })
+			if !passed(p.Result) && child.skip == "" {
+				child.skip = fmt.Sprintf("its parent job %d ended %s", ev.Job, p.Result)
+			}
+		}
+		delete(s.waiters, ev.Job)
 	case *schemas.WorkerRegistered:
 		// A worker instance registers when it starts: it runs nothing.
 		w := s.worker(p.Worker)
@@ -303,12 +321,64 @@ func (s *Scheduler) worker(ref schemas.WorkerRef) *worker {
 	return w
 }
 
+// passed says a parent's result lets its children run, as openQA's
+// chained dependencies.
+func passed(result string) bool {
+	return result == schemas.ResultPassed || result == schemas.ResultSoftfailed
+}
+
+// readParents reads the results of parents that had finished before this
+// scheduler saw the job (a child restarted later).
+func (s *Scheduler) readParents(ctx context.Context, j *job) {
+	for len(j.unknown) > 0 {
+		parent := j.unknown[0]
+		agg, err := s.bus.LoadJob(ctx, parent)
+		switch {
+		case errors.Is(err, streams.ErrNoJob):
+			j.skip = fmt.Sprintf("its parent job %d does not exist", parent)
+		case err != nil:
+			s.log.Warn("reading a parent job failed; trying again", "job", j.id, "parent", parent, "err", err)
+			return
+		case !agg.Final():
+			// Unfinished, yet not seen: wait for its events.
+			j.after = append(j.after, parent)
+			s.waiters[parent] = append(s.waiters[parent], j)
+		case !passed(agg.Result) && j.skip == "":
+			j.skip = fmt.Sprintf("its parent job %d ended %s", parent, agg.Result)
+		}
+		j.unknown = j.unknown[1:]
+	}
+}
+
+// skipJob ends a job whose parent did not pass, as openQA skips the
+// chained children of a failed job.
+func (s *Scheduler) skipJob(ctx context.Context, j *job) {
+	_, err := s.bus.Append(ctx, j.id, schemas.JobFinished{Result: schemas.ResultSkipped, Reason: j.skip})
+	switch {
+	case err == nil, errors.Is(err, schemas.ErrTransition):
+		s.log.Info("job skipped", "job", j.id, "why", j.skip)
+		delete(s.jobs, j.id)
+	default:
+		s.log.Warn("skipping a job failed; trying again", "job", j.id, "err", err)
+	}
+}
+
 // assign gives every scheduled job it can a free worker: lower PRIORITY
 // first, then older.
 func (s *Scheduler) assign(ctx context.Context) error {
 	var queue []*job
 	for _, j := range s.jobs {
-		if j.worker == nil && !j.held {
+		if j.worker != nil || j.held {
+			continue
+		}
+		if len(j.unknown) > 0 {
+			s.readParents(ctx, j)
+		}
+		if j.skip != "" {
+			s.skipJob(ctx, j)
+			continue
+		}
+		if len(j.after) == 0 && len(j.unknown) == 0 {
 			queue = append(queue, j)
 		}
 	}

@@ -123,3 +123,81 @@ func TestRestartDoesNotAssignTwice(t *testing.T) {
 		t.Errorf("job 2 assigned at sequence %d, before job 1 freed the worker at %d", a.seq, finished)
 	}
 }
+
+// finishes follows the job stream and reports each job's final event.
+func finishes(ctx context.Context, bus *streams.Bus) <-chan map[int64]schemas.JobFinished {
+	out := make(chan map[int64]schemas.JobFinished, 16)
+	go func() {
+		_ = bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobEvents("finished")}},
+			func(ev schemas.Event, p schemas.Payload, d streams.Delivery) error {
+				out <- map[int64]schemas.JobFinished{ev.Job: *p.(*schemas.JobFinished)}
+				return nil
+			})
+	}()
+	return out
+}
+
+// Chained children (START_AFTER_TEST) wait for their parents: they run
+// after a parent passed, are skipped after it failed, and a child created
+// after its parent ended (a restart) reads the parent's result.
+func TestChainedChildrenWaitForTheirParents(t *testing.T) {
+	srv := natstest.Start(t)
+	bus := srv.Bus("test")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	append := func(job int64, p schemas.Payload) {
+		t.Helper()
+		if _, err := bus.Append(ctx, job, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := schemas.WorkerRef{Host: "h", Instance: 1}
+	append(0, schemas.WorkerRegistered{Worker: w, Classes: []string{"qemu_x86_64"}})
+	// The children come first in priority: only their parents hold them.
+	append(1, schemas.JobCreated{Settings: map[string]string{"_PRIORITY": "50"}})
+	append(2, schemas.JobCreated{Settings: map[string]string{"_PRIORITY": "10"}, After: []int64{1}})
+	append(3, schemas.JobCreated{Settings: map[string]string{"_PRIORITY": "10"}, After: []int64{1}})
+	append(4, schemas.JobCreated{Settings: map[string]string{"_PRIORITY": "60"}})
+	append(5, schemas.JobCreated{Settings: map[string]string{"_PRIORITY": "10"}, After: []int64{4}})
+
+	got, ended := assignments(ctx, bus), finishes(ctx, bus)
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- schedule.New(schedule.Config{}, srv.Bus("schedule"), natstest.Logger(t)).Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	next(ctx, t, got, 1, "h:1")
+	append(1, schemas.JobFinished{Result: schemas.ResultSoftfailed})
+	<-ended
+	next(ctx, t, got, 2, "h:1") // a softfailed parent lets its children run
+	append(2, schemas.JobFinished{Result: schemas.ResultPassed})
+	<-ended
+	next(ctx, t, got, 3, "h:1")
+	append(3, schemas.JobFinished{Result: schemas.ResultPassed})
+	<-ended
+	next(ctx, t, got, 4, "h:1")
+	append(4, schemas.JobFinished{Result: schemas.ResultFailed})
+	<-ended
+	select {
+	case f := <-ended:
+		if f[5].Result != schemas.ResultSkipped || f[5].Reason != "its parent job 4 ended failed" {
+			t.Fatalf("the child of a failed parent ended %v, want job 5 skipped", f)
+		}
+	case a := <-got:
+		t.Fatalf("assigned %+v: the child of a failed parent ran", a)
+	case <-ctx.Done():
+		t.Fatal("the child of a failed parent was not skipped")
+	}
+	// A clone of a child, created after its parent passed, runs; one
+	// whose parent failed is skipped.
+	append(6, schemas.JobCreated{Settings: map[string]string{}, After: []int64{1}})
+	next(ctx, t, got, 6, "h:1")
+	append(7, schemas.JobCreated{Settings: map[string]string{}, After: []int64{4}})
+	if f := <-ended; f[7].Result != schemas.ResultSkipped {
+		t.Fatalf("a child created after its parent failed: %v, want job 7 skipped", f)
+	}
+}
