@@ -47,6 +47,7 @@ asset.prefetch_requested.v1 ! !  !    !    !    !    !    !    !  !
 asset.prefetched.v1      !    !    !    !    !    !    !    !    !  !
 apikey.created.v1        !    !    !    !    !    !    !    !    !    !
 apikey.revoked.v1        !    !    !    !    !    !    !    !    !    !
+templates.loaded.v1      !    !    !    !    !    !    !    !    !    !
 `
 
 var (
@@ -101,6 +102,7 @@ var samples = func() map[string]Payload {
 		ModuleFinished{ModuleResult{Name: "shutdown", Result: ResultFailed}}, testsPassed, passed, cancelReq, restarted, deleted,
 		APIKeyCreated{Key: "0123456789ABCDEF", Secret: "FEDCBA9876543210", User: "alice"},
 		APIKeyRevoked{Key: "0123456789ABCDEF"},
+		TemplatesLoaded{URL: "https://example.org/templates.git", Commit: "abc", Files: map[string]string{"job_groups/x.yaml": "products: {}\nscenarios: {}\n"}},
 		WorkerRegistered{Worker: h1, Classes: []string{"qemu_x86_64"}, Arch: "x86_64", CPUs: 4, MemoryMiB: 4096, KVM: true},
 		WorkerHeartbeat{Worker: h1, Job: 7},
 		WorkerOffline{Worker: h1, LastSeen: t0},

@@ -57,6 +57,7 @@ var payloads = []func() Payload{
 	func() Payload { return &MatchResolved{} },
 	func() Payload { return &APIKeyCreated{} },
 	func() Payload { return &APIKeyRevoked{} },
+	func() Payload { return &TemplatesLoaded{} },
 }
 
 var registry = sync.OnceValue(func() map[string]func() Payload {

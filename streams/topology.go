@@ -221,6 +221,14 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 			Storage:     jetstream.FileStorage,
 		},
 		{
+			// Written by the operator's admin command, read by the API.
+			Name:              StreamTemplates,
+			Description:       "job templates loaded from a templates repository, the last loads",
+			Subjects:          []string{subjectTemplates},
+			Storage:           jetstream.FileStorage,
+			MaxMsgsPerSubject: 20,
+		},
+		{
 			// No rollups and no deletes: a worker publishing here only
 			// ever adds; the server purges what it stored or refused.
 			Name:        StreamChunks,

@@ -21,6 +21,8 @@ const adminUsage = `usage:
   jetqa admin matcher add|revoke|list NAME                   the same for a matcher pool
   jetqa admin apikey create --user U [--expires 720h|DATE]   an API key and secret, as openqa-cli uses them
   jetqa admin apikey revoke KEY | list                       end a key; list the keys
+  jetqa admin templates load GITURL[#REF] [--dry-run]       job templates (openQA's job group YAML) for jetqa schedule
+  jetqa admin templates show [--json]                      the loaded job templates
   jetqa admin tls init [--dir DIR] [--hosts H,...]           a private CA and server certificate for a lab
   jetqa admin rebuild [--json] [--compare]                   rebuild the read model from the streams`
 
@@ -29,6 +31,8 @@ func cmdAdmin(args []string, stdout, stderr io.Writer) error {
 	switch {
 	case len(args) >= 1 && (args[0] == streams.RoleWorker || args[0] == streams.RoleMatcher):
 		return cmdAdminCredentials(args[0], args[1:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "templates":
+		return cmdAdminTemplates(args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "apikey":
 		return cmdAdminAPIKey(args[1:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "tls" && args[1] == "init":

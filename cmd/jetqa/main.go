@@ -38,6 +38,8 @@ Usage:
   jetqa job restart ID             schedule a clone of a finished job
   jetqa job delete ID              remove a finished job from the lists
   jetqa worker list [--json]       the worker instances, their status and job
+  jetqa schedule DISTRI=… VERSION=… FLAVOR=… ARCH=… [KEY=VALUE …]
+                                   schedule a product: the jobs its job templates give
   jetqa job results ID DIR         download a job's screenshots and logs
   jetqa replay ID                  print a job's timeline from its events
   jetqa events [--since T]         print the events of all jobs and workers in a period
@@ -48,6 +50,7 @@ Usage:
   jetqa needle check DIR           list every problem of a needle directory (exit status 1 if any)
   jetqa needle match SCREEN.png DIR --tag T  search needles with tag T on a screenshot
   jetqa admin worker add NAME      issue a worker host's credentials (revoke, list; matcher too)
+  jetqa admin templates load GITURL[#REF]  job templates for jetqa schedule (show)
   jetqa admin tls init             a private CA and server certificate for a lab
   jetqa admin rebuild [--compare]  rebuild the read model from the streams
   jetqa version
@@ -107,6 +110,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdCache(args[1:], stdout, stderr)
 	case "needle":
 		return cmdNeedle(args[1:], stdout, stderr)
+	case "schedule":
+		return cmdSchedule(args[1:], stdout, stderr)
 	case "admin":
 		return cmdAdmin(args[1:], stdout, stderr)
 	case "version":

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"jetqa/schemas"
@@ -45,6 +46,7 @@ type Bus interface {
 	GetBlob(ctx context.Context, bucket, key string) ([]byte, error)
 	FollowAPIKeys(ctx context.Context, fn func(k streams.APIKey, seq uint64)) error
 	UseNonce(ctx context.Context, key, nonce string) error
+	FollowTemplates(ctx context.Context, fn func(streams.Templates) error) error
 }
 
 // Server is the API stage.
@@ -55,6 +57,8 @@ type Server struct {
 	view *projection
 	keys *Keys
 	ln   net.Listener
+	// templates are the job templates last loaded, for POST /api/v1/isos.
+	templates atomic.Pointer[loadedTemplates]
 }
 
 // New listens on cfg.Listen; serving starts with Run.
@@ -84,7 +88,9 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errs <- s.view.followWorkers(ctx, s.bus, 0) }()
 	keysReady := make(chan struct{})
 	go func() { errs <- s.followKeys(ctx, keysReady) }()
-	for _, c := range []chan struct{}{ready, keysReady} {
+	templatesReady := make(chan struct{})
+	go func() { errs <- s.followTemplates(ctx, templatesReady) }()
+	for _, c := range []chan struct{}{ready, keysReady, templatesReady} {
 		select {
 		case <-c:
 		case err := <-errs:
@@ -147,6 +153,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/jobs/{id}/restart", s.keys.signed(s.log, s.restartJob))
 	mux.HandleFunc("DELETE /api/v1/jobs/{id}", s.keys.signed(s.log, s.deleteJob))
 	mux.HandleFunc("GET /api/v1/workers", s.listWorkers)
+	mux.HandleFunc("POST /api/v1/isos", s.keys.signed(s.log, s.postIsos))
+	mux.HandleFunc("GET /api/v1/job_groups", s.listJobGroups)
+	mux.HandleFunc("GET /api/v1/templates", s.getTemplates)
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	return mux
 }
