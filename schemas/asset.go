@@ -1,6 +1,11 @@
 package schemas
 
-import "time"
+import (
+	"path"
+	"slices"
+	"strings"
+	"time"
+)
 
 // AssetRegistered says an asset (ISO, disk image, kernel, …) is stored on
 // the server under a name that jobs can use in ISO=, HDD_1=, KERNEL=, ….
@@ -86,3 +91,47 @@ type AssetPrefetched struct {
 func (e AssetPrefetched) Target() WorkerRef { return WorkerRef{Host: e.Host} }
 
 func (AssetPrefetched) Kind() string { return "asset.prefetched.v1" }
+
+// AssetsByType names a job's assets by openQA's asset types, as its API
+// shows them: iso (ISO, ISO_n), hdd (HDD_n, UEFI_PFLASH_VARS but for a
+// host path), repo
+// (REPO_n), other (KERNEL, INITRD, ASSET_n).
+func AssetsByType(settings map[string]string) map[string][]string {
+	out := map[string][]string{}
+	for k, v := range settings {
+		if v == "" {
+			continue
+		}
+		var typ string
+		switch {
+		case k == "ISO" || numbered(k, "ISO_"):
+			typ = "iso"
+		case numbered(k, "HDD_") || k == "UEFI_PFLASH_VARS" && !strings.HasPrefix(v, "/"):
+			typ = "hdd"
+		case numbered(k, "REPO_"):
+			typ = "repo"
+		case k == "KERNEL" || k == "INITRD" || numbered(k, "ASSET_"):
+			typ = "other"
+		default:
+			continue
+		}
+		out[typ] = append(out[typ], path.Base(v))
+	}
+	for _, names := range out {
+		slices.Sort(names)
+	}
+	return out
+}
+
+func numbered(k, prefix string) bool {
+	n, ok := strings.CutPrefix(k, prefix)
+	if !ok || n == "" {
+		return false
+	}
+	for _, c := range n {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}

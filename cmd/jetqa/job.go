@@ -233,7 +233,7 @@ func (c client) show(ctx context.Context, id int64, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "restarted as job %d\n", j.Clone)
 	}
 	if j.Started != nil && j.Finished != nil {
-		fmt.Fprintf(stdout, "ran:     %s\n", j.Finished.Sub(*j.Started).Round(100*time.Millisecond))
+		fmt.Fprintf(stdout, "ran:     %s\n", j.Finished.Sub(j.Started.Time).Round(100*time.Millisecond))
 	}
 	for _, r := range j.Repos {
 		fmt.Fprintf(stdout, "%-8s %s @ %s\n", r.Setting+":", r.URL, r.Commit)

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -115,5 +117,99 @@ print(json.dumps({"id": made["id"], "build": job["settings"]["BUILD"], "state": 
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &got); err != nil || got.ID == 0 || got.Build != "x~y z" || got.State != "scheduled" {
 		t.Fatalf("openqa_client made %+v (%v)", got, err)
+	}
+}
+
+// openQAJobShape is a job in openQA's API, field by field, as real
+// openQA servers answer: `openqa-cli api jobs/23` in Rocky Linux's
+// openQA documentation, and the GET /api/v1/jobs answers kept as
+// fixtures by Fedora's fedora_openqa. The kinds are JSON's; "time" is
+// openQA's "2023-06-19T16:54:22", "0|1" a number 0 or 1, "deps" the three
+// dependency lists.
+var openQAJobShape = map[string]string{
+	"id": "number", "name": "string", "priority": "number", "state": "string", "result": "string",
+	"test": "string", "settings": "strings", "assets": "lists", "clone_id": "null|number",
+	"group_id": "null|number", "blocked_by_id": "null|number", "t_started": "null|time",
+	"t_finished": "null|time", "parents": "deps", "children": "deps", "has_parents": "0|1",
+	"parents_ok": "0|1",
+}
+
+// optional fields, there when they apply: group with group_id,
+// assigned_worker_id once assigned, origin_id for a clone, reason.
+var openQAJobOptional = map[string]string{"group": "string", "assigned_worker_id": "number", "origin_id": "number", "reason": "string"}
+
+// checkOpenQAShape fails for each field of openQA's job that job lacks
+// or gives in another JSON kind; list says it came from GET
+// /api/v1/jobs, whose jobs have modules (name, category, result, flags).
+func checkOpenQAShape(t *testing.T, job map[string]any, list bool) {
+	t.Helper()
+	timeRE := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$`)
+	kindOf := func(v any, want string) bool {
+		for _, k := range strings.Split(want, "|") {
+			switch x := v.(type) {
+			case nil:
+				if k == "null" {
+					return true
+				}
+			case float64:
+				if k == "number" || (k == "0" && x == 0) || (k == "1" && x == 1) {
+					return true
+				}
+			case string:
+				if k == "string" || k == "time" && timeRE.MatchString(x) {
+					return true
+				}
+			case map[string]any:
+				ok := true
+				for key, e := range x {
+					switch k {
+					case "strings":
+						_, isString := e.(string)
+						ok = ok && isString
+					case "lists":
+						_, isList := e.([]any)
+						ok = ok && isList
+					case "deps":
+						_, isList := e.([]any)
+						ok = ok && isList && slices.Contains([]string{"Chained", "Directly chained", "Parallel"}, key)
+					default:
+						ok = false
+					}
+				}
+				if ok && (k != "deps" || len(x) == 3) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for field, want := range openQAJobShape {
+		v, ok := job[field]
+		if !ok {
+			t.Errorf("job %v has no %q, which openQA's has", job["id"], field)
+		} else if !kindOf(v, want) {
+			t.Errorf("job %v: %s is %#v, openQA gives %s", job["id"], field, v, want)
+		}
+	}
+	for field, want := range openQAJobOptional {
+		if v, ok := job[field]; ok && !kindOf(v, want) {
+			t.Errorf("job %v: %s is %#v, openQA gives %s", job["id"], field, v, want)
+		}
+	}
+	if !list {
+		return
+	}
+	modules, ok := job["modules"].([]any)
+	if !ok {
+		t.Fatalf("job %v in a list has no modules list: %#v", job["id"], job["modules"])
+	}
+	for _, m := range modules {
+		m, _ := m.(map[string]any)
+		if !kindOf(m["name"], "string") || !kindOf(m["category"], "string") || !kindOf(m["result"], "string") {
+			t.Errorf("job %v: module %#v lacks openQA's name, category or result", job["id"], m)
+		}
+		if _, ok := m["flags"].([]any); !ok {
+			t.Errorf("job %v: module %#v has no flags list", job["id"], m)
+		}
 	}
 }

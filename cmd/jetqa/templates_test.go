@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -155,6 +156,7 @@ func TestScheduleAProductFromJobTemplates(t *testing.T) {
 	jobs := map[string]map[string]any{}
 	for _, id := range ids {
 		job, _ := cli("jobs/" + strconv.FormatInt(id, 10))["job"].(map[string]any)
+		checkOpenQAShape(t, job, false)
 		settings := job["settings"].(map[string]any)
 		jobs[settings["TEST"].(string)+"@"+settings["MACHINE"].(string)] = job
 	}
@@ -185,6 +187,17 @@ func TestScheduleAProductFromJobTemplates(t *testing.T) {
 	}
 	if parent["id"].(float64) > desktop["id"].(float64) {
 		t.Errorf("parent %v created after its child %v", parent["id"], desktop["id"])
+	}
+
+	listed, _ := cli("jobs", "build=42")["jobs"].([]any)
+	if len(listed) != 4 {
+		t.Fatalf("jobs build=42: %v", listed)
+	}
+	for _, j := range listed {
+		checkOpenQAShape(t, j.(map[string]any), true)
+	}
+	if a := uefi["assets"].(map[string]any); fmt.Sprint(a["iso"], a["hdd"]) != "[testos.iso] [testos-1.0-42@uefi.qcow2]" {
+		t.Errorf("install@uefi assets %v, want openQA's by type", a)
 	}
 
 	// openqa_client schedules the next build, obsoleting the older one.

@@ -26,9 +26,9 @@ func BenchmarkListJobs(b *testing.B) {
 	for i := int64(1); i <= jobs; i++ {
 		settings := map[string]string{"DISTRI": "opensuse", "VERSION": "Tumbleweed", "FLAVOR": "DVD", "ARCH": "x86_64",
 			"BUILD": fmt.Sprint(20260000 + i/100), "TEST": fmt.Sprintf("test%d", i%50), "MACHINE": "64bit"}
-		fin := t0.Add(time.Duration(i) * time.Minute)
+		start, fin := Time{t0}, Time{t0.Add(time.Duration(i) * time.Minute)}
 		s.view.jobs[i] = &JobView{ID: i, Name: fmt.Sprintf("job-%d", i), State: schemas.StateDone, Result: schemas.ResultPassed,
-			Settings: settings, Created: t0, Started: &t0, Finished: &fin, Modules: []schemas.ModuleResult{{Name: "boot", Result: schemas.ResultPassed}}}
+			Settings: settings, Created: Time{t0}, Started: &start, Finished: &fin, Modules: []schemas.ModuleResult{{Name: "boot", Result: schemas.ResultPassed}}}
 	}
 	api := httptest.NewServer(s.Handler())
 	defer api.Close()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,10 +25,12 @@ type JobView struct {
 	Settings map[string]string        `json:"settings"`
 	Worker   string                   `json:"assigned_worker,omitempty"`
 	Accel    string                   `json:"accel,omitempty"`
-	Created  time.Time                `json:"t_created"`
-	Started  *time.Time               `json:"t_started,omitempty"`
-	Finished *time.Time               `json:"t_finished,omitempty"`
-	Assets   []schemas.AssetFetched   `json:"assets,omitempty"`
+	Created  Time                     `json:"t_created"`
+	Started  *Time                    `json:"t_started,omitempty"`
+	Finished *Time                    `json:"t_finished,omitempty"`
+	// Assets are what the worker fetched for the job; openQA's assets
+	// (by type, from the settings) are in the API's job JSON.
+	Assets   []schemas.AssetFetched   `json:"fetched_assets,omitempty"`
 	Repos    []schemas.RepoCheckedOut `json:"repos,omitempty"`
 	Modules  []schemas.ModuleResult   `json:"modules"`
 	Files    map[string]string        `json:"files,omitempty"`
@@ -39,6 +42,33 @@ type JobView struct {
 	Waiting string `json:"waiting,omitempty"`
 	// Seq is the stream sequence of the last event folded into the view.
 	Seq uint64 `json:"seq"`
+}
+
+// Time is a job's time as openQA's API writes it: UTC, to the second,
+// without a zone ("2023-06-19T16:54:22"). It reads RFC 3339 too.
+type Time struct{ time.Time }
+
+const openQATimeFormat = "2006-01-02T15:04:05"
+
+func (t Time) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + t.UTC().Format(openQATimeFormat) + `"`), nil
+}
+
+func (t *Time) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return fmt.Errorf("job time %s: want a string", b)
+	}
+	if v, err := time.ParseInLocation(openQATimeFormat, s, time.UTC); err == nil {
+		t.Time = v
+		return nil
+	}
+	v, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return fmt.Errorf("job time %q: want %s or RFC 3339", s, openQATimeFormat)
+	}
+	t.Time = v
+	return nil
 }
 
 // projection keeps job views in memory: either folded straight from the
@@ -249,14 +279,14 @@ func (p *projection) waitForJob(ctx context.Context, id int64, seq uint64) {
 // view changes.
 func fold(jobs map[int64]*JobView, ev schemas.Event, pl schemas.Payload) {
 	if c, ok := pl.(*schemas.JobCreated); ok {
-		jobs[ev.Job] = &JobView{ID: ev.Job, Name: c.Name(), State: schemas.StateScheduled, Result: schemas.ResultNone, Settings: c.Settings, Created: ev.Time, Modules: []schemas.ModuleResult{}, CloneOf: c.CloneOf, After: c.After}
+		jobs[ev.Job] = &JobView{ID: ev.Job, Name: c.Name(), State: schemas.StateScheduled, Result: schemas.ResultNone, Settings: c.Settings, Created: Time{ev.Time}, Modules: []schemas.ModuleResult{}, CloneOf: c.CloneOf, After: c.After}
 		return
 	}
 	j := jobs[ev.Job]
 	if j == nil {
 		return
 	}
-	t := ev.Time
+	t := Time{ev.Time}
 	switch e := pl.(type) {
 	case *schemas.JobAssigned:
 		j.State, j.Worker = schemas.StateAssigned, e.Worker.String()

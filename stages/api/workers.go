@@ -79,8 +79,7 @@ func unameArch(a string) string {
 }
 
 // jobJSON is a job as openQA's API gives it (Jobs.pm to_hash): the view,
-// with the fields openQA always has, null where jetqa has nothing yet
-// (job groups, dependencies).
+// with the fields openQA always has, null where a job has none.
 type jobJSON struct {
 	JobView
 	Priority    int    `json:"priority"`
@@ -94,10 +93,26 @@ type jobJSON struct {
 	AssignedWorkerID *int   `json:"assigned_worker_id,omitempty"`
 	OriginID         *int64 `json:"origin_id,omitempty"`
 	// null until the job starts and ends, as in openQA.
-	Started  *time.Time `json:"t_started"`
-	Finished *time.Time `json:"t_finished"`
-	Parents  deps       `json:"parents"`
-	Children deps       `json:"children"`
+	Started  *Time `json:"t_started"`
+	Finished *Time `json:"t_finished"`
+	Parents  deps  `json:"parents"`
+	Children deps  `json:"children"`
+	// HasParents and ParentsOK are 0 or 1, as openQA gives them.
+	HasParents int `json:"has_parents"`
+	ParentsOK  int `json:"parents_ok"`
+	// Assets are openQA's: the job's asset settings by type (iso, hdd,
+	// other, repo).
+	Assets map[string][]string `json:"assets"`
+	// Modules carry openQA's category and flags beside jetqa's fields.
+	Modules []openQAModule `json:"modules"`
+}
+
+// openQAModule is a test module as openQA's job list gives it (name,
+// category, result, flags), with jetqa's reason, duration and steps.
+type openQAModule struct {
+	schemas.ModuleResult
+	Category string   `json:"category"`
+	Flags    []string `json:"flags"`
 }
 
 // deps are openQA's job dependencies by kind; jetqa has chained ones
@@ -128,6 +143,15 @@ func openQAJobOf(j JobView) jobJSON {
 	}
 	out.Priority = schemas.Priority(j.Settings)
 	out.Parents.Chained = append(out.Parents.Chained, j.After...)
+	out.HasParents, out.ParentsOK = min(len(j.After), 1), 1
+	if j.Result == schemas.ResultSkipped || j.Result == schemas.ResultParallelFailed {
+		out.ParentsOK = 0
+	}
+	out.Assets = schemas.AssetsByType(j.Settings)
+	out.Modules = make([]openQAModule, len(j.Modules))
+	for i, m := range j.Modules {
+		out.Modules[i] = openQAModule{ModuleResult: m, Flags: []string{}}
+	}
 	if g, err := strconv.ParseInt(j.Settings["_GROUP_ID"], 10, 64); err == nil {
 		out.GroupID, out.Group = &g, j.Settings["_GROUP"]
 	}
