@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -311,6 +312,35 @@ func TestDemoJobPassesAndFailsOnPurpose(t *testing.T) {
 	}
 	if shots == 0 {
 		t.Errorf("no screenshots among the results: %v", fin.Files)
+	}
+	// openQA's details: each module's steps, a matched screen with its
+	// needle and screenshot, and the job's files as logs.
+	var details struct {
+		Job struct {
+			TestResults []struct {
+				Name, Result string
+				Details      []struct {
+					Num                        int
+					Result, Screenshot, Needle string
+				}
+			}
+			Logs []string
+		}
+	}
+	s.get(t, fmt.Sprintf("/api/v1/jobs/%d/details", id), &details)
+	matched := 0
+	for _, m := range details.Job.TestResults {
+		for _, st := range m.Details {
+			if st.Needle != "" && st.Screenshot != "" && st.Result == schemas.ResultPassed {
+				if _, ok := fin.Files[st.Screenshot]; !ok {
+					t.Errorf("details step %d of %s shows %s, which is not among the job's files", st.Num, m.Name, st.Screenshot)
+				}
+				matched++
+			}
+		}
+	}
+	if len(details.Job.TestResults) == 0 || matched == 0 || !slices.Contains(details.Job.Logs, "serial0.txt") {
+		t.Errorf("details of job %d: %+v", id, details.Job)
 	}
 
 	// The second job takes its ISO from the server's asset store.

@@ -42,13 +42,13 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 			fs.Func(f, "list only jobs with this "+f, func(v string) error { filters.Set(f, v); return nil })
 		}
 	}
-	asJSON := fs.Bool("json", false, "list, show: print the API's JSON")
+	asJSON := fs.Bool("json", false, "print the API's JSON answer, for scripts")
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	c := client{api: strings.TrimRight(*apiURL, "/"), nats: *natsURL}
+	c := client{api: strings.TrimRight(*apiURL, "/"), nats: *natsURL, asJSON: *asJSON}
 	rest := fs.Args()
 	switch args[0] {
 	case "post":
@@ -86,12 +86,11 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		var out struct{ Result int }
-		if err := c.do(ctx, http.MethodDelete, fmt.Sprintf("/api/v1/jobs/%d", id), nil, &out); err != nil {
+		var raw []byte
+		if err := c.do(ctx, http.MethodDelete, fmt.Sprintf("/api/v1/jobs/%d", id), nil, &raw); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "job %d deleted\n", id)
-		return nil
+		return c.print(stdout, raw, func() { fmt.Fprintf(stdout, "job %d deleted\n", id) })
 	case "results":
 		if len(rest) != 2 {
 			return fmt.Errorf("usage: jetqa job results ID DIR")
@@ -119,6 +118,18 @@ func oneID(args []string) (int64, error) {
 // client talks to a running jetqa: the API for commands, NATS for events.
 type client struct {
 	api, nats string
+	// asJSON prints the API's answers as they are, for scripts.
+	asJSON bool
+}
+
+// print writes an answer: as it came with --json, else as human says.
+func (c client) print(w io.Writer, raw []byte, human func()) error {
+	if c.asJSON {
+		_, err := w.Write(raw)
+		return err
+	}
+	human()
+	return nil
 }
 
 func (c client) do(ctx context.Context, method, path string, body url.Values, out any) error {
@@ -196,12 +207,15 @@ func (c client) post(ctx context.Context, args []string, stdout io.Writer) error
 	if len(form) == 0 {
 		return fmt.Errorf("give job settings as KEY=VALUE, e.g. DISTRI=testos TEST=demo ISO=PATH CASEDIR=REPO")
 	}
-	var out struct{ ID int64 }
-	if err := c.do(ctx, http.MethodPost, "/api/v1/jobs", form, &out); err != nil {
+	var raw []byte
+	if err := c.do(ctx, http.MethodPost, "/api/v1/jobs", form, &raw); err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, out.ID)
-	return nil
+	var out struct{ ID int64 }
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return fmt.Errorf("POST /api/v1/jobs answered %q: %w", raw, err)
+	}
+	return c.print(stdout, raw, func() { fmt.Fprintln(stdout, out.ID) })
 }
 
 func (c client) job(ctx context.Context, id int64) (api.JobView, error) {
@@ -312,16 +326,21 @@ func (c client) workers(ctx context.Context, asJSON bool, stdout io.Writer) erro
 
 // action cancels or restarts a job.
 func (c client) action(ctx context.Context, id int64, what string, stdout io.Writer) error {
-	var out struct{ ID int64 }
-	if err := c.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/jobs/%d/%s", id, what), url.Values{}, &out); err != nil {
+	var raw []byte
+	if err := c.do(ctx, http.MethodPost, fmt.Sprintf("/api/v1/jobs/%d/%s", id, what), url.Values{}, &raw); err != nil {
 		return err
 	}
-	if what == "restart" {
-		fmt.Fprintf(stdout, "job %d restarted as job %d\n", id, out.ID)
-		return nil
+	var out struct{ ID int64 }
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return fmt.Errorf("POST %s answered %q: %w", what, raw, err)
 	}
-	fmt.Fprintf(stdout, "job %d: cancel requested\n", id)
-	return nil
+	return c.print(stdout, raw, func() {
+		if what == "restart" {
+			fmt.Fprintf(stdout, "job %d restarted as job %d\n", id, out.ID)
+		} else {
+			fmt.Fprintf(stdout, "job %d: cancel requested\n", id)
+		}
+	})
 }
 
 func (c client) results(ctx context.Context, id int64, dir string, stdout io.Writer) error {

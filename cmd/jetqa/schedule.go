@@ -38,7 +38,7 @@ func cmdSchedule(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	c := client{api: strings.TrimRight(*apiURL, "/")}
+	c := client{api: strings.TrimRight(*apiURL, "/"), asJSON: *asJSON}
 	var raw []byte
 	if err := c.do(ctx, http.MethodPost, "/api/v1/isos", form, &raw); err != nil {
 		return err

@@ -147,6 +147,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/jobs", s.keys.signed(s.log, s.postJob))
 	mux.HandleFunc("GET /api/v1/jobs", s.listJobs)
 	mux.HandleFunc("GET /api/v1/jobs/{id}", s.getJob)
+	mux.HandleFunc("GET /api/v1/jobs/{id}/details", s.getJobDetails)
 	mux.HandleFunc("GET /api/v1/jobs/{id}/file/{name}", s.getFile)
 	mux.HandleFunc("GET /tests/{id}/file/{name}", s.getFile) // openQA's path
 	mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.keys.signed(s.log, s.cancelJob))

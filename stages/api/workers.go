@@ -2,6 +2,7 @@ package api
 
 import (
 	"cmp"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -193,4 +194,60 @@ func (s *Server) dependencies(j *jobJSON) {
 			return
 		}
 	}
+}
+
+// detailsStep is one step of a module as openQA's details give it: a
+// screenshot with the needle it matched, or a text step.
+type detailsStep struct {
+	Num          int     `json:"num"`
+	Result       string  `json:"result"`
+	DisplayTitle string  `json:"display_title"`
+	Title        string  `json:"title,omitempty"`
+	Screenshot   string  `json:"screenshot,omitempty"`
+	Needle       string  `json:"needle,omitempty"`
+	Text         string  `json:"text_data,omitempty"`
+	Similarity   float64 `json:"similarity,omitempty"` // jetqa's: of the matched or closest needle
+	Kind         string  `json:"kind"`                 // jetqa's: match, screenshot, serial, info
+}
+
+// detailsModule is a module as openQA's details give it.
+type detailsModule struct {
+	Name     string        `json:"name"`
+	Category string        `json:"category"`
+	Result   string        `json:"result"`
+	Flags    []string      `json:"flags"`
+	Details  []detailsStep `json:"details"`
+}
+
+// getJobDetails serves openQA's GET /api/v1/jobs/{id}/details: the job
+// with testresults (each module's steps), logs (its result files) and
+// ulogs (files uploaded from the guest: none yet).
+func (s *Server) getJobDetails(w http.ResponseWriter, r *http.Request) {
+	j, ok := s.jobFromPath(w, r)
+	if !ok {
+		return
+	}
+	modules := make([]detailsModule, len(j.Modules))
+	for i, m := range j.Modules {
+		steps := make([]detailsStep, len(m.Details))
+		for k, st := range m.Details {
+			title := st.Needle
+			if title == "" {
+				title = st.Text
+			}
+			steps[k] = detailsStep{Num: k + 1, Result: cmp.Or(st.Result, "unk"), DisplayTitle: title, Screenshot: st.Screenshot,
+				Needle: st.Needle, Similarity: st.Similarity, Kind: st.Kind}
+			if st.Screenshot == "" {
+				steps[k].Title, steps[k].Text = st.Kind, st.Text
+			}
+		}
+		modules[i] = detailsModule{Name: m.Name, Result: m.Result, Flags: []string{}, Details: steps}
+	}
+	logs := slices.Sorted(maps.Keys(j.Files))
+	writeJSON(w, http.StatusOK, map[string]any{"job": struct {
+		jobJSON
+		TestResults []detailsModule `json:"testresults"`
+		Logs        []string        `json:"logs"`
+		ULogs       []string        `json:"ulogs"`
+	}{s.openQAJob(j), modules, logs, []string{}}})
 }
