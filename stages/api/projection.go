@@ -17,25 +17,25 @@ import (
 // JobView is the read model of one job: what the API shows. It is folded
 // from the job's events and never written any other way.
 type JobView struct {
-	ID       int64                    `json:"id"`
-	Name     string                   `json:"name"`
-	State    string                   `json:"state"`
-	Result   string                   `json:"result"`
-	Reason   string                   `json:"reason,omitempty"`
-	Settings map[string]string        `json:"settings"`
-	Worker   string                   `json:"assigned_worker,omitempty"`
-	Accel    string                   `json:"accel,omitempty"`
-	Created  Time                     `json:"t_created"`
-	Started  *Time                    `json:"t_started,omitempty"`
-	Finished *Time                    `json:"t_finished,omitempty"`
+	ID       int64             `json:"id"`
+	Name     string            `json:"name"`
+	State    string            `json:"state"`
+	Result   string            `json:"result"`
+	Reason   string            `json:"reason,omitempty"`
+	Settings map[string]string `json:"settings"`
+	Worker   string            `json:"assigned_worker,omitempty"`
+	Accel    string            `json:"accel,omitempty"`
+	Created  Time              `json:"t_created"`
+	Started  *Time             `json:"t_started,omitempty"`
+	Finished *Time             `json:"t_finished,omitempty"`
 	// Assets are what the worker fetched for the job; openQA's assets
 	// (by type, from the settings) are in the API's job JSON.
-	Assets   []schemas.AssetFetched   `json:"fetched_assets,omitempty"`
-	Repos    []schemas.RepoCheckedOut `json:"repos,omitempty"`
-	Modules  []schemas.ModuleResult   `json:"modules"`
-	Files    map[string]string        `json:"files,omitempty"`
-	CloneOf  int64                    `json:"origin_id,omitempty"`
-	Clone    int64                    `json:"clone_id,omitempty"`
+	Assets  []schemas.AssetFetched   `json:"fetched_assets,omitempty"`
+	Repos   []schemas.RepoCheckedOut `json:"repos,omitempty"`
+	Modules []schemas.ModuleResult   `json:"modules"`
+	Files   map[string]string        `json:"files,omitempty"`
+	CloneOf int64                    `json:"origin_id,omitempty"`
+	Clone   int64                    `json:"clone_id,omitempty"`
 	// After are the jobs this one starts after (chained parents).
 	After []int64 `json:"after,omitempty"`
 	// Waiting says why a scheduled job has no worker yet.
