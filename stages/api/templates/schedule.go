@@ -52,6 +52,13 @@ var Required = []string{"DISTRI", "VERSION", "FLAVOR", "ARCH"}
 func (s *Set) Schedule(params map[string]string) (Plan, error) {
 	args := map[string]string{}
 	for k, v := range params {
+		switch k {
+		case "async":
+			// openQA's background scheduling: jetqa answers at once anyway.
+			continue
+		case "scheduled_product_clone_id":
+			return Plan{}, errors.New("scheduled_product_clone_id: jetqa keeps no scheduled products to clone yet; give the product's parameters")
+		}
 		args[strings.ToUpper(k)] = v
 	}
 	var missing []string
