@@ -251,8 +251,9 @@ func TestAWorkerMayActOnlyAsItself(t *testing.T) {
 }
 
 // The API keys' stream holds their secrets: worker and matcher
-// credentials can read neither it nor the nonces.
-func TestWorkersAndMatchersCannotReadAPIKeys(t *testing.T) {
+// credentials can read neither it nor the nonces, and cannot load job
+// templates.
+func TestWorkersAndMatchersCannotReadAPIKeysOrLoadTemplates(t *testing.T) {
 	s := startServerWithMatchers(t, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -278,5 +279,15 @@ func TestWorkersAndMatchersCannotReadAPIKeys(t *testing.T) {
 			t.Errorf("%s credentials wrote a nonce", role)
 		}
 		stop()
+		// Nor may they replace the job templates products are scheduled with.
+		short, stop = context.WithTimeout(ctx, 3*time.Second)
+		if _, err := b.LoadTemplates(short, schemas.TemplatesLoaded{URL: "forged", Commit: "0", Files: map[string]string{"g.yaml": "products: {}\nscenarios: {}\n"}}); err == nil {
+			t.Errorf("%s credentials loaded job templates", role)
+		}
+		stop()
+		violation(t, errs, "jetqa.templates")
+	}
+	if _, err := s.bus.LatestTemplates(ctx); !errors.Is(err, streams.ErrNoTemplates) {
+		t.Errorf("templates after the refused loads: %v", err)
 	}
 }
