@@ -118,6 +118,20 @@ func TestScheduleAProductFromJobTemplates(t *testing.T) {
 		t.Fatalf("templates load printed:\n%s", out.String())
 	}
 
+	out.Reset()
+	if err := dispatch([]string{"admin", "templates", "show", "--nats", s.nats}, &out, &errOut); err != nil || !strings.Contains(out.String(), repo) ||
+		!strings.Contains(out.String(), "1 job groups, 4 job templates") {
+		t.Fatalf("templates show: %v\n%s", err, out.String())
+	}
+	var loaded struct {
+		Commit    string
+		JobGroups []struct{ ID int64 } `json:"job_groups"`
+	}
+	s.get(t, "/api/v1/templates", &loaded)
+	if len(loaded.Commit) != 40 || len(loaded.JobGroups) != 1 || loaded.JobGroups[0].ID != 7 {
+		t.Fatalf("GET /api/v1/templates: %+v", loaded)
+	}
+
 	home := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(home, ".config", "openqa"), 0o755); err != nil {
 		t.Fatal(err)
