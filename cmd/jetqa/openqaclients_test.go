@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -11,6 +13,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"jetqa/schemas"
 )
 
 // openQA's own clients, Debian's openqa-cli (Perl) and openqa_client
@@ -84,8 +89,28 @@ func TestOpenQAClientsDriveTheAPI(t *testing.T) {
 	if d := cli("-X", "DELETE", jobPath); d["result"] != 1.0 {
 		t.Fatalf("DELETE answered %v", d)
 	}
-	if _, ok := cli("workers")["workers"].([]any); !ok {
-		t.Fatal("workers: no list")
+	// A worker instance registers, as a worker host's does; the list has
+	// openQA's fields (its t/api/01-workers.t), of openQA's kinds.
+	reg := schemas.WorkerRegistered{Worker: schemas.WorkerRef{Host: "wh", Instance: 1}, Classes: []string{"qemu_x86_64"}, Arch: "x86_64", CPUs: 2, MemoryMiB: 2048}
+	if _, err := s.bus.Append(context.Background(), 0, reg); err != nil {
+		t.Fatal(err)
+	}
+	var workers []any
+	for deadline := time.Now().Add(10 * time.Second); len(workers) == 0 && time.Now().Before(deadline); {
+		workers, _ = cli("workers")["workers"].([]any)
+	}
+	if len(workers) != 1 {
+		t.Fatalf("workers: %v", workers)
+	}
+	w := workers[0].(map[string]any)
+	for field, want := range map[string]string{"id": "float64", "host": "string", "instance": "float64", "status": "string",
+		"error": "<nil>", "properties": "map[string]interface {}", "alive": "float64", "connected": "float64", "websocket": "float64"} {
+		if got := fmt.Sprintf("%T", w[field]); got != want {
+			t.Errorf("worker %s is a %s (%v), openQA gives %s", field, got, w[field], want)
+		}
+	}
+	if w["host"] != "wh" || w["instance"] != 1.0 || w["status"] != "idle" || w["properties"].(map[string]any)["WORKER_CLASS"] != "qemu_x86_64" {
+		t.Errorf("worker %v", w)
 	}
 	// A wrong secret is refused, and nothing is created.
 	if out, err := run("openqa-cli", "api", "--host", s.api, "--apikey", s.key.key, "--apisecret", "0000000000000000", "-X", "POST", "jobs", "TEST=forged"); err == nil || !strings.Contains(out, "403") {

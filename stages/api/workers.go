@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"jetqa/schemas"
 )
@@ -26,7 +25,7 @@ type WorkerInfo struct {
 	Alive      int               `json:"alive"`
 	Connected  int               `json:"connected"`
 	Websocket  int               `json:"websocket"`
-	Seen       time.Time         `json:"t_seen"`
+	Seen       Time              `json:"t_seen"`
 }
 
 // listWorkers serves GET /api/v1/workers: {"workers": [...]}, ordered by
@@ -41,7 +40,7 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 	all := make([]WorkerInfo, 0, len(s.view.workers))
 	for ref, v := range s.view.workers {
 		info := WorkerInfo{
-			ID: v.id, Host: ref.Host, Instance: ref.Instance, Status: "idle", Seen: v.lastSeen,
+			ID: v.id, Host: ref.Host, Instance: ref.Instance, Status: "idle", Seen: Time{v.lastSeen},
 			Properties: map[string]string{
 				"WORKER_CLASS":     strings.Join(v.reg.Classes, ","),
 				"CPU_ARCH":         unameArch(v.reg.Arch),
