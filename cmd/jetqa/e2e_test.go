@@ -55,6 +55,9 @@ type system struct {
 
 	mu    sync.Mutex
 	kinds map[string]int // every event kind published on jetqa.>
+	// finished are the stream sequences of the jobs' final events, for
+	// reads that must see them (GET …?seq=N).
+	finished map[int64]uint64
 }
 
 func startSystem(t *testing.T) *system {
@@ -269,8 +272,14 @@ func (s *system) finish(t *testing.T, id int64, within time.Duration) schemas.Jo
 	defer cancel()
 	var fin schemas.JobFinished
 	err := s.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobSubject(id) + ".finished"}},
-		func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+		func(_ schemas.Event, p schemas.Payload, d streams.Delivery) error {
 			fin = *p.(*schemas.JobFinished)
+			s.mu.Lock()
+			if s.finished == nil {
+				s.finished = map[int64]uint64{}
+			}
+			s.finished[id] = d.Sequence
+			s.mu.Unlock()
 			return streams.ErrStopWatch
 		})
 	if err != nil {
@@ -327,7 +336,10 @@ func TestDemoJobPassesAndFailsOnPurpose(t *testing.T) {
 			Logs []string
 		}
 	}
-	s.get(t, fmt.Sprintf("/api/v1/jobs/%d/details", id), &details)
+	s.mu.Lock()
+	seq := s.finished[id]
+	s.mu.Unlock()
+	s.get(t, fmt.Sprintf("/api/v1/jobs/%d/details?seq=%d", id, seq), &details)
 	matched := 0
 	for _, m := range details.Job.TestResults {
 		for _, st := range m.Details {

@@ -290,6 +290,17 @@ func (s *Server) jobFromPath(w http.ResponseWriter, r *http.Request) (JobView, b
 	if !ok {
 		return JobView{}, false
 	}
+	if v := r.URL.Query().Get("seq"); v != "" {
+		// Read after an event the client saw: wait for the view to have it.
+		seq, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			fail(w, http.StatusBadRequest, "seq=%q: want the stream sequence of an event of the job", v)
+			return JobView{}, false
+		}
+		wait, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+		s.view.waitForJob(wait, id, seq)
+		cancel()
+	}
 	j, ok := s.view.get(id)
 	if !ok {
 		fail(w, http.StatusNotFound, "job %d does not exist", id)
