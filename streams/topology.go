@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -248,7 +249,14 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 	}
 	for _, cfg := range streams {
 		cfg.Replicas = b.replicasOf(ctx, cfg.Name, replicas)
-		if _, err := b.JS.CreateOrUpdateStream(ctx, cfg); err != nil {
+		err := settle(ctx, func(ctx context.Context) error {
+			_, err := b.JS.CreateOrUpdateStream(ctx, cfg)
+			return err
+		}, func(ctx context.Context) error {
+			_, err := b.JS.Stream(ctx, cfg.Name)
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("stream %s: %w", cfg.Name, err)
 		}
 	}
@@ -260,7 +268,14 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 		{Bucket: BucketNonces, Description: "nonces of signed API requests, kept as long as a signature is valid", Storage: jetstream.FileStorage, History: 1, TTL: NonceTTL},
 	} {
 		kv.Replicas = b.replicasOf(ctx, "KV_"+kv.Bucket, replicas)
-		if _, err := b.JS.CreateOrUpdateKeyValue(ctx, kv); err != nil {
+		err := settle(ctx, func(ctx context.Context) error {
+			_, err := b.JS.CreateOrUpdateKeyValue(ctx, kv)
+			return err
+		}, func(ctx context.Context) error {
+			_, err := b.JS.KeyValue(ctx, kv.Bucket)
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("bucket %s: %w", kv.Bucket, err)
 		}
 	}
@@ -270,12 +285,47 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 		{Bucket: BucketAssets, Description: "registered assets by name", Storage: jetstream.FileStorage},
 	} {
 		obj.Replicas = b.replicasOf(ctx, "OBJ_"+obj.Bucket, replicas)
-		if _, err := b.JS.CreateOrUpdateObjectStore(ctx, obj); err != nil {
+		err := settle(ctx, func(ctx context.Context) error {
+			_, err := b.JS.CreateOrUpdateObjectStore(ctx, obj)
+			return err
+		}, func(ctx context.Context) error {
+			_, err := b.JS.ObjectStore(ctx, obj.Bucket)
+			return err
+		})
+		if err != nil {
 			return fmt.Errorf("object store %s: %w", obj.Bucket, err)
 		}
 	}
 	_, err := b.createConsumer(ctx, MatchersConsumer.withDefaults())
 	return err
+}
+
+// settleTry bounds one request of settle.
+const settleTry = 3 * time.Second
+
+// settle creates a stream or bucket. When the servers of a new cluster
+// create the same stream at once, nats-server may never answer some of
+// the requests although the stream was made (an equal, in-flight
+// assignment is proposed again): so each request gets settleTry, and an
+// unanswered one is followed by a look whether the stream is there now.
+func settle(ctx context.Context, create, exists func(context.Context) error) error {
+	for {
+		try, cancel := context.WithTimeout(ctx, settleTry)
+		err := create(try)
+		cancel()
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded):
+			return err
+		}
+		look, cancel := context.WithTimeout(ctx, settleTry)
+		err = exists(look)
+		cancel()
+		if err == nil {
+			return nil
+		}
+	}
 }
 
 // maxWorkerConsumers bounds the consumers of the streams worker hosts have

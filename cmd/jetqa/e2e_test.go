@@ -414,6 +414,13 @@ func repoVariant(t *testing.T, testos string, change func(dir string)) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	commitAll(t, repo, "variant")
+	return dir
+}
+
+// commitAll commits every file of the repository's work tree.
+func commitAll(t *testing.T, repo *git.Repository, msg string) {
+	t.Helper()
 	wt, err := repo.Worktree()
 	if err != nil {
 		t.Fatal(err)
@@ -422,10 +429,9 @@ func repoVariant(t *testing.T, testos string, change func(dir string)) string {
 		t.Fatal(err)
 	}
 	sig := &object.Signature{Name: "test", Email: "test@localhost", When: time.Now()}
-	if _, err := wt.Commit("variant", &git.CommitOptions{Author: sig, AllowEmptyCommits: true}); err != nil {
+	if _, err := wt.Commit(msg, &git.CommitOptions{Author: sig, AllowEmptyCommits: true}); err != nil {
 		t.Fatal(err)
 	}
-	return dir
 }
 
 func writeFile(t *testing.T, path, content string) {

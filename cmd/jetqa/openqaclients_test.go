@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,45 +23,9 @@ import (
 // (python), post, read, list, cancel, restart and delete jobs and list
 // workers on jetqa's API, signing with openQA's scheme.
 func TestOpenQAClientsDriveTheAPI(t *testing.T) {
-	for _, tool := range []string{"openqa-cli", "/usr/bin/python3"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is missing: `bash deploy/install-deps.sh test` installs openQA's clients (%v)", tool, err)
-		}
-	}
 	s := startServer(t)
-	u, err := url.Parse(s.api)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Both read ~/.config/openqa/client.conf, a section per host: the
-	// host alone for openqa-cli, host:port for openqa_client.
-	home := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(home, ".config", "openqa"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(home, ".config", "openqa", "client.conf"),
-		"["+u.Hostname()+"]\nkey = "+s.key.key+"\nsecret = "+s.key.secret+"\n"+
-			"["+u.Host+"]\nkey = "+s.key.key+"\nsecret = "+s.key.secret+"\n")
-	run := func(name string, args ...string) (string, error) {
-		t.Helper()
-		cmd := exec.Command(name, args...)
-		cmd.Env = append(os.Environ(), "HOME="+home)
-		out, err := cmd.CombinedOutput()
-		t.Logf("%s %s\n%s", name, strings.Join(args, " "), out)
-		return string(out), err
-	}
-	cli := func(args ...string) map[string]any {
-		t.Helper()
-		out, err := run("openqa-cli", append([]string{"api", "--host", s.api}, args...)...)
-		if err != nil {
-			t.Fatalf("openqa-cli %v: %v", args, err)
-		}
-		var v map[string]any
-		if err := json.Unmarshal([]byte(out), &v); err != nil {
-			t.Fatalf("openqa-cli %v printed no JSON object: %v", args, err)
-		}
-		return v
-	}
+	c := newOpenQAClients(t, s)
+	run, cli := c.run, c.mustAPI
 	// A setting with a space and a tilde: signed over openQA's canonical query.
 	posted := cli("-X", "POST", "jobs", "DISTRI=testos", "TEST=cli", "BUILD=a~b c")
 	id, ok := posted["id"].(float64)
@@ -130,7 +95,7 @@ made = c.openqa_request("POST", "jobs", params={"DISTRI": "testos", "TEST": "py"
 job = c.openqa_request("GET", "jobs/%d" % made["id"])["job"]
 print(json.dumps({"id": made["id"], "build": job["settings"]["BUILD"], "state": job["state"]}))
 `
-	out, err := run("/usr/bin/python3", "-c", py, u.Host)
+	out, err := run("/usr/bin/python3", "-c", py, c.host)
 	if err != nil {
 		t.Fatalf("openqa_client: %v", err)
 	}
@@ -237,4 +202,71 @@ func checkOpenQAShape(t *testing.T, job map[string]any, list bool) {
 			t.Errorf("job %v: module %#v has no flags list", job["id"], m)
 		}
 	}
+}
+
+// openQAClients runs Debian's openQA clients against a jetqa API, with a
+// home whose ~/.config/openqa/client.conf holds the test's key: a section
+// per host, the host alone for openqa-cli, host:port for openqa_client.
+type openQAClients struct {
+	t    *testing.T
+	api  string
+	host string // HOST:PORT, as openqa_client is given it
+	home string
+}
+
+func newOpenQAClients(t *testing.T, s *system) *openQAClients {
+	t.Helper()
+	for _, tool := range []string{"openqa-cli", "/usr/bin/python3"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is missing: `bash deploy/install-deps.sh test` installs openQA's clients (%v)", tool, err)
+		}
+	}
+	u, err := url.Parse(s.api)
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(home, ".config", "openqa"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(home, ".config", "openqa", "client.conf"),
+		"["+u.Hostname()+"]\nkey = "+s.key.key+"\nsecret = "+s.key.secret+"\n"+
+			"["+u.Host+"]\nkey = "+s.key.key+"\nsecret = "+s.key.secret+"\n")
+	return &openQAClients{t: t, api: s.api, host: u.Host, home: home}
+}
+
+// run runs a client program with the clients' home.
+func (c *openQAClients) run(name string, args ...string) (string, error) {
+	c.t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "HOME="+c.home)
+	out, err := cmd.CombinedOutput()
+	c.t.Logf("%s %s\n%s", name, strings.Join(args, " "), out)
+	return string(out), err
+}
+
+// apiCall runs `openqa-cli api --host API ARGS…` and decodes the JSON
+// object it printed, whatever the status: on an error status openqa-cli
+// prints a coloured status line first.
+func (c *openQAClients) apiCall(args ...string) (map[string]any, error) {
+	c.t.Helper()
+	out, err := c.run("openqa-cli", append([]string{"api", "--host", c.api}, args...)...)
+	body := []byte(strings.TrimSpace(out))
+	body = body[bytes.LastIndexByte(body, '\n')+1:]
+	body = body[max(bytes.IndexByte(body, '{'), 0):]
+	var v map[string]any
+	if jerr := json.Unmarshal(body, &v); jerr != nil {
+		c.t.Fatalf("openqa-cli %v: %v, printed no JSON object: %v", args, err, jerr)
+	}
+	return v, err
+}
+
+// mustAPI is apiCall for a call that must succeed.
+func (c *openQAClients) mustAPI(args ...string) map[string]any {
+	c.t.Helper()
+	v, err := c.apiCall(args...)
+	if err != nil {
+		c.t.Fatalf("openqa-cli %v: %v", args, err)
+	}
+	return v
 }

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,7 +12,6 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5"
-	"github.com/go-git/go-git/v5/plumbing/object"
 
 	"jetqa/schemas"
 )
@@ -34,17 +31,7 @@ func templatesRepo(t *testing.T, files map[string]string) string {
 		}
 		writeFile(t, filepath.Join(dir, p), content)
 	}
-	wt, err := repo.Worktree()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := wt.AddGlob("."); err != nil {
-		t.Fatal(err)
-	}
-	sig := &object.Signature{Name: "test", Email: "test@localhost", When: time.Now()}
-	if _, err := wt.Commit("templates", &git.CommitOptions{Author: sig}); err != nil {
-		t.Fatal(err)
-	}
+	commitAll(t, repo, "templates")
 	return dir
 }
 
@@ -101,10 +88,6 @@ test_suites:
 // build, and a child skipped when its parent does not pass.
 func TestScheduleAProductFromJobTemplates(t *testing.T) {
 	s := startServer(t)
-	u, err := url.Parse(s.api)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out, errOut bytes.Buffer
 	if err := dispatch([]string{"admin", "templates", "load", templatesRepo(t, map[string]string{"job_groups/broken.yaml": "products: {}\nscenarios:\n  x86_64:\n    nope: [boot]\n"}), "--nats", s.nats}, &out, &errOut); err == nil ||
 		!strings.Contains(err.Error(), "job_groups/broken.yaml: scenarios.x86_64.nope: product nope is not defined under products") {
@@ -132,26 +115,10 @@ func TestScheduleAProductFromJobTemplates(t *testing.T) {
 		t.Fatalf("GET /api/v1/templates: %+v", loaded)
 	}
 
-	home := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(home, ".config", "openqa"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(home, ".config", "openqa", "client.conf"),
-		"["+u.Hostname()+"]\nkey = "+s.key.key+"\nsecret = "+s.key.secret+"\n"+
-			"["+u.Host+"]\nkey = "+s.key.key+"\nsecret = "+s.key.secret+"\n")
+	c := newOpenQAClients(t, s)
 	cli := func(args ...string) map[string]any {
 		t.Helper()
-		cmd := exec.Command("openqa-cli", append([]string{"api", "--host", s.api}, args...)...)
-		cmd.Env = append(os.Environ(), "HOME="+home)
-		out, err := cmd.CombinedOutput()
-		t.Logf("openqa-cli %s\n%s", strings.Join(args, " "), out)
-		// On an error status openqa-cli prints the status line first.
-		body := out[bytes.LastIndexByte(bytes.TrimSpace(out), '\n')+1:]
-		body = body[max(bytes.IndexByte(body, '{'), 0):]
-		var v map[string]any
-		if jerr := json.Unmarshal(body, &v); jerr != nil {
-			t.Fatalf("openqa-cli %v: %v, printed no JSON object: %v", args, err, jerr)
-		}
+		v, _ := c.apiCall(args...)
 		return v
 	}
 	product := []string{"DISTRI=testos", "VERSION=1.0", "FLAVOR=demo", "ARCH=x86_64"}
@@ -221,9 +188,7 @@ from openqa_client.client import OpenQA_Client
 c = OpenQA_Client(server=sys.argv[1], scheme="http", retries=0)
 print(json.dumps(c.openqa_request("POST", "isos", params={"DISTRI": "testos", "VERSION": "1.0", "FLAVOR": "demo", "ARCH": "x86_64", "BUILD": "43", "_OBSOLETE": "1"})))
 `
-	cmd := exec.Command("/usr/bin/python3", "-c", py, u.Host)
-	cmd.Env = append(os.Environ(), "HOME="+home)
-	pyOut, err := cmd.CombinedOutput()
+	pyOut, err := c.run("/usr/bin/python3", "-c", py, c.host)
 	if err != nil {
 		t.Fatalf("openqa_client: %v\n%s", err, pyOut)
 	}
@@ -232,7 +197,7 @@ print(json.dumps(c.openqa_request("POST", "isos", params={"DISTRI": "testos", "V
 		IDs       []int64
 		Obsoleted []int64
 	}
-	lines := strings.Split(strings.TrimSpace(string(pyOut)), "\n")
+	lines := strings.Split(strings.TrimSpace(pyOut), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &next); err != nil || next.Count != 4 || len(next.Obsoleted) != 4 {
 		t.Fatalf("openqa_client isos _OBSOLETE=1: %s (%v)", pyOut, err)
 	}

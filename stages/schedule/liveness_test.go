@@ -1,6 +1,7 @@
 package schedule_test
 
 import (
+	"cmp"
 	"context"
 	"strings"
 	"sync"
@@ -53,10 +54,16 @@ func (w *fakeWorker) silence() {
 
 func runScheduler(ctx context.Context, t *testing.T, srv *natstest.Server, name string) {
 	t.Helper()
+	runSchedulerWith(ctx, t, srv, schedule.Config{WorkerTimeout: 2 * time.Second, Name: name})
+}
+
+// runSchedulerWith runs a scheduler with cfg until the test ends.
+func runSchedulerWith(ctx context.Context, t *testing.T, srv *natstest.Server, cfg schedule.Config) {
+	t.Helper()
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- schedule.New(schedule.Config{WorkerTimeout: 2 * time.Second, Name: name}, srv.Bus(name), natstest.Logger(t)).Run(runCtx)
+		done <- schedule.New(cfg, srv.Bus(cmp.Or(cfg.Name, "schedule")), natstest.Logger(t)).Run(runCtx)
 	}()
 	t.Cleanup(func() {
 		stop()

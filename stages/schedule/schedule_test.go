@@ -44,17 +44,22 @@ func next(ctx context.Context, t *testing.T, ch <-chan assignment, wantJob int64
 	return assignment{}
 }
 
-func TestAssignsByClassThenPriorityThenAge(t *testing.T) {
-	srv := natstest.Start(t)
-	bus := srv.Bus("test")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	append := func(job int64, p schemas.Payload) {
+// appender appends events for a test, failing it on error.
+func appender(ctx context.Context, t *testing.T, bus *streams.Bus) func(job int64, p schemas.Payload) {
+	return func(job int64, p schemas.Payload) {
 		t.Helper()
 		if _, err := bus.Append(ctx, job, p); err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+func TestAssignsByClassThenPriorityThenAge(t *testing.T) {
+	srv := natstest.Start(t)
+	bus := srv.Bus("test")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	append := appender(ctx, t, bus)
 	w1 := schemas.WorkerRef{Host: "h", Instance: 1}
 	w2 := schemas.WorkerRef{Host: "h", Instance: 2}
 	append(0, schemas.WorkerRegistered{Worker: w1, Classes: []string{"qemu_x86_64"}})
@@ -64,15 +69,7 @@ func TestAssignsByClassThenPriorityThenAge(t *testing.T) {
 	append(4, schemas.JobCreated{Settings: map[string]string{}})
 
 	got := assignments(ctx, bus)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- schedule.New(schedule.Config{}, srv.Bus("schedule"), natstest.Logger(t)).Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	runSchedulerWith(ctx, t, srv, schedule.Config{})
 
 	next(ctx, t, got, 3, "h:1") // PRIORITY 10 first
 	append(3, schemas.JobFinished{Result: schemas.ResultPassed})
@@ -107,13 +104,7 @@ func TestRestartDoesNotAssignTwice(t *testing.T) {
 	}
 	got := assignments(ctx, bus)
 	next(ctx, t, got, 1, "h:1") // the one already there
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- schedule.New(schedule.Config{}, srv.Bus("schedule"), natstest.Logger(t)).Run(runCtx) }()
-	defer func() {
-		stop()
-		<-done
-	}()
+	runSchedulerWith(ctx, t, srv, schedule.Config{})
 	// Job 2 waits for the busy worker; only finishing job 1 frees it.
 	finished, err := bus.Append(ctx, 1, schemas.JobFinished{Result: schemas.ResultPassed})
 	if err != nil {
@@ -145,12 +136,7 @@ func TestChainedChildrenWaitForTheirParents(t *testing.T) {
 	bus := srv.Bus("test")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	append := func(job int64, p schemas.Payload) {
-		t.Helper()
-		if _, err := bus.Append(ctx, job, p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	append := appender(ctx, t, bus)
 	w := schemas.WorkerRef{Host: "h", Instance: 1}
 	append(0, schemas.WorkerRegistered{Worker: w, Classes: []string{"qemu_x86_64"}})
 	// The children come first in priority: only their parents hold them.
@@ -161,15 +147,7 @@ func TestChainedChildrenWaitForTheirParents(t *testing.T) {
 	append(5, schemas.JobCreated{Settings: map[string]string{"_PRIORITY": "10"}, After: []int64{4}})
 
 	got, ended := assignments(ctx, bus), finishes(ctx, bus)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- schedule.New(schedule.Config{}, srv.Bus("schedule"), natstest.Logger(t)).Run(runCtx) }()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
+	runSchedulerWith(ctx, t, srv, schedule.Config{})
 	next(ctx, t, got, 1, "h:1")
 	append(1, schemas.JobFinished{Result: schemas.ResultSoftfailed})
 	<-ended
