@@ -252,7 +252,7 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	jobCtx, cancel := context.WithTimeout(ctx, maxTime)
 	defer cancel()
 
-	tests, err := loadTests(ready.CaseDir, settings)
+	tests, err := loadTests(jobCtx, ready.CaseDir, settings)
 	if err != nil {
 		return schemas.ResultIncomplete, err.Error(), nil
 	}

@@ -51,6 +51,8 @@ type runner struct {
 	module       *schemas.ModuleResult
 	shots        int
 	serialOffset int64
+	// poweredOff says the test shut the machine down and saw it go.
+	poweredOff bool
 }
 
 // testapiNames are the functions test modules may call, openQA's names.
@@ -67,6 +69,31 @@ var testapiNames = map[string]func(r *runner) starlark.Callable{
 	"record_info":         func(r *runner) starlark.Callable { return r.builtin("record_info", r.recordInfo) },
 	"record_soft_failure": func(r *runner) starlark.Callable { return r.builtin("record_soft_failure", r.recordSoftFailure) },
 	"get_var":             func(r *runner) starlark.Callable { return getVarBuiltin(r.settings) },
+	"get_required_var":    func(r *runner) starlark.Callable { return r.builtin("get_required_var", r.getRequiredVar) },
+	"check_var":           func(r *runner) starlark.Callable { return r.builtin("check_var", r.checkVar) },
+	"set_var":             func(r *runner) starlark.Callable { return r.builtin("set_var", r.setVar) },
+	"diag":                func(r *runner) starlark.Callable { return r.builtin("diag", r.diag) },
+	"enter_cmd":           func(r *runner) starlark.Callable { return r.builtin("enter_cmd", r.enterCmd) },
+	"hold_key":            func(r *runner) starlark.Callable { return r.builtin("hold_key", r.holdKey) },
+	"release_key":         func(r *runner) starlark.Callable { return r.builtin("release_key", r.releaseKey) },
+	"wait_screen_change":  func(r *runner) starlark.Callable { return r.withThread("wait_screen_change", r.waitScreenChangeFn) },
+	"script_output":       func(r *runner) starlark.Callable { return r.builtin("script_output", r.scriptOutput) },
+	"validate_script_output": func(r *runner) starlark.Callable {
+		return r.withThread("validate_script_output", r.validateScriptOutput)
+	},
+	"send_key_until_needlematch": func(r *runner) starlark.Callable {
+		return r.builtin("send_key_until_needlematch", r.sendKeyUntilNeedlematch)
+	},
+	"power":           func(r *runner) starlark.Callable { return r.builtin("power", r.power) },
+	"eject_cd":        func(r *runner) starlark.Callable { return r.builtin("eject_cd", r.ejectCD) },
+	"check_shutdown":  func(r *runner) starlark.Callable { return r.builtin("check_shutdown", r.checkShutdown) },
+	"assert_shutdown": func(r *runner) starlark.Callable { return r.builtin("assert_shutdown", r.assertShutdown) },
+}
+
+// withoutVM are the testapi functions that work once the machine is off.
+var withoutVM = map[string]bool{
+	"check_shutdown": true, "assert_shutdown": true, "get_var": true, "get_required_var": true,
+	"check_var": true, "set_var": true, "diag": true, "record_info": true, "record_soft_failure": true,
 }
 
 type builtinFunc func(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error)
@@ -75,7 +102,12 @@ func (r *runner) builtin(name string, fn builtinFunc) *starlark.Builtin {
 	return starlark.NewBuiltin(name, func(_ *starlark.Thread, _ *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 		select {
 		case <-r.vm.Done():
-			return nil, incomplete(fmt.Errorf("QEMU exited during %s: %v", name, r.vm.Err()))
+			if !withoutVM[name] {
+				if r.poweredOff {
+					return nil, failf("%s: the machine is powered off", name)
+				}
+				return nil, incomplete(fmt.Errorf("QEMU exited during %s: %v", name, r.vm.Err()))
+			}
 		default:
 		}
 		if err := r.ctx.Err(); err != nil {
@@ -128,8 +160,7 @@ func (r *runner) runModule(m *testModule) schemas.ModuleResult {
 		return *r.module
 	}
 	r.log.Info("module started", "module", m.name)
-	thread := &starlark.Thread{Name: m.file, Print: func(_ *starlark.Thread, msg string) { r.log.Info("test output", "module", m.name, "msg", msg) }}
-	stop := context.AfterFunc(r.ctx, func() { thread.Cancel("the job was stopped") })
+	thread, stop := newThread(r.ctx, m.file, moduleSteps, func(_ *starlark.Thread, msg string) { r.log.Info("test output", "module", m.name, "msg", msg) })
 	err := r.callRun(thread, m)
 	stop()
 	var tf *testFailure
@@ -138,6 +169,8 @@ func (r *runner) runModule(m *testModule) schemas.ModuleResult {
 	case err == nil:
 	case r.ctx.Err() != nil:
 		r.module.Result, r.module.Reason = schemas.ResultIncomplete, "stopped: "+r.ctx.Err().Error()
+	case thread.ExecutionSteps() >= moduleSteps:
+		r.module.Result, r.module.Reason = schemas.ResultFailed, fmt.Sprintf("the module did not end within %d steps (a loop that never waits?): %s", moduleSteps, starlarkError(err))
 	case errors.As(err, &inc):
 		r.module.Result, r.module.Reason = schemas.ResultIncomplete, inc.Error()
 	case errors.As(err, &tf):
@@ -360,28 +393,25 @@ func (r *runner) saveScreen(png []byte) string {
 	return name
 }
 
+// send_key(key, wait_screen_change=False): with wait_screen_change, it
+// returns once the screen changed (up to 10 s), as os-autoinst's.
 func (r *runner) sendKey(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var key string
 	var waitChange bool
 	if err := starlark.UnpackArgs("send_key", args, kwargs, "key", &key, "wait_screen_change?", &waitChange); err != nil {
 		return nil, err
 	}
-	if err := r.vm.SendKey(r.ctx, key); err != nil {
-		return nil, fmt.Errorf("send_key(%q): %w", key, err)
+	press := func() error {
+		if err := r.vm.SendKey(r.ctx, key); err != nil {
+			return fmt.Errorf("send_key(%q): %w", key, err)
+		}
+		return nil
 	}
-	return starlark.None, nil
-}
-
-func (r *runner) typeString(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var s string
-	var maxInterval int
-	if err := starlark.UnpackArgs("type_string", args, kwargs, "string", &s, "max_interval?", &maxInterval); err != nil {
-		return nil, err
+	if !waitChange {
+		return starlark.None, press()
 	}
-	if err := r.vm.TypeString(r.ctx, s, 0); err != nil {
-		return nil, fmt.Errorf("type_string: %w", err)
-	}
-	return starlark.None, nil
+	_, err := r.waitScreenChange(press, r.timeout(starlark.MakeInt(10), 10), 50)
+	return starlark.None, err
 }
 
 func (r *runner) waitSerial(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
@@ -440,20 +470,31 @@ func (r *runner) runCommand(fn, cmd string, timeout time.Duration) (int, bool, e
 	return code, true, nil
 }
 
+// script_run(cmd, timeout=90): the exit status of cmd. A command that
+// gives none within timeout fails the test, as os-autoinst's; timeout=0
+// types it and returns None at once.
 func (r *runner) scriptRun(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var cmd string
 	var timeout starlark.Value = starlark.MakeInt(90)
 	if err := starlark.UnpackArgs("script_run", args, kwargs, "cmd", &cmd, "timeout?", &timeout); err != nil {
 		return nil, err
 	}
-	code, ok, err := r.runCommand("script_run", cmd, r.timeout(timeout, 90))
-	if err != nil {
-		return nil, err
-	}
-	r.module.Details = append(r.module.Details, schemas.Step{Kind: "serial", Text: fmt.Sprintf("script_run %q: exit %d", cmd, code), Result: schemas.ResultPassed})
-	if !ok {
+	if seconds(timeout, 90) == 0 {
+		if err := r.vm.TypeString(r.ctx, cmd+"\n", 0); err != nil {
+			return nil, fmt.Errorf("script_run: %w", err)
+		}
+		r.module.Details = append(r.module.Details, schemas.Step{Kind: "serial", Text: fmt.Sprintf("script_run %q: not waited for (timeout=0)", cmd), Result: schemas.ResultPassed})
 		return starlark.None, nil
 	}
+	code, ok, err := r.runCommand("script_run", cmd, r.timeout(timeout, 90))
+	switch {
+	case err != nil:
+		return nil, err
+	case !ok:
+		r.module.Details = append(r.module.Details, schemas.Step{Kind: "serial", Text: fmt.Sprintf("script_run %q: no exit status within %s", cmd, r.timeout(timeout, 90)), Result: schemas.ResultFailed})
+		return nil, failf("script_run %q: command timed out after %s", cmd, r.timeout(timeout, 90))
+	}
+	r.module.Details = append(r.module.Details, schemas.Step{Kind: "serial", Text: fmt.Sprintf("script_run %q: exit %d", cmd, code), Result: schemas.ResultPassed})
 	return starlark.MakeInt(code), nil
 }
 
@@ -497,24 +538,30 @@ func (r *runner) waitStillScreen(args starlark.Tuple, kwargs []starlark.Tuple) (
 	}
 	// How long the screen must stay still is not scaled by TIMEOUT_SCALE;
 	// only how long to wait for it is.
-	stillFor, deadline := seconds(still, 7), time.Now().Add(r.timeout(timeout, 30))
+	still2, err := r.stillScreen(seconds(still, 7), r.timeout(timeout, 30))
+	return starlark.Bool(still2), err
+}
+
+// stillScreen waits until the screen has not changed for stillFor.
+func (r *runner) stillScreen(stillFor, timeout time.Duration) (bool, error) {
+	deadline := time.Now().Add(timeout)
 	var last []byte
 	since := time.Now()
 	for time.Now().Before(deadline) {
 		screen, err := r.vm.Screendump(r.ctx)
 		if err != nil {
-			return nil, incomplete(fmt.Errorf("wait_still_screen: %w", err))
+			return false, incomplete(fmt.Errorf("wait_still_screen: %w", err))
 		}
 		if !bytes.Equal(screen, last) {
 			last, since = screen, time.Now()
 		} else if time.Since(since) >= stillFor {
-			return starlark.True, nil
+			return true, nil
 		}
 		if err := r.pause(200 * time.Millisecond); err != nil {
-			return nil, err
+			return false, err
 		}
 	}
-	return starlark.False, nil
+	return false, nil
 }
 
 func (r *runner) recordInfo(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {

@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -22,10 +23,28 @@ type testModule struct {
 	prog *starlark.Program
 }
 
+// Step limits: main.star only schedules modules, a module mostly waits
+// on the VM; a loop that never waits is a bug of the test, not a hang of
+// the worker. A module's budget is large enough for minutes of real work.
+const (
+	mainStarSteps = 10_000_000
+	moduleSteps   = 500_000_000
+)
+
+// newThread is a Starlark thread that stops when ctx ends or after steps
+// computation steps.
+func newThread(ctx context.Context, name string, steps uint64, print func(*starlark.Thread, string)) (*starlark.Thread, func() bool) {
+	thread := &starlark.Thread{Name: name, Print: print}
+	thread.SetMaxExecutionSteps(steps)
+	stop := context.AfterFunc(ctx, func() { thread.Cancel("the job was stopped: " + context.Cause(ctx).Error()) })
+	return thread, stop
+}
+
 // loadTests runs CASEDIR/main.star, which schedules modules with
 // loadtest("path"), and compiles every scheduled module, so that a syntax
-// error anywhere stops the job before the VM boots.
-func loadTests(caseDir string, settings map[string]string) ([]*testModule, error) {
+// error anywhere stops the job before the VM boots. main.star runs under
+// ctx and a step limit.
+func loadTests(ctx context.Context, caseDir string, settings map[string]string) ([]*testModule, error) {
 	mainFile := filepath.Join(caseDir, "main.star")
 	src, err := os.ReadFile(mainFile)
 	if err != nil {
@@ -57,8 +76,12 @@ func loadTests(caseDir string, settings map[string]string) ([]*testModule, error
 		"loadtest": loadtest,
 		"get_var":  getVarBuiltin(settings),
 	}
-	thread := &starlark.Thread{Name: "main.star"}
+	thread, stop := newThread(ctx, "main.star", mainStarSteps, nil)
+	defer stop()
 	if _, err := starlark.ExecFileOptions(starOptions, thread, "main.star", src, predeclared); err != nil {
+		if thread.ExecutionSteps() >= mainStarSteps {
+			return nil, fmt.Errorf("main.star did not end within %d steps (a loop that never ends?): %s", mainStarSteps, starlarkError(err))
+		}
 		return nil, fmt.Errorf("main.star: %s", starlarkError(err))
 	}
 	if len(modules) == 0 {

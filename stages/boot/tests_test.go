@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -55,9 +56,10 @@ func TestLoadTests(t *testing.T) {
 		{name: "module file missing", files: map[string]string{"main.star": "loadtest('nothere')\n"}, errWant: `loadtest("nothere")`},
 		{name: "path leaving tests/", files: map[string]string{"main.star": "loadtest('../../etc/passwd')\n"}, errWant: "must stay inside tests/"},
 		{name: "nothing scheduled", files: map[string]string{"main.star": "x = 1\n"}, errWant: "scheduled no test module"},
+		{name: "a loop that never ends", files: map[string]string{"main.star": "while True:\n    pass\n"}, errWant: "main.star did not end within 10000000 steps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			mods, err := loadTests(tree(t, tc.files), tc.settings)
+			mods, err := loadTests(context.Background(), tree(t, tc.files), tc.settings)
 			if tc.errWant != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.errWant) {
 					t.Fatalf("error %v, want one containing %q", err, tc.errWant)
@@ -121,5 +123,14 @@ func TestTimeoutsScaleWithTIMEOUT_SCALE(t *testing.T) {
 	}
 	if got := seconds(starlark.MakeInt(7), 0); got != 7*time.Second {
 		t.Errorf("seconds(7) = %s, unscaled", got)
+	}
+}
+
+func TestMainStarStopsWithTheJob(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := loadTests(ctx, tree(t, map[string]string{"main.star": "while True:\n    pass\n"}), nil)
+	if err == nil || !strings.Contains(err.Error(), "the job was stopped") {
+		t.Fatalf("main.star of a stopped job: %v", err)
 	}
 }

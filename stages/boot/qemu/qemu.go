@@ -230,7 +230,7 @@ func commandLine(cfg Config, accel string, disks []disk) []string {
 		"-serial", "chardev:serial0",
 	)
 	if cfg.ISO != "" {
-		args = append(args, "-drive", "file="+optValue(cfg.ISO)+",media=cdrom,readonly=on")
+		args = append(args, "-drive", "file="+optValue(cfg.ISO)+",media=cdrom,readonly=on,id="+cdDrive)
 	}
 	for _, d := range disks {
 		args = append(args, "-drive", "file="+optValue(d.path)+",format="+d.format+",if="+cfg.HDDInterface)
@@ -246,6 +246,9 @@ func commandLine(cfg Config, accel string, disks []disk) []string {
 	}
 	return append(args, cfg.ExtraArgs...)
 }
+
+// cdDrive is the CD-ROM's drive id, for eject.
+const cdDrive = "cd0"
 
 // optValue escapes a value inside QEMU's comma-separated options, where a
 // literal comma is written twice.

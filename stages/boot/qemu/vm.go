@@ -49,6 +49,9 @@ type VM struct {
 
 	mu            sync.Mutex
 	stopRequested bool
+	// keysUntil is when QEMU will have played the keys SendKey queued:
+	// each takes KeyHold pressed and KeyHold after its release.
+	keysUntil time.Time
 	killCause     error
 	shutdown      string // reason of the last SHUTDOWN event
 	// Set before exited closes: what ended QEMU, seen at that moment.
@@ -484,7 +487,17 @@ func (v *VM) SendKey(ctx context.Context, key string) error {
 	if err := v.qmp.execute(ctx, "send-key", args, nil); err != nil {
 		return fmt.Errorf("qemu: send key %q: %w", key, err)
 	}
+	v.mu.Lock()
+	v.keysUntil = later(v.keysUntil, time.Now()).Add(2 * v.cfg.KeyHold)
+	v.mu.Unlock()
 	return nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // TypeString types s on a US keyboard, one key per character ("\n" is
@@ -529,6 +542,90 @@ func (v *VM) WriteSerial(ctx context.Context, data []byte) error {
 	defer v.serialWriteMu.Unlock()
 	if err := writeContext(ctx, v.serialConn, data); err != nil {
 		return fmt.Errorf("qemu: write serial: %w", err)
+	}
+	return nil
+}
+
+// keyEvents presses (down) or releases each key of a combination, named
+// as for SendKey, in one QMP input-send-event.
+func (v *VM) keyEvents(ctx context.Context, key string, down bool) error {
+	codes, err := qcodes(key)
+	if err != nil {
+		return err
+	}
+	// Input events go to the guest at once, queued keys later: wait for
+	// those, so keys arrive in the order the test sent them.
+	v.mu.Lock()
+	wait := time.Until(v.keysUntil)
+	v.mu.Unlock()
+	if wait > 0 {
+		if err := pause(ctx, wait+v.cfg.KeyHold); err != nil {
+			return err
+		}
+	}
+	type keyEvent struct {
+		Down bool     `json:"down"`
+		Key  keyValue `json:"key"`
+	}
+	type inputEvent struct {
+		Type string   `json:"type"`
+		Data keyEvent `json:"data"`
+	}
+	events := make([]inputEvent, len(codes))
+	for i, c := range codes {
+		events[i] = inputEvent{Type: "key", Data: keyEvent{Down: down, Key: keyValue{Type: "qcode", Data: c}}}
+	}
+	return v.qmp.execute(ctx, "input-send-event", map[string]any{"events": events}, nil)
+}
+
+// HoldKey presses a key or combination and keeps it down until
+// ReleaseKey, as os-autoinst's hold_key.
+func (v *VM) HoldKey(ctx context.Context, key string) error {
+	if err := v.keyEvents(ctx, key, true); err != nil {
+		return fmt.Errorf("qemu: hold key %q: %w", key, err)
+	}
+	return nil
+}
+
+// ReleaseKey releases what HoldKey pressed.
+func (v *VM) ReleaseKey(ctx context.Context, key string) error {
+	if err := v.keyEvents(ctx, key, false); err != nil {
+		return fmt.Errorf("qemu: release key %q: %w", key, err)
+	}
+	return nil
+}
+
+// Power acts on the machine's power as os-autoinst's power(): "acpi"
+// presses the power button (the guest shuts down), "reset" resets it at
+// once, "off" pulls the plug (QEMU ends, and Done closes).
+func (v *VM) Power(ctx context.Context, action string) error {
+	var cmd string
+	switch action {
+	case "acpi":
+		cmd = "system_powerdown"
+	case "reset":
+		cmd = "system_reset"
+	case "off":
+		cmd = "quit"
+		v.mu.Lock()
+		v.stopRequested = true
+		v.mu.Unlock()
+	default:
+		return fmt.Errorf("qemu: power %q: use acpi, reset or off", action)
+	}
+	if err := v.qmp.execute(ctx, cmd, nil, nil); err != nil {
+		return fmt.Errorf("qemu: power %s: %w", action, err)
+	}
+	return nil
+}
+
+// EjectCD opens the CD-ROM drive, as os-autoinst's eject_cd.
+func (v *VM) EjectCD(ctx context.Context) error {
+	if v.cfg.ISO == "" {
+		return errors.New("qemu: eject: the machine has no CD-ROM (no ISO)")
+	}
+	if err := v.qmp.execute(ctx, "eject", map[string]any{"device": cdDrive, "force": true}, nil); err != nil {
+		return fmt.Errorf("qemu: eject: %w", err)
 	}
 	return nil
 }
