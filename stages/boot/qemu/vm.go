@@ -52,8 +52,8 @@ type VM struct {
 	// keysUntil is when QEMU will have played the keys SendKey queued:
 	// each takes KeyHold pressed and KeyHold after its release.
 	keysUntil time.Time
-	killCause     error
-	shutdown      string // reason of the last SHUTDOWN event
+	killCause error
+	shutdown  string // reason of the last SHUTDOWN event
 	// Set before exited closes: what ended QEMU, seen at that moment.
 	waitErr      error
 	exitStopped  bool
