@@ -11,6 +11,7 @@ packages=(
   libopencv-dev               # needle matching
   libdeflate-dev              # needle matching: decoding screenshots
   qemu-system-x86 qemu-utils  # the VMs
+  ovmf                        # UEFI guests (UEFI=1)
   git curl                    # test and needle repositories; the demo script
   grub-pc-bin grub-common xorriso mtools busybox-static cpio  # the testos image
 )

@@ -302,6 +302,8 @@ type workerConfig struct {
 	Accel       string
 	WorkerClass string
 	Heartbeat   time.Duration
+	// ForbidSettings are job settings the instances refuse, comma-separated.
+	ForbidSettings string
 	// The asset cache, with openQA's workers.ini names: CACHEDIRECTORY
 	// (default DataDir/cache), CACHELIMIT in GiB, CACHEWORKERS.
 	CacheDir      string
@@ -365,6 +367,7 @@ func (a *assembly) addWorker(c workerConfig) error {
 		}
 		bootStage, err := boot.New(boot.Config{
 			Worker: worker, Classes: schemas.WorkerClasses(class), Accel: c.Accel, HeartbeatInterval: c.Heartbeat, Slot: c.Slots[i],
+			Forbidden: schemas.WorkerClasses(c.ForbidSettings),
 		}, bus, a.log.With("stage", "boot", "server", c.Dial.URLs))
 		if err != nil {
 			return err

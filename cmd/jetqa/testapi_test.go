@@ -114,3 +114,43 @@ func TestTestapiOnARealVM(t *testing.T) {
 	}
 	t.Logf("the spinning job ended %s after the cancel", time.Since(start).Round(time.Millisecond))
 }
+
+// A job's machine follows openQA's settings: two disks, UEFI firmware for
+// a kernel booted directly, and a setting the worker refuses.
+func TestMachineSettingsReachTheGuest(t *testing.T) {
+	testos := testosDir(t)
+	s := startSystem(t)
+	// testos has no disk or network drivers (no kernel modules): the guest
+	// counts the devices on its PCI bus, and says whether UEFI booted it.
+	repo := repoVariant(t, testos, func(dir string) {
+		writeFile(t, filepath.Join(dir, "tests", "machine.star"), `
+def run():
+    disks = script_output("grep -c 0x1001 /sys/bus/pci/devices/*/device | grep -c :1 || true")
+    if disks != get_var("WANT_DISKS"):
+        fail("the guest has %s virtio disks, want %s" % (disks, get_var("WANT_DISKS")))
+    efi = script_output("test -d /sys/firmware/efi && echo uefi || echo bios")
+    if efi != get_var("WANT_FIRMWARE"):
+        fail("the guest booted with %s, want %s" % (efi, get_var("WANT_FIRMWARE")))
+`)
+		// UEFI's framebuffer is not the VGA text screen testos' needles
+		// show: there the shell's prompt is awaited on the serial port.
+		writeFile(t, filepath.Join(dir, "tests", "serialboot.star"), "def run():\n    if not wait_serial('testos:~# ', timeout=120):\n        fail('no shell prompt on the serial port')\n")
+		writeFile(t, filepath.Join(dir, "main.star"), "loadtest(get_var('BOOT_MODULE', 'boot'))\nloadtest('machine')\n")
+	})
+	id := s.post(t, demoSettings(testos, "CASEDIR="+repo, "NUMDISKS=2", "HDDSIZEGB=1", "WANT_DISKS=2", "WANT_FIRMWARE=bios"))
+	if fin := s.finish(t, id, 5*time.Minute); fin.Result != schemas.ResultPassed {
+		t.Fatalf("two-disk job %d: %s (%s)", id, fin.Result, fin.Reason)
+	}
+	uefi := demoSettings(testos, "CASEDIR="+repo, "UEFI=1", "BOOT_MODULE=serialboot", "WANT_DISKS=0", "WANT_FIRMWARE=uefi",
+		"KERNEL="+filepath.Join(testos, "vmlinuz"), "INITRD="+filepath.Join(testos, "initrd.img"),
+		"APPEND=console=tty0 console=ttyS0,115200 nomodeset consoleblank=0")
+	delete(uefi, "ISO")
+	id = s.post(t, uefi)
+	if fin := s.finish(t, id, 5*time.Minute); fin.Result != schemas.ResultPassed {
+		t.Fatalf("UEFI job %d: %s (%s)", id, fin.Result, fin.Reason)
+	}
+	id = s.post(t, demoSettings(testos, "QEMURAM=lots"))
+	if fin := s.finish(t, id, time.Minute); fin.Result != schemas.ResultIncomplete || !strings.Contains(fin.Reason, `QEMURAM="lots"`) {
+		t.Fatalf("job %d with QEMURAM=lots: %s (%s)", id, fin.Result, fin.Reason)
+	}
+}

@@ -25,7 +25,7 @@ func cmdWorker(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	remoteFlags(fs, &r, "worker")
 	fs.StringVar(&c.DataDir, "data", envOr("STATE_DIRECTORY", "worker-data"), "directory for the asset cache and jobs, shared by the host's processes (default: systemd's $STATE_DIRECTORY)")
-	fs.StringVar(&config, "config", "", "workers.ini in openQA's format (HOST, WORKER_CLASS, CACHEDIRECTORY, CACHELIMIT, CACHEWORKERS; [SERVER] CREDENTIALS, TLS_CA; [N] per instance); flags given win")
+	fs.StringVar(&config, "config", "", "workers.ini in openQA's format (HOST, WORKER_CLASS, CACHEDIRECTORY, CACHELIMIT, CACHEWORKERS, jetqa's FORBID_SETTINGS; [SERVER] CREDENTIALS, TLS_CA; [N] per instance); flags given win")
 	fs.StringVar(&c.Host, "host", host, "name of this worker host (default: the name its credentials were issued for)")
 	fs.IntVar(&c.Instances, "instances", 1, "worker instances (VMs at once)")
 	fs.IntVar(&c.Instance, "instance", 0, "run only this one instance, as jetqa-worker@N does (the host's stages run in `--host-stages`)")
@@ -33,6 +33,7 @@ func cmdWorker(args []string, stderr io.Writer) error {
 	fs.StringVar(&c.Accel, "accel", "auto", "QEMU accelerator: auto (KVM when usable, else TCG), kvm or tcg")
 	fs.StringVar(&c.WorkerClass, "worker-class", "qemu_x86_64", "WORKER_CLASS of the instances (comma-separated)")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 10*time.Second, "how often the instances say they are alive")
+	fs.StringVar(&c.ForbidSettings, "forbid-settings", "", "job settings this worker refuses, comma-separated (e.g. QEMU_APPEND,UEFI_PFLASH_CODE): a job setting one ends incomplete, naming it")
 	cacheFlags(fs, &c)
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {

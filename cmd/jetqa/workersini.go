@@ -86,6 +86,9 @@ func (w *workersINI) apply(c *workerConfig, r remote, set map[string]bool) ([]re
 	if v := w.get("global", "WORKER_CLASS"); v != "" && !set["worker-class"] {
 		c.WorkerClass = v
 	}
+	if v := w.get("global", "FORBID_SETTINGS"); v != "" && !set["forbid-settings"] {
+		c.ForbidSettings = v
+	}
 	if v := w.get("global", "CACHEDIRECTORY"); v != "" && !set["cache-dir"] {
 		c.CacheDir = v
 	}

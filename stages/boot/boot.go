@@ -42,6 +42,9 @@ type Config struct {
 	// Slot is shared with the instance's boot stages for other servers;
 	// nil when the instance serves one server.
 	Slot *Slot
+	// Forbidden are job settings this worker refuses (QEMU_APPEND,
+	// UEFI_PFLASH_CODE, …): a job that sets one ends incomplete, naming it.
+	Forbidden []string
 }
 
 func (c Config) withDefaults() Config {
@@ -244,9 +247,19 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 		}
 		maxTime = time.Duration(secs) * time.Second
 	}
+	qcfg, err := machineConfig(ctx, s.cfg, ready, filepath.Join(ready.JobDir, "vm"), log)
+	if err != nil {
+		return schemas.ResultIncomplete, err.Error(), nil
+	}
 	scale, err := timeoutScale(settings)
 	if err != nil {
 		return schemas.ResultIncomplete, err.Error(), nil
+	}
+	if settings["TIMEOUT_SCALE"] == "" && (qcfg.Accel == "tcg" || qcfg.Accel == "auto" && !qemu.KVMUsable()) {
+		// Emulated, a guest runs several times slower than openQA's
+		// timeouts assume.
+		scale = tcgTimeoutScale
+		log.Info("no KVM: TIMEOUT_SCALE raised", "timeout_scale", scale)
 	}
 	maxTime = time.Duration(float64(maxTime) * scale)
 	jobCtx, cancel := context.WithTimeout(ctx, maxTime)
@@ -258,13 +271,6 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	}
 	needles, err := loadNeedles(ready.NeedlesDir)
 	if err != nil {
-		return schemas.ResultIncomplete, err.Error(), nil
-	}
-	qcfg, err := qemuConfig(s.cfg, ready, filepath.Join(ready.JobDir, "vm"), log)
-	if err != nil {
-		return schemas.ResultIncomplete, err.Error(), nil
-	}
-	if err := os.MkdirAll(qcfg.Dir, 0o755); err != nil {
 		return schemas.ResultIncomplete, err.Error(), nil
 	}
 	vm, err := qemu.Start(jobCtx, qcfg)
@@ -298,6 +304,9 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	return result, reason, modules
 }
 
+// tcgTimeoutScale is TIMEOUT_SCALE under TCG when the job sets none.
+const tcgTimeoutScale = 2
+
 func timeoutScale(settings map[string]string) (float64, error) {
 	v := settings["TIMEOUT_SCALE"]
 	if v == "" {
@@ -308,42 +317,6 @@ func timeoutScale(settings map[string]string) (float64, error) {
 		return 0, fmt.Errorf("TIMEOUT_SCALE=%q: give a positive number", v)
 	}
 	return f, nil
-}
-
-// qemuConfig turns job settings into the VM's configuration.
-func qemuConfig(cfg Config, ready *schemas.JobReady, dir string, log *slog.Logger) (qemu.Config, error) {
-	st := ready.Settings
-	q := qemu.Config{
-		Binary: cfg.QEMU, Dir: dir, Accel: cfg.Accel, CPU: st["QEMUCPU"], Log: log,
-		ISO: ready.Assets["ISO"], Kernel: ready.Assets["KERNEL"], Initrd: ready.Assets["INITRD"], Append: st["APPEND"],
-		VGA: st["QEMUVGA"],
-	}
-	for _, k := range []string{"QEMURAM", "QEMUCPUS"} {
-		v := st[k]
-		if v == "" {
-			continue
-		}
-		n, err := strconv.Atoi(v)
-		if err != nil || n <= 0 {
-			return q, fmt.Errorf("%s=%q: give a positive whole number", k, v)
-		}
-		if k == "QEMURAM" {
-			q.MemoryMiB = n
-		} else {
-			q.CPUs = n
-		}
-	}
-	for i := 1; ; i++ {
-		p, ok := ready.Assets["HDD_"+strconv.Itoa(i)]
-		if !ok {
-			break
-		}
-		q.HDDs = append(q.HDDs, p)
-	}
-	if q.ISO == "" && q.Kernel == "" && len(q.HDDs) == 0 {
-		return q, errors.New("nothing to boot: set ISO, HDD_1 or KERNEL (with INITRD and APPEND)")
-	}
-	return q, nil
 }
 
 func copySerialLog(vmDir, resultsDir string) {

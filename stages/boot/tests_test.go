@@ -3,6 +3,7 @@ package boot
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -80,28 +81,52 @@ func TestLoadTests(t *testing.T) {
 	}
 }
 
-func TestQEMUConfigFromSettings(t *testing.T) {
-	cfg := Config{QEMU: "qemu-system-x86_64", Accel: "tcg"}
+func TestMachineFromSettings(t *testing.T) {
+	cfg := Config{QEMU: "qemu-system-x86_64", Accel: "auto", Forbidden: []string{"QEMU_APPEND"}}
 	ready := func(settings, assets map[string]string) *schemas.JobReady {
 		return &schemas.JobReady{Settings: settings, Assets: assets}
 	}
-	q, err := qemuConfig(cfg, ready(map[string]string{"QEMURAM": "512", "QEMUCPUS": "2", "APPEND": "quiet"},
-		map[string]string{"ISO": "/c/t.iso", "HDD_1": "/c/a.qcow2", "HDD_2": "/c/b.img", "KERNEL": "/c/k"}), "/vm", nil)
+	dir := t.TempDir()
+	q, err := machineConfig(context.Background(), cfg, ready(map[string]string{"QEMURAM": "512", "QEMUCPUS": "2", "APPEND": "quiet",
+		"NUMDISKS": "3", "HDDSIZEGB": "1", "HDDMODEL": "scsi-hd", "NICMODEL": "e1000", "QEMU_NO_KVM": "1", "BOOT_HDD_IMAGE": "1"},
+		map[string]string{"ISO": "/c/t.iso", "HDD_1": "/c/a.qcow2", "HDD_2": "/c/b.img", "KERNEL": "/c/k"}), dir, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if q.MemoryMiB != 512 || q.CPUs != 2 || q.ISO != "/c/t.iso" || q.Kernel != "/c/k" || q.Append != "quiet" || strings.Join(q.HDDs, " ") != "/c/a.qcow2 /c/b.img" {
+	blank := filepath.Join(dir, "blank-3.qcow2")
+	if q.MemoryMiB != 512 || q.CPUs != 2 || q.ISO != "/c/t.iso" || q.Kernel != "/c/k" || q.Append != "quiet" ||
+		strings.Join(q.HDDs, " ") != "/c/a.qcow2 /c/b.img "+blank || q.HDDModel != "scsi-hd" || q.NICModel != "e1000" ||
+		q.Accel != "tcg" || q.BootFrom != "c" || q.CDModel != "ide-cd" {
 		t.Errorf("config %+v", q)
+	}
+	if out, err := exec.Command("qemu-img", "info", blank).CombinedOutput(); err != nil || !strings.Contains(string(out), "virtual size: 1 GiB") {
+		t.Errorf("blank disk: %v %s", err, out)
+	}
+	q, err = machineConfig(context.Background(), Config{}, ready(map[string]string{"QEMU_APPEND": "device virtio-rng-pci -smbios type=1,serial=x", "NICTYPE": "none"},
+		map[string]string{"ISO": "/x"}), t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(q.ExtraArgs, " ") != "-device virtio-rng-pci -smbios type=1,serial=x" || q.NICModel != "" || len(q.HDDs) != 1 {
+		t.Errorf("QEMU_APPEND as openQA splits it, NICTYPE=none, one blank disk for an ISO: %+v", q)
 	}
 	for _, tc := range []struct {
 		settings, assets map[string]string
 		errWant          string
 	}{
-		{map[string]string{"QEMURAM": "lots"}, map[string]string{"ISO": "/x"}, `QEMURAM="lots"`},
+		{map[string]string{"QEMURAM": "lots"}, map[string]string{"ISO": "/x"}, `QEMURAM="lots": give a whole number from 64`},
 		{map[string]string{"QEMUCPUS": "0"}, map[string]string{"ISO": "/x"}, `QEMUCPUS="0"`},
-		{map[string]string{}, map[string]string{}, "nothing to boot"},
+		{map[string]string{"QEMUCPU": "host; rm -rf /"}, map[string]string{"ISO": "/x"}, `QEMUCPU="host; rm -rf /"`},
+		{map[string]string{"HDDMODEL": "floppy"}, map[string]string{"ISO": "/x"}, `HDDMODEL="floppy": use one of virtio-blk, ide-hd, scsi-hd, nvme`},
+		{map[string]string{"NICTYPE": "tap"}, map[string]string{"ISO": "/x"}, `NICTYPE="tap"`},
+		{map[string]string{"QEMUVGA": "matrox"}, map[string]string{"ISO": "/x"}, `QEMUVGA="matrox"`},
+		{map[string]string{"ARCH": "riscv64"}, map[string]string{"ISO": "/x"}, `ARCH="riscv64"`},
+		{map[string]string{"UEFI": "1", "UEFI_PFLASH_CODE": "/nonexistent/OVMF_CODE.fd", "UEFI_PFLASH_VARS": "/nonexistent/VARS.fd"}, map[string]string{"ISO": "/x"}, "UEFI_PFLASH_CODE=/nonexistent/OVMF_CODE.fd"},
+		{map[string]string{"QEMU_APPEND": "device x"}, map[string]string{"ISO": "/x"}, "QEMU_APPEND=device x: this worker does not let jobs set QEMU_APPEND"},
+		{map[string]string{"APPEND": "quiet"}, map[string]string{"ISO": "/x"}, "INITRD and APPEND need KERNEL"},
+		{map[string]string{"NUMDISKS": "0"}, map[string]string{}, "nothing to boot"},
 	} {
-		if _, err := qemuConfig(cfg, ready(tc.settings, tc.assets), "/vm", nil); err == nil || !strings.Contains(err.Error(), tc.errWant) {
+		if _, err := machineConfig(context.Background(), cfg, ready(tc.settings, tc.assets), t.TempDir(), nil); err == nil || !strings.Contains(err.Error(), tc.errWant) {
 			t.Errorf("%v: error %v, want %q", tc.settings, err, tc.errWant)
 		}
 	}

@@ -169,8 +169,8 @@ func TestCommandLine(t *testing.T) {
 		"-mon", "chardev=qmp,mode=control",
 		"-chardev", "socket,id=serial0,path=/run/jetqa/job 7/serial0.sock,logfile=/run/jetqa/job 7/serial0.log",
 		"-serial", "chardev:serial0",
-		"-drive", "file=/assets/install,,dvd.iso,media=cdrom,readonly=on",
-		"-drive", "file=/pool/hdd1.qcow2,format=qcow2,if=virtio",
+		"-drive", "file=/assets/install,,dvd.iso,media=cdrom,readonly=on,if=none,id=cd0", "-device", "ide-cd,drive=cd0",
+		"-drive", "file=/pool/hdd1.qcow2,format=qcow2,if=none,id=hd0", "-device", "virtio-blk-pci,drive=hd0",
 		"-kernel", "/assets/vmlinuz", "-initrd", "/assets/initrd", "-append", "console=ttyS0 quiet",
 		"-nic", "user,model=virtio-net-pci",
 	}
@@ -195,6 +195,33 @@ func TestDiskFormatByMagic(t *testing.T) {
 		}
 		if got, err := diskFormat(path); err != nil || got != tc.want {
 			t.Errorf("diskFormat(%s) = %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+	}
+}
+
+func TestCommandLineOfOpenQAsMachineSettings(t *testing.T) {
+	cfg := Config{
+		Dir: "/vm", ISO: "/a/i.iso", HDDs: []string{"/a/h.qcow2"}, HDDModel: "scsi-hd", CDModel: "scsi-cd",
+		NICModel: "e1000", UEFICode: "/fw/CODE.fd", UEFIVars: "/vm/vars.fd", BootFrom: "c",
+	}.withDefaults()
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(commandLine(cfg, "tcg", []disk{{path: "/a/h.qcow2", format: "qcow2"}}), " ")
+	for _, want := range []string{
+		"-drive if=pflash,format=raw,unit=0,readonly=on,file=/fw/CODE.fd -drive if=pflash,format=raw,unit=1,file=/vm/vars.fd",
+		"-device virtio-scsi-pci,id=scsi0",
+		"-device scsi-cd,drive=cd0,bootindex=2",
+		"-device scsi-hd,drive=hd0,bootindex=1",
+		"-netdev user,id=net0 -device e1000,netdev=net0,romfile=",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("command line lacks %q:\n%s", want, got)
+		}
+	}
+	for _, bad := range []Config{{Dir: "/vm", HDDModel: "floppy"}, {Dir: "/vm", NICModel: "ne2k"}, {Dir: "/vm", UEFICode: "/fw"}, {Dir: "/vm", BootFrom: "n"}} {
+		if err := bad.withDefaults().validate(); err == nil {
+			t.Errorf("%+v: no error", bad)
 		}
 	}
 }

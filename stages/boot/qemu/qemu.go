@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -56,12 +57,26 @@ type Config struct {
 	MemoryMiB int
 	// ISO is attached as the CD-ROM.
 	ISO string
-	// HDDs are attached in order as disks on HDDInterface. They are used
-	// as they are: snapshots and overlays are the caller's business. Each
-	// is opened as qcow2 if it starts with the qcow2 magic, else as raw.
+	// HDDs are attached in order as disks of HDDModel. They are used as
+	// they are: snapshots and overlays are the caller's business. Each is
+	// opened as qcow2 if it starts with the qcow2 magic, else as raw.
 	HDDs []string
-	// HDDInterface is the bus of the HDDs: "virtio" (default) or "ide".
-	HDDInterface string
+	// HDDModel is the disks' device, as openQA's HDDMODEL: virtio-blk
+	// (default), ide-hd, scsi-hd or nvme.
+	HDDModel string
+	// CDModel is the CD-ROM's device, as openQA's CDMODEL: ide-cd
+	// (default) or scsi-cd.
+	CDModel string
+	// NICModel, when set, gives the machine a network card of that model
+	// (virtio-net, e1000, …) on QEMU's user network, as openQA's NICTYPE
+	// user; empty: no network.
+	NICModel string
+	// UEFICode and UEFIVars are the UEFI firmware (OVMF's code, read-only)
+	// and the machine's own copy of its variable store; empty for BIOS.
+	UEFICode, UEFIVars string
+	// BootFrom is "c" to boot the first disk, "d" the CD-ROM, or empty
+	// for the firmware's order.
+	BootFrom string
 	// Kernel, Initrd and Append boot a Linux kernel directly
 	// (-kernel, -initrd, -append); Initrd and Append need Kernel.
 	Kernel, Initrd, Append string
@@ -95,8 +110,11 @@ func (c Config) withDefaults() Config {
 	if c.MemoryMiB == 0 {
 		c.MemoryMiB = 1024
 	}
-	if c.HDDInterface == "" {
-		c.HDDInterface = "virtio"
+	if c.HDDModel == "" {
+		c.HDDModel = "virtio-blk"
+	}
+	if c.CDModel == "" {
+		c.CDModel = "ide-cd"
 	}
 	if c.VGA == "" {
 		c.VGA = "std"
@@ -132,10 +150,22 @@ func (c Config) validate() error {
 	default:
 		return fmt.Errorf("qemu: accel %q: use auto, kvm or tcg", c.Accel)
 	}
-	switch c.HDDInterface {
-	case "virtio", "ide":
+	if !slices.Contains(HDDModels, c.HDDModel) {
+		return fmt.Errorf("qemu: HDD model %q: use one of %s", c.HDDModel, strings.Join(HDDModels, ", "))
+	}
+	if !slices.Contains(CDModels, c.CDModel) {
+		return fmt.Errorf("qemu: CD model %q: use one of %s", c.CDModel, strings.Join(CDModels, ", "))
+	}
+	if c.NICModel != "" && !slices.Contains(NICModels, c.NICModel) {
+		return fmt.Errorf("qemu: NIC model %q: use one of %s", c.NICModel, strings.Join(NICModels, ", "))
+	}
+	if (c.UEFICode == "") != (c.UEFIVars == "") {
+		return errors.New("qemu: UEFI needs both the firmware code and a variable store")
+	}
+	switch c.BootFrom {
+	case "", "c", "d":
 	default:
-		return fmt.Errorf("qemu: HDD interface %q: use virtio or ide", c.HDDInterface)
+		return fmt.Errorf("qemu: boot from %q: use c (disk) or d (CD-ROM)", c.BootFrom)
 	}
 	if c.CPUs < 1 {
 		return fmt.Errorf("qemu: CPUs %d: need at least 1", c.CPUs)
@@ -229,11 +259,38 @@ func commandLine(cfg Config, accel string, disks []disk) []string {
 			",logfile="+optValue(filepath.Join(dir, SerialLogFile)),
 		"-serial", "chardev:serial0",
 	)
-	if cfg.ISO != "" {
-		args = append(args, "-drive", "file="+optValue(cfg.ISO)+",media=cdrom,readonly=on,id="+cdDrive)
+	if cfg.UEFICode != "" {
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+optValue(cfg.UEFICode),
+			"-drive", "if=pflash,format="+formatOf(cfg.UEFIVars)+",unit=1,file="+optValue(cfg.UEFIVars))
 	}
-	for _, d := range disks {
-		args = append(args, "-drive", "file="+optValue(d.path)+",format="+d.format+",if="+cfg.HDDInterface)
+	if cfg.HDDModel == "scsi-hd" || cfg.CDModel == "scsi-cd" {
+		args = append(args, "-device", "virtio-scsi-pci,id=scsi0")
+	}
+	// Boot order by device: UEFI's firmware honours bootindex, not -boot.
+	cdIndex, hdIndex := 2, 1
+	if cfg.BootFrom == "d" {
+		cdIndex, hdIndex = 1, 2
+	}
+	if cfg.ISO != "" {
+		args = append(args, "-drive", "file="+optValue(cfg.ISO)+",media=cdrom,readonly=on,if=none,id="+cdDrive,
+			"-device", cfg.CDModel+",drive="+cdDrive+bootIndex(cfg.BootFrom, cdIndex))
+	}
+	for i, d := range disks {
+		id := "hd" + strconv.Itoa(i)
+		dev := qemuDevice(cfg.HDDModel) + ",drive=" + id
+		if cfg.HDDModel == "nvme" {
+			dev += ",serial=" + id
+		}
+		if i == 0 {
+			dev += bootIndex(cfg.BootFrom, hdIndex)
+		}
+		args = append(args, "-drive", "file="+optValue(d.path)+",format="+d.format+",if=none,id="+id, "-device", dev)
+	}
+	if cfg.NICModel != "" {
+		// No option ROM: the firmware never tries to boot from the
+		// network, and no iPXE package is needed.
+		args = append(args, "-netdev", "user,id=net0", "-device", qemuDevice(cfg.NICModel)+",netdev=net0,romfile=")
 	}
 	if cfg.Kernel != "" {
 		args = append(args, "-kernel", cfg.Kernel)
@@ -249,6 +306,39 @@ func commandLine(cfg Config, accel string, disks []disk) []string {
 
 // cdDrive is the CD-ROM's drive id, for eject.
 const cdDrive = "cd0"
+
+// The device models the machine may have, by openQA's names.
+var (
+	HDDModels = []string{"virtio-blk", "ide-hd", "scsi-hd", "nvme"}
+	CDModels  = []string{"ide-cd", "scsi-cd"}
+	NICModels = []string{"virtio-net", "e1000", "e1000e", "rtl8139"}
+)
+
+// qemuDevice is the -device name of a model: openQA's virtio names are
+// QEMU's PCI devices.
+func qemuDevice(model string) string {
+	switch model {
+	case "virtio-blk", "virtio-net":
+		return model + "-pci"
+	}
+	return model
+}
+
+// bootIndex orders a boot device when the test chose what to boot.
+func bootIndex(bootFrom string, index int) string {
+	if bootFrom == "" {
+		return ""
+	}
+	return ",bootindex=" + strconv.Itoa(index)
+}
+
+// formatOf is qcow2 for a qcow2 image, else raw.
+func formatOf(path string) string {
+	if f, err := diskFormat(path); err == nil {
+		return f
+	}
+	return "raw"
+}
 
 // optValue escapes a value inside QEMU's comma-separated options, where a
 // literal comma is written twice.
