@@ -289,6 +289,14 @@ func (s *system) finish(t *testing.T, id int64, within time.Duration) schemas.Jo
 	return fin
 }
 
+// finishedAt is the stream sequence of the job's final event, once finish
+// saw it: reads with ?seq= see the job's results.
+func (s *system) finishedAt(id int64) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.finished[id]
+}
+
 func demoSettings(testos string, extra ...string) map[string]string {
 	s := map[string]string{
 		"DISTRI": "testos", "VERSION": "1", "FLAVOR": "demo", "ARCH": "x86_64", "TEST": "demo",
@@ -336,10 +344,7 @@ func TestDemoJobPassesAndFailsOnPurpose(t *testing.T) {
 			Logs []string
 		}
 	}
-	s.mu.Lock()
-	seq := s.finished[id]
-	s.mu.Unlock()
-	s.get(t, fmt.Sprintf("/api/v1/jobs/%d/details?seq=%d", id, seq), &details)
+	s.get(t, fmt.Sprintf("/api/v1/jobs/%d/details?seq=%d", id, s.finishedAt(id)), &details)
 	matched := 0
 	for _, m := range details.Job.TestResults {
 		for _, st := range m.Details {

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,6 +48,10 @@ def run():
         fail("set_var did not reach get_required_var")
     diag("testapi module done with the console")
 
+    if upload_logs("/proc/cpuinfo", log_name="cpuinfo.txt") != "testapi-cpuinfo.txt":
+        fail("upload_logs named the file otherwise")
+    upload_logs("/nonexistent/file", failok=True)
+
     type_string("clear; echo jetqa says hello")
     send_key_until_needlematch("hello-output", "ret", 3)
     eject_cd()
@@ -79,6 +86,15 @@ func TestTestapiOnARealVM(t *testing.T) {
 	if fin := s.finish(t, id, 5*time.Minute); fin.Result != schemas.ResultPassed {
 		t.Fatalf("testapi job %d: %s (%s)", id, fin.Result, fin.Reason)
 	}
+	resp, err := http.Get(fmt.Sprintf("%s/tests/%d/file/testapi-cpuinfo.txt?seq=%d", s.api, id, s.finishedAt(id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpuinfo, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(cpuinfo), "processor") {
+		t.Fatalf("the guest's /proc/cpuinfo, uploaded: %s %.200q", resp.Status, cpuinfo)
+	}
 
 	id = s.post(t, demoSettings(testos, "CASEDIR="+repo, "MODULES=boot,timeout,shutdown"))
 	fin := s.finish(t, id, 5*time.Minute)
@@ -96,7 +112,7 @@ func TestTestapiOnARealVM(t *testing.T) {
 	id = s.post(t, demoSettings(testos, "CASEDIR="+repo, "MODULES=boot,loop"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	err := s.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobSubject(id) + ".module"}},
+	err = s.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobSubject(id) + ".module"}},
 		func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
 			if m, ok := p.(*schemas.ModuleStarted); ok && m.Module == "loop" {
 				return streams.ErrStopWatch

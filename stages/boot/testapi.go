@@ -84,6 +84,7 @@ var testapiNames = map[string]func(r *runner) starlark.Callable{
 	"send_key_until_needlematch": func(r *runner) starlark.Callable {
 		return r.builtin("send_key_until_needlematch", r.sendKeyUntilNeedlematch)
 	},
+	"upload_logs":     func(r *runner) starlark.Callable { return r.builtin("upload_logs", r.uploadLogs) },
 	"power":           func(r *runner) starlark.Callable { return r.builtin("power", r.power) },
 	"eject_cd":        func(r *runner) starlark.Callable { return r.builtin("eject_cd", r.ejectCD) },
 	"check_shutdown":  func(r *runner) starlark.Callable { return r.builtin("check_shutdown", r.checkShutdown) },

@@ -2,10 +2,16 @@ package boot
 
 import (
 	"bytes"
+	"cmp"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"image"
 	"image/png"
 	"math"
+	"os"
+	"path"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -329,31 +335,82 @@ func (r *runner) scriptOutput(args starlark.Tuple, kwargs []starlark.Tuple) (sta
 	return starlark.String(out), nil
 }
 
-// commandOutput runs cmd with its output sent to the serial port between
-// two markers, as os-autoinst's distribution script_output does.
+// commandOutput is rawOutput recorded as a step, failing the test on a
+// non-zero exit status unless proceed.
 func (r *runner) commandOutput(fn, cmd string, timeout time.Duration, proceed bool) (string, error) {
+	output, code, err := r.rawOutput(fn, cmd, timeout)
+	if err != nil {
+		return "", err
+	}
+	if code != "0" && !proceed {
+		return "", failf("%s %q: exit status %s; output:\n%s", fn, cmd, code, output)
+	}
+	r.module.Details = append(r.module.Details, schemas.Step{Kind: "serial", Text: fmt.Sprintf("%s %q: exit %s\n%s", fn, cmd, code, output), Result: schemas.ResultPassed})
+	return output, nil
+}
+
+// rawOutput runs cmd with its output sent to the serial port between two
+// markers, as os-autoinst's distribution script_output does, and gives
+// the output and exit status.
+func (r *runner) rawOutput(fn, cmd string, timeout time.Duration) (output, code string, err error) {
 	marker := "jq" + newID()[:6]
 	// cmd runs in a subshell of its own, so an exit in it ends only that.
 	typed := fmt.Sprintf("(echo %s-start; (%s); echo %s-$?-) > /dev/ttyS0 2>&1\n", marker, cmd, marker)
 	if err := r.vm.TypeString(r.ctx, typed, 0); err != nil {
-		return "", fmt.Errorf("%s: %w", fn, err)
+		return "", "", fmt.Errorf("%s: %w", fn, err)
 	}
 	re := regexp.MustCompile(`(?s)` + marker + `-start\r?\n(.*?)` + marker + `-(\d+)-`)
 	out, ok, err := r.serialWait(re, timeout)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if !ok {
-		return "", failf("%s %q: no output and exit status within %s", fn, cmd, timeout)
+		return "", "", failf("%s %q: no output and exit status within %s", fn, cmd, timeout)
 	}
 	m := re.FindStringSubmatch(out)
-	output := strings.TrimRight(strings.ReplaceAll(m[1], "\r\n", "\n"), "\n")
-	text := fmt.Sprintf("%s %q: exit %s\n%s", fn, cmd, m[2], output)
-	if m[2] != "0" && !proceed {
-		return "", failf("%s %q: exit status %s; output:\n%s", fn, cmd, m[2], output)
+	return strings.TrimRight(strings.ReplaceAll(m[1], "\r\n", "\n"), "\n"), m[2], nil
+}
+
+// upload_logs(file, failok=False, log_name=None, timeout=90): a file of
+// the guest among the job's results, as openQA's. It crosses the serial
+// port base64-encoded, so the guest needs no network; the name is
+// log_name or the file's, prefixed with the module's, as openQA's ulogs.
+func (r *runner) uploadLogs(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
+	var file, logName string
+	var failOK bool
+	var timeout starlark.Value = starlark.MakeInt(90)
+	if err := starlark.UnpackArgs("upload_logs", args, kwargs, "file", &file, "failok?", &failOK, "log_name?", &logName, "timeout?", &timeout); err != nil {
+		return nil, err
 	}
-	r.module.Details = append(r.module.Details, schemas.Step{Kind: "serial", Text: text, Result: schemas.ResultPassed})
-	return output, nil
+	if strings.ContainsAny(file, "'\n") {
+		return nil, fmt.Errorf("upload_logs: file %q: a path may not hold a quote or a newline", file)
+	}
+	encoded, code, err := r.rawOutput("upload_logs", "base64 '"+file+"'", r.timeout(timeout, 90))
+	if err == nil && code != "0" {
+		err = failf("upload_logs %s: the guest could not read it (exit status %s)", file, code)
+	}
+	var data []byte
+	if err == nil {
+		data, err = base64.StdEncoding.DecodeString(strings.Join(strings.Fields(encoded), ""))
+		if err != nil {
+			err = failf("upload_logs %s: what crossed the serial port is not base64: %v", file, err)
+		}
+	}
+	if err != nil {
+		var tf *testFailure
+		if failOK && errors.As(err, &tf) {
+			r.module.Details = append(r.module.Details, schemas.Step{Kind: "info", Text: err.Error(), Result: schemas.ResultSoftfailed})
+			return starlark.None, nil
+		}
+		return nil, err
+	}
+	name := cmp.Or(logName, path.Base(file))
+	name = r.module.Name + "-" + strings.NewReplacer("/", "_", "\\", "_").Replace(name)
+	if err := os.WriteFile(filepath.Join(r.resultsDir, name), data, 0o644); err != nil {
+		return nil, incomplete(fmt.Errorf("upload_logs: %w", err))
+	}
+	r.module.Details = append(r.module.Details, schemas.Step{Kind: "info", Text: fmt.Sprintf("upload_logs %s: %s, %d bytes", file, name, len(data)), Result: schemas.ResultPassed})
+	return starlark.String(name), nil
 }
 
 // validate_script_output(cmd, check, timeout=90, title=…,
