@@ -153,11 +153,13 @@ func (RepoCheckedOut) Kind() string { return "repo.checked_out.v1" }
 // JobReady says everything the job needs is on the worker host: the boot
 // stage of that worker instance may start it.
 type JobReady struct {
-	Worker     WorkerRef         `json:"worker"`
-	Settings   map[string]string `json:"settings"`
-	Assets     map[string]string `json:"assets"` // setting → local path
-	CaseDir    string            `json:"casedir"`
-	NeedlesDir string            `json:"needles_dir"`
+	Worker   WorkerRef         `json:"worker"`
+	Settings map[string]string `json:"settings"`
+	Assets   map[string]string `json:"assets"` // setting → local path
+	CaseDir  string            `json:"casedir"`
+	// ProductDir is where main.star is: CASEDIR, or its PRODUCTDIR.
+	ProductDir string `json:"productdir,omitempty"`
+	NeedlesDir string `json:"needles_dir"`
 	// NeedlesCommit is the commit the needles come from: NEEDLES_DIR's
 	// checkout, or CASEDIR's when the needles are inside it.
 	NeedlesCommit string `json:"needles_commit,omitempty"`

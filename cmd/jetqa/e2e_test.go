@@ -465,6 +465,8 @@ func TestBadInputEndsJobIncompleteWithReason(t *testing.T) {
 		{"git URL that does not exist", []string{"CASEDIR=http://127.0.0.1:1/nothing.git"}, []string{"CASEDIR", "nothing.git"}},
 		{"needle JSON that does not parse", []string{"CASEDIR=" + brokenNeedle}, []string{"broken.json"}},
 		{"Starlark syntax error", []string{"CASEDIR=" + syntaxError}, []string{"tests/shell.star:2"}},
+		{"NEEDLES_DIR outside CASEDIR", []string{"NEEDLES_DIR=../../etc"}, []string{"NEEDLES_DIR=../../etc", "must stay inside CASEDIR"}},
+		{"PRODUCTDIR missing", []string{"PRODUCTDIR=products/nothere"}, []string{"PRODUCTDIR=products/nothere", "CASEDIR has no directory"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			id := s.post(t, demoSettings(testos, tc.settings...))
@@ -479,8 +481,24 @@ func TestBadInputEndsJobIncompleteWithReason(t *testing.T) {
 			}
 		})
 	}
-	t.Run("the next job passes", func(t *testing.T) {
-		id := s.post(t, demoSettings(testos))
+	// openQA's layout: main.star in PRODUCTDIR, needles in a directory of
+	// CASEDIR named by a relative NEEDLES_DIR.
+	// The main.star and needles at CASEDIR's top would fail the job.
+	products := repoVariant(t, testos, func(dir string) {
+		product := filepath.Join(dir, "products", "testos")
+		if err := os.CopyFS(filepath.Join(product, "my-needles"), os.DirFS(filepath.Join(dir, "needles"))); err != nil {
+			t.Fatal(err)
+		}
+		main, err := os.ReadFile(filepath.Join(dir, "main.star"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(product, "main.star"), string(main))
+		writeFile(t, filepath.Join(dir, "main.star"), "fail('CASEDIR/main.star ran, not PRODUCTDIR/main.star')\n")
+		writeFile(t, filepath.Join(dir, "needles", "broken.json"), `{"tags": [`)
+	})
+	t.Run("the next job passes, with PRODUCTDIR and a relative NEEDLES_DIR", func(t *testing.T) {
+		id := s.post(t, demoSettings(testos, "CASEDIR="+products, "PRODUCTDIR=products/testos", "NEEDLES_DIR=products/testos/my-needles"))
 		if fin := s.finish(t, id, 5*time.Minute); fin.Result != schemas.ResultPassed {
 			t.Fatalf("job %d after the bad ones: %s (%s)", id, fin.Result, fin.Reason)
 		}

@@ -5,6 +5,7 @@
 package boot
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -265,7 +266,7 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	jobCtx, cancel := context.WithTimeout(ctx, maxTime)
 	defer cancel()
 
-	tests, err := loadTests(jobCtx, ready.CaseDir, settings)
+	tests, err := loadTests(jobCtx, ready.CaseDir, cmp.Or(ready.ProductDir, ready.CaseDir), settings)
 	if err != nil {
 		return schemas.ResultIncomplete, err.Error(), nil
 	}

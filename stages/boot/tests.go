@@ -40,15 +40,20 @@ func newThread(ctx context.Context, name string, steps uint64, print func(*starl
 	return thread, stop
 }
 
-// loadTests runs CASEDIR/main.star, which schedules modules with
-// loadtest("path"), and compiles every scheduled module, so that a syntax
+// loadTests runs main.star of PRODUCTDIR (CASEDIR unless set), which
+// schedules modules of CASEDIR/tests with loadtest("path"), as
+// os-autoinst loads main.pm, and compiles every scheduled module, so that a syntax
 // error anywhere stops the job before the VM boots. main.star runs under
 // ctx and a step limit.
-func loadTests(ctx context.Context, caseDir string, settings map[string]string) ([]*testModule, error) {
-	mainFile := filepath.Join(caseDir, "main.star")
+func loadTests(ctx context.Context, caseDir, productDir string, settings map[string]string) ([]*testModule, error) {
+	mainFile := filepath.Join(productDir, "main.star")
 	src, err := os.ReadFile(mainFile)
 	if err != nil {
-		return nil, fmt.Errorf("CASEDIR has no main.star: %w", err)
+		where := "CASEDIR"
+		if productDir != caseDir {
+			where = "PRODUCTDIR"
+		}
+		return nil, fmt.Errorf("%s has no main.star: %w", where, err)
 	}
 	var modules []*testModule
 	loadtest := starlark.NewBuiltin("loadtest", func(_ *starlark.Thread, fn *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {

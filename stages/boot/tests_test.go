@@ -60,7 +60,8 @@ func TestLoadTests(t *testing.T) {
 		{name: "a loop that never ends", files: map[string]string{"main.star": "while True:\n    pass\n"}, errWant: "main.star did not end within 10000000 steps"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			mods, err := loadTests(context.Background(), tree(t, tc.files), tc.settings)
+			dir := tree(t, tc.files)
+			mods, err := loadTests(context.Background(), dir, dir, tc.settings)
 			if tc.errWant != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.errWant) {
 					t.Fatalf("error %v, want one containing %q", err, tc.errWant)
@@ -154,7 +155,8 @@ func TestTimeoutsScaleWithTIMEOUT_SCALE(t *testing.T) {
 func TestMainStarStopsWithTheJob(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := loadTests(ctx, tree(t, map[string]string{"main.star": "while True:\n    pass\n"}), nil)
+	dir := tree(t, map[string]string{"main.star": "while True:\n    pass\n"})
+	_, err := loadTests(ctx, dir, dir, nil)
 	if err == nil || !strings.Contains(err.Error(), "the job was stopped") {
 		t.Fatalf("main.star of a stopped job: %v", err)
 	}

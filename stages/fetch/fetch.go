@@ -275,7 +275,21 @@ func (s *Stage) setup(ctx context.Context, job int64, worker schemas.WorkerRef, 
 		return ready, err
 	}
 	ready.CaseDir = checkout.Path
-	if needles := settings["NEEDLES_DIR"]; needles != "" {
+	ready.ProductDir = ready.CaseDir
+	if p := settings["PRODUCTDIR"]; p != "" {
+		if ready.ProductDir, err = insideCaseDir("PRODUCTDIR", p, ready.CaseDir); err != nil {
+			return ready, err
+		}
+	}
+	needles := settings["NEEDLES_DIR"]
+	if needles != "" && !filepath.IsAbs(needles) && !strings.Contains(needles, "://") && !strings.Contains(needles, "@") {
+		// A relative NEEDLES_DIR is a directory of CASEDIR's checkout,
+		// as os-autoinst takes it.
+		if ready.NeedlesDir, err = insideCaseDir("NEEDLES_DIR", needles, ready.CaseDir); err != nil {
+			return ready, err
+		}
+		ready.NeedlesCommit = checkout.Commit
+	} else if needles != "" {
 		nc, err := s.checkout(ctx, "NEEDLES_DIR", needles, filepath.Join(jobDir, "needles"))
 		if err != nil {
 			return ready, err
@@ -286,14 +300,35 @@ func (s *Stage) setup(ctx context.Context, job int64, worker schemas.WorkerRef, 
 		}
 		ready.NeedlesDir, ready.NeedlesCommit = nc.Path, nc.Commit
 	} else {
-		ready.NeedlesDir, ready.NeedlesCommit = defaultNeedlesDir(ready.CaseDir, settings["DISTRI"]), checkout.Commit
+		ready.NeedlesDir, ready.NeedlesCommit = defaultNeedlesDir(ready.CaseDir, ready.ProductDir, settings["DISTRI"]), checkout.Commit
 	}
 	return ready, nil
 }
 
+// insideCaseDir resolves a directory given relative to CASEDIR's
+// checkout, refusing one outside it or missing.
+func insideCaseDir(setting, rel, caseDir string) (string, error) {
+	clean := filepath.Clean(rel)
+	if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, "../") {
+		return "", jobError("%s=%s: a relative %s must stay inside CASEDIR", setting, rel, setting)
+	}
+	dir := filepath.Join(caseDir, clean)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return "", jobError("%s=%s: CASEDIR has no directory %s", setting, rel, clean)
+	}
+	return dir, nil
+}
+
 // defaultNeedlesDir is where openQA looks without NEEDLES_DIR:
-// products/<DISTRI>/needles inside CASEDIR, else needles/.
-func defaultNeedlesDir(caseDir, distri string) string {
+// PRODUCTDIR/needles, products/<DISTRI>/needles inside CASEDIR, else
+// needles/.
+func defaultNeedlesDir(caseDir, productDir, distri string) string {
+	if productDir != caseDir {
+		d := filepath.Join(productDir, "needles")
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			return d
+		}
+	}
 	if distri != "" {
 		d := filepath.Join(caseDir, "products", distri, "needles")
 		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
