@@ -192,6 +192,9 @@ type ModuleResult struct {
 	Reason   string        `json:"reason,omitempty"`
 	Duration time.Duration `json:"duration"`
 	Details  []Step        `json:"details,omitempty"`
+	// Flags are the module's test_flags() that are set: fatal,
+	// ignore_failure, milestone, always_rollback.
+	Flags []string `json:"flags,omitempty"`
 }
 
 // Step is one entry of a module's details: a screen match, a screenshot, a

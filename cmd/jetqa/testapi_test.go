@@ -75,6 +75,10 @@ func TestTestapiOnARealVM(t *testing.T) {
 		writeFile(t, filepath.Join(dir, "tests", "testapi.star"), testapiModule)
 		writeFile(t, filepath.Join(dir, "tests", "shutdown.star"), shutdownModule)
 		writeFile(t, filepath.Join(dir, "tests", "timeout.star"), "def run():\n    script_run('sleep 120', timeout=3)\n")
+		// openQA's module flags: a failure that does not count, and one
+		// that stops the job.
+		writeFile(t, filepath.Join(dir, "tests", "ignored.star"), "def test_flags():\n    return {'ignore_failure': True}\ndef run():\n    fail('ignored')\n")
+		writeFile(t, filepath.Join(dir, "tests", "fatal.star"), "def test_flags():\n    return {'fatal': True}\ndef run():\n    fail('fatal')\n")
 		writeFile(t, filepath.Join(dir, "tests", "loop.star"), "def run():\n    while True:\n        pass\n")
 		writeFile(t, filepath.Join(dir, "main.star"), "for m in get_var('MODULES').split(','):\n    loadtest(m)\n")
 	})
@@ -96,10 +100,19 @@ func TestTestapiOnARealVM(t *testing.T) {
 		t.Fatalf("the guest's /proc/cpuinfo, uploaded: %s %.200q", resp.Status, cpuinfo)
 	}
 
-	id = s.post(t, demoSettings(testos, "CASEDIR="+repo, "MODULES=boot,timeout,shutdown"))
+	// A failed module fails the job, and the next ones run, as in openQA,
+	// until a fatal one fails.
+	id = s.post(t, demoSettings(testos, "CASEDIR="+repo, "MODULES=boot,ignored,timeout,fatal,shutdown"))
 	fin := s.finish(t, id, 5*time.Minute)
 	if fin.Result != schemas.ResultFailed || !strings.Contains(fin.Reason, `timeout: script_run "sleep 120": command timed out`) {
 		t.Fatalf("job %d with a command that times out: %s (%s)", id, fin.Result, fin.Reason)
+	}
+	var results []string
+	for _, m := range fin.Modules {
+		results = append(results, m.Name+":"+m.Result+strings.Join(m.Flags, "+"))
+	}
+	if got := strings.Join(results, " "); got != "boot:passed ignored:failedignore_failure timeout:failed fatal:failedfatal shutdown:skipped" {
+		t.Errorf("modules %s", got)
 	}
 
 	id = s.post(t, demoSettings(testos, "CASEDIR="+loopy))

@@ -150,7 +150,7 @@ func openQAJobOf(j JobView) jobJSON {
 	out.Assets = schemas.AssetsByType(j.Settings)
 	out.Modules = make([]openQAModule, len(j.Modules))
 	for i, m := range j.Modules {
-		out.Modules[i] = openQAModule{ModuleResult: m, Flags: []string{}}
+		out.Modules[i] = openQAModule{ModuleResult: m, Flags: append([]string{}, m.Flags...)}
 	}
 	if g, err := strconv.ParseInt(j.Settings["_GROUP_ID"], 10, 64); err == nil {
 		out.GroupID, out.Group = &g, j.Settings["_GROUP"]
@@ -240,7 +240,7 @@ func (s *Server) getJobDetails(w http.ResponseWriter, r *http.Request) {
 				steps[k].Title, steps[k].Text = st.Kind, st.Text
 			}
 		}
-		modules[i] = detailsModule{Name: m.Name, Result: m.Result, Flags: []string{}, Details: steps}
+		modules[i] = detailsModule{Name: m.Name, Result: m.Result, Flags: append([]string{}, m.Flags...), Details: steps}
 	}
 	logs := slices.Sorted(maps.Keys(j.Files))
 	writeJSON(w, http.StatusOK, map[string]any{"job": struct {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -126,24 +127,37 @@ func (r *runner) predeclared() starlark.StringDict {
 	return d
 }
 
-// runModules runs the modules in order; a failed or incomplete module stops
-// the job and the remaining modules are skipped.
+// Module flags, as openQA's test_flags(): a failing fatal module stops
+// the job; ignore_failure keeps a module's failure out of the job's
+// result; milestone and always_rollback need snapshots, not there yet.
+var moduleFlags = []string{"fatal", "ignore_failure", "milestone", "always_rollback"}
+
+// runModules runs the modules in order, as os-autoinst: a failed module
+// fails the job and the next modules run, unless it is fatal; an
+// incomplete one stops the job. The remaining modules are skipped.
 func (r *runner) runModules(modules []*testModule) (result, reason string, results []schemas.ModuleResult) {
 	result = schemas.ResultPassed
 	for i, m := range modules {
 		mr := r.runModule(m)
 		results = append(results, mr)
-		switch mr.Result {
-		case schemas.ResultSoftfailed:
+		ignore := slices.Contains(mr.Flags, "ignore_failure")
+		switch {
+		case mr.Result == schemas.ResultSoftfailed && !ignore:
 			if result == schemas.ResultPassed {
 				result = schemas.ResultSoftfailed
 			}
 			continue
-		case schemas.ResultPassed:
+		case mr.Result == schemas.ResultPassed, mr.Result != schemas.ResultIncomplete && ignore:
+			continue
+		case mr.Result == schemas.ResultFailed && !slices.Contains(mr.Flags, "fatal"):
+			if result != schemas.ResultFailed {
+				result, reason = schemas.ResultFailed, fmt.Sprintf("%s: %s", m.name, mr.Reason)
+			}
 			continue
 		}
-		result = mr.Result
-		reason = fmt.Sprintf("%s: %s", m.name, mr.Reason)
+		if result != schemas.ResultFailed || mr.Result == schemas.ResultIncomplete {
+			result, reason = mr.Result, fmt.Sprintf("%s: %s", m.name, mr.Reason)
+		}
 		for _, rest := range modules[i+1:] {
 			results = append(results, schemas.ModuleResult{Name: rest.name, Result: schemas.ResultSkipped})
 		}
@@ -164,6 +178,9 @@ func (r *runner) runModule(m *testModule) schemas.ModuleResult {
 	thread, stop := newThread(r.ctx, m.file, moduleSteps, func(_ *starlark.Thread, msg string) { r.log.Info("test output", "module", m.name, "msg", msg) })
 	err := r.callRun(thread, m)
 	stop()
+	if slices.Contains(r.module.Flags, "always_rollback") || slices.Contains(r.module.Flags, "milestone") {
+		r.log.Warn("module flags milestone and always_rollback need VM snapshots, which jetqa does not take yet", "module", m.name)
+	}
 	var tf *testFailure
 	var inc *errIncomplete
 	switch {
@@ -193,12 +210,44 @@ func (r *runner) callRun(thread *starlark.Thread, m *testModule) error {
 	if err != nil {
 		return err
 	}
+	if r.module.Flags, err = testFlags(thread, globals, m.file); err != nil {
+		return err
+	}
 	run, ok := globals["run"].(starlark.Callable)
 	if !ok {
 		return fmt.Errorf("%s defines no run() function", m.file)
 	}
 	_, err = starlark.Call(thread, run, nil, nil)
 	return err
+}
+
+// testFlags calls a module's test_flags(), which returns a dict such as
+// {"fatal": True}, and gives the flags set.
+func testFlags(thread *starlark.Thread, globals starlark.StringDict, file string) ([]string, error) {
+	fn, ok := globals["test_flags"].(starlark.Callable)
+	if !ok {
+		return nil, nil
+	}
+	v, err := starlark.Call(thread, fn, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	d, ok := v.(*starlark.Dict)
+	if !ok {
+		return nil, fmt.Errorf("%s: test_flags() must return a dict such as {\"fatal\": True}, not %s", file, v.Type())
+	}
+	var flags []string
+	for _, item := range d.Items() {
+		name, ok := starlark.AsString(item[0])
+		if !ok || !slices.Contains(moduleFlags, name) {
+			return nil, fmt.Errorf("%s: test_flags(): unknown flag %s (%s)", file, item[0], strings.Join(moduleFlags, ", "))
+		}
+		if item[1].Truth() {
+			flags = append(flags, name)
+		}
+	}
+	slices.Sort(flags)
+	return flags, nil
 }
 
 // position is file:line of the innermost test code frame of an error.
