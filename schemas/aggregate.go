@@ -47,6 +47,10 @@ type JobAggregate struct {
 	// not cancelled.
 	Started         bool `json:"started,omitempty"`
 	CancelRequested bool `json:"cancel_requested,omitempty"`
+	// Paused is set while a developer holds the running job's test.
+	Paused *JobPaused `json:"paused,omitempty"`
+	// Owner created the job (JobCreated.Owner).
+	Owner string `json:"owner,omitempty"`
 
 	Created time.Time      `json:"created"`
 	Updated time.Time      `json:"updated"`
@@ -107,7 +111,7 @@ func (a *JobAggregate) Apply(seq uint64, ev Event, p Payload) error {
 		a.ID, a.State, a.Result = ev.Job, StateScheduled, ResultNone
 		a.Settings, a.CloneOf, a.Retry = maps.Clone(e.Settings), e.CloneOf, e.Retry
 		a.After = slices.Clone(e.After)
-		a.Created = ev.Time
+		a.Created, a.Owner = ev.Time, e.Owner
 	case JobAssigned:
 		w := e.Worker
 		a.State, a.Worker = StateAssigned, &w
@@ -121,13 +125,17 @@ func (a *JobAggregate) Apply(seq uint64, ev Event, p Payload) error {
 		a.Modules = append(a.Modules, ModuleResult{Name: e.Module, Result: moduleRunning})
 	case ModuleFinished:
 		a.finishModule(e.ModuleResult)
+	case JobPaused:
+		a.Paused = &e
+	case JobResumed:
+		a.Paused = nil
 	case TestsFinished:
-		a.State = StateUploading
+		a.State, a.Paused = StateUploading, nil
 		if len(e.Modules) > 0 {
 			a.Modules = slices.Clone(e.Modules)
 		}
 	case JobFinished:
-		a.State, a.Result, a.Reason = StateDone, e.Result, e.Reason
+		a.State, a.Result, a.Reason, a.Paused = StateDone, e.Result, e.Reason, nil
 		if !a.Started && (e.Result == ResultUserCancelled || e.Result == ResultSkipped || e.Result == ResultObsoleted) {
 			// openQA shows a job that ended before its VM booted, by a
 			// user, a dependency or a newer build, as cancelled.
@@ -189,8 +197,12 @@ func (a *JobAggregate) check(p Payload) (Payload, error) {
 		from, sender = beforeStart, &e.Worker
 	case JobStarted:
 		from, sender = []string{StateSetup}, &e.Worker
-	case ModuleStarted, ModuleFinished:
+	case ModuleStarted, ModuleFinished, DeveloperCommand:
 		from = []string{StateRunning}
+	case JobPaused:
+		from, sender = []string{StateRunning}, &e.Worker
+	case JobResumed:
+		from, sender = []string{StateRunning}, &e.Worker
 	case TestsFinished:
 		// From setup too: a worker whose VM did not boot reports the job
 		// incomplete without ever starting it.
@@ -241,6 +253,16 @@ func (a *JobAggregate) check(p Payload) (Payload, error) {
 		}
 	case TestsFinished:
 		err = endsWith(e.Result)
+	case DeveloperCommand:
+		err = a.checkDeveloper(e, refuse)
+	case JobPaused:
+		if a.Paused != nil {
+			err = refuse("the job is paused already")
+		}
+	case JobResumed:
+		if a.Paused == nil {
+			err = refuse("the job is not paused")
+		}
 	case JobFinished:
 		err = endsWith(e.Result)
 	case JobRestarted:
@@ -254,6 +276,30 @@ func (a *JobAggregate) check(p Payload) (Payload, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// checkDeveloper says whether a developer-mode command fits the running
+// job: keys, typing, resume and retry need it paused, retry on a mismatch.
+func (a *JobAggregate) checkDeveloper(e DeveloperCommand, refuse func(string, ...any) error) error {
+	switch e.Action {
+	case DevPause:
+		if e.OnMismatch != "" && e.OnMismatch != "assert_screen" && e.OnMismatch != "check_screen" {
+			return refuse("pause on mismatch of %q: give assert_screen or check_screen", e.OnMismatch)
+		}
+		return nil
+	case DevResume, DevKeys, DevType, DevRetry:
+	default:
+		return refuse("unknown developer action %q (%s)", e.Action, strings.Join(DevActions, ", "))
+	}
+	switch {
+	case a.Paused == nil:
+		return refuse("the job is not paused: pause it first")
+	case e.Action == DevRetry && a.Paused.At != PausedOnMismatch:
+		return refuse("the job is paused at a %s, not on a failed screen check: only that can be retried", a.Paused.At)
+	case e.Action == DevKeys && len(e.Keys) == 0, e.Action == DevType && e.Text == "":
+		return refuse("%s with nothing to send", e.Action)
+	}
+	return nil
 }
 
 // transitionError says why an event cannot happen now; it is an
@@ -293,6 +339,12 @@ func jobPayload(p Payload) Payload {
 	case *ModuleFinished:
 		return deref(e)
 	case *TestsFinished:
+		return deref(e)
+	case *DeveloperCommand:
+		return deref(e)
+	case *JobPaused:
+		return deref(e)
+	case *JobResumed:
 		return deref(e)
 	case *JobFinished:
 		return deref(e)

@@ -33,6 +33,9 @@ module.finished.v1       -    -    -    -    =    -    -    -    -  -
 job.tests_finished.v1    -    -    -    upl  upl  -    -    -    -  -
 job.finished.v1          -    done done done done done -    -    -  -
 job.cancel_requested.v1  -    =    =    =    =    =    -    -    -  -
+job.developer.v1         -    -    -    -    =    -    -    -    -  -
+job.paused.v1            -    -    -    -    =    -    -    -    -  -
+job.resumed.v1           -    -    -    -    -    -    -    -    -  -
 job.restarted.v1         -    -    -    -    -    -    =    =    -  -
 job.deleted.v1           -    -    -    -    -    -    =    =    =    -
 worker.registered.v1     !    !    !    !    !    !    !    !    !  !
@@ -100,6 +103,9 @@ var samples = func() map[string]Payload {
 	for _, p := range []Payload{
 		created, assigned, unassigned, fetched, checkedOut, ready, started, bootStarted,
 		ModuleFinished{ModuleResult{Name: "shutdown", Result: ResultFailed}}, testsPassed, passed, cancelReq, restarted, deleted,
+		DeveloperCommand{By: "alice", Action: DevPause, OnMismatch: "assert_screen"},
+		JobPaused{Worker: h1, Module: "boot", At: PausedOnMismatch, Reason: "assert_screen: no match"},
+		JobResumed{Worker: h1, How: DevResume, By: "alice"},
 		APIKeyCreated{Key: "0123456789ABCDEF", Secret: "FEDCBA9876543210", User: "alice"},
 		APIKeyRevoked{Key: "0123456789ABCDEF"},
 		TemplatesLoaded{URL: "https://example.org/templates.git", Commit: "abc", Files: map[string]string{"job_groups/x.yaml": "products: {}\nscenarios: {}\n"}},
@@ -681,5 +687,56 @@ func checkInvariants(t *testing.T, a *JobAggregate) {
 	}
 	if a.Clone != 0 && !a.Final() {
 		t.Fatalf("restarted as %d while %s", a.Clone, a.State)
+	}
+}
+
+// Developer mode: keys, typing, resume and retry only while paused, retry
+// only on a failed screen check; the end of the tests ends the pause.
+func TestJobAggregateDeveloperMode(t *testing.T) {
+	run := []Payload{created, assigned, ready, started}
+	keys := DeveloperCommand{By: "alice", Action: DevKeys, Keys: []string{"ret"}}
+	retry := DeveloperCommand{By: "alice", Action: DevRetry}
+	mismatch := JobPaused{Worker: h1, Module: "boot", At: PausedOnMismatch, Reason: "assert_screen: no match"}
+	for _, tc := range []struct {
+		name    string
+		history []Payload
+		p       Payload
+		refused string // "" when allowed
+	}{
+		{"keys while running", run, keys, "the job is not paused: pause it first"},
+		{"pause at once", run, DeveloperCommand{By: "alice", Action: DevPause}, ""},
+		{"pause on a bad check", run, DeveloperCommand{Action: DevPause, OnMismatch: "wait_serial"}, `pause on mismatch of "wait_serial": give assert_screen or check_screen`},
+		{"unknown action", run, DeveloperCommand{Action: "reboot"}, `unknown developer action "reboot" (pause, resume, retry, keys, type)`},
+		{"keys while paused", append(slices.Clone(run), mismatch), keys, ""},
+		{"no keys", append(slices.Clone(run), mismatch), DeveloperCommand{Action: DevKeys}, "keys with nothing to send"},
+		{"retry a mismatch", append(slices.Clone(run), mismatch), retry, ""},
+		{"retry at a module", append(slices.Clone(run), JobPaused{Worker: h1, At: PausedAtModule}), retry, "the job is paused at a module, not on a failed screen check: only that can be retried"},
+		{"paused twice", append(slices.Clone(run), mismatch), mismatch, "the job is paused already"},
+		{"resumed unpaused", run, JobResumed{Worker: h1, How: DevResume}, "the job is not paused"},
+		{"paused by another worker", run, JobPaused{Worker: h2, At: PausedAtCommand}, "the job is assigned to h:1, not h:2"},
+		{"after the tests", append(slices.Clone(run), mismatch, TestsFinished{Worker: h1, Result: ResultFailed}), keys, "the job is uploading, not running"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := fold(t, tc.history...)
+			err := a.Apply(a.Seq+1, envelope(a.Seq+1, tc.p), tc.p)
+			if tc.refused == "" {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			want := fmt.Sprintf("job 7: cannot apply %s: %s", tc.p.Kind(), tc.refused)
+			if !errors.Is(err, ErrTransition) || err.Error() != want {
+				t.Errorf("got %v, want %q", err, want)
+			}
+		})
+	}
+	a := fold(t, append(slices.Clone(run), mismatch)...)
+	if a.Paused == nil || a.Paused.Reason != mismatch.Reason {
+		t.Fatalf("paused = %+v, want the mismatch", a.Paused)
+	}
+	a = fold(t, append(slices.Clone(run), mismatch, JobResumed{Worker: h1, How: DevRetry})...)
+	if a.Paused != nil {
+		t.Fatalf("still paused after JobResumed: %+v", a.Paused)
 	}
 }

@@ -11,6 +11,9 @@ type APIKeyCreated struct {
 	Secret  string     `json:"secret"`
 	User    string     `json:"user"`
 	Expires *time.Time `json:"expires,omitempty"`
+	// Admin may act on every job (developer mode on others' jobs); other
+	// users on their own.
+	Admin bool `json:"admin,omitempty"`
 }
 
 func (APIKeyCreated) Kind() string { return "apikey.created.v1" }

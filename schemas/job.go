@@ -60,6 +60,10 @@ type JobCreated struct {
 	// parents (START_AFTER_TEST): it is held until each has ended passed
 	// or softfailed, and skipped when one ended otherwise.
 	After []int64 `json:"after,omitempty"`
+	// Owner is the user whose API key created the job (or restarted the
+	// job it repeats); with admins, only the owner may use developer mode
+	// on it.
+	Owner string `json:"owner,omitempty"`
 }
 
 func (JobCreated) Kind() string { return "job.created.v1" }
@@ -239,6 +243,78 @@ type JobFinished struct {
 }
 
 func (JobFinished) Kind() string { return "job.finished.v1" }
+
+// Developer-mode actions, as openQA's developer mode offers them.
+const (
+	// DevPause pauses at the next testapi call, or sets when to pause:
+	// at a module's start, on a screen mismatch.
+	DevPause = "pause"
+	// DevResume continues a paused job; a paused failed assert then fails.
+	DevResume = "resume"
+	// DevRetry re-runs the failed screen check a job is paused on, with
+	// the needles the command carries added to the job's.
+	DevRetry = "retry"
+	// DevKeys presses keys (os-autoinst's key names) on the paused VM.
+	DevKeys = "keys"
+	// DevType types text on the paused VM.
+	DevType = "type"
+)
+
+// DevActions lists the developer-mode actions.
+var DevActions = []string{DevPause, DevResume, DevRetry, DevKeys, DevType}
+
+// DeveloperCommand is a developer-mode command to the worker that runs
+// the job. The server appends it, for the job's owner or an admin, only
+// while the job runs; the worker acts on it through its own connection,
+// so it opens no port.
+type DeveloperCommand struct {
+	By     string `json:"by"`
+	Action string `json:"action"` // a Dev constant
+	// With pause: Module pauses when that module starts; OnMismatch
+	// (assert_screen, or check_screen for both) pauses when a screen check
+	// fails. Both stay set until a pause with Clear. A pause with neither
+	// pauses at the next testapi call.
+	Module     string   `json:"module,omitempty"`
+	OnMismatch string   `json:"on_mismatch,omitempty"`
+	Clear      bool     `json:"clear,omitempty"`
+	Keys       []string `json:"keys,omitempty"` // DevKeys
+	Text       string   `json:"text,omitempty"` // DevType
+	// Needles are stored in the needles bucket; a retry adds them to the
+	// job's needles, replacing those of the same name.
+	Needles []NeedleRef `json:"needles,omitempty"`
+}
+
+func (DeveloperCommand) Kind() string { return "job.developer.v1" }
+
+// Why a job is paused.
+const (
+	PausedAtModule   = "module"
+	PausedAtCommand  = "command"
+	PausedOnMismatch = "mismatch"
+)
+
+// JobPaused says the worker paused the job's test for a developer: the VM
+// runs on and takes keys, the test waits.
+type JobPaused struct {
+	Worker WorkerRef `json:"worker"`
+	Module string    `json:"module,omitempty"`
+	At     string    `json:"at"` // a PausedAt constant
+	// Reason says where it stopped: the call, or the failed check.
+	Reason string `json:"reason,omitempty"`
+	// Screenshot is the screen when it paused, in the job's results.
+	Screenshot string `json:"screenshot,omitempty"`
+}
+
+func (JobPaused) Kind() string { return "job.paused.v1" }
+
+// JobResumed says the paused test goes on.
+type JobResumed struct {
+	Worker WorkerRef `json:"worker"`
+	How    string    `json:"how"` // DevResume or DevRetry
+	By     string    `json:"by,omitempty"`
+}
+
+func (JobResumed) Kind() string { return "job.resumed.v1" }
 
 // WorkerRegistered announces a worker instance and what it can run.
 type WorkerRegistered struct {

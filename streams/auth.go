@@ -263,7 +263,10 @@ func workerPermissions(host string, instances int) *server.Permissions {
 			// Wake-ups of FollowJob and OnJobEvent; the job stream is
 			// readable by every worker anyway.
 			"jetqa.job.>",
+			// Live view requests for its own instances, answered once each.
+			subjectLive + "." + host + ".>",
 		}},
+		Response: &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute},
 	}
 }
 

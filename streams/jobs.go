@@ -306,13 +306,18 @@ func (b *Bus) jobsStream(ctx context.Context) (jetstream.Stream, error) {
 // original is pointed at it, so no job ever names a clone that does not
 // exist. The scheduler holds a clone until its original names it; a clone
 // whose original went to another restart meanwhile is ended obsoleted and
-// ErrTransition returned. by says who restarted it ("api", "auto").
+// ErrTransition returned. by says who restarted it (a user, or "auto"):
+// a user's clone is theirs, an automatic clone keeps the original's owner.
 func (b *Bus) Restart(ctx context.Context, agg *schemas.JobAggregate, by string, retry int) (int64, error) {
 	clone, err := b.NextJobID(ctx)
 	if err != nil {
 		return 0, err
 	}
-	if _, err := b.Append(ctx, clone, schemas.JobCreated{Settings: agg.Settings, CloneOf: agg.ID, Retry: retry, After: agg.After}); err != nil {
+	owner := by
+	if by == "auto" {
+		owner = agg.Owner
+	}
+	if _, err := b.Append(ctx, clone, schemas.JobCreated{Settings: agg.Settings, CloneOf: agg.ID, Retry: retry, After: agg.After, Owner: owner}); err != nil {
 		return 0, fmt.Errorf("clone of job %d: %w", agg.ID, err)
 	}
 	_, err = b.Append(ctx, agg.ID, schemas.JobRestarted{Clone: clone, By: by})

@@ -111,6 +111,9 @@ var jobEventTokens = map[string]string{
 	schemas.ModuleFinished{}.Kind():     "module",
 	schemas.TestsFinished{}.Kind():      "tests_finished",
 	schemas.JobFinished{}.Kind():        "finished",
+	schemas.DeveloperCommand{}.Kind():   "developer",
+	schemas.JobPaused{}.Kind():          "paused",
+	schemas.JobResumed{}.Kind():         "resumed",
 }
 
 // workerEventTokens maps worker event kinds to their subject token after

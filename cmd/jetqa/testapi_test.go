@@ -99,6 +99,21 @@ func TestTestapiOnARealVM(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(string(cpuinfo), "processor") {
 		t.Fatalf("the guest's /proc/cpuinfo, uploaded: %s %.200q", resp.Status, cpuinfo)
 	}
+	// The job's log has every testapi call, and never what was typed.
+	resp, err = http.Get(fmt.Sprintf("%s/tests/%d/file/autoinst-log.txt", s.api, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	autoinst, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`call="type_string(<24 characters>, max_interval=40)"`, `call="script_output(\"echo out1; echo out2 >&2\")"`, "module finished"} {
+		if !strings.Contains(string(autoinst), want) {
+			t.Errorf("autoinst-log.txt lacks %s", want)
+		}
+	}
+	if strings.Contains(string(autoinst), "slow typing") {
+		t.Error("autoinst-log.txt shows what type_string typed")
+	}
 
 	// A failed module fails the job, and the next ones run, as in openQA,
 	// until a fatal one fails.

@@ -44,6 +44,8 @@ type Bus interface {
 	DeleteView(ctx context.Context, job int64) error
 	FollowViews(ctx context.Context, fn func(job int64, data []byte), ready func()) error
 	GetBlob(ctx context.Context, bucket, key string) ([]byte, error)
+	PutBlob(ctx context.Context, bucket, key string, r io.Reader) error
+	LiveView(ctx context.Context, w schemas.WorkerRef, job int64) (streams.Live, error)
 	FollowAPIKeys(ctx context.Context, fn func(k streams.APIKey, seq uint64)) error
 	UseNonce(ctx context.Context, key, nonce string) error
 	FollowTemplates(ctx context.Context, fn func(streams.Templates) error) error
@@ -153,6 +155,9 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.keys.signed(s.log, s.cancelJob))
 	mux.HandleFunc("POST /api/v1/jobs/{id}/restart", s.keys.signed(s.log, s.restartJob))
 	mux.HandleFunc("DELETE /api/v1/jobs/{id}", s.keys.signed(s.log, s.deleteJob))
+	mux.HandleFunc("POST /api/v1/jobs/{id}/developer", s.keys.signed(s.log, s.developer))
+	mux.HandleFunc("GET /api/v1/jobs/{id}/live", s.live)
+	mux.HandleFunc("GET /api/v1/jobs/{id}/live/screen.png", s.liveScreen)
 	mux.HandleFunc("GET /api/v1/workers", s.listWorkers)
 	mux.HandleFunc("POST /api/v1/isos", s.keys.signed(s.log, s.postIsos))
 	mux.HandleFunc("GET /api/v1/job_groups", s.listJobGroups)
@@ -203,7 +208,8 @@ func (s *Server) postJob(w http.ResponseWriter, r *http.Request) {
 		s.unavailable(w, "allocate a job id", err)
 		return
 	}
-	seq, err := s.bus.Append(r.Context(), id, schemas.JobCreated{Settings: settings})
+	user, _ := r.Context().Value(userKey{}).(string)
+	seq, err := s.bus.Append(r.Context(), id, schemas.JobCreated{Settings: settings, Owner: user})
 	if err != nil {
 		s.unavailable(w, "store the job", err)
 		return
@@ -488,7 +494,8 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	seq, err := s.bus.Append(ctx, agg.ID, schemas.JobCancelRequested{By: "api"})
+	user, _ := ctx.Value(userKey{}).(string)
+	seq, err := s.bus.Append(ctx, agg.ID, schemas.JobCancelRequested{By: user})
 	if errors.Is(err, schemas.ErrTransition) {
 		fail(w, http.StatusConflict, "job %d cannot be cancelled: it is %s (%s)", agg.ID, agg.State, agg.Result)
 		return
@@ -531,7 +538,8 @@ func (s *Server) restartJob(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusConflict, "job %d was already restarted as job %d: restart that one", agg.ID, agg.Clone)
 		return
 	}
-	clone, err := s.bus.Restart(ctx, agg, "api", 0)
+	user, _ := ctx.Value(userKey{}).(string)
+	clone, err := s.bus.Restart(ctx, agg, user, 0)
 	switch {
 	case errors.Is(err, schemas.ErrTransition):
 		fail(w, http.StatusConflict, "job %d: %v", agg.ID, err)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -77,12 +78,20 @@ func (k *Keys) signed(log interface{ Warn(string, ...any) }, next http.HandlerFu
 			fail(w, http.StatusForbidden, "%v", err)
 			return
 		}
-		next(w, r.WithContext(context.WithValue(r.Context(), userKey{}, user)))
+		ctx := context.WithValue(r.Context(), userKey{}, user)
+		if key, ok := k.lookup(cmp.Or(r.Header.Get("X-Jetqa-Key"), r.Header.Get("X-API-Key"))); ok && key.Admin {
+			ctx = context.WithValue(ctx, adminKey{}, true)
+		}
+		next(w, r.WithContext(ctx))
 	}
 }
 
-// userKey is where a signed request's context holds its user.
-type userKey struct{}
+// userKey is where a signed request's context holds its user; adminKey
+// is true there when the user's key is an admin's.
+type (
+	userKey  struct{}
+	adminKey struct{}
+)
 
 // Set records a key as its events leave it.
 func (k *Keys) Set(key streams.APIKey) {

@@ -105,7 +105,7 @@ func (s *Server) postIsos(w http.ResponseWriter, r *http.Request) {
 		}
 		id, err := s.bus.NextJobID(ctx)
 		if err == nil {
-			last, err = s.bus.Append(ctx, id, schemas.JobCreated{Settings: j.Settings, After: after})
+			last, err = s.bus.Append(ctx, id, schemas.JobCreated{Settings: j.Settings, After: after, Owner: user})
 		}
 		if err != nil {
 			s.abandon(ids, user)

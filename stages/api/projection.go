@@ -38,6 +38,11 @@ type JobView struct {
 	Clone   int64                    `json:"clone_id,omitempty"`
 	// After are the jobs this one starts after (chained parents).
 	After []int64 `json:"after,omitempty"`
+	// Owner created the job; with admins, only the owner may use
+	// developer mode on it.
+	Owner string `json:"owner,omitempty"`
+	// Paused says where a developer paused the running test.
+	Paused *schemas.JobPaused `json:"developer_paused,omitempty"`
 	// Waiting says why a scheduled job has no worker yet.
 	Waiting string `json:"waiting,omitempty"`
 	// Seq is the stream sequence of the last event folded into the view.
@@ -279,7 +284,7 @@ func (p *projection) waitForJob(ctx context.Context, id int64, seq uint64) {
 // view changes.
 func fold(jobs map[int64]*JobView, ev schemas.Event, pl schemas.Payload) {
 	if c, ok := pl.(*schemas.JobCreated); ok {
-		jobs[ev.Job] = &JobView{ID: ev.Job, Name: c.Name(), State: schemas.StateScheduled, Result: schemas.ResultNone, Settings: c.Settings, Created: Time{ev.Time}, Modules: []schemas.ModuleResult{}, CloneOf: c.CloneOf, After: c.After}
+		jobs[ev.Job] = &JobView{ID: ev.Job, Name: c.Name(), State: schemas.StateScheduled, Result: schemas.ResultNone, Settings: c.Settings, Created: Time{ev.Time}, Modules: []schemas.ModuleResult{}, CloneOf: c.CloneOf, After: c.After, Owner: c.Owner}
 		return
 	}
 	j := jobs[ev.Job]
@@ -314,11 +319,15 @@ func fold(jobs map[int64]*JobView, ev schemas.Event, pl schemas.Payload) {
 		} else {
 			j.Modules = append(j.Modules, e.ModuleResult)
 		}
+	case *schemas.JobPaused:
+		j.Paused = e
+	case *schemas.JobResumed:
+		j.Paused = nil
 	case *schemas.TestsFinished:
-		j.State = schemas.StateUploading
+		j.State, j.Paused = schemas.StateUploading, nil
 		j.Modules = e.Modules
 	case *schemas.JobFinished:
-		j.State, j.Result, j.Reason, j.Finished, j.Files = schemas.StateDone, e.Result, e.Reason, &t, e.Files
+		j.State, j.Result, j.Reason, j.Finished, j.Files, j.Paused = schemas.StateDone, e.Result, e.Reason, &t, e.Files, nil
 		if j.Started == nil && (e.Result == schemas.ResultUserCancelled || e.Result == schemas.ResultSkipped || e.Result == schemas.ResultObsoleted) {
 			j.State = schemas.StateCancelled
 		}

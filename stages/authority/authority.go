@@ -63,6 +63,8 @@ var reportable = map[string]bool{
 	schemas.ModuleFinished{}.Kind(): true,
 	schemas.TestsFinished{}.Kind():  true,
 	schemas.JobFinished{}.Kind():    true,
+	schemas.JobPaused{}.Kind():      true,
+	schemas.JobResumed{}.Kind():     true,
 }
 
 // Decide says whether a worker may report what it reports about a job in
@@ -95,6 +97,10 @@ func namedWorker(p schemas.Payload) (schemas.WorkerRef, bool) {
 	case *schemas.RepoCheckedOut:
 		return p.Worker, true
 	case *schemas.JobStarted:
+		return p.Worker, true
+	case *schemas.JobPaused:
+		return p.Worker, true
+	case *schemas.JobResumed:
 		return p.Worker, true
 	}
 	return schemas.WorkerRef{}, false

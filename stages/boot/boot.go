@@ -96,6 +96,8 @@ type Bus interface {
 	LoadJobAt(ctx context.Context, job int64, seq uint64) (*schemas.JobAggregate, error)
 	PutBlob(ctx context.Context, bucket, key string, r io.Reader) error
 	HasBlob(ctx context.Context, bucket, key string) (bool, error)
+	GetBlob(ctx context.Context, bucket, key string) ([]byte, error)
+	ServeLive(ctx context.Context, w schemas.WorkerRef, show func(ctx context.Context, job int64) (streams.Live, error)) error
 }
 
 // Stage is one worker instance's boot stage.
@@ -104,6 +106,8 @@ type Stage struct {
 	bus     Bus
 	log     *slog.Logger
 	running atomic.Int64 // the job being run, for heartbeats
+	// live is the running job's test, for the live view.
+	live atomic.Pointer[runner]
 }
 
 // New returns the boot stage of one worker instance.
@@ -127,6 +131,11 @@ func (s *Stage) Run(ctx context.Context) error {
 	}
 	s.log.Info("worker registered", "classes", s.cfg.Classes, "kvm", reg.KVM)
 	go s.heartbeat(ctx)
+	go func() {
+		if err := s.bus.ServeLive(ctx, s.cfg.Worker, s.showLive); err != nil {
+			s.log.Warn("no live view", "err", err)
+		}
+	}()
 	return s.bus.Consume(ctx, streams.ConsumerConfig{
 		Stream:     streams.StreamJobs,
 		Durable:    streams.BootDurable(s.cfg.Worker),
@@ -191,8 +200,9 @@ func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload,
 		defer s.running.Store(0)
 		jobCtx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
-		go s.followJob(jobCtx, cancel, ev.Job, agg.Seq)
-		finished.Result, finished.Reason, finished.Modules = s.runJob(jobCtx, ev.Job, ready, resultsDir)
+		dev := newDeveloper()
+		go s.followJob(jobCtx, cancel, ev.Job, agg.Seq, dev)
+		finished.Result, finished.Reason, finished.Modules = s.runJob(jobCtx, ev.Job, ready, resultsDir, dev)
 		switch cause := context.Cause(jobCtx); {
 		case ctx.Err() != nil:
 			// Shutting down: the job is redelivered and ends incomplete then.
@@ -212,13 +222,16 @@ func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload,
 	return err
 }
 
-// followJob watches the running job's events and stops it when a user
-// cancels it or when the job is ended or given away without this worker
-// (it was declared offline, for instance).
-func (s *Stage) followJob(ctx context.Context, stop context.CancelCauseFunc, job int64, after uint64) {
+// followJob watches the running job's events: it hands developer
+// commands to the test, and stops the job when a user cancels it or when
+// the job is ended or given away without this worker (it was declared
+// offline, for instance).
+func (s *Stage) followJob(ctx context.Context, stop context.CancelCauseFunc, job int64, after uint64, dev *developer) {
 	_ = s.bus.FollowJob(ctx, job, after,
-		func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
+		func(_ schemas.Event, p schemas.Payload, d streams.Delivery) error {
 			switch p := p.(type) {
+			case *schemas.DeveloperCommand:
+				dev.command(d.Sequence, *p)
 			case *schemas.JobCancelRequested:
 				stop(errCancelled)
 				return streams.ErrStopWatch
@@ -237,8 +250,16 @@ func (s *Stage) followJob(ctx context.Context, stop context.CancelCauseFunc, job
 
 // runJob boots the VM and runs the test modules; it returns the job's
 // result, the reason when it did not pass, and the modules' results.
-func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, resultsDir string) (string, string, []schemas.ModuleResult) {
+func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, resultsDir string, dev *developer) (string, string, []schemas.ModuleResult) {
 	log := s.log.With("job", job)
+	// The job's own log, among its results as openQA's autoinst-log.txt:
+	// every testapi call, module and VM event of the job.
+	if f, err := os.Create(filepath.Join(resultsDir, autoinstLog)); err == nil {
+		defer f.Close()
+		log = slog.New(slog.NewMultiHandler(log.Handler(), slog.NewTextHandler(f, nil)))
+	} else {
+		log.Warn("no autoinst-log.txt", "err", err)
+	}
 	settings := ready.Settings
 	maxTime := 2 * time.Hour
 	if v := settings["MAX_JOB_TIME"]; v != "" {
@@ -297,13 +318,19 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	r := &runner{
 		ctx: jobCtx, job: job, bus: s.bus, vm: vm, needles: needles, matcher: matcher,
 		settings: settings, scale: scale, resultsDir: resultsDir, log: log, matchTimeout: s.cfg.MatchTimeout,
+		worker: s.cfg.Worker, dev: dev,
 	}
+	s.live.Store(r)
+	defer s.live.Store(nil)
 	result, reason, modules := r.runModules(tests)
 	if errors.Is(jobCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
 		return schemas.ResultTimeoutExceeded, fmt.Sprintf("the job ran longer than MAX_JOB_TIME (%s)", maxTime), modules
 	}
 	return result, reason, modules
 }
+
+// autoinstLog is the job's log among its results, named as openQA's.
+const autoinstLog = "autoinst-log.txt"
 
 // tcgTimeoutScale is TIMEOUT_SCALE under TCG when the job sets none.
 const tcgTimeoutScale = 2

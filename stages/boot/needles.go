@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sync"
 
 	"jetqa/schemas"
@@ -39,7 +40,24 @@ func loadNeedles(dir string) (*needleSet, error) {
 }
 
 // withTags lists the needles that carry any of the tags, as openQA does.
-func (s *needleSet) withTags(tags []string) []schemas.NeedleFile { return s.dir.WithTags(tags) }
+func (s *needleSet) withTags(tags []string) []schemas.NeedleFile {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dir.WithTags(tags)
+}
+
+// overlay adds needles to the set, over those of the same name: a
+// developer's fixed needles.
+func (s *needleSet) overlay(needles []schemas.NeedleFile) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dir := *s.dir
+	dir.Needles = slices.DeleteFunc(slices.Clone(dir.Needles), func(n schemas.NeedleFile) bool {
+		return slices.ContainsFunc(needles, func(m schemas.NeedleFile) bool { return m.Name == n.Name })
+	})
+	dir.Needles = append(dir.Needles, needles...)
+	s.dir = &dir
+}
 
 // blobStore is what publishing needles needs of the blob store.
 type blobStore interface {

@@ -48,6 +48,8 @@ type runner struct {
 	resultsDir   string
 	log          *slog.Logger
 	matchTimeout time.Duration
+	worker       schemas.WorkerRef
+	dev          *developer
 
 	module       *schemas.ModuleResult
 	shots        int
@@ -115,8 +117,51 @@ func (r *runner) builtin(name string, fn builtinFunc) *starlark.Builtin {
 		if err := r.ctx.Err(); err != nil {
 			return nil, incomplete(err)
 		}
+		r.logCall(name, args, kwargs)
+		if r.dev.pauseNow() {
+			if _, err := r.hold(schemas.PausedAtCommand, "before "+name); err != nil {
+				return nil, err
+			}
+		}
 		return fn(args, kwargs)
 	})
+}
+
+// typed are the testapi functions whose text argument is never logged:
+// it may be a password.
+var typed = map[string]bool{"type_string": true, "enter_cmd": true}
+
+// logCall writes a testapi call to the job's log, as os-autoinst's
+// autoinst-log.txt has them.
+func (r *runner) logCall(name string, args starlark.Tuple, kwargs []starlark.Tuple) {
+	var b strings.Builder
+	for i, a := range args {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		if typed[name] && i == 0 {
+			if s, ok := starlark.AsString(a); ok {
+				fmt.Fprintf(&b, "<%d characters>", len(s))
+				continue
+			}
+		}
+		b.WriteString(a.String())
+	}
+	for _, kv := range kwargs {
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		if typed[name] && string(kv[0].(starlark.String)) == "string" {
+			b.WriteString("string=<hidden>")
+			continue
+		}
+		fmt.Fprintf(&b, "%s=%s", string(kv[0].(starlark.String)), kv[1])
+	}
+	module := ""
+	if r.module != nil {
+		module = r.module.Name
+	}
+	r.log.Info("testapi", "module", module, "call", name+"("+b.String()+")")
 }
 
 func (r *runner) predeclared() starlark.StringDict {
@@ -175,6 +220,14 @@ func (r *runner) runModule(m *testModule) schemas.ModuleResult {
 		return *r.module
 	}
 	r.log.Info("module started", "module", m.name)
+	r.dev.current.Store(&m.name)
+	if r.dev.pauseAtModule(m.name) {
+		if _, err := r.hold(schemas.PausedAtModule, "at the start of "+m.name); err != nil {
+			r.module.Result, r.module.Reason = schemas.ResultIncomplete, err.Error()
+			r.finishModule(start)
+			return *r.module
+		}
+	}
 	thread, stop := newThread(r.ctx, m.file, moduleSteps, func(_ *starlark.Thread, msg string) { r.log.Info("test output", "module", m.name, "msg", msg) })
 	err := r.callRun(thread, m)
 	stop()
@@ -197,12 +250,17 @@ func (r *runner) runModule(m *testModule) schemas.ModuleResult {
 		// An error in the test code itself: fail() or a Starlark runtime error.
 		r.module.Result, r.module.Reason = schemas.ResultFailed, starlarkError(err)
 	}
-	r.module.Duration = time.Since(start).Round(time.Millisecond)
-	r.log.Info("module finished", "module", m.name, "result", r.module.Result, "reason", r.module.Reason)
-	if _, err := r.bus.Append(context.WithoutCancel(r.ctx), r.job, schemas.ModuleFinished{ModuleResult: *r.module}); err != nil {
-		r.log.Error("module result not recorded", "module", m.name, "err", err)
-	}
+	r.finishModule(start)
 	return *r.module
+}
+
+// finishModule records the module's result.
+func (r *runner) finishModule(start time.Time) {
+	r.module.Duration = time.Since(start).Round(time.Millisecond)
+	r.log.Info("module finished", "module", r.module.Name, "result", r.module.Result, "reason", r.module.Reason)
+	if _, err := r.bus.Append(context.WithoutCancel(r.ctx), r.job, schemas.ModuleFinished{ModuleResult: *r.module}); err != nil {
+		r.log.Error("module result not recorded", "module", r.module.Name, "err", err)
+	}
 }
 
 func (r *runner) callRun(thread *starlark.Thread, m *testModule) error {
@@ -307,7 +365,7 @@ func (r *runner) assertScreen(args starlark.Tuple, kwargs []starlark.Tuple) (sta
 	if err := starlark.UnpackArgs("assert_screen", args, kwargs, "mustmatch", &mustmatch, "timeout?", &timeout); err != nil {
 		return nil, err
 	}
-	res, err := r.waitForScreen("assert_screen", mustmatch, r.timeout(timeout, 30))
+	res, err := r.screenCheck("assert_screen", mustmatch, r.timeout(timeout, 30))
 	if err != nil {
 		return nil, err
 	}
@@ -322,7 +380,7 @@ func (r *runner) checkScreen(args starlark.Tuple, kwargs []starlark.Tuple) (star
 	if err := starlark.UnpackArgs("check_screen", args, kwargs, "mustmatch", &mustmatch, "timeout?", &timeout); err != nil {
 		return nil, err
 	}
-	res, err := r.waitForScreen("check_screen", mustmatch, r.timeout(timeout, 0))
+	res, err := r.screenCheck("check_screen", mustmatch, r.timeout(timeout, 0))
 	if err != nil {
 		return nil, err
 	}
