@@ -19,7 +19,9 @@ const adminUsage = `usage:
   jetqa admin worker revoke NAME                             end its access now, open connections too
   jetqa admin worker list                                    the issued worker credentials
   jetqa admin matcher add|revoke|list NAME                   the same for a matcher pool
-  jetqa admin apikey create --user U [--expires 720h|DATE]   an API key and secret, as openqa-cli uses them
+  jetqa admin apikey create --user U [--admin] [--expires 720h|DATE]
+                                                             an API key and secret, as openqa-cli uses them;
+                                                             an admin's may act on every job
   jetqa admin apikey revoke KEY | list                       end a key; list the keys
   jetqa admin templates load GITURL[#REF] [--dry-run]       job templates (openQA's job group YAML) for jetqa schedule
   jetqa admin templates show [--json]                      the loaded job templates

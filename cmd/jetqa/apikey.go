@@ -24,6 +24,7 @@ func cmdAdminAPIKey(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
 	user := fs.String("user", "", "the user the key signs for (create)")
+	admin := fs.Bool("admin", false, "the key may act on every job, as openQA's admins (create)")
 	expires := fs.String("expires", "", "when the key ends: a duration (720h) or a date (2027-06-30); default never (create)")
 	rest, key := args[1:], ""
 	if verb == "revoke" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
@@ -60,7 +61,7 @@ func cmdAdminAPIKey(args []string, stdout, stderr io.Writer) error {
 	defer done()
 	switch verb {
 	case "create":
-		k, err := bus.CreateAPIKey(ctx, *user, until)
+		k, err := bus.CreateAPIKey(ctx, *user, until, *admin)
 		if err != nil {
 			return err
 		}
@@ -89,7 +90,7 @@ func cmdAdminAPIKey(args []string, stdout, stderr io.Writer) error {
 		}
 	}, func(a, b streams.APIKey) int { return a.Created.Compare(b.Created) })
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY\tUSER\tCREATED\tEXPIRES\tSTATE")
+	fmt.Fprintln(tw, "KEY\tUSER\tROLE\tCREATED\tEXPIRES\tSTATE")
 	now := time.Now()
 	for _, k := range list {
 		exp, state := "never", "valid"
@@ -102,7 +103,11 @@ func cmdAdminAPIKey(args []string, stdout, stderr io.Writer) error {
 		case !k.Valid(now):
 			state = "expired"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.Key, k.User, k.Created.Format(time.RFC3339), exp, state)
+		role := "user"
+		if k.Admin {
+			role = "admin"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.Key, k.User, role, k.Created.Format(time.RFC3339), exp, state)
 	}
 	return tw.Flush()
 }

@@ -33,7 +33,7 @@ func TestAdminAPIKeys(t *testing.T) {
 	}
 	key := m[1]
 	list, _, err := admin("list")
-	if err != nil || !regexp.MustCompile(key+`\s+alice\s+\S+\s+\S+\s+valid`).MatchString(list) {
+	if err != nil || !regexp.MustCompile(key+`\s+alice\s+user\s+\S+\s+\S+\s+valid`).MatchString(list) {
 		t.Fatalf("list: %v\n%s", err, list)
 	}
 	if strings.Contains(list, m[2]) {
@@ -44,6 +44,14 @@ func TestAdminAPIKeys(t *testing.T) {
 	}
 	if list, _, _ = admin("list"); !regexp.MustCompile(key + `\s+alice\s.*revoked`).MatchString(list) {
 		t.Fatalf("after revoke:\n%s", list)
+	}
+	out, _, err = admin("create", "--user", "root", "--admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootKey := regexp.MustCompile(`(?m)^key = ([0-9A-F]{16})$`).FindStringSubmatch(out)
+	if list, _, _ = admin("list"); rootKey == nil || !regexp.MustCompile(rootKey[1]+`\s+root\s+admin\s.*valid`).MatchString(list) {
+		t.Fatalf("an admin's key:\n%s\n%s", out, list)
 	}
 	var code exitCode
 	if _, msg, err := admin("create"); !errors.As(err, &code) || !strings.Contains(msg, "--user") {

@@ -132,7 +132,7 @@ func ensureLocalAPIKey(ctx context.Context, bus *streams.Bus, dataDir, apiAddr s
 		if user == "" {
 			user = "local"
 		}
-		k, err := bus.CreateAPIKey(ctx, user, time.Time{})
+		k, err := bus.CreateAPIKey(ctx, user, time.Time{}, true)
 		if err != nil {
 			return fmt.Errorf("local API key: %w", err)
 		}

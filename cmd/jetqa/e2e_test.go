@@ -225,7 +225,7 @@ func addAPIKey(t *testing.T, bus *streams.Bus, apiURL, conf string) apiCredentia
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	k, err := bus.CreateAPIKey(ctx, "tester", time.Time{})
+	k, err := bus.CreateAPIKey(ctx, "tester", time.Time{}, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -133,16 +133,22 @@ func (c client) print(w io.Writer, raw []byte, human func()) error {
 }
 
 func (c client) do(ctx context.Context, method, path string, body url.Values, out any) error {
-	var data []byte
-	if body != nil {
-		data = []byte(body.Encode())
+	if body == nil {
+		return c.send(ctx, method, path, "", nil, out)
 	}
+	return c.send(ctx, method, path, "application/x-www-form-urlencoded", []byte(body.Encode()), out)
+}
+
+// send makes a request with a body of contentType ("" for none), signed
+// unless it is a GET, and decodes the JSON answer into out (or gives it
+// as it is, to a *[]byte).
+func (c client) send(ctx context.Context, method, path, contentType string, data []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, c.api+path, bytes.NewReader(data))
 	if err != nil {
 		return err
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	var signedBy string
 	if method != http.MethodGet {

@@ -40,6 +40,8 @@ Usage:
   jetqa worker list [--json]       the worker instances, their status and job
   jetqa schedule DISTRI=… VERSION=… FLAVOR=… ARCH=… [KEY=VALUE …]
                                    schedule a product: the jobs its job templates give
+  jetqa dev ID pause|keys|type|retry|resume|screen|status
+                                   developer mode on a running job (jetqa dev -h)
   jetqa job results ID DIR         download a job's screenshots and logs
   jetqa replay ID                  print a job's timeline from its events
   jetqa events [--since T]         print the events of all jobs and workers in a period
@@ -100,6 +102,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdMatcher(args[1:], stderr)
 	case "job":
 		return cmdJob(args[1:], stdout, stderr)
+	case "dev":
+		return cmdDev(args[1:], stdout, stderr)
 	case "replay":
 		return cmdReplay(args[1:], stdout, stderr)
 	case "events":

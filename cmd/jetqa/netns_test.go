@@ -69,6 +69,22 @@ func newNetns(t *testing.T) netns {
 // TLS and issued credentials: it runs the testos demo job to passed.
 func TestWorkerInANamespaceReachingOnlyNATSOverTLS(t *testing.T) {
 	testos := testosDir(t)
+	s := serverWithWorkerInNamespace(t, "netns-worker")
+	id := s.post(t, demoSettings(testos))
+	fin := s.finish(t, id, 5*time.Minute)
+	if fin.Result != schemas.ResultPassed {
+		t.Fatalf("job %d: %s (%s)", id, fin.Result, fin.Reason)
+	}
+	if w := s.show(t, id).Worker; !strings.HasPrefix(w, "netns-worker") {
+		t.Fatalf("job %d ran on %q, want the worker in the namespace", id, w)
+	}
+}
+
+// serverWithWorkerInNamespace starts a server whose NATS port, with TLS,
+// is the only thing a network namespace reaches, and a worker process
+// named host in that namespace with issued credentials.
+func serverWithWorkerInNamespace(t *testing.T, host string) *system {
+	t.Helper()
 	n := newNetns(t)
 	dir := t.TempDir()
 	ca, err := streams.MakeLabCA(time.Hour)
@@ -98,7 +114,7 @@ func TestWorkerInANamespaceReachingOnlyNATSOverTLS(t *testing.T) {
 		t.Fatalf("the namespace reaches the API port %s: %s", apiPort, out)
 	}
 
-	creds := s.issue(t, streams.RoleWorker, "netns-worker")
+	creds := s.issue(t, streams.RoleWorker, host)
 	worker := exec.Command("ip", "netns", "exec", n.name, os.Args[0], "worker", "--nats", s.nats, "--creds", creds, "--tls-ca", files.CA,
 		"--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
 	worker.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
@@ -110,14 +126,7 @@ func TestWorkerInANamespaceReachingOnlyNATSOverTLS(t *testing.T) {
 		_ = worker.Process.Kill()
 		_ = worker.Wait()
 	})
-	id := s.post(t, demoSettings(testos))
-	fin := s.finish(t, id, 5*time.Minute)
-	if fin.Result != schemas.ResultPassed {
-		t.Fatalf("job %d: %s (%s)", id, fin.Result, fin.Reason)
-	}
-	if w := s.show(t, id).Worker; !strings.HasPrefix(w, "netns-worker") {
-		t.Fatalf("job %d ran on %q, want the worker in the namespace", id, w)
-	}
+	return s
 }
 
 // TestWorkerConnectsOverWebSocket connects with a worker's credentials
