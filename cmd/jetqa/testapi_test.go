@@ -178,7 +178,7 @@ def run():
 `)
 		// UEFI's framebuffer is not the VGA text screen testos' needles
 		// show: there the shell's prompt is awaited on the serial port.
-		writeFile(t, filepath.Join(dir, "tests", "serialboot.star"), "def run():\n    if not wait_serial('testos:~# ', timeout=120):\n        fail('no shell prompt on the serial port')\n")
+		writeFile(t, filepath.Join(dir, "tests", "serialboot.star"), "def test_flags():\n    return {'milestone': True}\ndef run():\n    if not wait_serial('testos:~# ', timeout=120):\n        fail('no shell prompt on the serial port')\n")
 		writeFile(t, filepath.Join(dir, "main.star"), "loadtest(get_var('BOOT_MODULE', 'boot'))\nloadtest('machine')\n")
 	})
 	id := s.post(t, demoSettings(testos, "CASEDIR="+repo, "NUMDISKS=2", "HDDSIZEGB=1", "WANT_DISKS=2", "WANT_FIRMWARE=bios"))
@@ -196,5 +196,40 @@ def run():
 	id = s.post(t, demoSettings(testos, "QEMURAM=lots"))
 	if fin := s.finish(t, id, time.Minute); fin.Result != schemas.ResultIncomplete || !strings.Contains(fin.Reason, `QEMURAM="lots"`) {
 		t.Fatalf("job %d with QEMURAM=lots: %s (%s)", id, fin.Result, fin.Reason)
+	}
+}
+
+// Modules' snapshot flags, as os-autoinst's: the VM saved after a
+// milestone comes back after a module with always_rollback and after a
+// failed one, so what they wrote in the guest is gone.
+func TestSnapshotsRollTheVMBack(t *testing.T) {
+	testos := testosDir(t)
+	s := startSystem(t)
+	const checkClean = "    if script_run('test -e /root/mark') != 1:\n        fail('not rolled back: /root/mark is there')\n"
+	repo := repoVariant(t, testos, func(dir string) {
+		writeFile(t, filepath.Join(dir, "tests", "bootm.star"), "def test_flags():\n    return {'milestone': True}\ndef run():\n    assert_screen('testos-shell', timeout=120)\n")
+		writeFile(t, filepath.Join(dir, "tests", "scribble.star"), "def test_flags():\n    return {'always_rollback': True}\ndef run():\n    assert_script_run('echo scribbled > /root/mark')\n")
+		writeFile(t, filepath.Join(dir, "tests", "failing.star"), "def run():\n"+checkClean+"    assert_script_run('echo again > /root/mark')\n    fail('on purpose')\n")
+		writeFile(t, filepath.Join(dir, "tests", "clean.star"), "def run():\n"+checkClean)
+		writeFile(t, filepath.Join(dir, "main.star"), "for m in ['bootm', 'scribble', 'failing', 'clean']:\n    loadtest(m)\n")
+	})
+	id := s.post(t, demoSettings(testos, "CASEDIR="+repo))
+	fin := s.finish(t, id, 5*time.Minute)
+	if fin.Result != schemas.ResultFailed || !strings.HasPrefix(fin.Reason, "failing:") || !strings.Contains(fin.Reason, "fail: on purpose") {
+		t.Fatalf("job %d: %s (%s), want failed on purpose", id, fin.Result, fin.Reason)
+	}
+	var got []string
+	for _, m := range fin.Modules {
+		rolled := ""
+		for _, st := range m.Details {
+			if strings.HasPrefix(st.Text, "Snapshot\n") {
+				rolled = " (" + strings.TrimPrefix(st.Text, "Snapshot\n") + ")"
+			}
+		}
+		got = append(got, m.Name+":"+m.Result+rolled)
+	}
+	want := "bootm:passed scribble:passed failing:failed (Loaded the snapshot taken after bootm, because scribble has always_rollback) clean:passed (Loaded the snapshot taken after bootm, because failing failed)"
+	if strings.Join(got, " ") != want {
+		t.Fatalf("modules:\n%s\nwant\n%s", strings.Join(got, " "), want)
 	}
 }

@@ -173,6 +173,7 @@ var machineSettings = []machineSetting{
 		m.noKVM = v == "1"
 		return nil
 	}},
+	{"QEMU_DISABLE_SNAPSHOTS", "0", "never save the VM after a milestone module (so no rollbacks)", zeroOrOne, func(*machine, string) error { return nil }},
 	{"QEMU_APPEND", "", `more QEMU options, as openQA: "device virtio-rng-pci -smbios type=1"`, nil, func(m *machine, v string) error {
 		for i, opt := range strings.Split(v, " -") {
 			fields := strings.Fields(opt)
@@ -310,13 +311,11 @@ func (m *machine) firmware() error {
 			return fmt.Errorf("%s=%s: %v", f.name, f.path, err)
 		}
 	}
-	data, err := os.ReadFile(vars)
-	if err != nil {
-		return fmt.Errorf("UEFI_PFLASH_VARS=%s: %v", vars, err)
-	}
-	own := filepath.Join(m.dir, "uefi-vars"+filepath.Ext(vars))
-	if err := os.WriteFile(own, data, 0o644); err != nil {
-		return fmt.Errorf("UEFI_PFLASH_VARS: %v", err)
+	// The job's own variable store, in qcow2 so that the VM can be saved
+	// as a snapshot (every writable disk must be qcow2 for that).
+	own := filepath.Join(m.dir, "uefi-vars.qcow2")
+	if out, err := exec.Command("qemu-img", "convert", "-O", "qcow2", vars, own).CombinedOutput(); err != nil {
+		return fmt.Errorf("UEFI_PFLASH_VARS=%s: qemu-img convert: %v: %s", vars, err, strings.TrimSpace(string(out)))
 	}
 	m.cfg.UEFICode, m.cfg.UEFIVars = code, own
 	return nil

@@ -56,6 +56,11 @@ type runner struct {
 	serialOffset int64
 	// poweredOff says the test shut the machine down and saw it go.
 	poweredOff bool
+	// snapshots says the VM may be saved (QEMU_DISABLE_SNAPSHOTS unset,
+	// and no save failed yet).
+	snapshots bool
+	// carried are steps for the next module's details: a rollback.
+	carried []schemas.Step
 }
 
 // testapiNames are the functions test modules may call, openQA's names.
@@ -174,46 +179,96 @@ func (r *runner) predeclared() starlark.StringDict {
 
 // Module flags, as openQA's test_flags(): a failing fatal module stops
 // the job; ignore_failure keeps a module's failure out of the job's
-// result; milestone and always_rollback need snapshots, not there yet.
-var moduleFlags = []string{"fatal", "ignore_failure", "milestone", "always_rollback"}
+// result; after a milestone the VM is saved as a snapshot, to which it
+// rolls back after a failed module or one with always_rollback, unless
+// that one has no_rollback.
+var moduleFlags = []string{"fatal", "ignore_failure", "milestone", "always_rollback", "no_rollback"}
 
 // runModules runs the modules in order, as os-autoinst: a failed module
 // fails the job and the next modules run, unless it is fatal; an
 // incomplete one stops the job. The remaining modules are skipped.
 func (r *runner) runModules(modules []*testModule) (result, reason string, results []schemas.ModuleResult) {
 	result = schemas.ResultPassed
+	milestone := "" // the module after which the VM was saved
 	for i, m := range modules {
 		mr := r.runModule(m)
 		results = append(results, mr)
 		ignore := slices.Contains(mr.Flags, "ignore_failure")
+		stop := false
 		switch {
 		case mr.Result == schemas.ResultSoftfailed && !ignore:
 			if result == schemas.ResultPassed {
 				result = schemas.ResultSoftfailed
 			}
-			continue
 		case mr.Result == schemas.ResultPassed, mr.Result != schemas.ResultIncomplete && ignore:
-			continue
 		case mr.Result == schemas.ResultFailed && !slices.Contains(mr.Flags, "fatal"):
 			if result != schemas.ResultFailed {
 				result, reason = schemas.ResultFailed, fmt.Sprintf("%s: %s", m.name, mr.Reason)
 			}
-			continue
+		default:
+			stop = true
+			if result != schemas.ResultFailed || mr.Result == schemas.ResultIncomplete {
+				result, reason = mr.Result, fmt.Sprintf("%s: %s", m.name, mr.Reason)
+			}
 		}
-		if result != schemas.ResultFailed || mr.Result == schemas.ResultIncomplete {
-			result, reason = mr.Result, fmt.Sprintf("%s: %s", m.name, mr.Reason)
+		if !stop && i+1 < len(modules) {
+			if err := r.snapshotAfter(mr, &milestone); err != nil {
+				stop = true
+				result, reason = schemas.ResultIncomplete, err.Error()
+			}
 		}
-		for _, rest := range modules[i+1:] {
-			results = append(results, schemas.ModuleResult{Name: rest.name, Result: schemas.ResultSkipped})
+		if stop {
+			for _, rest := range modules[i+1:] {
+				results = append(results, schemas.ModuleResult{Name: rest.name, Result: schemas.ResultSkipped})
+			}
+			break
 		}
-		break
 	}
 	return result, reason, results
 }
 
+// snapshotName is the snapshot of the last milestone, os-autoinst's name.
+const snapshotName = "lastgood"
+
+// snapshotAfter acts on a module's flags before the next module, as
+// os-autoinst: it rolls the VM back to the last milestone after a failed
+// module or one with always_rollback (unless no_rollback), and saves it
+// after a milestone that did not fail. A VM that cannot be saved (a raw
+// disk) runs on without snapshots; one that cannot be rolled back is an
+// error: its state is unknown.
+func (r *runner) snapshotAfter(mr schemas.ModuleResult, milestone *string) error {
+	has := func(flag string) bool { return slices.Contains(mr.Flags, flag) }
+	failed := mr.Result == schemas.ResultFailed
+	if *milestone != "" && !has("no_rollback") && (failed || has("always_rollback")) {
+		why := fmt.Sprintf("%s failed", mr.Name)
+		if !failed {
+			why = fmt.Sprintf("%s has always_rollback", mr.Name)
+		}
+		if err := r.vm.LoadSnapshot(r.ctx, snapshotName); err != nil {
+			return fmt.Errorf("rolling back to the snapshot after %s, because %s: %w", *milestone, why, err)
+		}
+		r.log.Info("VM rolled back", "to-after", *milestone, "because", why)
+		r.carried = append(r.carried, schemas.Step{Kind: "info", Result: schemas.ResultPassed,
+			Text: fmt.Sprintf("Snapshot\nLoaded the snapshot taken after %s, because %s", *milestone, why)})
+	}
+	if failed || !has("milestone") || !r.snapshots {
+		return nil
+	}
+	start := time.Now()
+	if err := r.vm.SaveSnapshot(r.ctx, snapshotName); err != nil {
+		r.snapshots = false
+		r.log.Warn("no VM snapshots in this job: milestone and always_rollback do nothing", "err", err)
+		return nil
+	}
+	*milestone = mr.Name
+	r.log.Info("VM saved as a snapshot", "after", mr.Name, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
 func (r *runner) runModule(m *testModule) schemas.ModuleResult {
 	start := time.Now()
-	r.module = &schemas.ModuleResult{Name: m.name, Result: schemas.ResultPassed}
+	r.module = &schemas.ModuleResult{Name: m.name, Result: schemas.ResultPassed, Details: r.carried}
+	r.carried = nil
 	r.shots = 0
 	if _, err := r.bus.Append(r.ctx, r.job, schemas.ModuleStarted{Module: m.name}); err != nil {
 		r.module.Result, r.module.Reason = schemas.ResultIncomplete, err.Error()
@@ -231,9 +286,6 @@ func (r *runner) runModule(m *testModule) schemas.ModuleResult {
 	thread, stop := newThread(r.ctx, m.file, moduleSteps, func(_ *starlark.Thread, msg string) { r.log.Info("test output", "module", m.name, "msg", msg) })
 	err := r.callRun(thread, m)
 	stop()
-	if slices.Contains(r.module.Flags, "always_rollback") || slices.Contains(r.module.Flags, "milestone") {
-		r.log.Warn("module flags milestone and always_rollback need VM snapshots, which jetqa does not take yet", "module", m.name)
-	}
 	var tf *testFailure
 	var inc *errIncomplete
 	switch {

@@ -629,3 +629,29 @@ func (v *VM) EjectCD(ctx context.Context) error {
 	}
 	return nil
 }
+
+// SaveSnapshot saves the machine's state, memory and disks, under name in
+// its qcow2 disks (QEMU's internal snapshots, savevm), replacing an older
+// one of that name. Every writable disk must be qcow2: the job's disks
+// and overlays are, a raw one makes it fail, naming the device.
+func (v *VM) SaveSnapshot(ctx context.Context, name string) error {
+	return v.hmp(ctx, "savevm "+name)
+}
+
+// LoadSnapshot brings the machine back to the state saved under name.
+func (v *VM) LoadSnapshot(ctx context.Context, name string) error {
+	return v.hmp(ctx, "loadvm "+name)
+}
+
+// hmp runs a human monitor command: it answers with text, which is empty
+// when the command worked and the error otherwise.
+func (v *VM) hmp(ctx context.Context, line string) error {
+	var out string
+	if err := v.qmp.execute(ctx, "human-monitor-command", map[string]string{"command-line": line}, &out); err != nil {
+		return fmt.Errorf("qemu: %s: %w", line, err)
+	}
+	if out = strings.TrimSpace(out); out != "" {
+		return fmt.Errorf("qemu: %s: %s", line, strings.TrimPrefix(out, "Error: "))
+	}
+	return nil
+}
