@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -232,4 +235,79 @@ func TestSnapshotsRollTheVMBack(t *testing.T) {
 	if strings.Join(got, " ") != want {
 		t.Fatalf("modules:\n%s\nwant\n%s", strings.Join(got, " "), want)
 	}
+}
+
+// A click on a needle's click point reaches the guest where the needle
+// says, through the USB tablet; testos prints the tablet's reports on the
+// serial port.
+func TestMouseClicksReachTheGuest(t *testing.T) {
+	testos := testosDir(t)
+	s := startSystem(t)
+	repo := repoVariant(t, testos, func(dir string) {
+		png, err := os.ReadFile(filepath.Join(dir, "needles", "testos-shell.png"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, "needles", "clickme.png"), string(png))
+		// The prompt's area, clicked 20 pixels right and 4 down of its
+		// corner, wherever a prompt is found on the screen.
+		writeFile(t, filepath.Join(dir, "needles", "clickme.json"), `{"tags": ["clickme"], "area": [
+			{"xpos": 0, "ypos": 0, "width": 153, "height": 16, "type": "match"},
+			{"xpos": 0, "ypos": 48, "width": 81, "height": 16, "type": "match", "click_point": {"xpos": 20, "ypos": 4}}]}`)
+		writeFile(t, filepath.Join(dir, "tests", "click.star"), `
+def near(line, x, y):
+    f = line.split(" ")
+    gx, gy = int(f[1][2:]), int(f[2][2:])
+    if gx < x - 60 or gx > x + 60 or gy < y - 60 or gy > y + 60:
+        fail("the guest saw %s, want x=%d y=%d" % (line, x, y))
+
+def run():
+    assert_script_run("(pointer-events > /dev/ttyS0 &)")
+    if not wait_serial("pointer-events: reading", timeout=30):
+        fail("the guest has no USB tablet")
+    assert_and_click("clickme")
+    if not wait_serial("pointer x=\\d+ y=\\d+ left=1", timeout=30):
+        fail("the click never reached the guest")
+    mouse_set(700, 390)
+    mouse_click("right")
+    near(wait_serial("pointer x=\\d+ y=\\d+ left=0 right=1", timeout=30), 31901, 32027)
+    mouse_hide()
+    near(wait_serial("pointer x=32767 y=32767", timeout=30), 32767, 32767)
+`)
+		writeFile(t, filepath.Join(dir, "main.star"), "loadtest('boot')\nloadtest('click')\n")
+	})
+	id := s.post(t, demoSettings(testos, "CASEDIR="+repo))
+	fin := s.finish(t, id, 5*time.Minute)
+	resp, err := http.Get(fmt.Sprintf("%s/tests/%d/file/serial0.txt?seq=%d", s.api, id, s.finishedAt(id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if fin.Result != schemas.ResultPassed {
+		t.Fatalf("job %d: %s (%s); the guest's serial log:\n%s", id, fin.Result, fin.Reason, serial)
+	}
+	// Where jetqa says it clicked is where the guest saw the click.
+	var clicked string
+	for _, m := range fin.Modules {
+		for _, st := range m.Details {
+			if strings.HasPrefix(st.Text, "assert_and_click: clicked") {
+				clicked = st.Text
+			}
+		}
+	}
+	var x, y int
+	if _, err := fmt.Sscanf(clicked, "assert_and_click: clicked left at %d,%d", &x, &y); err != nil || x != 20 || (y-4)%16 != 0 {
+		t.Fatalf("the click step %q: want the click point, 20 right and 4 down of a prompt's line", clicked)
+	}
+	seen := regexp.MustCompile(`pointer x=(\d+) y=(\d+) left=1`).FindStringSubmatch(string(serial))
+	if seen == nil {
+		t.Fatalf("the guest saw no left click:\n%s", serial)
+	}
+	gx, _ := strconv.Atoi(seen[1])
+	gy, _ := strconv.Atoi(seen[2])
+	if gx != x*0x7fff/719 || gy != y*0x7fff/399 {
+		t.Fatalf("clicked at %d,%d of the 720x400 screen, the guest saw %d,%d of 0…32767, want %d,%d", x, y, gx, gy, x*0x7fff/719, y*0x7fff/399)
+	}
+	t.Logf("%s; the guest saw %s", clicked, seen[0])
 }

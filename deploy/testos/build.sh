@@ -20,9 +20,13 @@
 #                       version line) and uses the prompt "testos:~# ".
 #                       On tty1 the shell clears the screen first and switches to
 #                       a non-blinking software cursor, so an idle screen gives
-#                       identical screendumps. No kernel modules: 8250 serial,
-#                       vgacon, i8042/atkbd and devtmpfs are built into the
-#                       Debian kernel (checked against its config).
+#                       identical screendumps. 8250 serial, vgacon, i8042/atkbd
+#                       and devtmpfs are built into the Debian kernel (checked
+#                       against its config); the only modules are those of a
+#                       USB tablet (xhci, usbhid, hid-generic, evdev), loaded
+#                       by /init. `pointer-events > /dev/ttyS0 &` prints the
+#                       tablet's reports ("pointer x=X y=Y left=0|1 right=0|1",
+#                       x and y from 0 to 32767), so a test sees its clicks.
 #   OUTDIR/testos.iso   BIOS (i386-pc) bootable ISO made with grub-mkrescue. GRUB
 #                       stays in VGA text mode, shows a one-entry menu "testos
 #                       1.0" (timeout $GRUB_TIMEOUT, default 1 s) and boots the
@@ -189,6 +193,40 @@ install -m 0755 "$BUSYBOX" "$R/bin/busybox"
     mkdir -p "$R/$(dirname "$applet")"
     ln -s /bin/busybox "$R/$applet"
 done
+# The USB tablet's modules, in load order (each after those it needs).
+mkdir -p "$R/lib/modules"
+for m in usb-common usbcore xhci-hcd xhci-pci hid usbhid hid-generic evdev; do
+    ko=$(find "$TMP/kernel/lib/modules/$KVER" -name "$m.ko" | head -n1)
+    [[ -n $ko ]] || { log "kernel $KVER has no module $m.ko"; exit 1; }
+    install -m 0644 "$ko" "$R/lib/modules/$m.ko"
+done
+
+cat >"$R/bin/pointer-events" <<'EOF'
+#!/bin/sh
+# pointer-events: one line per report of the USB tablet,
+# "pointer x=X y=Y left=0|1 right=0|1", x and y from 0 to 32767.
+dev=
+for d in /sys/class/input/event*; do
+    grep -q Tablet "$d/device/name" 2>/dev/null && dev=/dev/input/${d##*/}
+done
+[ -n "$dev" ] || { echo "pointer-events: no USB tablet"; exit 1; }
+x=0 y=0 left=0 right=0
+exec 3<"$dev"
+echo "pointer-events: reading $dev"
+# struct input_event: 16 bytes of time, then type, code (u16) and value.
+while set -- $(dd bs=24 count=1 <&3 2>/dev/null | od -An -v -tu2) && [ $# -ge 12 ]; do
+    value=$((${11} + ${12} * 65536))
+    case "$9:${10}" in
+    3:0) x=$value ;;
+    3:1) y=$value ;;
+    1:272) left=$value ;;
+    1:273) right=$value ;;
+    0:0) echo "pointer x=$x y=$y left=$left right=$right" ;;
+    esac
+done
+EOF
+chmod 0755 "$R/bin/pointer-events"
+
 # The console nodes must exist before devtmpfs is mounted (kernel opens
 # /dev/console for init's stdio).
 mknod -m 600 "$R/dev/console" c 5 1
@@ -207,6 +245,10 @@ mount -t tmpfs tmpfs /run
 hostname testos
 # Keep late kernel messages off the consoles so the screens stay clean.
 dmesg -n 1
+# The USB tablet (QEMU's usb-tablet on qemu-xhci), when the machine has one.
+for m in usb-common usbcore xhci-hcd xhci-pci hid usbhid hid-generic evdev; do
+    insmod /lib/modules/$m.ko 2>/dev/null
+done
 # Clear the VGA console: the screen then shows only the banner and the prompt.
 printf '\033[H\033[J' >/dev/tty1
 echo "testos: /init done, starting shells on tty1 and ttyS0" >/dev/console

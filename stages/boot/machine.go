@@ -173,6 +173,10 @@ var machineSettings = []machineSetting{
 		m.noKVM = v == "1"
 		return nil
 	}},
+	{"QEMU_NO_TABLET", "0", "no USB tablet: no pointer for mouse_set and assert_and_click", zeroOrOne, func(m *machine, v string) error {
+		m.cfg.NoTablet = v == "1"
+		return nil
+	}},
 	{"QEMU_DISABLE_SNAPSHOTS", "0", "never save the VM after a milestone module (so no rollbacks)", zeroOrOne, func(*machine, string) error { return nil }},
 	{"QEMU_APPEND", "", `more QEMU options, as openQA: "device virtio-rng-pci -smbios type=1"`, nil, func(m *machine, v string) error {
 		for i, opt := range strings.Split(v, " -") {

@@ -61,6 +61,10 @@ type runner struct {
 	snapshots bool
 	// carried are steps for the next module's details: a rollback.
 	carried []schemas.Step
+	// matched is the needle found last, for click_lastmatch; mouseAt is
+	// where mouse_set put the pointer, nil when hidden or never set.
+	matched *lastMatch
+	mouseAt *[2]int
 }
 
 // testapiNames are the functions test modules may call, openQA's names.
@@ -95,6 +99,17 @@ var testapiNames = map[string]func(r *runner) starlark.Callable{
 	"upload_logs":     func(r *runner) starlark.Callable { return r.builtin("upload_logs", r.uploadLogs) },
 	"power":           func(r *runner) starlark.Callable { return r.builtin("power", r.power) },
 	"eject_cd":        func(r *runner) starlark.Callable { return r.builtin("eject_cd", r.ejectCD) },
+	"mouse_set":       func(r *runner) starlark.Callable { return r.builtin("mouse_set", r.mouseSet) },
+	"mouse_hide":      func(r *runner) starlark.Callable { return r.builtin("mouse_hide", r.mouseHide) },
+	"mouse_click":     func(r *runner) starlark.Callable { return r.builtin("mouse_click", r.mouseClick) },
+	"mouse_dclick":    func(r *runner) starlark.Callable { return r.builtin("mouse_dclick", r.mouseDclick) },
+	"click_lastmatch": func(r *runner) starlark.Callable { return r.builtin("click_lastmatch", r.clickLastmatch) },
+	"assert_and_click": func(r *runner) starlark.Callable {
+		return r.builtin("assert_and_click", r.assertAndClick)
+	},
+	"assert_and_dclick": func(r *runner) starlark.Callable {
+		return r.builtin("assert_and_dclick", r.assertAndDclick)
+	},
 	"check_shutdown":  func(r *runner) starlark.Callable { return r.builtin("check_shutdown", r.checkShutdown) },
 	"assert_shutdown": func(r *runner) starlark.Callable { return r.builtin("assert_shutdown", r.assertShutdown) },
 }
@@ -496,6 +511,7 @@ func (r *runner) waitForScreen(fn string, mustmatch starlark.Value, timeout time
 			if res.Matched {
 				r.recordMatch(screen, res, true)
 				r.workaroundMatched(candidates, res.Best.Needle)
+				r.remember(candidates, res)
 				return res, nil
 			}
 		}

@@ -82,6 +82,9 @@ type Config struct {
 	Kernel, Initrd, Append string
 	// VGA is the -vga card; default "std".
 	VGA string
+	// NoTablet leaves out the USB tablet the mouse functions move, as
+	// openQA's QEMU_NO_TABLET.
+	NoTablet bool
 	// ExtraArgs are appended to the command line as they are.
 	ExtraArgs []string
 	// KeyHold is how long each key of SendKey and TypeString stays
@@ -286,6 +289,11 @@ func commandLine(cfg Config, accel string, disks []disk) []string {
 			dev += bootIndex(cfg.BootFrom, hdIndex)
 		}
 		args = append(args, "-drive", "file="+optValue(d.path)+",format="+d.format+",if=none,id="+id, "-device", dev)
+	}
+	if !cfg.NoTablet {
+		// An absolute pointer, as os-autoinst gives every machine: a click
+		// lands where the test says, whatever the guest's acceleration.
+		args = append(args, "-device", "qemu-xhci,id=xhci", "-device", "usb-tablet,bus=xhci.0")
 	}
 	if cfg.NICModel != "" {
 		// No option ROM: the firmware never tries to boot from the

@@ -1,10 +1,12 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image/png"
 	"io"
 	"log/slog"
 	"net"
@@ -54,6 +56,8 @@ type VM struct {
 	keysUntil time.Time
 	killCause error
 	shutdown  string // reason of the last SHUTDOWN event
+	// screenW and screenH are the size of the last screendump.
+	screenW, screenH int
 	// Set before exited closes: what ended QEMU, seen at that moment.
 	waitErr      error
 	exitStopped  bool
@@ -451,14 +455,19 @@ func (v *VM) Screendump(ctx context.Context) ([]byte, error) {
 	if err := v.qmp.execute(ctx, "screendump", args, nil); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
-	png, err := os.ReadFile(name)
+	data, err := os.ReadFile(name)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: screendump: %w", err)
 	}
-	if len(png) == 0 {
+	if len(data) == 0 {
 		return nil, errors.New("qemu: screendump: QEMU wrote an empty file")
 	}
-	return png, nil
+	if cfg, err := png.DecodeConfig(bytes.NewReader(data)); err == nil {
+		v.mu.Lock()
+		v.screenW, v.screenH = cfg.Width, cfg.Height
+		v.mu.Unlock()
+	}
+	return data, nil
 }
 
 // keyValue is QMP's KeyValue of kind qcode.
@@ -654,4 +663,76 @@ func (v *VM) hmp(ctx context.Context, line string) error {
 		return fmt.Errorf("qemu: %s: %s", line, strings.TrimPrefix(out, "Error: "))
 	}
 	return nil
+}
+
+// absMax is the largest coordinate of QEMU's absolute pointer events.
+const absMax = 0x7fff
+
+// screenSize is the size of the screen the last screendump showed, taking
+// one if there was none.
+func (v *VM) screenSize(ctx context.Context) (int, int, error) {
+	v.mu.Lock()
+	w, h := v.screenW, v.screenH
+	v.mu.Unlock()
+	if w > 0 && h > 0 {
+		return w, h, nil
+	}
+	if _, err := v.Screendump(ctx); err != nil {
+		return 0, 0, err
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.screenW <= 1 || v.screenH <= 1 {
+		return 0, 0, errors.New("qemu: the screen's size is unknown")
+	}
+	return v.screenW, v.screenH, nil
+}
+
+// MouseSet moves the pointer (the USB tablet) to pixel x, y of the
+// screen, as os-autoinst's mouse_set; coordinates outside the screen are
+// clamped to its edge.
+func (v *VM) MouseSet(ctx context.Context, x, y int) error {
+	if v.cfg.NoTablet {
+		return errors.New("qemu: the machine has no pointer (QEMU_NO_TABLET is set)")
+	}
+	w, h, err := v.screenSize(ctx)
+	if err != nil {
+		return err
+	}
+	scale := func(p, size int) int { return min(max(p, 0), size-1) * absMax / (size - 1) }
+	events := []map[string]any{
+		{"type": "abs", "data": map[string]any{"axis": "x", "value": scale(x, w)}},
+		{"type": "abs", "data": map[string]any{"axis": "y", "value": scale(y, h)}},
+	}
+	if err := v.qmp.execute(ctx, "input-send-event", map[string]any{"events": events}, nil); err != nil {
+		return fmt.Errorf("qemu: mouse_set(%d, %d): %w", x, y, err)
+	}
+	return nil
+}
+
+// MouseButton presses (down) or releases a button: left, right or middle.
+func (v *VM) MouseButton(ctx context.Context, button string, down bool) error {
+	if v.cfg.NoTablet {
+		return errors.New("qemu: the machine has no pointer (QEMU_NO_TABLET is set)")
+	}
+	switch button {
+	case "left", "right", "middle":
+	default:
+		return fmt.Errorf("qemu: mouse button %q: use left, right or middle", button)
+	}
+	events := []map[string]any{{"type": "btn", "data": map[string]any{"button": button, "down": down}}}
+	if err := v.qmp.execute(ctx, "input-send-event", map[string]any{"events": events}, nil); err != nil {
+		return fmt.Errorf("qemu: mouse button %s: %w", button, err)
+	}
+	return nil
+}
+
+// MouseHide moves the pointer to the bottom right corner, less offset
+// pixels, as os-autoinst's mouse_hide.
+func (v *VM) MouseHide(ctx context.Context, offset int) error {
+	w, h, err := v.screenSize(ctx)
+	if err != nil {
+		return err
+	}
+	return v.MouseSet(ctx, w-1-offset, h-1-offset)
 }
