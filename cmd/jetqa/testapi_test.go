@@ -1,11 +1,15 @@
 package main
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"fmt"
+	"image/png"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -310,4 +314,72 @@ def run():
 		t.Fatalf("clicked at %d,%d of the 720x400 screen, the guest saw %d,%d of 0…32767, want %d,%d", x, y, gx, gy, x*0x7fff/719, y*0x7fff/399)
 	}
 	t.Logf("%s; the guest saw %s", clicked, seen[0])
+}
+
+// The job's screen is recorded every half second: its frames come with the
+// results (as a video when ffmpeg is installed), and a screen that does
+// not change while the serial port is silent is logged as a stall.
+func TestVideoAndStalls(t *testing.T) {
+	testos := testosDir(t)
+	s := startSystem(t)
+	repo := repoVariant(t, testos, func(dir string) {
+		// TIMEOUT_SCALE=0.25 below: a stall after 15 s, and a wait of 25 s.
+		writeFile(t, filepath.Join(dir, "tests", "bootslow.star"), "def run():\n    assert_screen('testos-shell', timeout=600)\n")
+		writeFile(t, filepath.Join(dir, "tests", "idle.star"), "def run():\n    wait_serial('never printed', timeout=100)\n")
+		writeFile(t, filepath.Join(dir, "main.star"), "loadtest('bootslow')\nloadtest('idle')\n")
+	})
+	id := s.post(t, demoSettings(testos, "CASEDIR="+repo, "TIMEOUT_SCALE=0.25"))
+	fin := s.finish(t, id, 5*time.Minute)
+	if fin.Result != schemas.ResultPassed {
+		t.Fatalf("job %d: %s (%s)", id, fin.Result, fin.Reason)
+	}
+	file := func(name string) []byte {
+		t.Helper()
+		resp, err := http.Get(fmt.Sprintf("%s/tests/%d/file/%s?seq=%d", s.api, id, name, s.finishedAt(id)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %s %s", name, resp.Status, data)
+		}
+		return data
+	}
+	if log := file("autoinst-log.txt"); !regexp.MustCompile(`msg="stall: the screen has not changed and the serial port has been silent" for=1\ds module=idle`).Match(log) {
+		t.Errorf("autoinst-log.txt has no stall in module idle:\n%s", log)
+	}
+	if _, err := exec.LookPath("ffmpeg"); err == nil {
+		if video := file("video.webm"); len(video) < 1000 {
+			t.Fatalf("video.webm has %d bytes", len(video))
+		}
+		return
+	}
+	frames, list := 0, ""
+	tr := tar.NewReader(bytes.NewReader(file("video-frames.tar")))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(tr)
+		switch {
+		case h.Name == "frames.ffconcat":
+			list = string(data)
+		case strings.HasPrefix(h.Name, "frame-"):
+			if _, err := png.DecodeConfig(bytes.NewReader(data)); err != nil {
+				t.Fatalf("%s: %v", h.Name, err)
+			}
+			frames++
+		}
+	}
+	// GRUB's menu, the kernel's and the shell's screens at least; the idle
+	// screen of the last 25 s is one frame, shown as long.
+	if frames < 3 || strings.Count(list, "file 'frame-") != frames {
+		t.Fatalf("%d frames, list:\n%s", frames, list)
+	}
+	t.Logf("%d frames", frames)
 }

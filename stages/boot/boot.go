@@ -322,12 +322,38 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	}
 	s.live.Store(r)
 	defer s.live.Store(nil)
+	rec := &recorder{vm: vm, dir: filepath.Join(ready.JobDir, "frames"), log: log, interval: frameInterval,
+		stallAfter: time.Duration(float64(stallAfter) * scale), maxFrames: maxFrames, module: dev.running}
+	if settings["NOVIDEO"] == "1" {
+		rec.maxFrames = 0
+	}
+	recCtx, stopRecording := context.WithCancel(jobCtx)
+	recorded := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(recorded)
+		rec.run(recCtx)
+	}()
 	result, reason, modules := r.runModules(tests)
+	stopRecording()
+	<-recorded
+	videoCtx, cancelVideo := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	rec.finish(videoCtx, resultsDir, time.Since(start))
+	cancelVideo()
 	if errors.Is(jobCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
 		return schemas.ResultTimeoutExceeded, fmt.Sprintf("the job ran longer than MAX_JOB_TIME (%s)", maxTime), modules
 	}
 	return result, reason, modules
 }
+
+// The recorder's pace: a frame every half second, as os-autoinst takes
+// them; a stall after a minute (scaled by TIMEOUT_SCALE) of no change; at
+// most an hour of changing frames.
+const (
+	frameInterval = 500 * time.Millisecond
+	stallAfter    = time.Minute
+	maxFrames     = 7200
+)
 
 // autoinstLog is the job's log among its results, named as openQA's.
 const autoinstLog = "autoinst-log.txt"

@@ -49,6 +49,14 @@ func newDeveloper() *developer {
 	return &developer{cmds: make(chan devCommand, 64)}
 }
 
+// running is the module the test runs, for logs from other goroutines.
+func (d *developer) running() string {
+	if m := d.current.Load(); m != nil {
+		return *m
+	}
+	return ""
+}
+
 // command takes a developer command from the job's events.
 func (d *developer) command(seq uint64, c schemas.DeveloperCommand) {
 	if c.Action != schemas.DevPause {
@@ -230,9 +238,5 @@ func (s *Stage) showLive(ctx context.Context, job int64) (streams.Live, error) {
 	if err != nil {
 		return streams.Live{}, err
 	}
-	live := streams.Live{Job: job, Paused: r.dev.paused.Load(), Screen: screen}
-	if m := r.dev.current.Load(); m != nil {
-		live.Module = *m
-	}
-	return live, nil
+	return streams.Live{Job: job, Module: r.dev.running(), Paused: r.dev.paused.Load(), Screen: screen}, nil
 }
