@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -314,9 +315,28 @@ func TestDemoJobPassesAndFailsOnPurpose(t *testing.T) {
 	s := startSystem(t)
 
 	id := s.post(t, demoSettings(testos))
+	// `jetqa job watch` follows the job live, over HTTP alone.
+	type watched struct {
+		out string
+		err error
+	}
+	watching := make(chan watched, 1)
+	go func() {
+		var out, errOut strings.Builder
+		err := dispatch([]string{"job", "watch", "--api", s.api, strconv.FormatInt(id, 10)}, &out, &errOut)
+		watching <- watched{out.String(), err}
+	}()
 	fin := s.finish(t, id, 5*time.Minute)
 	if fin.Result != schemas.ResultPassed {
 		t.Fatalf("demo job %d: %s (%s), want passed", id, fin.Result, fin.Reason)
+	}
+	select {
+	case w := <-watching:
+		if w.err != nil || !strings.Contains(w.out, "job.started.v1") || !strings.Contains(w.out, "job.finished.v1") || !strings.Contains(w.out, "passed") {
+			t.Errorf("job watch: %v\n%s", w.err, w.out)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("job watch did not end with the job")
 	}
 	if _, ok := fin.Files["serial0.txt"]; !ok {
 		t.Errorf("no serial log among the results: %v", fin.Files)
@@ -394,6 +414,14 @@ func TestDemoJobPassesAndFailsOnPurpose(t *testing.T) {
 	}
 	if !strings.Contains(fin.Reason, "fail:") || !strings.Contains(fin.Reason, "graphical-desktop") {
 		t.Errorf("reason %q names neither the module nor the needle tag", fin.Reason)
+	}
+	// Watched after its end, a failed job replays to its end; exit status 1.
+	var out2, errOut2 strings.Builder
+	if err := dispatch([]string{"job", "watch", "--api", s.api, strconv.FormatInt(fid, 10)}, &out2, &errOut2); err != exitCode(1) || !strings.Contains(out2.String(), "failed") {
+		t.Errorf("job watch of the failed job: %v\n%s", err, out2.String())
+	}
+	if err := dispatch([]string{"job", "watch", "--api", s.api, "999999"}, &out2, &errOut2); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("job watch of no job: %v", err)
 	}
 
 	s.mu.Lock()

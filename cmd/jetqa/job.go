@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -23,7 +24,6 @@ import (
 
 	"jetqa/schemas"
 	"jetqa/stages/api"
-	"jetqa/streams"
 )
 
 func cmdJob(args []string, stdout, stderr io.Writer) error {
@@ -35,7 +35,6 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	apiURL := fs.String("api", envOr("JETQA_API", "http://127.0.0.1:9526"), "jetqa API")
 	fs.Func("host", "the server's API, as openqa-cli's --host: URL or HOST[:PORT]", func(v string) error { *apiURL = hostURL(v); return nil })
-	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
 	filters := url.Values{}
 	if args[0] == "list" {
 		for _, f := range []string{"state", "result", "distri", "version", "flavor", "arch", "build", "machine", "test", "worker", "since", "until", "limit", "offset"} {
@@ -48,7 +47,7 @@ func cmdJob(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	c := client{api: strings.TrimRight(*apiURL, "/"), nats: *natsURL, asJSON: *asJSON}
+	c := client{api: strings.TrimRight(*apiURL, "/"), asJSON: *asJSON}
 	rest := fs.Args()
 	switch args[0] {
 	case "post":
@@ -115,9 +114,9 @@ func oneID(args []string) (int64, error) {
 	return id, nil
 }
 
-// client talks to a running jetqa: the API for commands, NATS for events.
+// client talks to a running jetqa through its API only.
 type client struct {
-	api, nats string
+	api string
 	// asJSON prints the API's answers as they are, for scripts.
 	asJSON bool
 }
@@ -371,48 +370,105 @@ func (c client) results(ctx context.Context, id int64, dir string, stdout io.Wri
 }
 
 // watch prints the job's events as they happen, from its first, and ends
-// when the job finishes: exit status 0 when it passed (or softfailed).
+// when the job finishes: exit status 0 when it passed (or softfailed). It
+// follows the API's event stream (Server-Sent Events), picking up where it
+// was when the connection drops.
 func (c client) watch(ctx context.Context, id int64, stdout io.Writer) error {
-	bus, err := connectNATS(ctx, c.nats, "jetqa-cli")
-	if err != nil {
-		return err
-	}
-	defer bus.Close()
-	if _, err := bus.JobSettings(ctx, id); err != nil {
-		return fmt.Errorf("job %d does not exist (%v)", id, err)
-	}
 	view := newProgressView(stdout)
 	defer view.Close()
-	// Download progress is reported on the worker's subjects.
-	progressCtx, stopProgress := context.WithCancel(ctx)
-	defer stopProgress()
-	go func() {
-		_ = bus.Watch(progressCtx, streams.WatchConfig{Stream: streams.StreamWorkers, Filters: []string{"jetqa.worker.*.*.progress"}, New: true},
-			func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
-				if e, ok := p.(*schemas.AssetProgress); ok && e.Job == id {
-					view.Update(e)
-				}
-				return nil
-			})
-	}()
-	var result string
-	err = bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.JobSubject(id) + ".>"}},
-		func(ev schemas.Event, p schemas.Payload, _ streams.Delivery) error {
-			view.Println(fmt.Sprintf("%s  %-22s %s", ev.Time.Local().Format("15:04:05.000"), ev.Kind, summary(p)))
+	var after uint64
+	result := ""
+	for failures := 0; result == ""; {
+		err := c.followEvents(ctx, id, after, func(e api.StreamedEvent, p schemas.Payload) {
+			if prog, ok := p.(*schemas.AssetProgress); ok {
+				view.Update(prog)
+				return
+			}
+			after = e.Seq
+			view.Println(fmt.Sprintf("%s  %-22s %s", e.Time.Local().Format("15:04:05.000"), e.Kind, summary(p)))
 			if f, ok := p.(*schemas.JobFinished); ok {
 				result = f.Result
-				return streams.ErrStopWatch
 			}
-			return nil
 		})
-	stopProgress()
-	if err != nil {
-		return err
+		var status statusError
+		switch {
+		case result != "":
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.As(err, &status):
+			return err // no such job, or a bad request: trying again will not help
+		case failures >= 30:
+			return fmt.Errorf("job %d: the event stream of %s keeps failing: %v", id, c.api, err)
+		default:
+			failures++
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Second):
+			}
+		}
 	}
 	if result != schemas.ResultPassed && result != schemas.ResultSoftfailed {
 		return exitCode(1)
 	}
 	return nil
+}
+
+// statusError is an answer of the API that is not 200.
+type statusError struct{ msg string }
+
+func (e statusError) Error() string { return e.msg }
+
+// followEvents reads GET /api/v1/jobs/ID/events after the event of stream
+// sequence after, calling fn with each, until the stream ends.
+func (c client) followEvents(ctx context.Context, id int64, after uint64, fn func(api.StreamedEvent, schemas.Payload)) error {
+	path := fmt.Sprintf("/api/v1/jobs/%d/events", id)
+	if after > 0 {
+		path += fmt.Sprintf("?after=%d", after)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.api+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("jetqa API at %s: %w (is `jetqa up` running?)", c.api, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(resp.Body)
+		var e struct{ Error string }
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return statusError{e.Error}
+		}
+		return statusError{fmt.Sprintf("GET %s: %s", path, resp.Status)}
+	}
+	lines := bufio.NewScanner(resp.Body)
+	lines.Buffer(make([]byte, 64<<10), 16<<20)
+	var data []byte
+	for lines.Scan() {
+		line := lines.Bytes()
+		switch {
+		case bytes.HasPrefix(line, []byte("data: ")):
+			data = append(data, line[len("data: "):]...)
+		case len(line) == 0 && len(data) > 0:
+			var e struct {
+				api.StreamedEvent
+				Data json.RawMessage `json:"data"`
+			}
+			if err := json.Unmarshal(data, &e); err != nil {
+				return fmt.Errorf("job %d: an event the API sent is unreadable: %w", id, err)
+			}
+			data = data[:0]
+			p, err := schemas.Event{Kind: e.Kind, Job: e.Job, Time: e.Time, Data: e.Data}.Decode()
+			if err != nil {
+				continue // a kind this build does not know
+			}
+			fn(e.StreamedEvent, p)
+		}
+	}
+	return lines.Err()
 }
 
 // summary is the one-line description of an event in `job watch`.

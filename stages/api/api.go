@@ -156,6 +156,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/jobs/{id}/restart", s.keys.signed(s.log, s.restartJob))
 	mux.HandleFunc("DELETE /api/v1/jobs/{id}", s.keys.signed(s.log, s.deleteJob))
 	mux.HandleFunc("POST /api/v1/jobs/{id}/developer", s.keys.signed(s.log, s.developer))
+	mux.HandleFunc("GET /api/v1/jobs/{id}/events", s.jobEvents)
 	mux.HandleFunc("GET /api/v1/jobs/{id}/live", s.live)
 	mux.HandleFunc("GET /api/v1/jobs/{id}/live/screen.png", s.liveScreen)
 	mux.HandleFunc("GET /api/v1/workers", s.listWorkers)
