@@ -383,3 +383,41 @@ func TestVideoAndStalls(t *testing.T) {
 	}
 	t.Logf("%d frames", frames)
 }
+
+// Consoles, as os-autoinst's distributions add them: main.star adds tty
+// consoles, select_console switches the guest's virtual terminal, and a
+// console type jetqa does not have stops the job before the VM boots.
+func TestConsolesSwitchVirtualTerminals(t *testing.T) {
+	testos := testosDir(t)
+	s := startSystem(t)
+	repo := repoVariant(t, testos, func(dir string) {
+		writeFile(t, filepath.Join(dir, "tests", "consoles.star"), `
+def run():
+    if current_console() != None:
+        fail("a console is selected before any select_console")
+    select_console("root-console")
+    assert_script_run("tty | grep -qx /dev/tty2")
+    select_console("sut")
+    assert_script_run("tty | grep -qx /dev/tty1")
+    if current_console() != "sut":
+        fail("current_console() is %s" % current_console())
+`)
+		writeFile(t, filepath.Join(dir, "main.star"), `
+add_console("sut", "tty-console", tty=1)
+add_console("root-console", "tty-console", tty=2)
+if get_var("SSH"):
+    add_console("root-ssh", "ssh-xterm")
+loadtest("boot")
+loadtest("consoles")
+`)
+	})
+	id := s.post(t, demoSettings(testos, "CASEDIR="+repo))
+	if fin := s.finish(t, id, 5*time.Minute); fin.Result != schemas.ResultPassed {
+		t.Fatalf("job %d: %s (%s)", id, fin.Result, fin.Reason)
+	}
+	id = s.post(t, demoSettings(testos, "CASEDIR="+repo, "SSH=1"))
+	fin := s.finish(t, id, time.Minute)
+	if fin.Result != schemas.ResultIncomplete || !strings.Contains(fin.Reason, `add_console("root-ssh", "ssh-xterm"): not supported`) {
+		t.Fatalf("job %d with an ssh-xterm console: %s (%s)", id, fin.Result, fin.Reason)
+	}
+}

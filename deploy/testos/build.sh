@@ -14,8 +14,9 @@
 #                       an /init that mounts proc/sys/devtmpfs, sets the
 #                       hostname "testos", quiets the kernel log on the consoles
 #                       (dmesg -n 1), clears the VGA screen, and hands over to
-#                       busybox init, which runs a root shell (no login) on both
-#                       tty1 (VGA) and ttyS0 (serial), respawned on exit.
+#                       busybox init, which runs a root shell (no login) on
+#                       tty1 and tty2 (VGA; ctrl-alt-f2 switches) and ttyS0
+#                       (serial), respawned on exit.
 #                       Each shell prints the banner ("Welcome to testos" plus a
 #                       version line) and uses the prompt "testos:~# ".
 #                       On tty1 the shell clears the screen first and switches to
@@ -260,6 +261,7 @@ cat >"$R/etc/inittab" <<'EOF'
 # busybox init: a root shell (no login) on the VGA console and the serial port
 ::sysinit:/bin/true
 tty1::respawn:-/bin/sh
+tty2::respawn:-/bin/sh
 ttyS0::respawn:-/bin/sh
 ::ctrlaltdel:/sbin/reboot
 ::shutdown:/bin/sync

@@ -287,7 +287,7 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	jobCtx, cancel := context.WithTimeout(ctx, maxTime)
 	defer cancel()
 
-	tests, err := loadTests(jobCtx, ready.CaseDir, cmp.Or(ready.ProductDir, ready.CaseDir), settings)
+	tests, consoles, err := loadTests(jobCtx, ready.CaseDir, cmp.Or(ready.ProductDir, ready.CaseDir), settings)
 	if err != nil {
 		return schemas.ResultIncomplete, err.Error(), nil
 	}
@@ -318,7 +318,7 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	r := &runner{
 		ctx: jobCtx, job: job, bus: s.bus, vm: vm, needles: needles, matcher: matcher,
 		settings: settings, scale: scale, resultsDir: resultsDir, log: log, matchTimeout: s.cfg.MatchTimeout,
-		worker: s.cfg.Worker, dev: dev, snapshots: settings["QEMU_DISABLE_SNAPSHOTS"] != "1",
+		worker: s.cfg.Worker, dev: dev, consoles: consoles, snapshots: settings["QEMU_DISABLE_SNAPSHOTS"] != "1",
 	}
 	s.live.Store(r)
 	defer s.live.Store(nil)

@@ -65,6 +65,11 @@ type runner struct {
 	// where mouse_set put the pointer, nil when hidden or never set.
 	matched *lastMatch
 	mouseAt *[2]int
+	// consoles are those main.star added; console is the one selected.
+	consoles map[string]console
+	console  string
+	// milestoneConsole was selected when the VM was saved.
+	milestoneConsole string
 }
 
 // testapiNames are the functions test modules may call, openQA's names.
@@ -100,6 +105,8 @@ var testapiNames = map[string]func(r *runner) starlark.Callable{
 	"power":           func(r *runner) starlark.Callable { return r.builtin("power", r.power) },
 	"eject_cd":        func(r *runner) starlark.Callable { return r.builtin("eject_cd", r.ejectCD) },
 	"mouse_set":       func(r *runner) starlark.Callable { return r.builtin("mouse_set", r.mouseSet) },
+	"select_console":  func(r *runner) starlark.Callable { return r.builtin("select_console", r.selectConsole) },
+	"current_console": func(r *runner) starlark.Callable { return r.builtin("current_console", r.currentConsole) },
 	"mouse_hide":      func(r *runner) starlark.Callable { return r.builtin("mouse_hide", r.mouseHide) },
 	"mouse_click":     func(r *runner) starlark.Callable { return r.builtin("mouse_click", r.mouseClick) },
 	"mouse_dclick":    func(r *runner) starlark.Callable { return r.builtin("mouse_dclick", r.mouseDclick) },
@@ -262,6 +269,7 @@ func (r *runner) snapshotAfter(mr schemas.ModuleResult, milestone *string) error
 		if err := r.vm.LoadSnapshot(r.ctx, snapshotName); err != nil {
 			return fmt.Errorf("rolling back to the snapshot after %s, because %s: %w", *milestone, why, err)
 		}
+		r.console = r.milestoneConsole // the guest's active console came back too
 		r.log.Info("VM rolled back", "to-after", *milestone, "because", why)
 		r.carried = append(r.carried, schemas.Step{Kind: "info", Result: schemas.ResultPassed,
 			Text: fmt.Sprintf("Snapshot\nLoaded the snapshot taken after %s, because %s", *milestone, why)})
@@ -275,7 +283,7 @@ func (r *runner) snapshotAfter(mr schemas.ModuleResult, milestone *string) error
 		r.log.Warn("no VM snapshots in this job: milestone and always_rollback do nothing", "err", err)
 		return nil
 	}
-	*milestone = mr.Name
+	*milestone, r.milestoneConsole = mr.Name, r.console
 	r.log.Info("VM saved as a snapshot", "after", mr.Name, "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }

@@ -45,7 +45,7 @@ func newThread(ctx context.Context, name string, steps uint64, print func(*starl
 // os-autoinst loads main.pm, and compiles every scheduled module, so that a syntax
 // error anywhere stops the job before the VM boots. main.star runs under
 // ctx and a step limit.
-func loadTests(ctx context.Context, caseDir, productDir string, settings map[string]string) ([]*testModule, error) {
+func loadTests(ctx context.Context, caseDir, productDir string, settings map[string]string) ([]*testModule, map[string]console, error) {
 	mainFile := filepath.Join(productDir, "main.star")
 	src, err := os.ReadFile(mainFile)
 	if err != nil {
@@ -53,9 +53,10 @@ func loadTests(ctx context.Context, caseDir, productDir string, settings map[str
 		if productDir != caseDir {
 			where = "PRODUCTDIR"
 		}
-		return nil, fmt.Errorf("%s has no main.star: %w", where, err)
+		return nil, nil, fmt.Errorf("%s has no main.star: %w", where, err)
 	}
 	var modules []*testModule
+	consoles := map[string]console{}
 	loadtest := starlark.NewBuiltin("loadtest", func(_ *starlark.Thread, fn *starlark.Builtin, args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 		var path string
 		if err := starlark.UnpackArgs(fn.Name(), args, kwargs, "path", &path); err != nil {
@@ -78,21 +79,22 @@ func loadTests(ctx context.Context, caseDir, productDir string, settings map[str
 		return starlark.None, nil
 	})
 	predeclared := starlark.StringDict{
-		"loadtest": loadtest,
-		"get_var":  getVarBuiltin(settings),
+		"loadtest":    loadtest,
+		"get_var":     getVarBuiltin(settings),
+		"add_console": addConsoleBuiltin(consoles),
 	}
 	thread, stop := newThread(ctx, "main.star", mainStarSteps, nil)
 	defer stop()
 	if _, err := starlark.ExecFileOptions(starOptions, thread, "main.star", src, predeclared); err != nil {
 		if thread.ExecutionSteps() >= mainStarSteps {
-			return nil, fmt.Errorf("main.star did not end within %d steps (a loop that never ends?): %s", mainStarSteps, starlarkError(err))
+			return nil, nil, fmt.Errorf("main.star did not end within %d steps (a loop that never ends?): %s", mainStarSteps, starlarkError(err))
 		}
-		return nil, fmt.Errorf("main.star: %s", starlarkError(err))
+		return nil, nil, fmt.Errorf("main.star: %s", starlarkError(err))
 	}
 	if len(modules) == 0 {
-		return nil, errors.New("main.star scheduled no test module: call loadtest(\"name\") for tests/name.star")
+		return nil, nil, errors.New("main.star scheduled no test module: call loadtest(\"name\") for tests/name.star")
 	}
-	return modules, nil
+	return modules, consoles, nil
 }
 
 // isPredeclared says which names test modules may use without defining

@@ -61,7 +61,7 @@ func TestLoadTests(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := tree(t, tc.files)
-			mods, err := loadTests(context.Background(), dir, dir, tc.settings)
+			mods, _, err := loadTests(context.Background(), dir, dir, tc.settings)
 			if tc.errWant != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.errWant) {
 					t.Fatalf("error %v, want one containing %q", err, tc.errWant)
@@ -156,7 +156,7 @@ func TestMainStarStopsWithTheJob(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	dir := tree(t, map[string]string{"main.star": "while True:\n    pass\n"})
-	_, err := loadTests(ctx, dir, dir, nil)
+	_, _, err := loadTests(ctx, dir, dir, nil)
 	if err == nil || !strings.Contains(err.Error(), "the job was stopped") {
 		t.Fatalf("main.star of a stopped job: %v", err)
 	}
