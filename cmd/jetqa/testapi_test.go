@@ -47,6 +47,13 @@ def run():
     type_string(" > /dev/ttyS0\n")
     if not wait_serial("HI", timeout=30):
         fail("keys typed with shift held did not arrive as HI")
+    if wait_serial("HI", timeout=2, expect_not_found=True) == None:
+        fail("expect_not_found: HI was found again")
+    type_string("echo 'a.b(c' > /dev/ttyS0\n")
+    if wait_serial("a.b(c", timeout=30, no_regex=True) != "a.b(c":
+        fail("no_regex")
+    if not wait_still_screen(stilltime=1, timeout=20, similarity_level=30):
+        fail("the idle screen never stood still")
 
     if not check_var("DISTRI", "testos") or check_var("DISTRI", "other"):
         fail("check_var")

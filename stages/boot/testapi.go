@@ -598,13 +598,22 @@ func (r *runner) sendKey(args starlark.Tuple, kwargs []starlark.Tuple) (starlark
 	return starlark.None, err
 }
 
+// wait_serial(regexp, timeout=90, expect_not_found=False, no_regex=False):
+// the text that matched, or None when nothing did within timeout. With
+// expect_not_found, finding it is the failure: None when it appears.
 func (r *runner) waitSerial(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var pattern string
 	var timeout starlark.Value = starlark.MakeInt(90)
-	if err := starlark.UnpackArgs("wait_serial", args, kwargs, "regexp", &pattern, "timeout?", &timeout); err != nil {
+	var notFound, noRegex bool
+	if err := starlark.UnpackArgs("wait_serial", args, kwargs, "regexp", &pattern, "timeout?", &timeout,
+		"expect_not_found?", &notFound, "no_regex?", &noRegex); err != nil {
 		return nil, err
 	}
-	re, err := regexp.Compile(pattern)
+	expr := pattern
+	if noRegex {
+		expr = regexp.QuoteMeta(pattern)
+	}
+	re, err := regexp.Compile(expr)
 	if err != nil {
 		return nil, fmt.Errorf("wait_serial: bad regexp %q: %w", pattern, err)
 	}
@@ -612,6 +621,18 @@ func (r *runner) waitSerial(args starlark.Tuple, kwargs []starlark.Tuple) (starl
 	step := schemas.Step{Kind: "serial", Text: "wait_serial " + pattern, Result: schemas.ResultPassed}
 	if err != nil {
 		return nil, err
+	}
+	if notFound {
+		// As os-autoinst's: not finding it is the success, and gives the
+		// text read meanwhile; finding it gives None.
+		step.Text = "wait_serial expecting not to find " + pattern
+		if ok {
+			step.Result = schemas.ResultFailed
+			r.module.Details = append(r.module.Details, step)
+			return starlark.None, nil
+		}
+		r.module.Details = append(r.module.Details, step)
+		return starlark.String(r.vm.Serial().Bytes(r.serialOffset)), nil
 	}
 	if !ok {
 		step.Result = schemas.ResultFailed
@@ -715,19 +736,22 @@ func (r *runner) saveScreenshot(args starlark.Tuple, kwargs []starlark.Tuple) (s
 
 // waitStillScreen waits until the screen has not changed for stilltime
 // seconds; it returns False when that does not happen within timeout.
+// os-autoinst's similarity_level: a screen whose PSNR against the one
+// before is at least this, in dB, counts as the same.
 func (r *runner) waitStillScreen(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
-	var still, timeout starlark.Value = starlark.MakeInt(7), starlark.MakeInt(30)
-	if err := starlark.UnpackArgs("wait_still_screen", args, kwargs, "stilltime?", &still, "timeout?", &timeout); err != nil {
+	var still, timeout, similarity starlark.Value = starlark.MakeInt(7), starlark.MakeInt(30), starlark.MakeInt(47)
+	if err := starlark.UnpackArgs("wait_still_screen", args, kwargs, "stilltime?", &still, "timeout?", &timeout, "similarity_level?", &similarity); err != nil {
 		return nil, err
 	}
 	// How long the screen must stay still is not scaled by TIMEOUT_SCALE;
 	// only how long to wait for it is.
-	still2, err := r.stillScreen(seconds(still, 7), r.timeout(timeout, 30))
+	still2, err := r.stillScreen(seconds(still, 7), r.timeout(timeout, 30), number(similarity, 47))
 	return starlark.Bool(still2), err
 }
 
-// stillScreen waits until the screen has not changed for stillFor.
-func (r *runner) stillScreen(stillFor, timeout time.Duration) (bool, error) {
+// stillScreen waits until the screen has not changed for stillFor: each
+// screen is within similarity dB PSNR of the one that started the wait.
+func (r *runner) stillScreen(stillFor, timeout time.Duration, similarity float64) (bool, error) {
 	deadline := time.Now().Add(timeout)
 	var last []byte
 	since := time.Now()
@@ -736,7 +760,15 @@ func (r *runner) stillScreen(stillFor, timeout time.Duration) (bool, error) {
 		if err != nil {
 			return false, incomplete(fmt.Errorf("wait_still_screen: %w", err))
 		}
-		if !bytes.Equal(screen, last) {
+		same := last != nil
+		if same && !bytes.Equal(screen, last) {
+			psnr, err := screenPSNR(last, screen)
+			if err != nil {
+				return false, incomplete(err)
+			}
+			same = psnr >= similarity
+		}
+		if !same {
 			last, since = screen, time.Now()
 		} else if time.Since(since) >= stillFor {
 			return true, nil

@@ -170,7 +170,7 @@ func (r *runner) typeString(args starlark.Tuple, kwargs []starlark.Tuple) (starl
 		r.log.Info("typed", "module", r.module.Name, "chars", len(s))
 	}
 	if number(waitStill, 0) > 0 {
-		if _, err := r.stillScreen(seconds(waitStill, 0), r.timeout(timeout, 30)); err != nil {
+		if _, err := r.stillScreen(seconds(waitStill, 0), r.timeout(timeout, 30), number(similarity, 47)); err != nil {
 			return nil, err
 		}
 	}
