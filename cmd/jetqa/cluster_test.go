@@ -93,7 +93,7 @@ func containsAll(s string, parts []string) bool {
 	return true
 }
 
-func freePorts(t *testing.T, n int) []int {
+func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ports []int
 	for range n {

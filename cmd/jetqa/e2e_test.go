@@ -29,7 +29,7 @@ import (
 
 // testosDir is the output of deploy/testos/build.sh and make-repo.sh
 // (`make testos`): testos.iso, vmlinuz, initrd.img and testos-tests/.
-func testosDir(t *testing.T) string {
+func testosDir(t testing.TB) string {
 	t.Helper()
 	dir := os.Getenv("JETQA_TESTOS")
 	if dir == "" {
