@@ -428,3 +428,35 @@ loadtest("consoles")
 		t.Fatalf("job %d with an ssh-xterm console: %s (%s)", id, fin.Result, fin.Reason)
 	}
 }
+
+// A serial terminal on the guest's virtio console, os-autoinst's
+// virtio-terminal: typing goes to it, wait_serial and commands read it.
+func TestVirtioTerminal(t *testing.T) {
+	testos := testosDir(t)
+	s := startSystem(t)
+	repo := repoVariant(t, testos, func(dir string) {
+		writeFile(t, filepath.Join(dir, "tests", "terminal.star"), `
+def run():
+    select_console("root-virtio-terminal")
+    enter_cmd("tty; echo on-the-terminal")
+    if not wait_serial("/dev/hvc0\r?\non-the-terminal", timeout=60):
+        fail("the terminal did not answer")
+    if script_output("tty") != "/dev/hvc0":
+        fail("script_output ran elsewhere")
+    assert_script_run("test $(tty) = /dev/hvc0")
+    send_key("ctrl-c")
+    select_console("sut")
+    assert_script_run("tty | grep -qx /dev/tty1")
+`)
+		writeFile(t, filepath.Join(dir, "main.star"), `
+add_console("sut", "tty-console", tty=1)
+add_console("root-virtio-terminal", "virtio-terminal")
+loadtest("boot")
+loadtest("terminal")
+`)
+	})
+	id := s.post(t, demoSettings(testos, "CASEDIR="+repo))
+	if fin := s.finish(t, id, 5*time.Minute); fin.Result != schemas.ResultPassed {
+		t.Fatalf("job %d: %s (%s)", id, fin.Result, fin.Reason)
+	}
+}

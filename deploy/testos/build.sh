@@ -15,8 +15,9 @@
 #                       hostname "testos", quiets the kernel log on the consoles
 #                       (dmesg -n 1), clears the VGA screen, and hands over to
 #                       busybox init, which runs a root shell (no login) on
-#                       tty1 and tty2 (VGA; ctrl-alt-f2 switches) and ttyS0
-#                       (serial), respawned on exit.
+#                       tty1 and tty2 (VGA; ctrl-alt-f2 switches), ttyS0
+#                       (serial) and hvc0 (a virtio console, when the machine
+#                       has one), respawned on exit.
 #                       Each shell prints the banner ("Welcome to testos" plus a
 #                       version line) and uses the prompt "testos:~# ".
 #                       On tty1 the shell clears the screen first and switches to
@@ -24,8 +25,8 @@
 #                       identical screendumps. 8250 serial, vgacon, i8042/atkbd
 #                       and devtmpfs are built into the Debian kernel (checked
 #                       against its config); the only modules are those of a
-#                       USB tablet (xhci, usbhid, hid-generic, evdev), loaded
-#                       by /init. `pointer-events > /dev/ttyS0 &` prints the
+#                       USB tablet (xhci, usbhid, hid-generic, evdev) and of
+#                       the virtio console, loaded by /init. `pointer-events > /dev/ttyS0 &` prints the
 #                       tablet's reports ("pointer x=X y=Y left=0|1 right=0|1",
 #                       x and y from 0 to 32767), so a test sees its clicks.
 #   OUTDIR/testos.iso   BIOS (i386-pc) bootable ISO made with grub-mkrescue. GRUB
@@ -194,13 +195,19 @@ install -m 0755 "$BUSYBOX" "$R/bin/busybox"
     mkdir -p "$R/$(dirname "$applet")"
     ln -s /bin/busybox "$R/$applet"
 done
-# The USB tablet's modules, in load order (each after those it needs).
+# The modules of the USB tablet and the virtio console, in load order
+# (each after those it needs); /init loads them all.
+MODULES="usb-common usbcore xhci-hcd xhci-pci hid usbhid hid-generic evdev
+    virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console"
 mkdir -p "$R/lib/modules"
-for m in usb-common usbcore xhci-hcd xhci-pci hid usbhid hid-generic evdev; do
+for m in $MODULES; do
     ko=$(find "$TMP/kernel/lib/modules/$KVER" -name "$m.ko" | head -n1)
     [[ -n $ko ]] || { log "kernel $KVER has no module $m.ko"; exit 1; }
     install -m 0644 "$ko" "$R/lib/modules/$m.ko"
 done
+
+echo $MODULES >"$R/lib/modules/order"
+
 
 cat >"$R/bin/pointer-events" <<'EOF'
 #!/bin/sh
@@ -246,10 +253,21 @@ mount -t tmpfs tmpfs /run
 hostname testos
 # Keep late kernel messages off the consoles so the screens stay clean.
 dmesg -n 1
-# The USB tablet (QEMU's usb-tablet on qemu-xhci), when the machine has one.
-for m in usb-common usbcore xhci-hcd xhci-pci hid usbhid hid-generic evdev; do
+# The USB tablet (QEMU's usb-tablet on qemu-xhci) and the virtio console
+# (hvc0), when the machine has them.
+for m in $(cat /lib/modules/order); do
     insmod /lib/modules/$m.ko 2>/dev/null
 done
+# A shell on the virtio console too, when the machine has one (a
+# virtio-serial PCI device): its port shows up shortly after the module
+# loads.
+if grep -qs -e 0x1003 -e 0x1043 /sys/bus/pci/devices/*/device; then
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+        grep -qs . /sys/class/virtio-ports/*/name && break
+        sleep 0.2
+    done
+    echo "hvc0::respawn:-/bin/sh" >>/etc/inittab
+fi
 # Clear the VGA console: the screen then shows only the banner and the prompt.
 printf '\033[H\033[J' >/dev/tty1
 echo "testos: /init done, starting shells on tty1 and ttyS0" >/dev/console
@@ -273,7 +291,7 @@ export HOME=/root USER=root LOGNAME=root
 export PS1='testos:\w# '
 cd "$HOME"
 case "$(tty)" in
-/dev/ttyS*)
+/dev/ttyS* | /dev/hvc*)
     export TERM=vt100
     ;;
 *)

@@ -291,6 +291,7 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	if err != nil {
 		return schemas.ResultIncomplete, err.Error(), nil
 	}
+	qcfg.VirtioConsole = needsVirtioConsole(consoles)
 	needles, err := loadNeedles(ready.NeedlesDir)
 	if err != nil {
 		return schemas.ResultIncomplete, err.Error(), nil

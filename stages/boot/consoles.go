@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"go.starlark.net/starlark"
 
@@ -13,30 +14,33 @@ import (
 
 // Consoles, as os-autoinst's distributions add them: main.star names each
 // with add_console(name, type, …), and a module switches with
-// select_console(name). jetqa has the console type of a VM's own screen
-// and keyboard, tty-console: a Linux virtual terminal, reached with
-// ctrl-alt-f<tty>.
+// select_console(name). jetqa has two types: tty-console, a Linux virtual
+// terminal on the VM's screen and keyboard, reached with ctrl-alt-f<tty>;
+// and virtio-terminal, a serial terminal on the guest's virtio console
+// (hvc0), where typing goes to the terminal and wait_serial reads it.
 
 // console is one console main.star added.
 type console struct {
 	name string
-	kind string // consoleTTY
+	kind string // consoleTTY or consoleVirtio
 	tty  int
 }
 
-const consoleTTY = "tty-console"
+const (
+	consoleTTY    = "tty-console"
+	consoleVirtio = "virtio-terminal"
+)
 
 // Console types of os-autoinst that jetqa does not have: a test that adds
 // one stops before the VM boots, saying so.
 var notSupportedConsoles = map[string]string{
-	"virtio-terminal": "a serial terminal on a virtio console is not there yet",
-	"ssh-xterm":       "jetqa opens no connections into the machine",
-	"ssh-serial":      "jetqa opens no connections into the machine",
-	"ssh-virtsh":      "jetqa runs machines in QEMU, not through libvirt",
-	"s3270":           "jetqa has no 3270 consoles (s390x)",
-	"ipmi-xterm":      "jetqa has no IPMI backend",
-	"ipmi-sol":        "jetqa has no IPMI backend",
-	"vnc-base":        "the VM's screen is the tty-console's screen",
+	"ssh-xterm":  "jetqa opens no connections into the machine",
+	"ssh-serial": "jetqa opens no connections into the machine",
+	"ssh-virtsh": "jetqa runs machines in QEMU, not through libvirt",
+	"s3270":      "jetqa has no 3270 consoles (s390x)",
+	"ipmi-xterm": "jetqa has no IPMI backend",
+	"ipmi-sol":   "jetqa has no IPMI backend",
+	"vnc-base":   "the VM's screen is the tty-console's screen",
 }
 
 // add_console(name, type, tty=N) in main.star.
@@ -49,10 +53,10 @@ func addConsoleBuiltin(consoles map[string]console) *starlark.Builtin {
 		if why, ok := notSupportedConsoles[c.kind]; ok {
 			return nil, fmt.Errorf("add_console(%q, %q): not supported: %s", c.name, c.kind, why)
 		}
-		if c.kind != consoleTTY {
-			return nil, fmt.Errorf("add_console(%q, %q): unknown console type: use %s", c.name, c.kind, consoleTTY)
+		if c.kind != consoleTTY && c.kind != consoleVirtio {
+			return nil, fmt.Errorf("add_console(%q, %q): unknown console type: use %s or %s", c.name, c.kind, consoleTTY, consoleVirtio)
 		}
-		if c.tty < 1 || c.tty > 12 {
+		if c.kind == consoleTTY && (c.tty < 1 || c.tty > 12) {
 			return nil, fmt.Errorf("add_console(%q, %q): tty=%d: give the virtual terminal, 1 to 12 (reached with ctrl-alt-f1 … f12)", c.name, c.kind, c.tty)
 		}
 		consoles[c.name] = c
@@ -78,13 +82,64 @@ func (r *runner) selectConsole(args starlark.Tuple, kwargs []starlark.Tuple) (st
 	if r.console == name {
 		return starlark.None, nil
 	}
-	if err := r.vm.SendKey(r.ctx, fmt.Sprintf("ctrl-alt-f%d", c.tty)); err != nil {
-		return nil, fmt.Errorf("select_console(%q): %w", name, err)
+	where := "the virtio console"
+	if c.kind == consoleTTY {
+		if err := r.vm.SendKey(r.ctx, fmt.Sprintf("ctrl-alt-f%d", c.tty)); err != nil {
+			return nil, fmt.Errorf("select_console(%q): %w", name, err)
+		}
+		where = fmt.Sprintf("tty%d", c.tty)
 	}
 	r.console = name
 	r.module.Details = append(r.module.Details, schemas.Step{Kind: "info", Result: schemas.ResultPassed,
-		Text: fmt.Sprintf("console %s selected (tty%d)", name, c.tty)})
+		Text: fmt.Sprintf("console %s selected (%s)", name, where)})
 	return starlark.None, nil
+}
+
+// onTerminal says the selected console is a serial terminal.
+func (r *runner) onTerminal() bool {
+	return r.console != "" && r.consoles[r.console].kind == consoleVirtio
+}
+
+// needsVirtioConsole says whether the machine needs a virtio console.
+func needsVirtioConsole(consoles map[string]console) bool {
+	for _, c := range consoles {
+		if c.kind == consoleVirtio {
+			return true
+		}
+	}
+	return false
+}
+
+// typeRaw types s where the selected console takes it: on the VM's
+// keyboard, or into the serial terminal.
+func (r *runner) typeRaw(s string, perKey time.Duration) error {
+	if r.onTerminal() {
+		return r.vm.WriteVirtio(r.ctx, []byte(s))
+	}
+	return r.vm.TypeString(r.ctx, s, perKey)
+}
+
+// terminalKeys are the keys a serial terminal takes, as the characters
+// they send.
+var terminalKeys = map[string]string{
+	"ret": "\n", "enter": "\n", "kp_enter": "\n", "tab": "\t", "esc": "\x1b", "backspace": "\x7f", "spc": " ",
+	"ctrl-c": "\x03", "ctrl-d": "\x04", "ctrl-z": "\x1a", "ctrl-l": "\x0c", "ctrl-u": "\x15",
+	"up": "\x1b[A", "down": "\x1b[B", "right": "\x1b[C", "left": "\x1b[D",
+}
+
+// pressKey presses a key on the selected console.
+func (r *runner) pressKey(key string) error {
+	if !r.onTerminal() {
+		return r.vm.SendKey(r.ctx, key)
+	}
+	seq, ok := terminalKeys[key]
+	if !ok && len([]rune(key)) == 1 {
+		seq, ok = key, true
+	}
+	if !ok {
+		return failf("send_key(%q) on the serial terminal %s: it takes characters and %s", key, r.console, strings.Join(slices.Sorted(maps.Keys(terminalKeys)), ", "))
+	}
+	return r.vm.WriteVirtio(r.ctx, []byte(seq))
 }
 
 // current_console(): the name of the selected console, or None.

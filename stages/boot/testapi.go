@@ -54,6 +54,7 @@ type runner struct {
 	module       *schemas.ModuleResult
 	shots        int
 	serialOffset int64
+	virtioOffset int64 // of the serial terminal, as serialOffset
 	// poweredOff says the test shut the machine down and saw it go.
 	poweredOff bool
 	// snapshots says the VM may be saved (QEMU_DISABLE_SNAPSHOTS unset,
@@ -586,12 +587,12 @@ func (r *runner) sendKey(args starlark.Tuple, kwargs []starlark.Tuple) (starlark
 		return nil, err
 	}
 	press := func() error {
-		if err := r.vm.SendKey(r.ctx, key); err != nil {
+		if err := r.pressKey(key); err != nil {
 			return fmt.Errorf("send_key(%q): %w", key, err)
 		}
 		return nil
 	}
-	if !waitChange {
+	if !waitChange || r.onTerminal() {
 		return starlark.None, press()
 	}
 	_, err := r.waitScreenChange(press, r.timeout(starlark.MakeInt(10), 10), 50)
@@ -617,7 +618,11 @@ func (r *runner) waitSerial(args starlark.Tuple, kwargs []starlark.Tuple) (starl
 	if err != nil {
 		return nil, fmt.Errorf("wait_serial: bad regexp %q: %w", pattern, err)
 	}
-	out, ok, err := r.serialWait(re, r.timeout(timeout, 90))
+	wait := r.serialWait
+	if r.onTerminal() {
+		wait = r.terminalWait
+	}
+	out, ok, err := wait(re, r.timeout(timeout, 90))
 	step := schemas.Step{Kind: "serial", Text: "wait_serial " + pattern, Result: schemas.ResultPassed}
 	if err != nil {
 		return nil, err
@@ -632,6 +637,9 @@ func (r *runner) waitSerial(args starlark.Tuple, kwargs []starlark.Tuple) (starl
 			return starlark.None, nil
 		}
 		r.module.Details = append(r.module.Details, step)
+		if r.onTerminal() {
+			return starlark.String(r.vm.Virtio().Bytes(r.virtioOffset)), nil
+		}
 		return starlark.String(r.vm.Serial().Bytes(r.serialOffset)), nil
 	}
 	if !ok {
@@ -658,12 +666,27 @@ func (r *runner) serialWait(re *regexp.Regexp, timeout time.Duration) (string, b
 	return out, true, nil
 }
 
+// terminalWait waits for re on the serial terminal after its last match.
+func (r *runner) terminalWait(re *regexp.Regexp, timeout time.Duration) (string, bool, error) {
+	ctx, cancel := context.WithTimeout(r.ctx, timeout)
+	defer cancel()
+	out, end, err := r.vm.Virtio().WaitFor(ctx, re, r.virtioOffset)
+	if err != nil {
+		if r.ctx.Err() != nil {
+			return "", false, incomplete(r.ctx.Err())
+		}
+		return "", false, nil
+	}
+	r.virtioOffset = end
+	return out, true, nil
+}
+
 // runCommand types cmd on the VM's console followed by a marker echo to the
 // serial port, as openQA's script_run does, and returns the exit code.
 func (r *runner) runCommand(fn, cmd string, timeout time.Duration) (int, bool, error) {
 	marker := "jq" + newID()[:6]
 	re := regexp.MustCompile(marker + `-(\d+)-`)
-	if err := r.vm.TypeString(r.ctx, cmd+"; echo "+marker+"-$?- > /dev/ttyS0\n", 0); err != nil {
+	if err := r.typeRaw(cmd+"; echo "+marker+"-$?- > /dev/ttyS0\n", 0); err != nil {
 		return 0, false, fmt.Errorf("%s: %w", fn, err)
 	}
 	out, ok, err := r.serialWait(re, timeout)
@@ -685,7 +708,7 @@ func (r *runner) scriptRun(args starlark.Tuple, kwargs []starlark.Tuple) (starla
 		return nil, err
 	}
 	if seconds(timeout, 90) == 0 {
-		if err := r.vm.TypeString(r.ctx, cmd+"\n", 0); err != nil {
+		if err := r.typeRaw(cmd+"\n", 0); err != nil {
 			return nil, fmt.Errorf("script_run: %w", err)
 		}
 		r.module.Details = append(r.module.Details, schemas.Step{Kind: "serial", Text: fmt.Sprintf("script_run %q: not waited for (timeout=0)", cmd), Result: schemas.ResultPassed})

@@ -181,14 +181,14 @@ func (r *runner) typeString(args starlark.Tuple, kwargs []starlark.Tuple) (starl
 // the screen when chunk > 0. Errors never quote s.
 func (r *runner) typeText(s string, maxInterval, chunk int, similarity float64, timeout time.Duration) error {
 	delay := typingDelay(maxInterval)
-	if chunk <= 0 {
+	if chunk <= 0 || r.onTerminal() { // a terminal shows no screen to change
 		chunk = len(s)
 	}
 	runes := []rune(s)
 	for start := 0; start < len(runes); start += chunk {
 		piece := string(runes[start:min(start+chunk, len(runes))])
 		typePiece := func() error {
-			if err := r.vm.TypeString(r.ctx, piece, delay); err != nil {
+			if err := r.typeRaw(piece, delay); err != nil {
 				return fmt.Errorf("type_string: %w", err)
 			}
 			return nil
@@ -249,7 +249,7 @@ func (r *runner) sendKeyUntilNeedlematch(args starlark.Tuple, kwargs []starlark.
 		if err != nil || res.Matched {
 			return starlark.None, err
 		}
-		if _, err := r.waitScreenChange(func() error { return r.vm.SendKey(r.ctx, key) }, r.timeout(starlark.MakeInt(10), 10), 50); err != nil {
+		if _, err := r.waitScreenChange(func() error { return r.pressKey(key) }, r.timeout(starlark.MakeInt(10), 10), 50); err != nil {
 			return nil, err
 		}
 		if counter--; counter <= 0 {
@@ -356,7 +356,7 @@ func (r *runner) rawOutput(fn, cmd string, timeout time.Duration) (output, code 
 	marker := "jq" + newID()[:6]
 	// cmd runs in a subshell of its own, so an exit in it ends only that.
 	typed := fmt.Sprintf("(echo %s-start; (%s); echo %s-$?-) > /dev/ttyS0 2>&1\n", marker, cmd, marker)
-	if err := r.vm.TypeString(r.ctx, typed, 0); err != nil {
+	if err := r.typeRaw(typed, 0); err != nil {
 		return "", "", fmt.Errorf("%s: %w", fn, err)
 	}
 	re := regexp.MustCompile(`(?s)` + marker + `-start\r?\n(.*?)` + marker + `-(\d+)-`)

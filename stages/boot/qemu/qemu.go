@@ -29,8 +29,12 @@ const (
 	// StderrLogFile holds what QEMU printed on stdout and stderr.
 	StderrLogFile = "qemu.log"
 
+	// VirtioLogFile records what the guest wrote to its virtio console.
+	VirtioLogFile = "virtio_console.log"
+
 	qmpSocket    = "qmp.sock"
 	serialSocket = "serial0.sock"
+	virtioSocket = "virtio_console.sock"
 )
 
 // maxSocketPath is the longest path a unix socket address can hold on
@@ -85,6 +89,9 @@ type Config struct {
 	// NoTablet leaves out the USB tablet the mouse functions move, as
 	// openQA's QEMU_NO_TABLET.
 	NoTablet bool
+	// VirtioConsole gives the machine a virtio console (the guest's hvc0),
+	// os-autoinst's virtio_console: a serial terminal a test can select.
+	VirtioConsole bool
 	// ExtraArgs are appended to the command line as they are.
 	ExtraArgs []string
 	// KeyHold is how long each key of SendKey and TypeString stays
@@ -289,6 +296,13 @@ func commandLine(cfg Config, accel string, disks []disk) []string {
 			dev += bootIndex(cfg.BootFrom, hdIndex)
 		}
 		args = append(args, "-drive", "file="+optValue(d.path)+",format="+d.format+",if=none,id="+id, "-device", dev)
+	}
+	if cfg.VirtioConsole {
+		// QEMU listens here; the VM connects once QEMU runs.
+		args = append(args, "-device", "virtio-serial-pci,id=vser0",
+			"-chardev", "socket,id=virtcon0,server=on,wait=off,path="+optValue(filepath.Join(dir, virtioSocket))+
+				",logfile="+optValue(filepath.Join(dir, VirtioLogFile)),
+			"-device", "virtconsole,chardev=virtcon0,name=org.openqa.console.virtio_console")
 	}
 	if !cfg.NoTablet {
 		// An absolute pointer, as os-autoinst gives every machine: a click

@@ -45,6 +45,9 @@ type VM struct {
 	serialConn    net.Conn
 	serialWriteMu sync.Mutex
 	serialDone    chan struct{} // closed when the serial reader returns
+	// virtio is the guest's virtio console, when Config.VirtioConsole.
+	virtio     *SerialLog
+	virtioConn net.Conn
 
 	exited chan struct{} // closed when the process is reaped
 	done   chan struct{} // closed after exited, once the sockets are drained
@@ -180,6 +183,24 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	os.Remove(qmpPath)
 	os.Remove(serialPath)
 
+	if cfg.VirtioConsole {
+		conn, err := net.Dial("unix", filepath.Join(cfg.Dir, virtioSocket))
+		if err != nil {
+			v.kill(err)
+			<-v.exited
+			v.qmp.close()
+			v.serialConn.Close()
+			return nil, v.startError(fmt.Errorf("connecting to the virtio console: %w", err))
+		}
+		v.virtio, v.virtioConn = NewSerialLog(), conn
+		go func() {
+			_, err := io.Copy(v.virtio, conn)
+			if err == nil || errors.Is(err, net.ErrClosed) {
+				err = errors.New("qemu: the virtio console closed")
+			}
+			v.virtio.CloseWithError(err)
+		}()
+	}
 	go v.readSerial()
 	go v.supervise(ctx)
 	v.log.Info("qemu started", "pid", cmd.Process.Pid, "accel", accel, "dir", cfg.Dir,
@@ -327,6 +348,9 @@ func (v *VM) supervise(ctx context.Context) {
 	}
 	v.serialConn.Close()
 	<-v.serialDone
+	if v.virtioConn != nil {
+		v.virtioConn.Close()
+	}
 
 	v.mu.Lock()
 	switch {
@@ -551,6 +575,24 @@ func (v *VM) WriteSerial(ctx context.Context, data []byte) error {
 	defer v.serialWriteMu.Unlock()
 	if err := writeContext(ctx, v.serialConn, data); err != nil {
 		return fmt.Errorf("qemu: write serial: %w", err)
+	}
+	return nil
+}
+
+// Virtio is what the guest wrote to its virtio console; nil when the
+// machine has none.
+func (v *VM) Virtio() *SerialLog { return v.virtio }
+
+// WriteVirtio sends data to the guest's virtio console, as typed on a
+// terminal attached to hvc0.
+func (v *VM) WriteVirtio(ctx context.Context, data []byte) error {
+	if v.virtioConn == nil {
+		return errors.New("qemu: the machine has no virtio console")
+	}
+	v.serialWriteMu.Lock()
+	defer v.serialWriteMu.Unlock()
+	if err := writeContext(ctx, v.virtioConn, data); err != nil {
+		return fmt.Errorf("qemu: write virtio console: %w", err)
 	}
 	return nil
 }
