@@ -29,7 +29,7 @@ def run():
 `
 	devRetryModule = `
 def run():
-    assert_screen("dev-fixed", timeout=5)
+    assert_screen("dev-fixed", timeout=5, no_wait=True)
 `
 )
 

@@ -55,6 +55,8 @@ type runner struct {
 	shots        int
 	serialOffset int64
 	virtioOffset int64 // of the serial terminal, as serialOffset
+	// noWait is assert_screen's and check_screen's no_wait, during the call.
+	noWait bool
 	// poweredOff says the test shut the machine down and saw it go.
 	poweredOff bool
 	// snapshots says the VM may be saved (QEMU_DISABLE_SNAPSHOTS unset,
@@ -438,9 +440,10 @@ func tagsArg(v starlark.Value) ([]string, error) {
 
 func (r *runner) assertScreen(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var mustmatch, timeout starlark.Value = nil, starlark.MakeInt(30)
-	if err := starlark.UnpackArgs("assert_screen", args, kwargs, "mustmatch", &mustmatch, "timeout?", &timeout); err != nil {
+	if err := starlark.UnpackArgs("assert_screen", args, kwargs, "mustmatch", &mustmatch, "timeout?", &timeout, "no_wait?", &r.noWait); err != nil {
 		return nil, err
 	}
+	defer func() { r.noWait = false }()
 	res, err := r.screenCheck("assert_screen", mustmatch, r.timeout(timeout, 30))
 	if err != nil {
 		return nil, err
@@ -453,9 +456,10 @@ func (r *runner) assertScreen(args starlark.Tuple, kwargs []starlark.Tuple) (sta
 
 func (r *runner) checkScreen(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var mustmatch, timeout starlark.Value = nil, starlark.MakeInt(0)
-	if err := starlark.UnpackArgs("check_screen", args, kwargs, "mustmatch", &mustmatch, "timeout?", &timeout); err != nil {
+	if err := starlark.UnpackArgs("check_screen", args, kwargs, "mustmatch", &mustmatch, "timeout?", &timeout, "no_wait?", &r.noWait); err != nil {
 		return nil, err
 	}
+	defer func() { r.noWait = false }()
 	res, err := r.screenCheck("check_screen", mustmatch, r.timeout(timeout, 0))
 	if err != nil {
 		return nil, err
@@ -528,7 +532,11 @@ func (r *runner) waitForScreen(fn string, mustmatch starlark.Value, timeout time
 			r.recordMatch(screen, res, false)
 			return res, nil
 		}
-		if err := r.pause(min(250*time.Millisecond, time.Until(deadline))); err != nil {
+		interval := 250 * time.Millisecond
+		if r.noWait {
+			interval = 20 * time.Millisecond // os-autoinst's no_wait: look again at once
+		}
+		if err := r.pause(min(interval, time.Until(deadline))); err != nil {
 			return res, err
 		}
 	}
