@@ -661,31 +661,27 @@ func (r *runner) waitSerial(args starlark.Tuple, kwargs []starlark.Tuple) (starl
 
 // serialWait waits for re on the serial output after the last match.
 func (r *runner) serialWait(re *regexp.Regexp, timeout time.Duration) (string, bool, error) {
-	ctx, cancel := context.WithTimeout(r.ctx, timeout)
-	defer cancel()
-	out, end, err := r.vm.Serial().WaitFor(ctx, re, r.serialOffset)
-	if err != nil {
-		if r.ctx.Err() != nil {
-			return "", false, incomplete(r.ctx.Err())
-		}
-		return "", false, nil
-	}
-	r.serialOffset = end
-	return out, true, nil
+	return r.waitLog(r.vm.Serial(), &r.serialOffset, re, timeout)
 }
 
 // terminalWait waits for re on the serial terminal after its last match.
 func (r *runner) terminalWait(re *regexp.Regexp, timeout time.Duration) (string, bool, error) {
+	return r.waitLog(r.vm.Virtio(), &r.virtioOffset, re, timeout)
+}
+
+// waitLog waits for re in log after *offset, and moves *offset past the
+// match.
+func (r *runner) waitLog(log *qemu.SerialLog, offset *int64, re *regexp.Regexp, timeout time.Duration) (string, bool, error) {
 	ctx, cancel := context.WithTimeout(r.ctx, timeout)
 	defer cancel()
-	out, end, err := r.vm.Virtio().WaitFor(ctx, re, r.virtioOffset)
+	out, end, err := log.WaitFor(ctx, re, *offset)
 	if err != nil {
 		if r.ctx.Err() != nil {
 			return "", false, incomplete(r.ctx.Err())
 		}
 		return "", false, nil
 	}
-	r.virtioOffset = end
+	*offset = end
 	return out, true, nil
 }
 
