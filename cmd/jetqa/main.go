@@ -57,11 +57,13 @@ Usage:
   jetqa admin rebuild [--compare]  rebuild the read model from the streams
   jetqa version
 
-Client commands reach the API at $JETQA_API (default http://127.0.0.1:9526)
-and NATS at $JETQA_NATS (default nats://127.0.0.1:4222), as the operator:
-with the credentials file $JETQA_CREDS, by default data/admin.creds (the
-server writes it into its data directory), and $JETQA_TLS_CA when the
-server's certificate is signed by a private CA.
+The job, dev, worker list and schedule commands use the API only, at
+$JETQA_API (default http://127.0.0.1:9526), signing with the key for it in
+client.conf. The operator's commands (events, replay, asset, cache, admin)
+reach NATS at $JETQA_NATS (default nats://127.0.0.1:4222) with the
+credentials file $JETQA_CREDS, by default data/admin.creds (the server
+writes it into its data directory), and $JETQA_TLS_CA when the server's
+certificate is signed by a private CA.
 Run "jetqa COMMAND -h" for a command's flags.
 `
 
