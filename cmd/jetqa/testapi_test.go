@@ -460,3 +460,37 @@ loadtest("terminal")
 		t.Fatalf("job %d: %s (%s)", id, fin.Result, fin.Reason)
 	}
 }
+
+// ARCH=aarch64 runs on qemu-system-aarch64 where it is installed, as
+// os-autoinst builds that machine: virt board, UEFI firmware (AAVMF), a
+// virtio GPU and a USB keyboard. testos is x86 only, so the firmware finds
+// nothing to boot and opens its shell, which takes typed keys. (No NIC:
+// the firmware would try network boots for minutes first.)
+func TestAarch64Machine(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-aarch64"); err != nil {
+		t.Skip("qemu-system-aarch64 is not installed (Debian's qemu-system-arm)")
+	}
+	if _, err := os.Stat("/usr/share/AAVMF/AAVMF_CODE.fd"); err != nil {
+		t.Skip("no AAVMF firmware (Debian's qemu-efi-aarch64)")
+	}
+	testos := testosDir(t)
+	s := startSystem(t)
+	repo := repoVariant(t, testos, func(dir string) {
+		writeFile(t, filepath.Join(dir, "tests", "firmware.star"), `
+def run():
+    if not wait_serial("UEFI firmware", timeout=300):
+        fail("no UEFI firmware on the serial port")
+    if not wait_serial("Shell> ", timeout=300):
+        fail("the firmware's shell did not open")
+    type_string("echo jetqa-on-arm\n")
+    if not wait_serial("jetqa-on-arm", timeout=120):
+        fail("the shell did not take the typed keys")
+    save_screenshot()
+`)
+		writeFile(t, filepath.Join(dir, "main.star"), "loadtest('firmware')\n")
+	})
+	id := s.post(t, demoSettings(testos, "CASEDIR="+repo, "ARCH=aarch64", "NOVIDEO=1", "NICTYPE=none"))
+	if fin := s.finish(t, id, 10*time.Minute); fin.Result != schemas.ResultPassed {
+		t.Fatalf("aarch64 job %d: %s (%s)", id, fin.Result, fin.Reason)
+	}
+}

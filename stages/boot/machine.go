@@ -33,6 +33,7 @@ type machine struct {
 	dir       string // the VM's directory: blank disks, UEFI variables
 	numDisks  int
 	sizeGB    int
+	arch      string
 	uefi      bool
 	uefiCode  string
 	uefiVars  string
@@ -45,6 +46,9 @@ var (
 	vgaModels  = []string{"std", "cirrus", "vmware", "qxl", "virtio", "none"}
 	archBinary = map[string]string{"x86_64": "qemu-system-x86_64", "aarch64": "qemu-system-aarch64"}
 	// OVMF's code and its pristine variables, as Debian's ovmf installs them.
+	aavmfCandidates = [][2]string{
+		{"/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"},
+	}
 	ovmfCandidates = [][2]string{
 		{"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"},
 		{"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"},
@@ -91,6 +95,7 @@ func zeroOrOne(v string) error {
 var machineSettings = []machineSetting{
 	{"ARCH", "x86_64", "the guest's architecture", oneOf("x86_64", "aarch64"), func(m *machine, v string) error {
 		bin := archBinary[v]
+		m.arch = v
 		if v != "x86_64" {
 			if _, err := exec.LookPath(bin); err != nil {
 				return fmt.Errorf("%s is not installed on this worker", bin)
@@ -204,6 +209,26 @@ func MachineSettingNames() []string {
 	return names
 }
 
+// armMachine makes an aarch64 machine as os-autoinst does: QEMU's virt
+// board, the emulator's best CPU unless QEMUCPU names one, UEFI firmware
+// (AAVMF; there is no BIOS), a virtio GPU and a USB keyboard (virt has no
+// VGA and no PS/2), and the CD-ROM on SCSI (no IDE either), unless the job
+// sets these.
+func (m *machine) armMachine(st map[string]string) {
+	m.cfg.Machine = "virt,gic-version=max"
+	if m.cfg.CPU == "" {
+		m.cfg.CPU = "max"
+	}
+	m.uefi = true
+	if st["QEMUVGA"] == "" {
+		m.cfg.VGA = "virtio"
+	}
+	m.cfg.USBKeyboard = true
+	if st["CDMODEL"] == "" {
+		m.cfg.CDModel = "scsi-cd"
+	}
+}
+
 // machineConfig turns a job's settings into its VM: every setting of the
 // table checked, blank disks made, the UEFI variable store copied. A
 // setting the worker forbids, or a value QEMU would refuse, is an error
@@ -234,6 +259,9 @@ func machineConfig(ctx context.Context, cfg Config, ready *schemas.JobReady, dir
 	}
 	if m.noKVM {
 		m.cfg.Accel = "tcg"
+	}
+	if m.arch == "aarch64" {
+		m.armMachine(st)
 	}
 	for i := 1; ; i++ {
 		p, ok := ready.Assets["HDD_"+strconv.Itoa(i)]
@@ -293,8 +321,12 @@ func (m *machine) firmware() error {
 		return nil
 	}
 	code, vars := m.uefiCode, m.uefiVars
+	candidates := ovmfCandidates
+	if m.arch == "aarch64" {
+		candidates = aavmfCandidates
+	}
 	if code == "" {
-		for _, c := range ovmfCandidates {
+		for _, c := range candidates {
 			if _, err := os.Stat(c[0]); err == nil {
 				code = c[0]
 				if vars == "" {
@@ -305,7 +337,11 @@ func (m *machine) firmware() error {
 		}
 	}
 	if code == "" {
-		return errors.New("UEFI=1: no UEFI firmware on this worker: install the ovmf package, or set UEFI_PFLASH_CODE")
+		pkg := "ovmf"
+		if m.arch == "aarch64" {
+			pkg = "qemu-efi-aarch64"
+		}
+		return fmt.Errorf("UEFI=1: no UEFI firmware on this worker: install the %s package, or set UEFI_PFLASH_CODE", pkg)
 	}
 	if vars == "" {
 		return fmt.Errorf("UEFI=1: no variable store for %s: set UEFI_PFLASH_VARS", code)

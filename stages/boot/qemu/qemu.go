@@ -84,8 +84,15 @@ type Config struct {
 	// Kernel, Initrd and Append boot a Linux kernel directly
 	// (-kernel, -initrd, -append); Initrd and Append need Kernel.
 	Kernel, Initrd, Append string
-	// VGA is the -vga card; default "std".
+	// VGA is the -vga card; default "std". "virtio" is virtio-gpu-pci as a
+	// device, which machines without VGA (aarch64's virt) take.
 	VGA string
+	// Machine is the -machine type with its options, e.g. "virt" for
+	// aarch64; empty keeps QEMU's default (pc on x86_64).
+	Machine string
+	// USBKeyboard gives the machine a USB keyboard: machines without a PS/2
+	// controller (aarch64's virt) need it for keys.
+	USBKeyboard bool
 	// NoTablet leaves out the USB tablet the mouse functions move, as
 	// openQA's QEMU_NO_TABLET.
 	NoTablet bool
@@ -259,10 +266,16 @@ func commandLine(cfg Config, accel string, disks []disk) []string {
 	if cfg.CPU != "" {
 		args = append(args, "-cpu", cfg.CPU)
 	}
+	if cfg.Machine != "" {
+		args = append(args, "-machine", cfg.Machine)
+	}
+	display := []string{"-vga", cfg.VGA}
+	if cfg.Machine != "" && cfg.VGA == "virtio" {
+		display = []string{"-device", "virtio-gpu-pci"}
+	}
+	args = append(args, "-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemoryMiB))
+	args = append(args, display...)
 	args = append(args,
-		"-smp", strconv.Itoa(cfg.CPUs),
-		"-m", strconv.Itoa(cfg.MemoryMiB),
-		"-vga", cfg.VGA,
 		"-chardev", "socket,id=qmp,path="+optValue(filepath.Join(dir, qmpSocket)),
 		"-mon", "chardev=qmp,mode=control",
 		"-chardev", "socket,id=serial0,path="+optValue(filepath.Join(dir, serialSocket))+
@@ -304,10 +317,16 @@ func commandLine(cfg Config, accel string, disks []disk) []string {
 				",logfile="+optValue(filepath.Join(dir, VirtioLogFile)),
 			"-device", "virtconsole,chardev=virtcon0,name=org.openqa.console.virtio_console")
 	}
+	if !cfg.NoTablet || cfg.USBKeyboard {
+		args = append(args, "-device", "qemu-xhci,id=xhci")
+	}
+	if cfg.USBKeyboard {
+		args = append(args, "-device", "usb-kbd,bus=xhci.0")
+	}
 	if !cfg.NoTablet {
 		// An absolute pointer, as os-autoinst gives every machine: a click
 		// lands where the test says, whatever the guest's acceleration.
-		args = append(args, "-device", "qemu-xhci,id=xhci", "-device", "usb-tablet,bus=xhci.0")
+		args = append(args, "-device", "usb-tablet,bus=xhci.0")
 	}
 	if cfg.NICModel != "" {
 		// No option ROM: the firmware never tries to boot from the
