@@ -3,7 +3,8 @@
 # the testos demo image — only those that are missing. Safe to run again.
 # `install-deps.sh test` adds what the test suite compares against:
 # os-autoinst, openQA's own test runner, as the reference for needle
-# matching, and openQA's clients (openqa-cli, openqa_client) for the API.
+# matching, openQA's clients (openqa-cli, openqa_client) for the API, and
+# QEMU for aarch64 guests.
 set -euo pipefail
 
 packages=(
@@ -25,6 +26,9 @@ if [ "${1:-}" = test ]; then
     libmojo-ioloop-readwriteprocess-perl libtime-moment-perl libjson-validator-perl)
   # openQA's own clients, run against jetqa's API by the tests.
   packages+=(openqa-client python3-openqa-client)
+  # aarch64 machines (ARCH=aarch64): the emulator and its UEFI firmware,
+  # optional for workers, so that their test runs.
+  packages+=(qemu-system-arm qemu-efi-aarch64)
 fi
 
 missing=()
