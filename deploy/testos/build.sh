@@ -258,15 +258,18 @@ dmesg -n 1
 for m in $(cat /lib/modules/order); do
     insmod /lib/modules/$m.ko 2>/dev/null
 done
-# A shell on the virtio console too, when the machine has one (a
-# virtio-serial PCI device): its port shows up shortly after the module
-# loads.
+# A shell on the virtio console too, when the machine has one: a port
+# named org.openqa.console.* of its virtio-serial device (which may have
+# only other ports, such as jetqa's upload port). The ports show up
+# shortly after the module loads.
 if grep -qs -e 0x1003 -e 0x1043 /sys/bus/pci/devices/*/device; then
     for _ in 1 2 3 4 5 6 7 8 9 10; do
         grep -qs . /sys/class/virtio-ports/*/name && break
         sleep 0.2
     done
-    echo "hvc0::respawn:-/bin/sh" >>/etc/inittab
+    if grep -qs org.openqa.console /sys/class/virtio-ports/*/name; then
+        echo "hvc0::respawn:-/bin/sh" >>/etc/inittab
+    fi
 fi
 # Clear the VGA console: the screen then shows only the banner and the prompt.
 printf '\033[H\033[J' >/dev/tty1

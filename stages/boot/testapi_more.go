@@ -3,6 +3,7 @@ package boot
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"go.starlark.net/starlark"
 
 	"jetqa/schemas"
+	"jetqa/stages/boot/qemu"
 )
 
 // callbackFunc is a testapi function that may call back into Starlark
@@ -385,17 +387,7 @@ func (r *runner) uploadLogs(args starlark.Tuple, kwargs []starlark.Tuple) (starl
 	if strings.ContainsAny(file, "'\n") {
 		return nil, fmt.Errorf("upload_logs: file %q: a path may not hold a quote or a newline", file)
 	}
-	encoded, code, err := r.rawOutput("upload_logs", "base64 '"+file+"'", r.timeout(timeout, 90))
-	if err == nil && code != "0" {
-		err = failf("upload_logs %s: the guest could not read it (exit status %s)", file, code)
-	}
-	var data []byte
-	if err == nil {
-		data, err = base64.StdEncoding.DecodeString(strings.Join(strings.Fields(encoded), ""))
-		if err != nil {
-			err = failf("upload_logs %s: what crossed the serial port is not base64: %v", file, err)
-		}
-	}
+	data, err := r.guestFile("upload_logs", file, r.timeout(timeout, 90))
 	if err != nil {
 		var tf *testFailure
 		if failOK && errors.As(err, &tf) {
@@ -411,6 +403,48 @@ func (r *runner) uploadLogs(args starlark.Tuple, kwargs []starlark.Tuple) (starl
 	}
 	r.module.Details = append(r.module.Details, schemas.Step{Kind: "info", Text: fmt.Sprintf("upload_logs %s: %s, %d bytes", file, name, len(data)), Result: schemas.ResultPassed})
 	return starlark.String(name), nil
+}
+
+// guestFile reads a file of the guest: on the virtio-serial upload port
+// when the guest has it, else in base64 across the serial console (slow:
+// some KB/s). file holds no quote or newline.
+func (r *runner) guestFile(fn, file string, timeout time.Duration) ([]byte, error) {
+	if r.vm.HasUploadPort() {
+		id := "jq" + newID()[:8]
+		// In a subshell: exit 125 says the guest has no such port.
+		cmd := fmt.Sprintf(`(p=$(grep -lx %s /sys/class/virtio-ports/*/name 2>/dev/null) || exit 125; d=${p%%/name}; `+
+			`{ echo "jetqa-upload %s"; base64 '%s' && echo "jetqa-upload-end %s"; } > /dev/${d##*/})`, qemu.UploadPortName, id, file, id)
+		code, ok, err := r.runCommand(fn, cmd, timeout)
+		switch {
+		case err != nil:
+			return nil, err
+		case !ok:
+			return nil, failf("%s %s: no exit status within %s", fn, file, timeout)
+		case code == 0:
+			ctx, cancel := context.WithTimeout(r.ctx, timeout)
+			defer cancel()
+			data, err := r.vm.WaitUpload(ctx, id)
+			if err != nil {
+				return nil, failf("%s %s: %v", fn, file, err)
+			}
+			return data, nil
+		case code != 125:
+			return nil, failf("%s %s: the guest could not read it (exit status %d)", fn, file, code)
+		}
+		r.log.Info("the guest has no upload port: the file crosses the serial console", "file", file)
+	}
+	encoded, code, err := r.rawOutput(fn, "base64 '"+file+"'", timeout)
+	if err == nil && code != "0" {
+		err = failf("%s %s: the guest could not read it (exit status %s)", fn, file, code)
+	}
+	if err != nil {
+		return nil, err
+	}
+	data, err := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(encoded), ""))
+	if err != nil {
+		return nil, failf("%s %s: what crossed the serial port is not base64: %v", fn, file, err)
+	}
+	return data, nil
 }
 
 // validate_script_output(cmd, check, timeout=90, title=…,

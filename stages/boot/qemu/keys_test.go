@@ -171,6 +171,8 @@ func TestCommandLine(t *testing.T) {
 		"-serial", "chardev:serial0",
 		"-drive", "file=/assets/install,,dvd.iso,media=cdrom,readonly=on,if=none,id=cd0", "-device", "ide-cd,drive=cd0",
 		"-drive", "file=/pool/hdd1.qcow2,format=qcow2,if=none,id=hd0", "-device", "virtio-blk-pci,drive=hd0",
+		"-device", "virtio-serial-pci,id=vser0",
+		"-chardev", "socket,id=upload0,server=on,wait=off,path=/run/jetqa/job 7/upload.sock", "-device", "virtserialport,chardev=upload0,name=org.jetqa.upload",
 		"-device", "qemu-xhci,id=xhci", "-device", "usb-tablet,bus=xhci.0",
 		"-kernel", "/assets/vmlinuz", "-initrd", "/assets/initrd", "-append", "console=ttyS0 quiet",
 		"-nic", "user,model=virtio-net-pci",

@@ -35,6 +35,7 @@ const (
 	qmpSocket    = "qmp.sock"
 	serialSocket = "serial0.sock"
 	virtioSocket = "virtio_console.sock"
+	uploadSocket = "upload.sock"
 )
 
 // maxSocketPath is the longest path a unix socket address can hold on
@@ -99,6 +100,9 @@ type Config struct {
 	// VirtioConsole gives the machine a virtio console (the guest's hvc0),
 	// os-autoinst's virtio_console: a serial terminal a test can select.
 	VirtioConsole bool
+	// NoUploadPort leaves out the virtio-serial port the guest sends files
+	// on (UploadPortName); without it uploads cross the serial port.
+	NoUploadPort bool
 	// ExtraArgs are appended to the command line as they are.
 	ExtraArgs []string
 	// KeyHold is how long each key of SendKey and TypeString stays
@@ -310,12 +314,20 @@ func commandLine(cfg Config, accel string, disks []disk) []string {
 		}
 		args = append(args, "-drive", "file="+optValue(d.path)+",format="+d.format+",if=none,id="+id, "-device", dev)
 	}
+	if cfg.VirtioConsole || !cfg.NoUploadPort {
+		args = append(args, "-device", "virtio-serial-pci,id=vser0")
+	}
+	// QEMU listens on these sockets; the VM connects once QEMU runs.
 	if cfg.VirtioConsole {
-		// QEMU listens here; the VM connects once QEMU runs.
-		args = append(args, "-device", "virtio-serial-pci,id=vser0",
+		args = append(args,
 			"-chardev", "socket,id=virtcon0,server=on,wait=off,path="+optValue(filepath.Join(dir, virtioSocket))+
 				",logfile="+optValue(filepath.Join(dir, VirtioLogFile)),
 			"-device", "virtconsole,chardev=virtcon0,name=org.openqa.console.virtio_console")
+	}
+	if !cfg.NoUploadPort {
+		args = append(args,
+			"-chardev", "socket,id=upload0,server=on,wait=off,path="+optValue(filepath.Join(dir, uploadSocket)),
+			"-device", "virtserialport,chardev=upload0,name="+UploadPortName)
 	}
 	if !cfg.NoTablet || cfg.USBKeyboard {
 		args = append(args, "-device", "qemu-xhci,id=xhci")
@@ -347,6 +359,11 @@ func commandLine(cfg Config, accel string, disks []disk) []string {
 
 // cdDrive is the CD-ROM's drive id, for eject.
 const cdDrive = "cd0"
+
+// UploadPortName is the virtio-serial port the guest writes files to:
+// /sys/class/virtio-ports/*/name holds it, udev links it as
+// /dev/virtio-ports/org.jetqa.upload.
+const UploadPortName = "org.jetqa.upload"
 
 // The device models the machine may have, by openQA's names.
 var (

@@ -48,6 +48,9 @@ type VM struct {
 	// virtio is the guest's virtio console, when Config.VirtioConsole.
 	virtio     *SerialLog
 	virtioConn net.Conn
+	// uploads are the files the guest sends on its upload port.
+	uploads    *uploads
+	uploadConn net.Conn
 
 	exited chan struct{} // closed when the process is reaped
 	done   chan struct{} // closed after exited, once the sockets are drained
@@ -201,6 +204,18 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 			v.virtio.CloseWithError(err)
 		}()
 	}
+	if !cfg.NoUploadPort {
+		conn, err := net.Dial("unix", filepath.Join(cfg.Dir, uploadSocket))
+		if err != nil {
+			v.kill(err)
+			<-v.exited
+			v.qmp.close()
+			v.serialConn.Close()
+			return nil, v.startError(fmt.Errorf("connecting to the upload port: %w", err))
+		}
+		v.uploads, v.uploadConn = newUploads(), conn
+		go v.uploads.read(conn)
+	}
 	go v.readSerial()
 	go v.supervise(ctx)
 	v.log.Info("qemu started", "pid", cmd.Process.Pid, "accel", accel, "dir", cfg.Dir,
@@ -351,6 +366,9 @@ func (v *VM) supervise(ctx context.Context) {
 	if v.virtioConn != nil {
 		v.virtioConn.Close()
 	}
+	if v.uploadConn != nil {
+		v.uploadConn.Close()
+	}
 
 	v.mu.Lock()
 	switch {
@@ -494,6 +512,9 @@ func (v *VM) Screendump(ctx context.Context) ([]byte, error) {
 	return data, nil
 }
 
+// maxQueuedKeys is how many keys SendKey lets QEMU hold at once.
+const maxQueuedKeys = 6
+
 // keyValue is QMP's KeyValue of kind qcode.
 type keyValue struct {
 	Type string `json:"type"`
@@ -508,6 +529,17 @@ func (v *VM) SendKey(ctx context.Context, key string) error {
 	codes, err := qcodes(key)
 	if err != nil {
 		return fmt.Errorf("qemu: send key: %w", err)
+	}
+	// QEMU holds at most 50 input events and drops the rest; a key is 3
+	// to 7 (each press, the hold, each release). Keep only a few keys
+	// queued, or long strings lose characters.
+	v.mu.Lock()
+	ahead := time.Until(v.keysUntil)
+	v.mu.Unlock()
+	if budget := maxQueuedKeys * 2 * v.cfg.KeyHold; ahead > budget {
+		if err := pause(ctx, ahead-budget); err != nil {
+			return fmt.Errorf("qemu: send key %q: %w", key, err)
+		}
 	}
 	keys := make([]keyValue, len(codes))
 	for i, c := range codes {
