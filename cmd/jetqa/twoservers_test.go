@@ -48,26 +48,29 @@ func TestOneWorkerHostServesTwoServers(t *testing.T) {
 		if agg.Worker == nil || agg.Worker.Host != "wa" {
 			t.Fatalf("server %s, job %d ran on %v", name, id, agg.Worker)
 		}
-		runs[name] = run{startedAt(t, s, id), agg.Updated}
+		// The instance is free once the VM stopped (tests finished); the
+		// results are uploaded apart from it.
+		runs[name] = run{eventAt[*schemas.JobStarted](t, s, id), eventAt[*schemas.TestsFinished](t, s, id)}
 	}
 	if ra, rb := runs["a"], runs["b"]; ra.started.Before(rb.finished) && rb.started.Before(ra.finished) {
 		t.Fatalf("instance wa:1 ran both jobs at once: a %v–%v, b %v–%v", ra.started, ra.finished, rb.started, rb.finished)
 	}
 }
 
-// startedAt is when the job's VM started.
-func startedAt(t *testing.T, s *system, id int64) time.Time {
+// eventAt is when the job's first event of kind T was appended.
+func eventAt[T schemas.Payload](t *testing.T, s *system, id int64) time.Time {
 	t.Helper()
 	var at time.Time
 	err := s.bus.FollowJob(t.Context(), id, 0, func(ev schemas.Event, p schemas.Payload, _ streams.Delivery) error {
-		if _, ok := p.(*schemas.JobStarted); ok {
+		if _, ok := p.(T); ok {
 			at = ev.Time
 			return streams.ErrStopWatch
 		}
 		return nil
 	})
 	if err != nil || at.IsZero() {
-		t.Fatalf("job %d: no start time (%v)", id, err)
+		var kind T
+		t.Fatalf("job %d: no %T (%v)", id, kind, err)
 	}
 	return at
 }
