@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -103,27 +104,42 @@ func startUpProcess(b *testing.B) (string, apiCredential) {
 	apiURL := fmt.Sprintf("http://127.0.0.1:%d", freePorts(b, 1)[0])
 	cmd := exec.Command(os.Args[0], "up", "--data", data, "--nats-port", "-1", "--listen", strings.TrimPrefix(apiURL, "http://"))
 	cmd.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
-	var log bytes.Buffer
-	cmd.Stderr = &log
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	})
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if resp, err := http.Get(apiURL + "/health"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
+	// `jetqa up` says it is up once its API key is written and its API
+	// listens; requests wait in the listener until it serves.
+	up := make(chan struct{})
+	var log strings.Builder
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		lines := bufio.NewScanner(stderr)
+		for isUp := false; lines.Scan(); {
+			switch {
+			case !isUp && strings.HasPrefix(lines.Text(), "jetqa is up:"):
+				isUp = true
+				close(up)
+			case !isUp:
+				log.WriteString(lines.Text() + "\n")
 			}
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("jetqa up did not start:\n%s", log.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+	}()
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		<-logged
+		_ = cmd.Wait()
+	})
+	select {
+	case <-up:
+	case <-logged:
+		b.Fatalf("jetqa up ended before it was up:\n%s", log.String())
+	case <-time.After(time.Minute):
+		b.Fatal("jetqa up was not up within a minute")
 	}
 	b.Setenv("JETQA_CLIENT_CONF", filepath.Join(data, clientConf))
 	key, err := credentialFor(apiURL)
