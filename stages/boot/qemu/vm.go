@@ -171,16 +171,22 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	}
 	go v.wait()
 
-	if err := v.connect(ctx, qmpLn, serialLn); err != nil {
+	// abort ends a start that failed half way, closing what was opened.
+	abort := func(err error) (*VM, error) {
 		v.kill(err)
 		<-v.exited
 		if v.qmp != nil {
 			v.qmp.close()
 		}
-		if v.serialConn != nil {
-			v.serialConn.Close()
+		for _, c := range []net.Conn{v.serialConn, v.virtioConn} {
+			if c != nil {
+				c.Close()
+			}
 		}
 		return nil, v.startError(err)
+	}
+	if err := v.connect(ctx, qmpLn, serialLn); err != nil {
+		return abort(err)
 	}
 	// The sockets served their purpose: QEMU is connected for good.
 	os.Remove(qmpPath)
@@ -189,11 +195,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if cfg.VirtioConsole {
 		conn, err := net.Dial("unix", filepath.Join(cfg.Dir, virtioSocket))
 		if err != nil {
-			v.kill(err)
-			<-v.exited
-			v.qmp.close()
-			v.serialConn.Close()
-			return nil, v.startError(fmt.Errorf("connecting to the virtio console: %w", err))
+			return abort(fmt.Errorf("connecting to the virtio console: %w", err))
 		}
 		v.virtio, v.virtioConn = NewSerialLog(), conn
 		go func() {
@@ -207,11 +209,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if !cfg.NoUploadPort {
 		conn, err := net.Dial("unix", filepath.Join(cfg.Dir, uploadSocket))
 		if err != nil {
-			v.kill(err)
-			<-v.exited
-			v.qmp.close()
-			v.serialConn.Close()
-			return nil, v.startError(fmt.Errorf("connecting to the upload port: %w", err))
+			return abort(fmt.Errorf("connecting to the upload port: %w", err))
 		}
 		v.uploads, v.uploadConn = newUploads(), conn
 		go v.uploads.read(conn)
