@@ -19,16 +19,6 @@ type lastMatch struct {
 	areas  []schemas.AreaMatch
 }
 
-// remember keeps the needle that matched, for click_lastmatch.
-func (r *runner) remember(candidates []schemas.NeedleFile, res schemas.MatchResolved) {
-	for _, n := range candidates {
-		if n.Name == res.Best.Needle {
-			r.matched = &lastMatch{needle: n, areas: res.Best.Areas}
-			return
-		}
-	}
-}
-
 // clickPoint is where click_lastmatch clicks, as os-autoinst's
 // _calculate_clickpoint: the click_point of the last match area that has
 // one, else the centre of the last match area, where the area was found.

@@ -523,8 +523,10 @@ func (r *runner) waitForScreen(fn string, mustmatch starlark.Value, timeout time
 			}
 			if res.Matched {
 				r.recordMatch(screen, res, true)
-				r.workaroundMatched(candidates, res.Best.Needle)
-				r.remember(candidates, res)
+				if i := slices.IndexFunc(candidates, func(n schemas.NeedleFile) bool { return n.Name == res.Best.Needle }); i >= 0 {
+					r.workaroundMatched(candidates[i])
+					r.matched = &lastMatch{needle: candidates[i], areas: res.Best.Areas}
+				}
 				return res, nil
 			}
 		}
@@ -836,20 +838,15 @@ func (r *runner) softFailure(reason string) {
 // workaroundMatched records a soft failure, as os-autoinst does, when the
 // needle found has the workaround property: it matches a screen known to
 // be wrong, and the property's value (a bug reference, say) tells why.
-func (r *runner) workaroundMatched(candidates []schemas.NeedleFile, name string) {
-	for _, n := range candidates {
-		if n.Name != name {
-			continue
-		}
-		for _, p := range n.Properties {
-			if p.Name == "workaround" {
-				reason := fmt.Sprintf("needle %s matched, which has the workaround property", name)
-				if p.Value != "" {
-					reason += ": " + p.Value
-				}
-				r.softFailure(reason)
-				return
+func (r *runner) workaroundMatched(n schemas.NeedleFile) {
+	for _, p := range n.Properties {
+		if p.Name == "workaround" {
+			reason := fmt.Sprintf("needle %s matched, which has the workaround property", n.Name)
+			if p.Value != "" {
+				reason += ": " + p.Value
 			}
+			r.softFailure(reason)
+			return
 		}
 	}
 }
