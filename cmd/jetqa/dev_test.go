@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"jetqa/schemas"
-	"jetqa/stages/api"
 	"jetqa/streams"
 )
 
@@ -60,14 +59,14 @@ func TestDeveloperModeOverNATS(t *testing.T) {
 
 	// Someone else's key may not touch the job.
 	other := s.otherKey(t, "mallory", false)
-	resp := other.post(t, s.api+"/api/v1/jobs/"+ID+"/developer", `{"action": "pause"}`)
+	resp := other.post(t, s.api+"/api/v1/jobs/"+ID+"/developer", "application/json", []byte(`{"action": "pause"}`))
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("mallory paused tester's job: %s", resp.Status)
 	}
 
 	// An admin may; the owner's rules and the admin's add up.
 	root := s.otherKey(t, "root", true)
-	if resp := root.post(t, s.api+"/api/v1/jobs/"+ID+"/developer", `{"action": "pause", "module": "devmode"}`); resp.StatusCode != http.StatusOK {
+	if resp := root.post(t, s.api+"/api/v1/jobs/"+ID+"/developer", "application/json", []byte(`{"action": "pause", "module": "devmode"}`)); resp.StatusCode != http.StatusOK {
 		t.Fatalf("an admin could not pause tester's job: %s", resp.Status)
 	}
 	dev("pause", "--on-mismatch", "assert_screen")
@@ -146,7 +145,7 @@ func (s *system) otherKey(t *testing.T, user string, admin bool) apiCredential {
 	cred := apiCredential{key: k.Key, secret: k.Secret}
 	for {
 		// No such job is a 404 once the key is known, a 403 before.
-		resp := cred.post(t, s.api+"/api/v1/jobs/999999999/developer", `{"action": "pause"}`)
+		resp := cred.post(t, s.api+"/api/v1/jobs/999999999/developer", "application/json", []byte(`{"action": "pause"}`))
 		resp.Body.Close()
 		if resp.StatusCode == http.StatusNotFound {
 			return cred
@@ -157,21 +156,4 @@ func (s *system) otherKey(t *testing.T, user string, admin bool) apiCredential {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-}
-
-// post sends a JSON body signed with the key.
-func (c apiCredential) post(t *testing.T, url, body string) *http.Response {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	api.Sign(req, c.key, c.secret, []byte(body))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp
 }

@@ -202,20 +202,27 @@ func (s *system) postActionOut(t *testing.T, id int64, action string, wantStatus
 // for it (JETQA_CLIENT_CONF), as the client commands sign.
 func (s *system) signedPost(t *testing.T, path string, form url.Values) *http.Response {
 	t.Helper()
-	body := []byte(form.Encode())
-	req, err := http.NewRequest(http.MethodPost, s.api+path, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if s.key.key == "" {
 		t.Fatalf("the test has no API key for %s", s.api)
 	}
-	api.Sign(req, s.key.key, s.key.secret, body)
+	return s.key.post(t, s.api+path, "application/x-www-form-urlencoded", []byte(form.Encode()))
+}
+
+// post sends body to url, signed with the key; the body of the answer is
+// closed at the end of the test.
+func (c apiCredential) post(t testing.TB, url, contentType string, body []byte) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	api.Sign(req, c.key, c.secret, body)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { resp.Body.Close() })
 	return resp
 }
 

@@ -2,11 +2,9 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -151,18 +149,7 @@ func startUpProcess(b *testing.B) (string, apiCredential) {
 
 func postSigned(b *testing.B, apiURL string, key apiCredential, form url.Values) int64 {
 	b.Helper()
-	body := []byte(form.Encode())
-	req, err := http.NewRequest(http.MethodPost, apiURL+"/api/v1/jobs", bytes.NewReader(body))
-	if err != nil {
-		b.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	api.Sign(req, key.key, key.secret, body)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer resp.Body.Close()
+	resp := key.post(b, apiURL+"/api/v1/jobs", "application/x-www-form-urlencoded", []byte(form.Encode()))
 	var out struct{ ID int64 }
 	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.ID == 0 {
 		b.Fatalf("post: %s %v", resp.Status, err)
