@@ -26,6 +26,14 @@ const (
 // writers got in first.
 const maxConflicts = 50
 
+// A publish to the job stream is tried publishTries times, each waiting
+// publishTryTimeout for the stream's answer: long enough for a loaded
+// leader, short enough that a leader election costs one try.
+const (
+	publishTries      = 8
+	publishTryTimeout = 5 * time.Second
+)
+
 // jobCache keeps, per job, the aggregate as of the last event this process
 // read or wrote, so most appends need no read at all.
 type jobCache struct {
@@ -163,9 +171,14 @@ var errOvertaken = errors.New("overtaken by another writer")
 // de-duplication): the first copy's sequence is returned.
 func (b *Bus) publishDecision(ctx context.Context, job int64, after uint64, msg *nats.Msg) (seq uint64, dup bool, err error) {
 	var ack *jetstream.PubAck
-	for range 3 {
-		ack, err = b.JS.PublishMsg(ctx, msg)
-		if !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+	// Each try waits a bounded time: a publish that reached a stream leader
+	// as it went away is never answered, and the caller's deadline may be
+	// minutes off. The message id makes a try sent twice stored once.
+	for range publishTries {
+		try, cancel := context.WithTimeout(ctx, publishTryTimeout)
+		ack, err = b.JS.PublishMsg(try, msg, jetstream.WithRetryAttempts(8))
+		cancel()
+		if ctx.Err() != nil || !unanswered(err) {
 			break
 		}
 	}
@@ -184,6 +197,13 @@ func (b *Bus) publishDecision(ctx context.Context, job int64, after uint64, msg 
 		return next.Sequence, false, nil
 	}
 	return 0, false, errOvertaken
+}
+
+// unanswered reports a publish that got no answer from the stream, which a
+// leader election or a reconnection causes: worth another try.
+func unanswered(err error) bool {
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse)
 }
 
 // appendID identifies one decision: the same payload appended on top of the
