@@ -28,6 +28,8 @@ run: build testos
 	@bash deploy/demo.sh bin/jetqa $(DATA) $(TESTOS)
 
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
+# The S3 server the tests store results in (Apache-2.0).
+VERSITYGW := $(shell $(GO) env GOPATH)/bin/versitygw
 
 $(STATICCHECK):
 	$(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -40,6 +42,7 @@ vet: $(STATICCHECK)
 test-deps:
 	@bash deploy/install-deps.sh test
 	@bash deploy/check-os-autoinst.sh
+	@test -x $(VERSITYGW) || CGO_ENABLED=0 $(GO) install github.com/versity/versitygw/cmd/versitygw@v1.8.0
 
 test: test-deps testos vet
 	@bash deploy/check-units.sh

@@ -5,17 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"jetqa/schemas"
+	"jetqa/streams/blobs"
 )
 
 // ErrBlobNotFound is returned for a key a bucket does not hold.
-var ErrBlobNotFound = errors.New("blob not found")
+var ErrBlobNotFound = blobs.ErrNotFound
 
 func (b *Bus) objectStore(ctx context.Context, bucket string) (jetstream.ObjectStore, error) {
 	os, err := b.JS.ObjectStore(ctx, bucket)
@@ -113,20 +112,7 @@ func readError(bucket, key string, err error) error {
 
 // OpenBlob streams a blob; the caller closes it. It also returns the size.
 func (b *Bus) OpenBlob(ctx context.Context, bucket, key string) (io.ReadCloser, int64, error) {
-	store, err := b.objectStore(ctx, bucket)
-	if err != nil {
-		return nil, 0, err
-	}
-	obj, err := store.Get(ctx, key)
-	if err != nil {
-		return nil, 0, readError(bucket, key, err)
-	}
-	info, err := obj.Info()
-	if err != nil {
-		obj.Close()
-		return nil, 0, fmt.Errorf("read %s/%s: %w", bucket, key, err)
-	}
-	return obj, int64(info.Size), nil
+	return b.OpenBlobAt(ctx, bucket, key, 0)
 }
 
 // ErrNoAsset is returned for an asset name nobody registered.
@@ -160,90 +146,6 @@ func (b *Bus) LookupAsset(ctx context.Context, name string) (*schemas.AssetRegis
 // the one that holds offset: an interrupted transfer resumes without
 // transferring again what it already has. It also returns the whole size.
 func (b *Bus) OpenBlobAt(ctx context.Context, bucket, key string, offset int64) (io.ReadCloser, int64, error) {
-	if offset == 0 {
-		return b.OpenBlob(ctx, bucket, key)
-	}
-	store, err := b.objectStore(ctx, bucket)
-	if err != nil {
-		return nil, 0, err
-	}
-	info, err := store.GetInfo(ctx, key)
-	if err != nil {
-		return nil, 0, readError(bucket, key, err)
-	}
-	size := int64(info.Size)
-	if offset >= size {
-		return io.NopCloser(strings.NewReader("")), size, nil
-	}
-	// The object's chunks are the messages on $O.<bucket>.C.<nuid>, in
-	// order. Find the stream sequence of the chunk holding offset by reading
-	// headers only, then read payloads from there.
-	stream := "OBJ_" + bucket
-	chunks := "$O." + bucket + ".C." + info.NUID
-	heads, err := b.JS.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{chunks}, HeadersOnly: true})
-	if err != nil {
-		return nil, 0, fmt.Errorf("read %s/%s: %w", bucket, key, err)
-	}
-	var start uint64
-	var skipped int64
-	for start == 0 {
-		msg, err := heads.Next(jetstream.FetchMaxWait(10 * time.Second))
-		if err != nil {
-			return nil, 0, fmt.Errorf("read %s/%s at %d: %w", bucket, key, offset, err)
-		}
-		n, err := strconv.ParseInt(msg.Headers().Get("Nats-Msg-Size"), 10, 64)
-		if err != nil {
-			return nil, 0, fmt.Errorf("read %s/%s: chunk without size: %w", bucket, key, err)
-		}
-		if skipped+n > offset {
-			meta, err := msg.Metadata()
-			if err != nil {
-				return nil, 0, err
-			}
-			start = meta.Sequence.Stream
-			break
-		}
-		skipped += n
-	}
-	body, err := b.JS.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{chunks}, DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: start,
-	})
-	if err != nil {
-		return nil, 0, fmt.Errorf("read %s/%s: %w", bucket, key, err)
-	}
-	pr, pw := io.Pipe()
-	readCtx, cancel := context.WithCancel(ctx)
-	go func() {
-		defer cancel()
-		left := size - skipped
-		first := true
-		for left > 0 {
-			msg, err := body.Next(jetstream.FetchContext(readCtx))
-			if err != nil {
-				pw.CloseWithError(fmt.Errorf("read %s/%s: %w", bucket, key, err))
-				return
-			}
-			data := msg.Data()
-			left -= int64(len(data))
-			if first {
-				data = data[offset-skipped:]
-				first = false
-			}
-			if _, err := pw.Write(data); err != nil {
-				return
-			}
-		}
-		pw.Close()
-	}()
-	return &cancelReader{PipeReader: pr, cancel: cancel}, size, nil
-}
-
-type cancelReader struct {
-	*io.PipeReader
-	cancel context.CancelFunc
-}
-
-func (r *cancelReader) Close() error {
-	r.cancel()
-	return r.PipeReader.Close()
+	r, info, err := blobs.NewObjectStore(b.JS, bucket).Open(ctx, key, offset)
+	return r, info.Size, err
 }
