@@ -2,11 +2,13 @@ package streams
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"jetqa/schemas"
@@ -40,10 +42,11 @@ func (b *Bus) PutBlob(ctx context.Context, bucket, key string, r io.Reader) erro
 	return nil
 }
 
-// stageBlobRetrying is stageBlob, tried again from the start while it
-// fails for another reason than a refusal, if r can be read again (the
-// stages hand bytes): a stream leader lost with its node answers neither
-// the chunks nor the server's read of them until another is elected.
+// stageBlobRetrying is stageBlob, tried again while it fails for another
+// reason than a refusal, if r can be read again (the stages hand files
+// and bytes): a cut connection, or a stream leader lost with its node,
+// answers neither the chunks nor the server's read of them for a while.
+// A try goes on from the chunks the last one got stored.
 func (b *Bus) stageBlobRetrying(ctx context.Context, bucket, key string, r io.Reader) error {
 	seeker, again := r.(io.Seeker)
 	var start int64
@@ -53,13 +56,14 @@ func (b *Bus) stageBlobRetrying(ctx context.Context, bucket, key string, r io.Re
 			again = false
 		}
 	}
+	st := newStaging(bucket, key)
 	wait := time.Second
 	for try := 1; ; try++ {
-		err := b.stageBlob(ctx, bucket, key, r)
+		err := b.stageBlob(ctx, st, r)
 		if err == nil || !again || errors.Is(err, ErrRefused) || ctx.Err() != nil || try == 5 {
 			return err
 		}
-		b.log.Warn("storing a blob failed, trying again", "bucket", bucket, "key", key, "try", try, "err", err)
+		b.log.Warn("storing a blob failed, trying again", "bucket", bucket, "key", key, "try", try, "stored chunks", st.acked, "err", err)
 		if _, serr := seeker.Seek(start, io.SeekStart); serr != nil {
 			return err
 		}
@@ -70,6 +74,51 @@ func (b *Bus) stageBlobRetrying(ctx context.Context, bucket, key string, r io.Re
 		}
 		wait *= 2
 	}
+}
+
+// UseResults makes the server's bus keep results in store (S3) instead of
+// the results object store bucket.
+func (b *Bus) UseResults(store blobs.Store) { b.results = store }
+
+// Results is the store the server keeps results in.
+func (b *Bus) Results() blobs.Store {
+	if b.results != nil {
+		return b.results
+	}
+	return blobs.NewObjectStore(b.JS, BucketResults)
+}
+
+// HasResult says whether the results store holds the content with the
+// given hex SHA-256 and size. A worker asks the server, who alone knows
+// where results are kept.
+func (b *Bus) HasResult(ctx context.Context, sum string, size int64) (bool, error) {
+	key := blobs.ContentKey(sum)
+	if b.worker != nil {
+		msg := nats.NewMsg(StoreSubject(*b.worker))
+		msg.Data, _ = json.Marshal(storeRequest{Bucket: BucketResults, Name: key, Size: uint64(size), Probe: true})
+		have, err := b.ask(ctx, msg)
+		if err != nil {
+			return false, fmt.Errorf("look up result %s: %w", key, err)
+		}
+		return have == 1, nil
+	}
+	info, err := b.Results().Stat(ctx, key)
+	if errors.Is(err, blobs.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil && info.Size == size, err
+}
+
+// PutResult stores size bytes from r, whose hex SHA-256 is sum, as a
+// result, and returns its key. A worker stages them for the server, which
+// verifies them as it stores them.
+func (b *Bus) PutResult(ctx context.Context, sum string, r io.Reader, size int64) (string, error) {
+	key := blobs.ContentKey(sum)
+	if b.worker != nil {
+		return key, b.stageBlobRetrying(ctx, BucketResults, key, r)
+	}
+	_, err := b.Results().Put(ctx, key, r, size, sum)
+	return key, err
 }
 
 // HasBlob says whether the bucket holds key.

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"jetqa/schemas"
+	"jetqa/streams/blobs"
 )
 
 // Bus is one connection to NATS with its JetStream context. Every stage
@@ -30,6 +31,8 @@ type Bus struct {
 	worker *schemas.WorkerRef
 	// useOnly: the bus never creates consumers, it binds to the server's.
 	useOnly bool
+	// results is where the server keeps results; nil: the results bucket.
+	results blobs.Store
 
 	jobs             jobCache
 	streamMu         sync.Mutex

@@ -123,7 +123,7 @@ func decodeReply(data []byte) (uint64, error) {
 	case r.Refused == refusedTransition:
 		return 0, fmt.Errorf("%w: %s", schemas.ErrTransition, r.Error)
 	case r.Refused != "":
-		return 0, fmt.Errorf("%w: %s", ErrRefused, r.Error)
+		return 0, fmt.Errorf("%w: %s", ErrRefused, strings.TrimPrefix(r.Error, ErrRefused.Error()+": "))
 	case r.Error != "":
 		return 0, errors.New(r.Error)
 	}
@@ -196,7 +196,7 @@ func parseSender(subject, prefix string) (ReportSender, error) {
 type AuthorityConfig struct {
 	// Decide checks a report; the event is appended only if it returns nil.
 	// Its error wraps ErrRefused when the sender may not say it.
-	Decide func(*schemas.JobAggregate, Report) error
+	Decide func(context.Context, *schemas.JobAggregate, Report) error
 	// Workers is how many reports are decided at once.
 	Workers int
 }
@@ -252,7 +252,7 @@ func (b *Bus) answer(ctx context.Context, cfg AuthorityConfig, msg *nats.Msg) {
 		}
 	} else if strings.HasPrefix(msg.Subject, subjectStore+".") {
 		if from, err = parseSender(msg.Subject, subjectStore); err == nil {
-			err = b.storeBlob(ctx, from, msg.Data)
+			seq, err = b.storeBlob(ctx, from, msg.Data)
 		}
 	} else if from, err = parseSender(msg.Subject, subjectReport); err == nil {
 		seq, err = b.decideReport(ctx, cfg, from, msg)
@@ -311,7 +311,7 @@ func (b *Bus) decideReport(ctx context.Context, cfg AuthorityConfig, from Report
 	return b.appendJobEvent(ctx, ev.Job, subj, p, appendOpts{
 		source: Token(stage) + "@" + from.String(),
 		msgID:  r.ID,
-		check:  func(agg *schemas.JobAggregate) error { return cfg.Decide(agg, r) },
+		check:  func(agg *schemas.JobAggregate) error { return cfg.Decide(ctx, agg, r) },
 	})
 }
 

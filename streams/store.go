@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"jetqa/schemas"
+	"jetqa/streams/blobs"
 )
 
 // Workers never write an object store. Whoever may publish on a bucket's
@@ -66,18 +67,39 @@ type storeRequest struct {
 	Size   uint64 `json:"size"`
 	Chunks uint32 `json:"chunks"`
 	Digest string `json:"digest"`
+	// Probe asks only whether the blob is stored: the answer's sequence
+	// is 1 if it is, with the size asked.
+	Probe bool `json:"probe,omitempty"`
+}
+
+// staging is one blob a worker is staging. The chunks the stream has
+// acknowledged, from the first on, survive a cut of the connection: the
+// next try hashes them again from the reader but sends only the rest.
+// Each chunk carries a message id, so one sent again whose
+// acknowledgement was lost is stored once.
+type staging struct {
+	req   storeRequest
+	acked uint32
+}
+
+func newStaging(bucket, key string) *staging {
+	return &staging{req: storeRequest{Bucket: bucket, Name: key, NUID: nuid.Next()}}
 }
 
 // stageBlob is PutBlob on a worker's bus: it stages r chunk by chunk,
-// hashing as it goes, and asks the server to store it.
-func (b *Bus) stageBlob(ctx context.Context, bucket, key string, r io.Reader) error {
-	req := storeRequest{Bucket: bucket, Name: key, NUID: nuid.Next()}
+// hashing as it goes, and asks the server to store it. An error from
+// staging leaves st where it got to; an error from the server's decision
+// starts st over.
+func (b *Bus) stageBlob(ctx context.Context, st *staging, r io.Reader) error {
+	req := &st.req
+	req.Size, req.Chunks = 0, 0
 	subj := chunkSubject(Token(b.worker.Host), req.NUID)
 	sum := sha256.New()
 	var acks []jetstream.PubAckFuture
 	wait := func(f jetstream.PubAckFuture) error {
 		select {
 		case <-f.Ok():
+			st.acked++
 			return nil
 		case err := <-f.Err():
 			return err
@@ -85,36 +107,52 @@ func (b *Bus) stageBlob(ctx context.Context, bucket, key string, r io.Reader) er
 			return ctx.Err()
 		}
 	}
+	fail := func(err error) error {
+		// What the stream took before the failure counts for the next try.
+		for _, f := range acks {
+			if wait(f) != nil {
+				break
+			}
+		}
+		return fmt.Errorf("store %s/%s: %w", req.Bucket, req.Name, err)
+	}
 	buf := make([]byte, chunkSize)
 	for {
 		n, rerr := io.ReadFull(r, buf)
+		if rerr != nil && rerr != io.EOF && rerr != io.ErrUnexpectedEOF {
+			// Not even this chunk's bytes are sure.
+			return fail(rerr)
+		}
 		if n > 0 {
-			data := bytes.Clone(buf[:n])
-			sum.Write(data)
-			f, err := b.JS.PublishMsgAsync(&nats.Msg{Subject: subj, Data: data})
-			if err != nil {
-				return fmt.Errorf("store %s/%s: %w", bucket, key, err)
-			}
-			acks = append(acks, f)
-			if len(acks) == chunksInFlight {
-				if err := wait(acks[0]); err != nil {
-					return fmt.Errorf("store %s/%s: %w", bucket, key, err)
+			sum.Write(buf[:n])
+			if req.Chunks >= st.acked {
+				msg := &nats.Msg{Subject: subj, Data: bytes.Clone(buf[:n]), Header: nats.Header{}}
+				msg.Header.Set(nats.MsgIdHdr, req.NUID+"."+strconv.FormatUint(uint64(req.Chunks), 10))
+				f, err := b.JS.PublishMsgAsync(msg)
+				if err != nil {
+					return fail(err)
 				}
-				acks = acks[1:]
+				acks = append(acks, f)
+				if len(acks) == chunksInFlight {
+					f := acks[0]
+					acks = acks[1:]
+					if err := wait(f); err != nil {
+						return fail(err)
+					}
+				}
 			}
 			req.Size += uint64(n)
 			req.Chunks++
 		}
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+		if rerr != nil {
 			break
 		}
-		if rerr != nil {
-			return fmt.Errorf("store %s/%s: %w", bucket, key, rerr)
-		}
 	}
-	for _, f := range acks {
+	for len(acks) > 0 {
+		f := acks[0]
+		acks = acks[1:]
 		if err := wait(f); err != nil {
-			return fmt.Errorf("store %s/%s: %w", bucket, key, err)
+			return fail(err)
 		}
 	}
 	req.Digest = jetstream.GetObjectDigestValue(sum)
@@ -122,7 +160,9 @@ func (b *Bus) stageBlob(ctx context.Context, bucket, key string, r io.Reader) er
 	msg.Data, _ = json.Marshal(req)
 	// A request sent again finds its blob stored, and is answered so.
 	if _, err := b.ask(ctx, msg); err != nil {
-		return fmt.Errorf("store %s/%s: %w", bucket, key, err)
+		// The server removes the staged chunks once it decided.
+		*st = *newStaging(req.Bucket, req.Name)
+		return fail(err)
 	}
 	return nil
 }
@@ -130,8 +170,6 @@ func (b *Bus) stageBlob(ctx context.Context, bucket, key string, r io.Reader) er
 var (
 	nuidRe       = regexp.MustCompile(`^[A-Za-z0-9]{1,32}$`)
 	needleKeyRe  = regexp.MustCompile(`^([0-9a-f]{64})\.(json|png)$`)
-	screenKeyRe  = regexp.MustCompile(`^screens/([0-9a-f]{64})\.png$`)
-	jobKeyRe     = regexp.MustCompile(`^jobs/([1-9][0-9]{0,18})/([^/]+)$`)
 	errNotStaged = errors.New("the staged chunks are not all there")
 )
 
@@ -147,55 +185,106 @@ type storePolicy struct {
 }
 
 // policy decides whether from may store req's name: content-addressed
-// needles and screenshots, create-only, and the files of a job assigned
-// to from's host.
-func (b *Bus) policy(ctx context.Context, from ReportSender, req storeRequest) (storePolicy, error) {
+// needles and results, create-only.
+func (b *Bus) policy(from ReportSender, req storeRequest) (storePolicy, error) {
 	switch req.Bucket {
 	case BucketNeedles:
 		if m := needleKeyRe.FindStringSubmatch(req.Name); m != nil {
 			return storePolicy{needle: m[1]}, nil
 		}
 	case BucketResults:
-		if m := screenKeyRe.FindStringSubmatch(req.Name); m != nil {
-			return storePolicy{sha256: m[1]}, nil
-		}
-		if m := jobKeyRe.FindStringSubmatch(req.Name); m != nil && m[2] != "." && m[2] != ".." {
-			job, _ := strconv.ParseInt(m[1], 10, 64)
-			agg, err := b.LoadJob(ctx, job)
-			if errors.Is(err, ErrNoJob) {
-				return storePolicy{}, fmt.Errorf("%w: worker %s may not store %s: there is no job %d", ErrRefused, from, req.Name, job)
-			}
-			if err != nil {
-				return storePolicy{}, err
-			}
-			if agg.Worker == nil || Token(agg.Worker.Host) != from.Host {
-				return storePolicy{}, fmt.Errorf("%w: worker %s may not store %s: job %d is not assigned to it", ErrRefused, from, req.Name, job)
-			}
-			return storePolicy{replace: true}, nil
+		// Results are stored by their content: anyone's screenshot of the
+		// same screen is the same blob, and no name can be taken over.
+		if sum := blobs.ContentSum(req.Name); sum != "" {
+			return storePolicy{sha256: sum}, nil
 		}
 	}
 	return storePolicy{}, fmt.Errorf("%w: worker %s may not store %q in %s", ErrRefused, from, req.Name, req.Bucket)
 }
 
-// storeBlob decides a worker's request to store staged chunks. The
+// storeBlob decides a worker's request to store staged chunks, or to say
+// whether a result is stored (the answer's sequence is 1 if it is). The
 // staged chunks are removed whatever the decision: a worker that is told
 // to try again stages them again.
-func (b *Bus) storeBlob(ctx context.Context, from ReportSender, data []byte) error {
+func (b *Bus) storeBlob(ctx context.Context, from ReportSender, data []byte) (uint64, error) {
 	var req storeRequest
 	if err := json.Unmarshal(data, &req); err != nil {
-		return fmt.Errorf("%w: unreadable store request: %v", ErrRefused, err)
+		return 0, fmt.Errorf("%w: unreadable store request: %v", ErrRefused, err)
+	}
+	if req.Probe {
+		if req.Bucket != BucketResults {
+			return 0, fmt.Errorf("%w: worker %s may only ask after results", ErrRefused, from)
+		}
+		if b.storedResult(ctx, req) {
+			return 1, nil
+		}
+		return 0, nil
 	}
 	if !nuidRe.MatchString(req.NUID) {
-		return fmt.Errorf("%w: store request with chunks under %q", ErrRefused, req.NUID)
+		return 0, fmt.Errorf("%w: store request with chunks under %q", ErrRefused, req.NUID)
 	}
 	staged := chunkSubject(from.Host, req.NUID)
-	err := b.commitBlob(ctx, from, req, staged)
+	var err error
+	if req.Bucket == BucketResults {
+		err = b.commitResult(ctx, from, req, staged)
+	} else {
+		err = b.commitBlob(ctx, from, req, staged)
+	}
 	if s, serr := b.JS.Stream(ctx, StreamChunks); serr == nil {
 		if perr := s.Purge(ctx, jetstream.WithPurgeSubject(staged)); perr != nil {
 			b.log.Warn("staged chunks not removed", "worker", from.String(), "subject", staged, "err", perr)
 		}
 	}
-	return err
+	return 0, err
+}
+
+// storedResult says whether the results store holds req's blob, whole.
+func (b *Bus) storedResult(ctx context.Context, req storeRequest) bool {
+	if blobs.ContentSum(req.Name) == "" {
+		return false
+	}
+	info, err := b.Results().Stat(ctx, req.Name)
+	return err == nil && info.Size == int64(req.Size)
+}
+
+// commitResult streams the staged chunks into the results store, which
+// checks them against the name's hash as they pass: a result is stored
+// whole and verified, or not at all. Content already stored is not
+// stored again.
+func (b *Bus) commitResult(ctx context.Context, from ReportSender, req storeRequest, staged string) error {
+	pol, err := b.policy(from, req)
+	if err != nil {
+		return err
+	}
+	if b.storedResult(ctx, req) {
+		return nil
+	}
+	pr, pw := io.Pipe()
+	read := make(chan error, 1)
+	go func() {
+		_, _, _, err := b.readStaged(ctx, staged, req.Chunks, func(data []byte) error {
+			_, err := pw.Write(data)
+			return err
+		})
+		pw.CloseWithError(err)
+		read <- err
+	}()
+	_, err = b.Results().Put(ctx, req.Name, pr, int64(req.Size), pol.sha256)
+	pr.CloseWithError(errors.New("the store stopped reading"))
+	rerr := <-read
+	switch {
+	case errors.Is(rerr, errNotStaged):
+		if b.storedResult(ctx, req) {
+			// The same request sent again was decided meanwhile.
+			return nil
+		}
+		return fmt.Errorf("%w: %s from worker %s: %v", ErrRefused, req.Name, from, rerr)
+	case errors.Is(err, blobs.ErrCorrupt):
+		return fmt.Errorf("%w: %s from worker %s: %v", ErrRefused, req.Name, from, err)
+	case err != nil:
+		return err
+	}
+	return nil
 }
 
 // storedObject is an object's metadata message: the object (nil if there
@@ -227,7 +316,7 @@ func objChunks(bucket, id string) string { return "$O." + bucket + ".C." + id }
 // commitBlob copies the staged chunks into the bucket under a new id and
 // points the name at them, if the policy allows.
 func (b *Bus) commitBlob(ctx context.Context, from ReportSender, req storeRequest, staged string) error {
-	pol, err := b.policy(ctx, from, req)
+	pol, err := b.policy(from, req)
 	if err != nil {
 		return err
 	}
@@ -346,6 +435,21 @@ func (b *Bus) commitBlob(ctx context.Context, from ReportSender, req storeReques
 // time, and returns their size, count and SHA-256; pair, if set, hashes
 // them too. errNotStaged: there are not exactly want chunks.
 func (b *Bus) copyChunks(ctx context.Context, staged, dst string, want uint32, pair hash.Hash) (uint64, uint32, []byte, error) {
+	return b.readStaged(ctx, staged, want, func(data []byte) error {
+		if pair != nil {
+			pair.Write(data)
+		}
+		if _, err := b.JS.PublishMsg(ctx, &nats.Msg{Subject: dst, Data: data}); err != nil {
+			return fmt.Errorf("copy %s: %w", staged, err)
+		}
+		return nil
+	})
+}
+
+// readStaged reads the want chunks staged on staged, in order, into fn,
+// and returns their size, count and SHA-256. errNotStaged: there are not
+// exactly want chunks.
+func (b *Bus) readStaged(ctx context.Context, staged string, want uint32, fn func([]byte) error) (uint64, uint32, []byte, error) {
 	sum := sha256.New()
 	var size uint64
 	var n uint32
@@ -390,11 +494,8 @@ func (b *Bus) copyChunks(ctx context.Context, staged, dst string, want uint32, p
 			return 0, 0, nil, fmt.Errorf("%w: a chunk of %d bytes", errNotStaged, len(data))
 		}
 		sum.Write(data)
-		if pair != nil {
-			pair.Write(data)
-		}
-		if _, err := b.JS.PublishMsg(ctx, &nats.Msg{Subject: dst, Data: data}); err != nil {
-			return 0, 0, nil, fmt.Errorf("copy %s: %w", staged, err)
+		if err := fn(data); err != nil {
+			return 0, 0, nil, err
 		}
 		size += uint64(len(data))
 		n++

@@ -23,6 +23,7 @@ import (
 	"jetqa/stages/schedule"
 	"jetqa/stages/upload"
 	"jetqa/streams"
+	"jetqa/streams/blobs"
 )
 
 // assembly wires stages as oklog/run actors, each on its own NATS
@@ -178,14 +179,31 @@ type serverConfig struct {
 	Listen        string
 	Matchers      int
 	WorkerTimeout time.Duration
+	// Results is where results are kept: s3://BUCKET[/PREFIX], or "" for
+	// the embedded object store.
+	Results string
 }
 
 // addServer adds the API, the scheduler and the matcher pool; it returns
 // the API's address.
 func (a *assembly) addServer(c serverConfig) (string, error) {
+	var results blobs.Store
+	if c.Results != "" {
+		ctx, cancel := context.WithTimeout(a.ctx, time.Minute)
+		s3, err := blobs.OpenS3(ctx, c.Results)
+		cancel()
+		if err != nil {
+			return "", fmt.Errorf("--results: %w", err)
+		}
+		a.log.Info("results are kept in S3", "where", s3.Describe())
+		results = s3
+	}
 	bus, err := a.connect("authority@"+c.Host, a.self)
 	if err != nil {
 		return "", err
+	}
+	if results != nil {
+		bus.UseResults(results)
 	}
 	// Only the server creates and changes streams, buckets and consumers.
 	if err := a.setup(bus); err != nil {
@@ -197,6 +215,9 @@ func (a *assembly) addServer(c serverConfig) (string, error) {
 	}
 	if bus, err = a.connect("api@"+c.Host, a.self); err != nil {
 		return "", err
+	}
+	if results != nil {
+		bus.UseResults(results)
 	}
 	apiSrv, err := api.New(api.Config{Listen: c.Listen}, bus, a.log.With("stage", "api"))
 	if err != nil {
@@ -403,7 +424,7 @@ func (a *assembly) addHostStages(c workerConfig, host schemas.WorkerRef) error {
 	if bus, err = a.connectWorker(c, "upload@"+c.Host, host); err != nil {
 		return err
 	}
-	uploadStage, err := upload.New(upload.Config{Host: c.Host}, bus, a.log.With("stage", "upload"))
+	uploadStage, err := upload.New(upload.Config{Host: c.Host, JobsDir: filepath.Join(c.DataDir, "jobs")}, bus, a.log.With("stage", "upload"))
 	if err != nil {
 		return err
 	}

@@ -53,6 +53,8 @@ type system struct {
 	admin streams.Dial
 	// key signs the test's API writes.
 	key apiCredential
+	// data is the data directory of `jetqa up` (startSystem only).
+	data string
 
 	mu    sync.Mutex
 	kinds map[string]int // every event kind published on jetqa.>
@@ -63,19 +65,28 @@ type system struct {
 
 func startSystem(t *testing.T) *system {
 	t.Helper()
+	return startSystemWith(t, func(*upConfig) {})
+}
+
+// startSystemWith is startSystem with the configuration changed first;
+// the data directory is in s.data.
+func startSystemWith(t *testing.T, change func(*upConfig)) *system {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	data := t.TempDir()
-	a, apiAddr, err := upAssembly(ctx, upConfig{
+	c := upConfig{
 		DataDir: data, Listen: "127.0.0.1:0", NATSPort: -1, Host: "e2e", Instances: 1, Matchers: 2,
 		Accel: "tcg", WorkerClass: "qemu_x86_64", WorkerTimeout: 5 * time.Second, Heartbeat: 500 * time.Millisecond,
-	}, log)
+	}
+	change(&c)
+	a, apiAddr, err := upAssembly(ctx, c, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- a.g.Run() }()
-	s := &system{api: "http://" + apiAddr, nats: a.url, kinds: map[string]int{}, admin: adminDial(t, a.url, data)}
+	s := &system{api: "http://" + apiAddr, nats: a.url, kinds: map[string]int{}, admin: adminDial(t, a.url, data), data: data}
 	s.key = localKey(t, data, s.api)
 	s.bus, err = streams.ConnectTo(ctx, s.admin, "e2e-test", log)
 	if err != nil {

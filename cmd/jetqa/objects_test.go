@@ -17,13 +17,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"jetqa/schemas"
-	"jetqa/stages/upload"
 	"jetqa/streams"
+	"jetqa/streams/blobs"
 )
 
 // A worker's credentials store blobs only through the server: it stages
-// chunks, the server checks the name against the worker and stores them.
-// It cannot delete an object, nor replace one it does not own.
+// chunks, the server checks the name (a result's or a needle's content
+// hash) and stores them. It cannot delete an object, nor replace one.
 func TestAWorkerStoresOnlyWhatItMay(t *testing.T) {
 	s := startServerWithMatchers(t, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -31,15 +31,6 @@ func TestAWorkerStoresOnlyWhatItMay(t *testing.T) {
 	wa, errs := connectWith(t, s, s.issue(t, streams.RoleWorker, "wa"))
 	wa.AsWorker(schemas.WorkerRef{Host: "wa"})
 
-	// Job 1 runs on wa, job 2 on wb.
-	for job, host := range map[int64]string{1: "wa", 2: "wb"} {
-		w := schemas.WorkerRef{Host: host, Instance: 1}
-		for _, p := range []schemas.Payload{schemas.JobCreated{Settings: map[string]string{"TEST": "t"}}, schemas.JobAssigned{Worker: w}} {
-			if _, err := s.bus.Append(ctx, job, p); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	results, err := s.bus.JS.ObjectStore(ctx, streams.BucketResults)
 	if err != nil {
 		t.Fatal(err)
@@ -72,47 +63,41 @@ func TestAWorkerStoresOnlyWhatItMay(t *testing.T) {
 	}
 	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 3*time.Second) }
 
-	t.Run("its own job's files, readable by everyone", func(t *testing.T) {
-		key := upload.JobKey(1, "video.ogv")
+	put := func(data []byte) (string, error) {
+		return wa.PutResult(ctx, hexSum(data), bytes.NewReader(data), int64(len(data)))
+	}
+	t.Run("results by their content, readable by everyone", func(t *testing.T) {
 		first := random(300 * 1024) // three chunks
-		if err := wa.PutBlob(ctx, streams.BucketResults, key, bytes.NewReader(first)); err != nil {
+		key, err := put(first)
+		if err != nil {
 			t.Fatal(err)
+		}
+		if key != blobs.ContentKey(hexSum(first)) {
+			t.Fatalf("stored under %s", key)
 		}
 		readable(t, results, key, first)
-		info, err := results.GetInfo(ctx, key)
-		if err != nil {
-			t.Fatal(err)
+		if have, err := wa.HasResult(ctx, hexSum(first), int64(len(first))); err != nil || !have {
+			t.Fatalf("the worker asked after a stored result: %v, %v", have, err)
 		}
-		// Uploads retry: a job's file may be stored again, and the old
-		// chunks go.
-		second := random(1000)
-		if err := wa.PutBlob(ctx, streams.BucketResults, key, bytes.NewReader(second)); err != nil {
-			t.Fatal(err)
+		if have, err := wa.HasResult(ctx, hexSum([]byte("never stored")), 12); err != nil || have {
+			t.Fatalf("the worker asked after a result never stored: %v, %v", have, err)
 		}
-		readable(t, results, key, second)
-		stream, err := s.bus.JS.Stream(ctx, "OBJ_"+streams.BucketResults)
-		if err != nil {
-			t.Fatal(err)
+		// Stored under its name, it stays: other bytes are not taken.
+		if err := wa.PutBlob(ctx, streams.BucketResults, key, bytes.NewReader(random(2000))); !errors.Is(err, streams.ErrRefused) {
+			t.Fatalf("other bytes under a stored result's name: %v, want refused", err)
 		}
-		if _, err := stream.GetLastMsgForSubject(ctx, "$O."+streams.BucketResults+".C."+info.NUID); !errors.Is(err, jetstream.ErrMsgNotFound) {
-			t.Fatalf("the replaced chunks are still there: %v", err)
-		}
+		readable(t, results, key, first)
 		// An empty file is a file too.
-		if err := wa.PutBlob(ctx, streams.BucketResults, upload.JobKey(1, "empty.txt"), bytes.NewReader(nil)); err != nil {
+		empty, err := put(nil)
+		if err != nil {
 			t.Fatal(err)
 		}
-		readable(t, results, upload.JobKey(1, "empty.txt"), nil)
-	})
-	t.Run("another host's job's files", func(t *testing.T) {
-		key := upload.JobKey(2, "autoinst-log.txt")
-		if err := s.bus.PutBlob(ctx, streams.BucketResults, key, strings.NewReader("wb's log")); err != nil {
-			t.Fatal(err)
-		}
-		err := wa.PutBlob(ctx, streams.BucketResults, key, strings.NewReader("forged"))
+		readable(t, results, empty, nil)
+		// A new name must be the content's hash.
+		err = wa.PutBlob(ctx, streams.BucketResults, blobs.ContentKey(hexSum([]byte("other"))), bytes.NewReader(first))
 		if !errors.Is(err, streams.ErrRefused) {
-			t.Fatalf("got %v, want refused", err)
+			t.Fatalf("a result under another's hash: %v, want refused", err)
 		}
-		readable(t, results, key, []byte("wb's log"))
 		dead, err := s.bus.JS.Stream(ctx, streams.StreamDead)
 		if err != nil {
 			t.Fatal(err)
@@ -121,26 +106,8 @@ func TestAWorkerStoresOnlyWhatItMay(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if last.Header.Get("Jetqa-Worker") != "wa" || !strings.Contains(last.Header.Get("Jetqa-Reason"), key) {
+		if last.Header.Get("Jetqa-Worker") != "wa" || !strings.Contains(last.Header.Get("Jetqa-Reason"), hexSum([]byte("other"))) {
 			t.Fatalf("dead letter %v does not name the worker and the key", last.Header)
-		}
-	})
-	t.Run("screens by their content", func(t *testing.T) {
-		png := random(2000)
-		key := upload.ScreenKey(hexSum(png))
-		if err := wa.PutBlob(ctx, streams.BucketResults, key, bytes.NewReader(png)); err != nil {
-			t.Fatal(err)
-		}
-		readable(t, results, key, png)
-		// Stored under its name, it stays: other bytes are not taken.
-		if err := wa.PutBlob(ctx, streams.BucketResults, key, bytes.NewReader(random(2000))); err != nil {
-			t.Fatalf("storing an existing screen again: %v", err)
-		}
-		readable(t, results, key, png)
-		// A new name must be the content's hash.
-		err := wa.PutBlob(ctx, streams.BucketResults, upload.ScreenKey(hexSum([]byte("other"))), bytes.NewReader(png))
-		if !errors.Is(err, streams.ErrRefused) {
-			t.Fatalf("a screen under another's hash: %v, want refused", err)
 		}
 	})
 	t.Run("needles once, whole", func(t *testing.T) {
@@ -167,7 +134,8 @@ func TestAWorkerStoresOnlyWhatItMay(t *testing.T) {
 	t.Run("any other name", func(t *testing.T) {
 		for _, c := range []struct{ bucket, key string }{
 			{streams.BucketResults, "other/x"},
-			{streams.BucketResults, "jobs/1/a/b"},
+			{streams.BucketResults, "jobs/1/serial0.txt"},
+			{streams.BucketResults, "screens/" + hexSum([]byte("x")) + ".png"},
 			{streams.BucketNeedles, "x.png"},
 			{streams.BucketAssets, "disk.qcow2"},
 		} {
@@ -178,13 +146,14 @@ func TestAWorkerStoresOnlyWhatItMay(t *testing.T) {
 	})
 	t.Run("a request sent again", func(t *testing.T) {
 		data := []byte("a log line\n")
+		key := blobs.ContentKey(hexSum(data))
 		const id = "retry1"
 		if _, err := wa.JS.Publish(ctx, "jetqa.chunk.wa."+id, data); err != nil {
 			t.Fatal(err)
 		}
 		sum := sha256.Sum256(data)
 		req, _ := json.Marshal(map[string]any{
-			"bucket": streams.BucketResults, "name": upload.JobKey(1, "retry.txt"), "nuid": id,
+			"bucket": streams.BucketResults, "name": key, "nuid": id,
 			"size": len(data), "chunks": 1, "digest": "SHA-256=" + base64.URLEncoding.EncodeToString(sum[:]),
 		})
 		// Sent again while the first is decided, and after.
@@ -208,11 +177,11 @@ func TestAWorkerStoresOnlyWhatItMay(t *testing.T) {
 		if a := <-answers; a != "{}" {
 			t.Fatalf("answer %s", a)
 		}
-		readable(t, results, upload.JobKey(1, "retry.txt"), data)
+		readable(t, results, key, data)
 	})
 
 	// What follows is refused by NATS itself.
-	victim := upload.JobKey(2, "victim.txt")
+	victim := "jobs/2/victim.txt"
 	if err := s.bus.PutBlob(ctx, streams.BucketResults, victim, strings.NewReader("kept")); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,9 @@ import (
 	"jetqa/streams"
 )
 
+// resultsUsage is the --results flag's help.
+const resultsUsage = "keep results in S3: s3://BUCKET[/PREFIX][?endpoint=URL], with credentials, region and endpoint from the AWS_* environment as the AWS tools read them (default: the embedded object store)"
+
 // cmdServer runs the server side: the embedded NATS server, the API, the
 // scheduler and the matcher pool. Workers connect to its NATS port.
 func cmdServer(args []string, stderr io.Writer) error {
@@ -20,7 +23,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 	var natsPort, matchers int
 	var workerTimeout time.Duration
 	var tlsFiles streams.TLSFiles
-	var name, cluster, routes string
+	var name, cluster, routes, results string
 	var clusterPort, wsPort int
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -38,6 +41,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 	fs.StringVar(&cluster, "cluster", "", "join or form the NATS cluster of this name")
 	fs.IntVar(&clusterPort, "cluster-port", 6222, "port this server listens on for routes from the other nodes")
 	fs.StringVar(&routes, "routes", "", "route URLs of the cluster's nodes, comma-separated (nats://n1:6222,…; tls:// with --tls-ca)")
+	fs.StringVar(&results, "results", "", resultsUsage)
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -59,7 +63,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 	if err := a.embed(ec); err != nil {
 		return err
 	}
-	apiAddr, err := a.addServer(serverConfig{Host: host, Listen: listen, Matchers: matchers, WorkerTimeout: workerTimeout})
+	apiAddr, err := a.addServer(serverConfig{Host: host, Listen: listen, Matchers: matchers, WorkerTimeout: workerTimeout, Results: results})
 	if err != nil {
 		a.teardown()
 		return err

@@ -30,6 +30,7 @@ type upConfig struct {
 	WorkerTimeout time.Duration
 	Heartbeat     time.Duration
 	LogLevel      string
+	Results       string
 	Cache         workerConfig // only the cache fields
 }
 
@@ -48,6 +49,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	fs.StringVar(&c.WorkerClass, "worker-class", "qemu_x86_64", "WORKER_CLASS of the instances (comma-separated)")
 	fs.DurationVar(&c.WorkerTimeout, "worker-timeout", 60*time.Second, "silence after which a worker instance is offline")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 10*time.Second, "how often worker instances say they are alive")
+	fs.StringVar(&c.Results, "results", "", resultsUsage)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	cacheFlags(fs, &c.Cache)
 	if err := parseFlags(fs, args); err != nil {
@@ -82,7 +84,7 @@ func upAssembly(ctx context.Context, c upConfig, log *slog.Logger) (*assembly, s
 	if err := a.embed(embedConfig{DataDir: dataDir, Host: "127.0.0.1", Port: c.NATSPort, Also: []streams.Credential{worker.Credential(c.Instances)}}); err != nil {
 		return nil, "", err
 	}
-	apiAddr, err := a.addServer(serverConfig{Host: c.Host, Listen: c.Listen, Matchers: c.Matchers, WorkerTimeout: c.WorkerTimeout})
+	apiAddr, err := a.addServer(serverConfig{Host: c.Host, Listen: c.Listen, Matchers: c.Matchers, WorkerTimeout: c.WorkerTimeout, Results: c.Results})
 	if err == nil {
 		err = a.localAPIKey(dataDir, apiAddr)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"jetqa/schemas"
 	"jetqa/streams"
+	"jetqa/streams/blobs"
 )
 
 // Config of the API.
@@ -44,6 +45,7 @@ type Bus interface {
 	DeleteView(ctx context.Context, job int64) error
 	FollowViews(ctx context.Context, fn func(job int64, data []byte), ready func()) error
 	GetBlob(ctx context.Context, bucket, key string) ([]byte, error)
+	Results() blobs.Store
 	PutBlob(ctx context.Context, bucket, key string, r io.Reader) error
 	LiveView(ctx context.Context, w schemas.WorkerRef, job int64) (streams.Live, error)
 	FollowAPIKeys(ctx context.Context, fn func(k streams.APIKey, seq uint64)) error
@@ -429,15 +431,25 @@ func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusNotFound, "job %d has no file %q", id, name)
 		return
 	}
-	data, err := s.bus.GetBlob(r.Context(), streams.BucketResults, key)
+	body, info, err := s.bus.Results().Open(r.Context(), key, 0)
+	if errors.Is(err, blobs.ErrNotFound) {
+		fail(w, http.StatusNotFound, "job %d's file %q is no longer stored (%s): retention removed it, or it was lost", id, name, key)
+		return
+	}
 	if err != nil {
 		s.unavailable(w, "read the file", err)
 		return
 	}
+	defer body.Close()
 	if ct := mime.TypeByExtension(path.Ext(name)); ct != "" {
 		w.Header().Set("Content-Type", ct)
 	}
-	_, _ = w.Write(data)
+	w.Header().Set("Content-Length", strconv.FormatInt(info.Size, 10))
+	// Content-addressed: the bytes under this name never change.
+	w.Header().Set("ETag", `"`+info.SHA256+`"`)
+	if _, err := io.Copy(w, body); err != nil {
+		s.log.Warn("file not served whole", "job", id, "file", name, "err", err)
+	}
 }
 
 // loadJob reads the job named by the {id} path value from its events, or

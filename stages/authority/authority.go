@@ -7,12 +7,16 @@ package authority
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
 
+	"golang.org/x/sync/errgroup"
+
 	"jetqa/schemas"
 	"jetqa/streams"
+	"jetqa/streams/blobs"
 )
 
 // Config of the authority.
@@ -31,6 +35,7 @@ func (c Config) withDefaults() Config {
 // Bus is what the authority needs of the event streams.
 type Bus interface {
 	ServeReports(ctx context.Context, cfg streams.AuthorityConfig) error
+	Results() blobs.Store
 }
 
 // Stage is the authority.
@@ -48,7 +53,42 @@ func New(cfg Config, bus Bus, log *slog.Logger) *Stage {
 // Run decides reports until ctx ends.
 func (s *Stage) Run(ctx context.Context) error {
 	s.log.Info("deciding workers' reports", "at-once", s.cfg.Workers)
-	return s.bus.ServeReports(ctx, streams.AuthorityConfig{Decide: Decide, Workers: s.cfg.Workers})
+	return s.bus.ServeReports(ctx, streams.AuthorityConfig{Decide: s.decide, Workers: s.cfg.Workers})
+}
+
+// decide is Decide, and for a finished job also that every file it lists
+// is stored, whole: a job is done only when its results are.
+func (s *Stage) decide(ctx context.Context, agg *schemas.JobAggregate, r streams.Report) error {
+	if err := Decide(agg, r); err != nil {
+		return err
+	}
+	fin, ok := r.Payload.(*schemas.JobFinished)
+	if !ok {
+		return nil
+	}
+	results := s.bus.Results()
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for name, key := range fin.Files {
+		g.Go(func() error {
+			sum := blobs.ContentSum(key)
+			if sum == "" {
+				return fmt.Errorf("%w: job %d's file %s is not stored by its content (%s)", streams.ErrRefused, agg.ID, name, key)
+			}
+			info, err := results.Stat(ctx, key)
+			if errors.Is(err, blobs.ErrNotFound) {
+				return fmt.Errorf("%w: job %d's file %s (%s) is not in %s", streams.ErrRefused, agg.ID, name, key, results.Describe())
+			}
+			if err != nil {
+				return fmt.Errorf("job %d's file %s: %w", agg.ID, name, err)
+			}
+			if info.SHA256 != "" && info.SHA256 != sum {
+				return fmt.Errorf("%w: job %d's file %s (%s) holds content hashing to %s", streams.ErrRefused, agg.ID, name, key, info.SHA256)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 // reportable are the job events a worker may report: what happens on the

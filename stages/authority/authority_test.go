@@ -1,8 +1,12 @@
 package authority_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +16,7 @@ import (
 	"jetqa/schemas"
 	"jetqa/stages/authority"
 	"jetqa/streams"
+	"jetqa/streams/blobs"
 	"jetqa/streams/natstest"
 )
 
@@ -213,5 +218,42 @@ func TestAWorkerGetsOnlyItsOwnConsumers(t *testing.T) {
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A job is done only when its results are stored: a verdict listing a
+// file the results store does not hold, or holds under another name than
+// its content's hash, is refused; once uploaded, the same verdict is taken.
+func TestAVerdictNeedsItsFilesStored(t *testing.T) {
+	s, _, job := setup(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	h1 := schemas.WorkerRef{Host: "h1", Instance: 1}
+	boot := worker(s, "boot@h1:1", h1)
+	for _, p := range []schemas.Payload{schemas.JobStarted{Worker: h1}, schemas.TestsFinished{Worker: h1, Result: schemas.ResultPassed}} {
+		if _, err := boot.Append(ctx, job, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log := []byte("testos login: root\n")
+	sum := sha256.Sum256(log)
+	hexSum := hex.EncodeToString(sum[:])
+	upload := worker(s, "upload@h1", schemas.WorkerRef{Host: "h1"})
+	finished := func(files map[string]string) error {
+		_, err := upload.Append(ctx, job, schemas.JobFinished{Result: schemas.ResultPassed, Files: files})
+		return err
+	}
+	if err := finished(map[string]string{"serial0.txt": blobs.ContentKey(hexSum)}); !errors.Is(err, streams.ErrRefused) || !strings.Contains(err.Error(), "serial0.txt") {
+		t.Fatalf("a verdict before its file is stored: %v, want refused naming the file", err)
+	}
+	if err := finished(map[string]string{"serial0.txt": "jobs/1/serial0.txt"}); !errors.Is(err, streams.ErrRefused) {
+		t.Fatalf("a verdict naming a file not by its content: %v, want refused", err)
+	}
+	key, err := upload.PutResult(ctx, hexSum, bytes.NewReader(log), int64(len(log)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := finished(map[string]string{"serial0.txt": key}); err != nil {
+		t.Fatalf("a verdict with its file stored: %v", err)
 	}
 }

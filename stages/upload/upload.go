@@ -1,6 +1,7 @@
 // Package upload is the last stage of a job on a worker host: it stores the
-// job's screenshots (deduplicated by content hash), serial log and result
-// details in the blob store and appends the job's final result.
+// job's screenshots, logs and result details as results (by their content,
+// so the same screenshot is stored once), appends the job's final result,
+// and removes the job's directory.
 package upload
 
 import (
@@ -19,19 +20,23 @@ import (
 
 	"jetqa/schemas"
 	"jetqa/streams"
+	"jetqa/streams/blobs"
 )
 
 // Config of the upload stage of one worker host.
 type Config struct {
 	Host string
+	// JobsDir holds the jobs' directories, which are removed once their
+	// results are stored; "" keeps them.
+	JobsDir string
 }
 
-// Bus is what the upload stage needs of the event streams and blob store.
+// Bus is what the upload stage needs of the event streams and results.
 type Bus interface {
 	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
 	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
-	PutBlob(ctx context.Context, bucket, key string, r io.Reader) error
-	HasBlob(ctx context.Context, bucket, key string) (bool, error)
+	HasResult(ctx context.Context, sum string, size int64) (bool, error)
+	PutResult(ctx context.Context, sum string, r io.Reader, size int64) (string, error)
 }
 
 // Stage is the upload stage.
@@ -58,12 +63,6 @@ func (s *Stage) Run(ctx context.Context) error {
 	}, s.handle)
 }
 
-// ScreenKey is where a screenshot with the given content hash is stored.
-func ScreenKey(sum string) string { return "screens/" + sum + ".png" }
-
-// JobKey is where a job's file is stored.
-func JobKey(job int64, name string) string { return fmt.Sprintf("jobs/%d/%s", job, name) }
-
 func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload, _ streams.Delivery) error {
 	tf, ok := p.(*schemas.TestsFinished)
 	if !ok {
@@ -71,25 +70,62 @@ func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload,
 	}
 	files, err := s.store(ctx, ev.Job, tf)
 	fin := schemas.JobFinished{Result: tf.Result, Reason: tf.Reason, Modules: tf.Modules, Files: files}
-	if err != nil {
+	uploaded := err == nil
+	if !uploaded {
 		s.log.Error("upload failed", "job", ev.Job, "err", err)
-		if fin.Result == schemas.ResultPassed || fin.Result == schemas.ResultSoftfailed {
-			fin.Result = schemas.ResultIncomplete
-		}
-		fin.Reason = strings.TrimPrefix(fin.Reason+"; ", "; ") + "upload failed: " + err.Error()
+		uploadFailed(&fin, err)
 	}
 	_, err = s.bus.Append(ctx, ev.Job, fin)
+	if errors.Is(err, streams.ErrRefused) && len(fin.Files) > 0 {
+		// The server did not find the results where they were stored:
+		// the job ends, without them, saying so.
+		s.log.Error("results refused", "job", ev.Job, "err", err)
+		uploaded = false
+		uploadFailed(&fin, err)
+		fin.Files = nil
+		_, err = s.bus.Append(ctx, ev.Job, fin)
+	}
 	switch {
 	case errors.Is(err, schemas.ErrTransition):
 		s.log.Warn("job already ended without this upload", "job", ev.Job, "why", err)
-		return nil
 	case err == nil:
 		s.log.Info("job finished", "job", ev.Job, "result", fin.Result, "reason", fin.Reason)
+	default:
+		return err
 	}
-	return err
+	s.removeJobDir(ev.Job, tf.ResultsDir, uploaded)
+	return nil
 }
 
-// store uploads every file of the results directory and the module details.
+// uploadFailed makes a verdict say that its results are not all stored:
+// a job that would have passed is incomplete.
+func uploadFailed(fin *schemas.JobFinished, err error) {
+	if fin.Result == schemas.ResultPassed || fin.Result == schemas.ResultSoftfailed {
+		fin.Result = schemas.ResultIncomplete
+	}
+	fin.Reason = strings.TrimPrefix(fin.Reason+"; ", "; ") + "upload failed: " + err.Error()
+}
+
+// removeJobDir removes the job's directory (its results, overlays and
+// links to cached assets), so that the asset cache's limit bounds the
+// host's disk. A job whose upload failed keeps it for inspection.
+func (s *Stage) removeJobDir(job int64, resultsDir string, uploaded bool) {
+	dir := filepath.Dir(resultsDir)
+	if s.cfg.JobsDir == "" || filepath.Dir(dir) != filepath.Clean(s.cfg.JobsDir) || filepath.Base(dir) != fmt.Sprint(job) {
+		return
+	}
+	if !uploaded {
+		s.log.Warn("job directory kept: its results are not all stored", "job", job, "dir", dir)
+		return
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		s.log.Warn("job directory not removed", "job", job, "dir", dir, "err", err)
+	}
+}
+
+// store uploads every file of the results directory and the module
+// details, each read twice from disk (to hash it, then to send it if it is
+// not stored yet) and never held whole in memory.
 func (s *Stage) store(ctx context.Context, job int64, tf *schemas.TestsFinished) (map[string]string, error) {
 	files := map[string]string{}
 	entries, err := os.ReadDir(tf.ResultsDir)
@@ -100,22 +136,8 @@ func (s *Stage) store(ctx context.Context, job int64, tf *schemas.TestsFinished)
 		if !e.Type().IsRegular() {
 			continue
 		}
-		data, err := os.ReadFile(filepath.Join(tf.ResultsDir, e.Name()))
+		key, err := s.storeFile(ctx, filepath.Join(tf.ResultsDir, e.Name()))
 		if err != nil {
-			return files, err
-		}
-		key := JobKey(job, e.Name())
-		if strings.HasSuffix(e.Name(), ".png") {
-			sum := sha256.Sum256(data)
-			key = ScreenKey(hex.EncodeToString(sum[:]))
-			if have, err := s.bus.HasBlob(ctx, streams.BucketResults, key); err != nil {
-				return files, err
-			} else if have {
-				files[e.Name()] = key
-				continue
-			}
-		}
-		if err := s.bus.PutBlob(ctx, streams.BucketResults, key, bytes.NewReader(data)); err != nil {
 			return files, err
 		}
 		files[e.Name()] = key
@@ -124,10 +146,42 @@ func (s *Stage) store(ctx context.Context, job int64, tf *schemas.TestsFinished)
 	if err != nil {
 		return files, err
 	}
-	key := JobKey(job, "details.json")
-	if err := s.bus.PutBlob(ctx, streams.BucketResults, key, bytes.NewReader(details)); err != nil {
+	key, err := s.storeContent(ctx, bytes.NewReader(details))
+	if err != nil {
 		return files, err
 	}
 	files["details.json"] = key
 	return files, nil
+}
+
+func (s *Stage) storeFile(ctx context.Context, path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return s.storeContent(ctx, f)
+}
+
+// storeContent stores what r holds unless the results hold it already.
+func (s *Stage) storeContent(ctx context.Context, r io.ReadSeeker) (string, error) {
+	h := sha256.New()
+	size, err := io.Copy(h, r)
+	if err != nil {
+		return "", err
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	have, err := s.bus.HasResult(ctx, sum, size)
+	if err != nil {
+		return "", err
+	}
+	if !have {
+		if _, err := r.Seek(0, io.SeekStart); err != nil {
+			return "", err
+		}
+		if _, err := s.bus.PutResult(ctx, sum, r, size); err != nil {
+			return "", err
+		}
+	}
+	return blobs.ContentKey(sum), nil
 }

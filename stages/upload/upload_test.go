@@ -2,6 +2,7 @@ package upload_test
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,15 +12,37 @@ import (
 	"jetqa/schemas"
 	"jetqa/stages/upload"
 	"jetqa/streams"
+	"jetqa/streams/blobs"
+	"jetqa/streams/blobs/blobstest"
 	"jetqa/streams/natstest"
 )
 
 func TestUploadStoresResultsAndFinishesTheJob(t *testing.T) {
+	t.Run("object store", func(t *testing.T) { uploadAndFinish(t, nil) })
+	t.Run("S3", func(t *testing.T) {
+		s3 := blobstest.StartS3(t)
+		url := s3.Bucket(t, "results")
+		s3.SetEnv(t)
+		store, err := blobs.OpenS3(context.Background(), url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uploadAndFinish(t, store)
+	})
+}
+
+func uploadAndFinish(t *testing.T, store blobs.Store) {
 	srv := natstest.Start(t)
 	bus := srv.Bus("test")
+	up := srv.Bus("upload")
+	if store != nil {
+		bus.UseResults(store)
+		up.UseResults(store)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	stage, err := upload.New(upload.Config{Host: "h"}, srv.Bus("upload"), natstest.Logger(t))
+	jobs := t.TempDir()
+	stage, err := upload.New(upload.Config{Host: "h", JobsDir: jobs}, up, natstest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,8 +56,12 @@ func TestUploadStoresResultsAndFinishesTheJob(t *testing.T) {
 		}
 	}()
 
-	results := t.TempDir()
-	for name, content := range map[string]string{"boot-1.png": "same screen", "shell-1.png": "same screen", "serial0.txt": "testos:~# "} {
+	results := filepath.Join(jobs, "1", "results")
+	if err := os.MkdirAll(results, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{"boot-1.png": "same screen", "shell-1.png": "same screen", "serial0.txt": "testos:~# "}
+	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(results, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -51,7 +78,7 @@ func TestUploadStoresResultsAndFinishesTheJob(t *testing.T) {
 	if _, err := bus.Append(ctx, 1, schemas.TestsFinished{Worker: w, Result: schemas.ResultPassed, Modules: modules, ResultsDir: results}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bus.Append(ctx, 2, schemas.TestsFinished{Worker: w, Result: schemas.ResultPassed, ResultsDir: filepath.Join(results, "gone")}); err != nil {
+	if _, err := bus.Append(ctx, 2, schemas.TestsFinished{Worker: w, Result: schemas.ResultPassed, ResultsDir: filepath.Join(jobs, "2", "results")}); err != nil {
 		t.Fatal(err)
 	}
 	fins := map[int64]schemas.JobFinished{}
@@ -71,17 +98,32 @@ func TestUploadStoresResultsAndFinishesTheJob(t *testing.T) {
 	if f.Result != schemas.ResultPassed || len(f.Modules) != 1 {
 		t.Errorf("job 1 finished %+v", f)
 	}
-	if f.Files["boot-1.png"] != f.Files["shell-1.png"] || !strings.HasPrefix(f.Files["boot-1.png"], "screens/") {
-		t.Errorf("identical screenshots not stored once by hash: %v", f.Files)
+	if f.Files["boot-1.png"] != f.Files["shell-1.png"] || blobs.ContentSum(f.Files["boot-1.png"]) == "" {
+		t.Errorf("identical screenshots not stored once by their content: %v", f.Files)
 	}
 	for name, key := range f.Files {
-		data, err := bus.GetBlob(ctx, streams.BucketResults, key)
-		if err != nil || len(data) == 0 {
-			t.Errorf("%s at %s: %v", name, key, err)
+		r, _, err := bus.Results().Open(ctx, key, 0)
+		if err != nil {
+			t.Fatalf("%s at %s: %v", name, key, err)
+		}
+		data, err := io.ReadAll(r)
+		r.Close()
+		if err != nil || (files[name] != "" && string(data) != files[name]) || len(data) == 0 {
+			t.Errorf("%s at %s holds %q (%v)", name, key, data, err)
 		}
 	}
 	if _, ok := f.Files["details.json"]; !ok {
 		t.Errorf("no details.json: %v", f.Files)
+	}
+	var stored []string
+	if err := bus.Results().List(ctx, "", func(i blobs.Info) error { stored = append(stored, i.Key); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(stored) != 3 {
+		t.Errorf("stored %q for files %v, want 3 blobs: the screen once, the serial log, the details", stored, f.Files)
+	}
+	if _, err := os.Stat(filepath.Join(jobs, "1")); !os.IsNotExist(err) {
+		t.Errorf("job 1's directory is still there once its results are stored: %v", err)
 	}
 	if f := fins[2]; f.Result != schemas.ResultIncomplete || !strings.Contains(f.Reason, "upload failed") {
 		t.Errorf("job 2 with its results gone: %+v", f)
