@@ -39,6 +39,9 @@ const (
 	RoleWorker = "worker"
 	// RoleMatcher is a needle matcher pool: match requests and answers.
 	RoleMatcher = "matcher"
+	// RoleConsumer reads finished jobs from its own durable consumer:
+	// webhooks, JUnit writers, dashboards.
+	RoleConsumer = "consumer"
 )
 
 // BucketCredentials holds the credentials the server issued, by
@@ -180,6 +183,8 @@ func (c Credential) NATSUser() *server.NkeyUser {
 		u.Permissions = workerPermissions(Token(c.Name), c.Instances)
 	case RoleMatcher:
 		u.Permissions = matcherPermissions(Token(c.Name))
+	case RoleConsumer:
+		u.Permissions = consumerPermissions(Token(c.Name))
 	default:
 		// A role this build does not know may do nothing.
 		u.Permissions = &server.Permissions{Publish: &server.SubjectPermission{Deny: []string{">"}}, Subscribe: &server.SubjectPermission{Deny: []string{">"}}}
@@ -284,6 +289,16 @@ func matcherPermissions(name string) *server.Permissions {
 	return &server.Permissions{
 		Publish:   &server.SubjectPermission{Allow: pub},
 		Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(RoleMatcher, name) + ".>"}},
+	}
+}
+
+// consumerPermissions are a result consumer's: its own durable consumer of
+// finished jobs, and reading the job stream for the jobs' settings.
+func consumerPermissions(name string) *server.Permissions {
+	pub := slices.Concat(common, durable(StreamJobs, ResultsDurable(name)), reads(StreamJobs))
+	return &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: pub},
+		Subscribe: &server.SubjectPermission{Allow: []string{InboxPrefix(RoleConsumer, name) + ".>"}},
 	}
 }
 

@@ -19,6 +19,9 @@ const adminUsage = `usage:
   jetqa admin worker revoke NAME                             end its access now, open connections too
   jetqa admin worker list                                    the issued worker credentials
   jetqa admin matcher add|revoke|list NAME                   the same for a matcher pool
+  jetqa admin consumer add NAME [--from-start]               a result consumer: its credentials and its durable
+                                                             consumer of finished jobs (from now on, or all)
+  jetqa admin consumer revoke|list NAME                      end it, durable consumer too; list them
   jetqa admin apikey create --user U [--admin] [--expires 720h|DATE]
                                                              an API key and secret, as openqa-cli uses them;
                                                              an admin's may act on every job
@@ -31,7 +34,7 @@ const adminUsage = `usage:
 // cmdAdmin holds the operator's commands.
 func cmdAdmin(args []string, stdout, stderr io.Writer) error {
 	switch {
-	case len(args) >= 1 && (args[0] == streams.RoleWorker || args[0] == streams.RoleMatcher):
+	case len(args) >= 1 && (args[0] == streams.RoleWorker || args[0] == streams.RoleMatcher || args[0] == streams.RoleConsumer):
 		return cmdAdminCredentials(args[0], args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "templates":
 		return cmdAdminTemplates(args[1:], stdout, stderr)

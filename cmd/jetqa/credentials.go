@@ -26,6 +26,7 @@ func cmdAdminCredentials(role string, args []string, stdout, stderr io.Writer) e
 	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
 	out := fs.String("out", "", "credentials file to write (default NAME.creds)")
 	instances := fs.Int("instances", streams.DefaultInstances, "worker instances the credentials cover (1…N)")
+	fromStart := fs.Bool("from-start", false, "a consumer's first delivery is the oldest finished job, not the next one")
 	// NAME may come before the flags, as people write it.
 	rest, name := args[1:], ""
 	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
@@ -58,15 +59,32 @@ func cmdAdminCredentials(role string, args []string, stdout, stderr io.Writer) e
 		if path == "" {
 			path = name + ".creds"
 		}
+		if role == streams.RoleConsumer {
+			if err := bus.CreateResultsConsumer(ctx, name, *fromStart); err != nil {
+				return err
+			}
+		}
 		if err := issueCredentials(ctx, bus, dial, role, name, *instances, path); err != nil {
+			if role == streams.RoleConsumer {
+				_ = bus.DeleteResultsConsumer(context.WithoutCancel(ctx), name)
+			}
 			return err
 		}
 		fmt.Fprintf(stdout, "%s %q may connect now with %s\n", role, name, path)
+		if role == streams.RoleConsumer {
+			fmt.Fprintf(stdout, "consume with: jetqa watch|consume … --name %s --nats URL --creds %s\n", name, path)
+			return nil
+		}
 		fmt.Fprintf(stdout, "copy it to the %s's host and start: jetqa %s --nats URL --creds %s\n", role, role, path)
 		return nil
 	case "revoke":
 		if err := bus.RevokeCredential(ctx, role, name); err != nil {
 			return err
+		}
+		if role == streams.RoleConsumer {
+			if err := bus.DeleteResultsConsumer(ctx, name); err != nil {
+				return err
+			}
 		}
 		fmt.Fprintf(stdout, "%s %q revoked: its connections are closed and it cannot connect again\n", role, name)
 		return nil

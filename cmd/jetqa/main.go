@@ -45,6 +45,8 @@ Usage:
   jetqa job results ID DIR         download a job's screenshots and logs
   jetqa replay ID                  print a job's timeline from its events
   jetqa events [--since T]         print the events of all jobs and workers in a period
+  jetqa watch --name N             finished jobs as they finish, durably (nothing missed while stopped)
+  jetqa consume webhook URL|junit DIR --name N   each finished job POSTed as signed JSON, or as JUnit XML
   jetqa asset add [--name N] FILE|URL  store an asset on the server for jobs (ISO=N)
   jetqa asset list                 the registered assets
   jetqa asset fetch --host H NAME|URL  bring an asset into a worker host's cache now
@@ -52,6 +54,7 @@ Usage:
   jetqa needle check DIR           list every problem of a needle directory (exit status 1 if any)
   jetqa needle match SCREEN.png DIR --tag T  search needles with tag T on a screenshot
   jetqa admin worker add NAME      issue a worker host's credentials (revoke, list; matcher too)
+  jetqa admin consumer add NAME    a result consumer's credentials and durable consumer
   jetqa admin templates load GITURL[#REF]  job templates for jetqa schedule (show)
   jetqa admin tls init             a private CA and server certificate for a lab
   jetqa admin rebuild [--compare]  rebuild the read model from the streams
@@ -110,6 +113,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdReplay(args[1:], stdout, stderr)
 	case "events":
 		return cmdEvents(args[1:], stdout, stderr)
+	case "watch":
+		return cmdWatch(args[1:], stdout, stderr)
+	case "consume":
+		return cmdConsume(args[1:], stdout, stderr)
 	case "asset":
 		return cmdAsset(args[1:], stdout, stderr)
 	case "cache":
