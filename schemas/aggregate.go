@@ -61,6 +61,9 @@ type JobAggregate struct {
 // ModuleFinished, as openQA shows it.
 const moduleRunning = "running"
 
+// IsFinalResult says whether result is one a job may end with.
+func IsFinalResult(result string) bool { return slices.Contains(finalResults, result) }
+
 // finalResults are the results a job may end with.
 var finalResults = []string{
 	ResultPassed, ResultSoftfailed, ResultFailed, ResultIncomplete,
@@ -217,6 +220,10 @@ func (a *JobAggregate) check(p Payload) (Payload, error) {
 		if !a.Final() {
 			return nil, refuse("the job is still %s; cancel it first, then delete it", a.State)
 		}
+	case JobFilesExpired:
+		if !a.Final() {
+			return nil, refuse("the job is still %s; only a final job's files expire", a.State)
+		}
 	default:
 		return nil, fmt.Errorf("job %d: %s is not a job event", a.ID, p.Kind())
 	}
@@ -325,6 +332,8 @@ func jobPayload(p Payload) Payload {
 	case *JobRestarted:
 		return deref(e)
 	case *JobDeleted:
+		return deref(e)
+	case *JobFilesExpired:
 		return deref(e)
 	case *AssetFetched:
 		return deref(e)

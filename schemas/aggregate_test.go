@@ -38,6 +38,7 @@ job.paused.v1            -    -    -    -    =    -    -    -    -  -
 job.resumed.v1           -    -    -    -    -    -    -    -    -  -
 job.restarted.v1         -    -    -    -    -    -    =    =    -  -
 job.deleted.v1           -    -    -    -    -    -    =    =    =    -
+job.files_expired.v1     -    -    -    -    -    -    =    =    =    -
 worker.registered.v1     !    !    !    !    !    !    !    !    !  !
 worker.heartbeat.v1      !    !    !    !    !    !    !    !    !  !
 worker.offline.v1        !    !    !    !    !    !    !    !    !  !
@@ -103,6 +104,7 @@ var samples = func() map[string]Payload {
 	for _, p := range []Payload{
 		created, assigned, unassigned, fetched, checkedOut, ready, started, bootStarted,
 		ModuleFinished{ModuleResult{Name: "shutdown", Result: ResultFailed}}, testsPassed, passed, cancelReq, restarted, deleted,
+		JobFilesExpired{Files: []string{"boot-1.png"}, Rule: "screenshots:passed=30d"},
 		DeveloperCommand{By: "alice", Action: DevPause, OnMismatch: "assert_screen"},
 		JobPaused{Worker: h1, Module: "boot", At: PausedOnMismatch, Reason: "assert_screen: no match"},
 		JobResumed{Worker: h1, How: DevResume, By: "alice"},

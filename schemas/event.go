@@ -37,6 +37,7 @@ var payloads = []func() Payload{
 	func() Payload { return &JobCancelRequested{} },
 	func() Payload { return &JobRestarted{} },
 	func() Payload { return &JobDeleted{} },
+	func() Payload { return &JobFilesExpired{} },
 	func() Payload { return &AssetFetched{} },
 	func() Payload { return &RepoCheckedOut{} },
 	func() Payload { return &JobReady{} },

@@ -128,6 +128,16 @@ type JobDeleted struct {
 
 func (JobDeleted) Kind() string { return "job.deleted.v1" }
 
+// JobFilesExpired says retention removed some of a final job's result
+// files: they are no longer listed, nor served.
+type JobFilesExpired struct {
+	Files []string `json:"files"`
+	// Rule is the retention rule that removed them, e.g. "screenshots:passed=30d".
+	Rule string `json:"rule,omitempty"`
+}
+
+func (JobFilesExpired) Kind() string { return "job.files_expired.v1" }
+
 // AssetFetched says one asset of the job is in the worker host's cache.
 type AssetFetched struct {
 	Worker  WorkerRef `json:"worker"`

@@ -555,6 +555,59 @@ func (b *Bus) Watch(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Eve
 	return err
 }
 
+// Replay hands fn, in order, the matching events stored when it is
+// called, and returns: a scan of the stream as it is now, for the server's
+// periodic work (retention). An unreadable event is logged and skipped.
+func (b *Bus) Replay(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Event, p schemas.Payload, d Delivery) error) error {
+	cons, err := b.JS.CreateConsumer(ctx, cfg.Stream, jetstream.ConsumerConfig{
+		FilterSubjects: cfg.Filters, AckPolicy: jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute, MemoryStorage: true,
+	})
+	if err != nil {
+		return fmt.Errorf("replay %s %v: %w", cfg.Stream, cfg.Filters, err)
+	}
+	defer func() {
+		_ = b.JS.DeleteConsumer(context.WithoutCancel(ctx), cfg.Stream, cons.CachedInfo().Name)
+	}()
+	left := cons.CachedInfo().NumPending
+	for left > 0 {
+		batch, err := cons.Fetch(int(min(left, 256)), jetstream.FetchMaxWait(10*time.Second))
+		if err != nil {
+			return fmt.Errorf("replay %s: %w", cfg.Stream, err)
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			meta, err := msg.Metadata()
+			if err != nil {
+				continue
+			}
+			left = meta.NumPending
+			ev, p, err := decode(msg.Headers().Get(HeaderKind), msg.Data())
+			if err == nil {
+				err = onItsSubject(msg.Subject(), ev, p)
+			}
+			if err != nil {
+				b.log.Warn("skipping unreadable event", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "err", err)
+				continue
+			}
+			if err := fn(ev, p, Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending}); err != nil {
+				if errors.Is(err, ErrStopWatch) {
+					return nil
+				}
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("replay %s: %w", cfg.Stream, err)
+		}
+		if got == 0 {
+			return fmt.Errorf("replay %s: %d events left, none delivered", cfg.Stream, left)
+		}
+	}
+	return nil
+}
+
 // ErrStopWatch, returned by a Watch callback, ends the watch without error.
 var ErrStopWatch = errors.New("stop watching")
 

@@ -351,3 +351,17 @@ func (b *Bus) Restart(ctx context.Context, agg *schemas.JobAggregate, by string,
 	}
 	return 0, fmt.Errorf("restart job %d: %w", agg.ID, err)
 }
+
+// PurgeJob removes every event of a job from the job stream: the end of
+// its retention, once it was deleted.
+func (b *Bus) PurgeJob(ctx context.Context, job int64) error {
+	s, err := b.jobsStream(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(JobSubject(job)+".>")); err != nil {
+		return fmt.Errorf("purge job %d: %w", job, err)
+	}
+	b.forgetJob(job)
+	return nil
+}

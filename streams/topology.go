@@ -103,6 +103,7 @@ var jobEventTokens = map[string]string{
 	schemas.JobCancelRequested{}.Kind(): "cancel",
 	schemas.JobRestarted{}.Kind():       "restarted",
 	schemas.JobDeleted{}.Kind():         "deleted",
+	schemas.JobFilesExpired{}.Kind():    "files_expired",
 	schemas.AssetFetched{}.Kind():       "asset",
 	schemas.RepoCheckedOut{}.Kind():     "repo",
 	schemas.JobReady{}.Kind():           "ready",

@@ -29,7 +29,9 @@ const adminUsage = `usage:
   jetqa admin templates load GITURL[#REF] [--dry-run]       job templates (openQA's job group YAML) for jetqa schedule
   jetqa admin templates show [--json]                      the loaded job templates
   jetqa admin tls init [--dir DIR] [--hosts H,...]           a private CA and server certificate for a lab
-  jetqa admin rebuild [--json] [--compare]                   rebuild the read model from the streams`
+  jetqa admin rebuild [--json] [--compare]                   rebuild the read model from the streams
+  jetqa admin retention plan|run [--json]                    what the server's retention policy removes now
+                                                             (plan: a dry run), or remove it now`
 
 // cmdAdmin holds the operator's commands.
 func cmdAdmin(args []string, stdout, stderr io.Writer) error {
@@ -42,6 +44,8 @@ func cmdAdmin(args []string, stdout, stderr io.Writer) error {
 		return cmdAdminAPIKey(args[1:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "tls" && args[1] == "init":
 		return cmdAdminTLSInit(args[2:], stdout, stderr)
+	case len(args) >= 2 && args[0] == "retention" && (args[1] == "plan" || args[1] == "run"):
+		return cmdAdminRetention(args[1], args[2:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "rebuild":
 	default:
 		fmt.Fprintln(stderr, adminUsage)

@@ -20,6 +20,7 @@ import (
 	"jetqa/stages/boot"
 	"jetqa/stages/fetch"
 	"jetqa/stages/match"
+	"jetqa/stages/retention"
 	"jetqa/stages/schedule"
 	"jetqa/stages/upload"
 	"jetqa/streams"
@@ -182,11 +183,21 @@ type serverConfig struct {
 	// Results is where results are kept: s3://BUCKET[/PREFIX], or "" for
 	// the embedded object store.
 	Results string
+	// Retention is the retention policy (retention.ParseRules); "" keeps
+	// everything.
+	Retention string
 }
 
 // addServer adds the API, the scheduler and the matcher pool; it returns
 // the API's address.
 func (a *assembly) addServer(c serverConfig) (string, error) {
+	var rules retention.Rules
+	if c.Retention != "" {
+		var err error
+		if rules, err = retention.ParseRules(c.Retention); err != nil {
+			return "", fmt.Errorf("--retention: %w", err)
+		}
+	}
 	var results blobs.Store
 	if c.Results != "" {
 		ctx, cancel := context.WithTimeout(a.ctx, time.Minute)
@@ -224,6 +235,15 @@ func (a *assembly) addServer(c serverConfig) (string, error) {
 		return "", err
 	}
 	a.add("api", apiSrv.Run)
+	if len(rules) > 0 {
+		if bus, err = a.connect("retention@"+c.Host, a.self); err != nil {
+			return "", err
+		}
+		if results != nil {
+			bus.UseResults(results)
+		}
+		a.add("retention", retention.New(retention.Config{Rules: rules}, bus, a.log.With("stage", "retention")).Run)
+	}
 	if bus, err = a.connect("schedule@"+c.Host, a.self); err != nil {
 		return "", err
 	}

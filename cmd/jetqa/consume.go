@@ -80,13 +80,13 @@ func (c resultConsumer) run(ctx context.Context, bus *streams.Bus, handle func(c
 		if !ok {
 			return nil
 		}
-		agg, err := bus.LoadJob(ctx, ev.Job)
+		settings, err := bus.JobSettings(ctx, ev.Job)
 		if err != nil {
-			return fmt.Errorf("job %d: %w", ev.Job, err)
+			return err
 		}
 		j := finishedJob{
-			ID: ev.Job, Name: schemas.JobCreated{Settings: agg.Settings}.Name(), Result: fin.Result, Reason: fin.Reason,
-			Settings: agg.Settings, Modules: fin.Modules, Files: map[string]string{}, Finished: ev.Time, Sequence: d.Sequence,
+			ID: ev.Job, Name: schemas.JobCreated{Settings: settings}.Name(), Result: fin.Result, Reason: fin.Reason,
+			Settings: settings, Modules: fin.Modules, Files: map[string]string{}, Finished: ev.Time, Sequence: d.Sequence,
 		}
 		for name, key := range fin.Files {
 			if c.api != "" {

@@ -277,3 +277,23 @@ func TestJUnitAndWatchConsumers(t *testing.T) {
 	}
 	violation(t, errs, streams.JobSubject(1)+".cancelled")
 }
+
+// `jetqa admin retention plan` asks the server's retention stage for a dry
+// run; a server without a policy says how to set one.
+func TestRetentionPlanFromTheCommandLine(t *testing.T) {
+	s := startSystemWith(t, func(c *upConfig) { c.Retention = "video=14d,events=365d" })
+	var out, errOut strings.Builder
+	if err := dispatch([]string{"admin", "retention", "plan", "--nats", s.nats}, &out, &errOut); err != nil {
+		t.Fatalf("retention plan: %v\n%s", err, errOut.String())
+	}
+	if !strings.Contains(out.String(), "0 jobs touched, 0 blobs (0 bytes) deleted") {
+		t.Errorf("plan of an empty server:\n%s", out.String())
+	}
+
+	plain := startServerWithMatchers(t, 0)
+	out.Reset()
+	err := dispatch([]string{"admin", "retention", "run", "--nats", plain.nats}, &out, &errOut)
+	if err == nil || !strings.Contains(err.Error(), "--retention") {
+		t.Errorf("retention run on a server without a policy: %v", err)
+	}
+}

@@ -15,6 +15,9 @@ import (
 // resultsUsage is the --results flag's help.
 const resultsUsage = "keep results in S3: s3://BUCKET[/PREFIX][?endpoint=URL], with credentials, region and endpoint from the AWS_* environment as the AWS tools read them (default: the embedded object store)"
 
+// retentionUsage is the --retention flag's help.
+const retentionUsage = "remove results once kept long enough: KIND[:RESULT]=AGE,… with KIND screenshots, video, logs, other or events, e.g. screenshots:failed=90d,screenshots=30d,logs=180d,events=365d (default: keep everything)"
+
 // cmdServer runs the server side: the embedded NATS server, the API, the
 // scheduler and the matcher pool. Workers connect to its NATS port.
 func cmdServer(args []string, stderr io.Writer) error {
@@ -23,7 +26,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 	var natsPort, matchers int
 	var workerTimeout time.Duration
 	var tlsFiles streams.TLSFiles
-	var name, cluster, routes, results string
+	var name, cluster, routes, results, keep string
 	var clusterPort, wsPort int
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -42,6 +45,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 	fs.IntVar(&clusterPort, "cluster-port", 6222, "port this server listens on for routes from the other nodes")
 	fs.StringVar(&routes, "routes", "", "route URLs of the cluster's nodes, comma-separated (nats://n1:6222,…; tls:// with --tls-ca)")
 	fs.StringVar(&results, "results", "", resultsUsage)
+	fs.StringVar(&keep, "retention", "", retentionUsage)
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -63,7 +67,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 	if err := a.embed(ec); err != nil {
 		return err
 	}
-	apiAddr, err := a.addServer(serverConfig{Host: host, Listen: listen, Matchers: matchers, WorkerTimeout: workerTimeout, Results: results})
+	apiAddr, err := a.addServer(serverConfig{Host: host, Listen: listen, Matchers: matchers, WorkerTimeout: workerTimeout, Results: results, Retention: keep})
 	if err != nil {
 		a.teardown()
 		return err

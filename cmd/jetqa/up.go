@@ -31,6 +31,7 @@ type upConfig struct {
 	Heartbeat     time.Duration
 	LogLevel      string
 	Results       string
+	Retention     string
 	Cache         workerConfig // only the cache fields
 }
 
@@ -50,6 +51,7 @@ func cmdUp(args []string, stderr io.Writer) error {
 	fs.DurationVar(&c.WorkerTimeout, "worker-timeout", 60*time.Second, "silence after which a worker instance is offline")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 10*time.Second, "how often worker instances say they are alive")
 	fs.StringVar(&c.Results, "results", "", resultsUsage)
+	fs.StringVar(&c.Retention, "retention", "", retentionUsage)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	cacheFlags(fs, &c.Cache)
 	if err := parseFlags(fs, args); err != nil {
@@ -84,7 +86,7 @@ func upAssembly(ctx context.Context, c upConfig, log *slog.Logger) (*assembly, s
 	if err := a.embed(embedConfig{DataDir: dataDir, Host: "127.0.0.1", Port: c.NATSPort, Also: []streams.Credential{worker.Credential(c.Instances)}}); err != nil {
 		return nil, "", err
 	}
-	apiAddr, err := a.addServer(serverConfig{Host: c.Host, Listen: c.Listen, Matchers: c.Matchers, WorkerTimeout: c.WorkerTimeout, Results: c.Results})
+	apiAddr, err := a.addServer(serverConfig{Host: c.Host, Listen: c.Listen, Matchers: c.Matchers, WorkerTimeout: c.WorkerTimeout, Results: c.Results, Retention: c.Retention})
 	if err == nil {
 		err = a.localAPIKey(dataDir, apiAddr)
 	}

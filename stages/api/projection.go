@@ -301,6 +301,10 @@ func fold(jobs map[int64]*JobView, ev schemas.Event, pl schemas.Payload) {
 		j.Clone = e.Clone
 	case *schemas.JobDeleted:
 		delete(jobs, ev.Job)
+	case *schemas.JobFilesExpired:
+		for _, name := range e.Files {
+			delete(j.Files, name)
+		}
 	case *schemas.AssetFetched:
 		j.State = schemas.StateSetup
 		j.Assets = append(j.Assets, *e)
