@@ -220,6 +220,10 @@ type Step struct {
 	Screenshot string  `json:"screenshot,omitempty"` // file name in the job's results
 	Needle     string  `json:"needle,omitempty"`
 	Similarity float64 `json:"similarity,omitempty"`
+	// Tags are what a match step looked for; with Text, the testapi call
+	// (assert_screen, check_screen, …), what `jetqa replay --needles`
+	// matches again.
+	Tags []string `json:"tags,omitempty"`
 }
 
 // ModuleFinished carries a module's result.

@@ -45,6 +45,8 @@ func replayJob(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
 	follow := fs.Bool("follow", false, "go on with new events until the job finishes")
 	asJSON := fs.Bool("json", false, "print each event's JSON envelope, one per line")
+	needles := fs.String("needles", "", "match the job's recorded screens again against the needles of `GITURL[#REF]` (or a directory), through the matcher pool, and say whether it would pass")
+	apiURL := fs.String("api", envOr("JETQA_API", "http://127.0.0.1:9526"), "jetqa API the screenshots are read from, with --needles")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -61,6 +63,9 @@ func replayJob(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("job %d does not exist", id)
 	} else if err != nil {
 		return err
+	}
+	if *needles != "" {
+		return rematch(ctx, bus, id, *needles, *apiURL, *asJSON, stdout)
 	}
 	out := timeline{w: stdout, json: *asJSON}
 	finished := false

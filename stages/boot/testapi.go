@@ -522,7 +522,7 @@ func (r *runner) waitForScreen(fn string, mustmatch starlark.Value, timeout time
 				return res, incomplete(fmt.Errorf("%s: matcher: %s", fn, res.Error))
 			}
 			if res.Matched {
-				r.recordMatch(screen, res, true)
+				r.recordMatch(fn, tags, screen, res, true)
 				if i := slices.IndexFunc(candidates, func(n schemas.NeedleFile) bool { return n.Name == res.Best.Needle }); i >= 0 {
 					r.workaroundMatched(candidates[i])
 					r.matched = &lastMatch{needle: candidates[i], areas: res.Best.Areas}
@@ -531,7 +531,7 @@ func (r *runner) waitForScreen(fn string, mustmatch starlark.Value, timeout time
 			}
 		}
 		if atEnd {
-			r.recordMatch(screen, res, false)
+			r.recordMatch(fn, tags, screen, res, false)
 			return res, nil
 		}
 		interval := 250 * time.Millisecond
@@ -562,8 +562,8 @@ func (r *runner) pause(d time.Duration) error {
 	}
 }
 
-func (r *runner) recordMatch(screen []byte, res schemas.MatchResolved, ok bool) {
-	step := schemas.Step{Kind: "match", Result: schemas.ResultFailed, Screenshot: r.saveScreen(screen)}
+func (r *runner) recordMatch(fn string, tags []string, screen []byte, res schemas.MatchResolved, ok bool) {
+	step := schemas.Step{Kind: "match", Text: fn, Tags: tags, Result: schemas.ResultFailed, Screenshot: r.saveScreen(screen)}
 	if ok {
 		step.Result = schemas.ResultPassed
 	}
