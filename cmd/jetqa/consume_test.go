@@ -49,35 +49,6 @@ func (s *system) finishJobs(t *testing.T, from, to int64, result string) {
 	}
 }
 
-// startConsumer runs a jetqa result consumer command as its own process,
-// as a user would, and returns it running.
-func startConsumer(t *testing.T, args ...string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logged := make(chan struct{})
-	go func() {
-		defer close(logged)
-		lines := bufio.NewScanner(stderr)
-		for lines.Scan() {
-			t.Logf("[%s] %s", args[0], lines.Text())
-		}
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-logged
-		_ = cmd.Wait()
-	})
-	return cmd
-}
-
 // addConsumer makes result consumer name with `jetqa admin consumer add`
 // and returns its credentials file.
 func (s *system) addConsumer(t *testing.T, name string, args ...string) string {
@@ -138,7 +109,7 @@ func TestWebhookDeliversEveryFinishedJobOnce(t *testing.T) {
 		return len(got)
 	}
 	run := func() *exec.Cmd {
-		return startConsumer(t, "consume", "webhook", receiver.URL, "--nats", s.nats, "--creds", creds, "--secret-file", secret)
+		return startJetqa(t, "consume", "consume", "webhook", receiver.URL, "--nats", s.nats, "--creds", creds, "--secret-file", secret)
 	}
 
 	consumer := run()
@@ -197,7 +168,7 @@ func TestJUnitAndWatchConsumers(t *testing.T) {
 	s.finishJobs(t, 3, 4, schemas.ResultFailed)
 
 	dir := t.TempDir()
-	startConsumer(t, "consume", "junit", dir, "--result", "failed", "--nats", s.nats, "--creds", junitCreds)
+	startJetqa(t, "junit", "consume", "junit", dir, "--result", "failed", "--nats", s.nats, "--creds", junitCreds)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// junit's durable was made before these jobs, without --from-start:

@@ -78,7 +78,14 @@ func startServerWith(t *testing.T, matchers int, ec embedConfig, tls *tls.Config
 func startWorkerProcess(t *testing.T, s *system, host string) *exec.Cmd {
 	t.Helper()
 	creds := s.issue(t, streams.RoleWorker, host)
-	cmd := exec.Command(os.Args[0], "worker", "--nats", s.nats, "--creds", creds, "--host", host, "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
+	return startJetqa(t, host, "worker", "--nats", s.nats, "--creds", creds, "--host", host, "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
+}
+
+// startJetqa runs jetqa with args as a child process, as a user would, its
+// log in the test's prefixed with name; it is killed at the test's end.
+func startJetqa(t *testing.T, name string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -92,7 +99,7 @@ func startWorkerProcess(t *testing.T, s *system, host string) *exec.Cmd {
 		defer close(logged)
 		lines := bufio.NewScanner(stderr)
 		for lines.Scan() {
-			t.Logf("[%s] %s", host, lines.Text())
+			t.Logf("[%s] %s", name, lines.Text())
 		}
 	}()
 	t.Cleanup(func() {

@@ -22,9 +22,7 @@ import (
 // the job once its results are stored.
 func TestResultsInS3(t *testing.T) {
 	testos := testosDir(t)
-	s3 := blobstest.StartS3(t)
-	url := s3.Bucket(t, "jetqa-results")
-	s3.SetEnv(t)
+	bucket, url := blobstest.StartS3Store(t, "jetqa-results")
 	s := startSystemWith(t, func(c *upConfig) { c.Results = url })
 
 	id := s.post(t, demoSettings(testos))
@@ -34,10 +32,6 @@ func TestResultsInS3(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	bucket, err := blobs.OpenS3(ctx, url)
-	if err != nil {
-		t.Fatal(err)
-	}
 	embedded := blobs.NewObjectStore(s.bus.JS, streams.BucketResults)
 	for _, name := range []string{"serial0.txt", "autoinst-log.txt", "details.json"} {
 		key, ok := fin.Files[name]

@@ -66,13 +66,7 @@ func TestRulesParse(t *testing.T) {
 func TestRetentionRemovesWhatItsRulesSay(t *testing.T) {
 	t.Run("object store", func(t *testing.T) { retain(t, nil) })
 	t.Run("S3", func(t *testing.T) {
-		s3 := blobstest.StartS3(t)
-		url := s3.Bucket(t, "results")
-		s3.SetEnv(t)
-		store, err := blobs.OpenS3(context.Background(), url)
-		if err != nil {
-			t.Fatal(err)
-		}
+		store, _ := blobstest.StartS3Store(t, "results")
 		retain(t, store)
 	})
 }

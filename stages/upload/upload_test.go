@@ -20,13 +20,7 @@ import (
 func TestUploadStoresResultsAndFinishesTheJob(t *testing.T) {
 	t.Run("object store", func(t *testing.T) { uploadAndFinish(t, nil) })
 	t.Run("S3", func(t *testing.T) {
-		s3 := blobstest.StartS3(t)
-		url := s3.Bucket(t, "results")
-		s3.SetEnv(t)
-		store, err := blobs.OpenS3(context.Background(), url)
-		if err != nil {
-			t.Fatal(err)
-		}
+		store, _ := blobstest.StartS3Store(t, "results")
 		uploadAndFinish(t, store)
 	})
 }

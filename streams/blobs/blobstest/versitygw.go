@@ -14,6 +14,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"jetqa/streams/blobs"
 )
 
 // S3Server is a real S3 server for tests: versitygw serving a temporary
@@ -99,6 +101,20 @@ func (s *S3Server) Bucket(t testing.TB, name string) string {
 // server's credentials.
 func (s *S3Server) Env() []string {
 	return []string{"AWS_ACCESS_KEY_ID=" + s.Access, "AWS_SECRET_ACCESS_KEY=" + s.Secret, "AWS_REGION=us-east-1"}
+}
+
+// StartS3Store starts versitygw with a bucket of the given name and
+// returns the Store on it, the test's environment holding its credentials.
+func StartS3Store(t *testing.T, bucket string) (*blobs.S3, string) {
+	t.Helper()
+	s := StartS3(t)
+	url := s.Bucket(t, bucket)
+	s.SetEnv(t)
+	store, err := blobs.OpenS3(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store, url
 }
 
 // SetEnv sets Env for the test.
