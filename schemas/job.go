@@ -224,6 +224,11 @@ type Step struct {
 	// (assert_screen, check_screen, …), what `jetqa replay --needles`
 	// matches again.
 	Tags []string `json:"tags,omitempty"`
+	// Areas are where the matched (or, failed, the closest) needle's areas
+	// were found on the screenshot, for overlays.
+	Areas []AreaMatch `json:"areas,omitempty"`
+	// Candidates are a failed match's closest needles, best first.
+	Candidates []CandidateMatch `json:"candidates,omitempty"`
 }
 
 // ModuleFinished carries a module's result.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"image/png"
 	"io"
 	"log/slog"
 	"net/http"
@@ -377,6 +378,8 @@ func TestDemoJobPassesAndFailsOnPurpose(t *testing.T) {
 				Details      []struct {
 					Num                        int
 					Result, Screenshot, Needle string
+					Tags                       []string
+					Area                       []struct{ X, Y, W, H, Similarity int }
 				}
 			}
 			Logs []string
@@ -386,9 +389,23 @@ func TestDemoJobPassesAndFailsOnPurpose(t *testing.T) {
 	matched := 0
 	for _, m := range details.Job.TestResults {
 		for _, st := range m.Details {
-			if st.Needle != "" && st.Screenshot != "" && st.Result == schemas.ResultPassed {
+			if st.Needle != "" && st.Screenshot != "" && st.Result == "ok" {
 				if _, ok := fin.Files[st.Screenshot]; !ok {
 					t.Errorf("details step %d of %s shows %s, which is not among the job's files", st.Num, m.Name, st.Screenshot)
+				}
+				// Where the needle matched, for overlays, and what was asked.
+				if len(st.Area) == 0 || st.Area[0].W == 0 || st.Area[0].Similarity < 90 || len(st.Tags) == 0 {
+					t.Errorf("details step %d of %s: areas %+v, tags %q", st.Num, m.Name, st.Area, st.Tags)
+				}
+				// Its thumbnail, 45 pixels high as os-autoinst makes them.
+				resp, err := http.Get(fmt.Sprintf("%s/tests/%d/images/thumb/%s", s.api, id, st.Screenshot))
+				if err != nil {
+					t.Fatal(err)
+				}
+				thumb, err := png.Decode(resp.Body)
+				resp.Body.Close()
+				if err != nil || thumb.Bounds().Dy() != 45 {
+					t.Errorf("thumbnail of %s: %v %v", st.Screenshot, err, thumb)
 				}
 				matched++
 			}
@@ -432,6 +449,34 @@ func TestDemoJobPassesAndFailsOnPurpose(t *testing.T) {
 	}
 	if !strings.Contains(fin.Reason, "fail:") || !strings.Contains(fin.Reason, "graphical-desktop") {
 		t.Errorf("reason %q names neither the module nor the needle tag", fin.Reason)
+	}
+	// Its details show the failed screen with the closest candidate.
+	var failed struct {
+		Job struct {
+			TestResults []struct {
+				Name    string
+				Details []struct {
+					Result, Screenshot, Needle string
+					Needles                    []struct {
+						Name string
+						Area []struct{ W, H int }
+					}
+				}
+			}
+		}
+	}
+	s.get(t, fmt.Sprintf("/api/v1/jobs/%d/details?seq=%d", fid, s.finishedAt(fid)), &failed)
+	candidates := 0
+	for _, m := range failed.Job.TestResults {
+		for _, st := range m.Details {
+			if m.Name == "fail" && st.Result == "fail" && st.Screenshot != "" && st.Needle == "" &&
+				len(st.Needles) > 0 && st.Needles[0].Name == "graphical-desktop" && len(st.Needles[0].Area) > 0 {
+				candidates++
+			}
+		}
+	}
+	if candidates != 1 {
+		t.Errorf("details of the failed job %d: %+v", fid, failed.Job.TestResults)
 	}
 	// Watched after its end, a failed job replays to its end; exit status 1.
 	var out2, errOut2 strings.Builder

@@ -24,6 +24,7 @@ import (
 
 	"jetqa/schemas"
 	"jetqa/stages/api"
+	"jetqa/stages/upload"
 )
 
 func cmdJob(args []string, stdout, stderr io.Writer) error {
@@ -266,7 +267,9 @@ func (c client) show(ctx context.Context, id int64, stdout io.Writer) error {
 	if len(j.Files) > 0 {
 		names := make([]string, 0, len(j.Files))
 		for n := range j.Files {
-			names = append(names, n)
+			if !strings.HasPrefix(n, upload.ThumbPrefix) {
+				names = append(names, n)
+			}
 		}
 		sort.Strings(names)
 		fmt.Fprintf(stdout, "files:   %s\n         (jetqa job results %d DIR downloads them; %s/api/v1/jobs/%d/file/NAME serves one)\n", strings.Join(names, " "), id, c.api, id)
@@ -361,7 +364,15 @@ func (c client) results(ctx context.Context, id int64, dir string, stdout io.Wri
 		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/file/%s", id, url.PathEscape(name)), nil, &data); err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(dir, filepath.Base(name)), data, 0o644); err != nil {
+		// Thumbnails go to .thumbs/, as os-autoinst writes them.
+		target := filepath.Join(dir, filepath.Base(name))
+		if thumb, ok := strings.CutPrefix(name, upload.ThumbPrefix); ok {
+			if err := os.MkdirAll(filepath.Join(dir, ".thumbs"), 0o755); err != nil {
+				return err
+			}
+			target = filepath.Join(dir, ".thumbs", filepath.Base(thumb))
+		}
+		if err := os.WriteFile(target, data, 0o644); err != nil {
 			return err
 		}
 	}

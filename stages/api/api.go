@@ -154,6 +154,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/jobs/{id}/details", s.getJobDetails)
 	mux.HandleFunc("GET /api/v1/jobs/{id}/file/{name}", s.getFile)
 	mux.HandleFunc("GET /tests/{id}/file/{name}", s.getFile) // openQA's path
+	mux.HandleFunc("GET /tests/{id}/images/{name}", s.getFile)
+	mux.HandleFunc("GET /tests/{id}/images/thumb/{name}", s.getThumb)
 	mux.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.keys.signed(s.log, s.cancelJob))
 	mux.HandleFunc("POST /api/v1/jobs/{id}/restart", s.keys.signed(s.log, s.restartJob))
 	mux.HandleFunc("DELETE /api/v1/jobs/{id}", s.keys.signed(s.log, s.deleteJob))
@@ -424,8 +426,21 @@ func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	s.serveFile(w, r, j, r.PathValue("name"))
+}
+
+// getThumb serves a screenshot's thumbnail, at openQA's path.
+func (s *Server) getThumb(w http.ResponseWriter, r *http.Request) {
+	j, ok := s.jobFromPath(w, r)
+	if !ok {
+		return
+	}
+	s.serveFile(w, r, j, ".thumbs/"+r.PathValue("name"))
+}
+
+// serveFile streams one of a job's result files from the results store.
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, j JobView, name string) {
 	id := j.ID
-	name := r.PathValue("name")
 	key, ok := j.Files[name]
 	if !ok {
 		fail(w, http.StatusNotFound, "job %d has no file %q", id, name)

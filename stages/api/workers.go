@@ -195,18 +195,94 @@ func (s *Server) dependencies(j *jobJSON) {
 	}
 }
 
-// detailsStep is one step of a module as openQA's details give it: a
-// screenshot with the needle it matched, or a text step.
+// detailsStep is one step of a module as openQA's details give it (as
+// os-autoinst's basetest records it): a screenshot with the needle it
+// matched and where, or the closest candidates when none did, or a text
+// step.
 type detailsStep struct {
-	Num          int     `json:"num"`
-	Result       string  `json:"result"`
-	DisplayTitle string  `json:"display_title"`
-	Title        string  `json:"title,omitempty"`
-	Screenshot   string  `json:"screenshot,omitempty"`
-	Needle       string  `json:"needle,omitempty"`
-	Text         string  `json:"text_data,omitempty"`
-	Similarity   float64 `json:"similarity,omitempty"` // jetqa's: of the matched or closest needle
-	Kind         string  `json:"kind"`                 // jetqa's: match, screenshot, serial, info
+	Num          int             `json:"num"`
+	Result       string          `json:"result"` // ok, fail, softfail, unk
+	DisplayTitle string          `json:"display_title"`
+	Title        string          `json:"title,omitempty"`
+	Screenshot   string          `json:"screenshot,omitempty"`
+	Needle       string          `json:"needle,omitempty"`
+	Area         []detailsArea   `json:"area,omitempty"`
+	Error        *float64        `json:"error,omitempty"`
+	Tags         []string        `json:"tags,omitempty"`
+	Needles      []detailsNeedle `json:"needles,omitempty"`
+	Text         string          `json:"text_data,omitempty"`
+	Similarity   float64         `json:"similarity,omitempty"` // jetqa's: of the matched or closest needle
+	Kind         string          `json:"kind"`                 // jetqa's: match, screenshot, serial, info
+}
+
+// detailsArea is where a needle area was found: similarity in percent.
+type detailsArea struct {
+	X          int    `json:"x"`
+	Y          int    `json:"y"`
+	W          int    `json:"w"`
+	H          int    `json:"h"`
+	Similarity int    `json:"similarity"`
+	Result     string `json:"result"`
+}
+
+// detailsNeedle is a candidate that did not match.
+type detailsNeedle struct {
+	Name  string        `json:"name"`
+	Error float64       `json:"error"`
+	Area  []detailsArea `json:"area"`
+}
+
+func toDetailsAreas(areas []schemas.AreaMatch) []detailsArea {
+	out := make([]detailsArea, len(areas))
+	for i, a := range areas {
+		out[i] = detailsArea{X: a.X, Y: a.Y, W: a.Width, H: a.Height, Similarity: int(a.Similarity * 100), Result: stepResult(okResult(a.OK))}
+	}
+	return out
+}
+
+func okResult(ok bool) string {
+	if ok {
+		return schemas.ResultPassed
+	}
+	return schemas.ResultFailed
+}
+
+// stepResult is a step's result in openQA's words.
+func stepResult(r string) string {
+	switch r {
+	case schemas.ResultPassed:
+		return "ok"
+	case schemas.ResultFailed:
+		return "fail"
+	case schemas.ResultSoftfailed:
+		return "softfail"
+	}
+	return "unk"
+}
+
+func toDetailsStep(num int, st schemas.Step) detailsStep {
+	title := cmp.Or(st.Needle, st.Text)
+	d := detailsStep{Num: num, Result: stepResult(st.Result), DisplayTitle: title, Screenshot: st.Screenshot,
+		Needle: st.Needle, Similarity: st.Similarity, Kind: st.Kind, Tags: st.Tags}
+	if st.Screenshot == "" {
+		d.Title, d.Text = st.Kind, st.Text
+	}
+	if st.Result == schemas.ResultPassed && len(st.Areas) > 0 {
+		d.Area = toDetailsAreas(st.Areas)
+		e := 1 - st.Similarity
+		d.Error = &e
+	}
+	for _, c := range st.Candidates {
+		d.Needles = append(d.Needles, detailsNeedle{Name: c.Needle, Error: c.Error, Area: toDetailsAreas(c.Areas)})
+	}
+	if st.Kind == "match" && st.Result != schemas.ResultPassed {
+		// A failed match has no needle of its own, only candidates.
+		d.Needle = ""
+		if len(d.Needles) == 0 && st.Needle != "" {
+			d.Needles = []detailsNeedle{{Name: st.Needle, Error: 1 - st.Similarity, Area: toDetailsAreas(st.Areas)}}
+		}
+	}
+	return d
 }
 
 // detailsModule is a module as openQA's details give it.
@@ -230,15 +306,7 @@ func (s *Server) getJobDetails(w http.ResponseWriter, r *http.Request) {
 	for i, m := range j.Modules {
 		steps := make([]detailsStep, len(m.Details))
 		for k, st := range m.Details {
-			title := st.Needle
-			if title == "" {
-				title = st.Text
-			}
-			steps[k] = detailsStep{Num: k + 1, Result: cmp.Or(st.Result, "unk"), DisplayTitle: title, Screenshot: st.Screenshot,
-				Needle: st.Needle, Similarity: st.Similarity, Kind: st.Kind}
-			if st.Screenshot == "" {
-				steps[k].Title, steps[k].Text = st.Kind, st.Text
-			}
+			steps[k] = toDetailsStep(k+1, st)
 		}
 		modules[i] = detailsModule{Name: m.Name, Result: m.Result, Flags: append([]string{}, m.Flags...), Details: steps}
 	}

@@ -568,11 +568,14 @@ func (r *runner) recordMatch(fn string, tags []string, screen []byte, res schema
 		step.Result = schemas.ResultPassed
 	}
 	if res.Best != nil {
-		step.Needle = res.Best.Needle
+		step.Needle, step.Areas = res.Best.Needle, res.Best.Areas
 		step.Similarity = 1
 		for _, a := range res.Best.Areas {
 			step.Similarity = min(step.Similarity, a.Similarity)
 		}
+	}
+	if !ok {
+		step.Candidates = res.Candidates[:min(len(res.Candidates), 3)]
 	}
 	r.module.Details = append(r.module.Details, step)
 }

@@ -12,11 +12,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
+	"image/png"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/image/draw"
 
 	"jetqa/schemas"
 	"jetqa/streams"
@@ -136,11 +140,22 @@ func (s *Stage) store(ctx context.Context, job int64, tf *schemas.TestsFinished)
 		if !e.Type().IsRegular() {
 			continue
 		}
-		key, err := s.storeFile(ctx, filepath.Join(tf.ResultsDir, e.Name()))
+		path := filepath.Join(tf.ResultsDir, e.Name())
+		key, err := s.storeFile(ctx, path)
 		if err != nil {
 			return files, err
 		}
 		files[e.Name()] = key
+		if strings.HasSuffix(e.Name(), ".png") {
+			thumb, err := thumbnail(path)
+			if err != nil {
+				s.log.Warn("no thumbnail", "job", job, "file", e.Name(), "err", err)
+				continue
+			}
+			if files[ThumbPrefix+e.Name()], err = s.storeContent(ctx, bytes.NewReader(thumb)); err != nil {
+				return files, err
+			}
+		}
 	}
 	details, err := json.MarshalIndent(tf.Modules, "", "  ")
 	if err != nil {
@@ -161,6 +176,38 @@ func (s *Stage) storeFile(ctx context.Context, path string) (string, error) {
 	}
 	defer f.Close()
 	return s.storeContent(ctx, f)
+}
+
+// ThumbPrefix names a screenshot's thumbnail among a job's files, as
+// os-autoinst keeps them: .thumbs/NAME.
+const ThumbPrefix = ".thumbs/"
+
+// thumbHeight is os-autoinst's thumbnail height.
+const thumbHeight = 45
+
+// thumbnail is the PNG at path scaled to thumbHeight pixels high, for
+// overviews.
+func thumbnail(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	src, err := png.Decode(f)
+	if err != nil {
+		return nil, err
+	}
+	b := src.Bounds()
+	if b.Dy() == 0 {
+		return nil, errors.New("an empty image")
+	}
+	dst := image.NewRGBA(image.Rect(0, 0, max(1, b.Dx()*thumbHeight/b.Dy()), thumbHeight))
+	draw.ApproxBiLinear.Scale(dst, dst.Bounds(), src, b, draw.Src, nil)
+	var out bytes.Buffer
+	if err := png.Encode(&out, dst); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }
 
 // storeContent stores what r holds unless the results hold it already.
