@@ -56,6 +56,7 @@ bench: test-deps testos
 	$(GO) test -run '^$$' -bench . -skip Fleet -benchtime 10000x ./stages/schedule
 	JETQA_FLEET_WORKERS=1000 $(GO) test -run '^$$' -bench Fleet -benchtime 20000x -timeout 60m ./stages/schedule
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./stages/api
+	$(GO) test -run '^$$' -bench Upload -benchtime 1x ./stages/upload
 	$(GO) test -run '^$$' -bench . -skip AgainstTinycv -benchtime 20x ./stages/match/needle
 	$(GO) test -run '^$$' -bench AgainstTinycv -benchtime 1x ./stages/match/needle
 	$(GO) test -run '^$$' -bench RequestLatency -benchtime 200x ./stages/match

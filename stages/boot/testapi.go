@@ -588,6 +588,9 @@ func (r *runner) saveScreen(png []byte) string {
 		r.log.Warn("screenshot not saved", "err", err)
 		return ""
 	}
+	if err := writeThumbnail(png, filepath.Join(r.resultsDir, ".thumbs", name)); err != nil {
+		r.log.Warn("no thumbnail", "screenshot", name, "err", err)
+	}
 	return name
 }
 

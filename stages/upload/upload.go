@@ -12,15 +12,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image"
-	"image/png"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
-	"golang.org/x/image/draw"
+	"golang.org/x/sync/errgroup"
 
 	"jetqa/schemas"
 	"jetqa/streams"
@@ -132,30 +131,38 @@ func (s *Stage) removeJobDir(job int64, resultsDir string, uploaded bool) {
 // not stored yet) and never held whole in memory.
 func (s *Stage) store(ctx context.Context, job int64, tf *schemas.TestsFinished) (map[string]string, error) {
 	files := map[string]string{}
-	entries, err := os.ReadDir(tf.ResultsDir)
-	if err != nil {
-		return files, fmt.Errorf("results of job %d: %w", job, err)
-	}
-	for _, e := range entries {
-		if !e.Type().IsRegular() {
+	var mu sync.Mutex
+	// A few files at once: each costs round trips to the server more than
+	// bytes, and the server decides several stores at once.
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(uploadsAtOnce)
+	for _, sub := range []string{"", ThumbPrefix} {
+		entries, err := os.ReadDir(filepath.Join(tf.ResultsDir, sub))
+		if sub != "" && errors.Is(err, os.ErrNotExist) {
 			continue
 		}
-		path := filepath.Join(tf.ResultsDir, e.Name())
-		key, err := s.storeFile(ctx, path)
 		if err != nil {
-			return files, err
+			_ = g.Wait()
+			return files, fmt.Errorf("results of job %d: %w", job, err)
 		}
-		files[e.Name()] = key
-		if strings.HasSuffix(e.Name(), ".png") {
-			thumb, err := thumbnail(path)
-			if err != nil {
-				s.log.Warn("no thumbnail", "job", job, "file", e.Name(), "err", err)
+		for _, e := range entries {
+			if !e.Type().IsRegular() {
 				continue
 			}
-			if files[ThumbPrefix+e.Name()], err = s.storeContent(ctx, bytes.NewReader(thumb)); err != nil {
-				return files, err
-			}
+			g.Go(func() error {
+				key, err := s.storeFile(gctx, filepath.Join(tf.ResultsDir, sub, e.Name()))
+				if err != nil {
+					return err
+				}
+				mu.Lock()
+				files[sub+e.Name()] = key
+				mu.Unlock()
+				return nil
+			})
 		}
+	}
+	if err := g.Wait(); err != nil {
+		return files, err
 	}
 	details, err := json.MarshalIndent(tf.Modules, "", "  ")
 	if err != nil {
@@ -178,37 +185,12 @@ func (s *Stage) storeFile(ctx context.Context, path string) (string, error) {
 	return s.storeContent(ctx, f)
 }
 
+// uploadsAtOnce is how many files the stage uploads at once.
+const uploadsAtOnce = 4
+
 // ThumbPrefix names a screenshot's thumbnail among a job's files, as
-// os-autoinst keeps them: .thumbs/NAME.
+// os-autoinst keeps them: .thumbs/NAME (the boot stage makes them).
 const ThumbPrefix = ".thumbs/"
-
-// thumbHeight is os-autoinst's thumbnail height.
-const thumbHeight = 45
-
-// thumbnail is the PNG at path scaled to thumbHeight pixels high, for
-// overviews.
-func thumbnail(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	src, err := png.Decode(f)
-	if err != nil {
-		return nil, err
-	}
-	b := src.Bounds()
-	if b.Dy() == 0 {
-		return nil, errors.New("an empty image")
-	}
-	dst := image.NewRGBA(image.Rect(0, 0, max(1, b.Dx()*thumbHeight/b.Dy()), thumbHeight))
-	draw.ApproxBiLinear.Scale(dst, dst.Bounds(), src, b, draw.Src, nil)
-	var out bytes.Buffer
-	if err := png.Encode(&out, dst); err != nil {
-		return nil, err
-	}
-	return out.Bytes(), nil
-}
 
 // storeContent stores what r holds unless the results hold it already.
 func (s *Stage) storeContent(ctx context.Context, r io.ReadSeeker) (string, error) {
