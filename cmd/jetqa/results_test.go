@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"jetqa/streams"
 	"jetqa/streams/blobs"
 	"jetqa/streams/blobs/blobstest"
+	"jetqa/streams/natstest"
 )
 
 // With --results s3://…, a job's results are in the bucket, and only
@@ -67,7 +69,11 @@ func TestResultsInS3(t *testing.T) {
 	if screens == 0 {
 		t.Errorf("no screenshots among %v", fin.Files)
 	}
-	if _, err := os.Stat(filepath.Join(s.data, "jobs", strconv.FormatInt(id, 10))); !os.IsNotExist(err) {
-		t.Errorf("the job's directory is still on the worker host: %v", err)
-	}
+	// The upload stage removes it just after the verdict is recorded.
+	natstest.WaitUntil(t, ctx, func() error {
+		if _, err := os.Stat(filepath.Join(s.data, "jobs", strconv.FormatInt(id, 10))); !os.IsNotExist(err) {
+			return fmt.Errorf("the job's directory is still on the worker host: %v", err)
+		}
+		return nil
+	})
 }

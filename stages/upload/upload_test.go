@@ -2,6 +2,7 @@ package upload_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -116,9 +117,13 @@ func uploadAndFinish(t *testing.T, store blobs.Store) {
 	if len(stored) != 3 {
 		t.Errorf("stored %q for files %v, want 3 blobs: the screen once, the serial log, the details", stored, f.Files)
 	}
-	if _, err := os.Stat(filepath.Join(jobs, "1")); !os.IsNotExist(err) {
-		t.Errorf("job 1's directory is still there once its results are stored: %v", err)
-	}
+	// Removed just after the verdict is recorded.
+	natstest.WaitUntil(t, ctx, func() error {
+		if _, err := os.Stat(filepath.Join(jobs, "1")); !os.IsNotExist(err) {
+			return fmt.Errorf("job 1's directory is still there once its results are stored: %v", err)
+		}
+		return nil
+	})
 	if f := fins[2]; f.Result != schemas.ResultIncomplete || !strings.Contains(f.Reason, "upload failed") {
 		t.Errorf("job 2 with its results gone: %+v", f)
 	}
