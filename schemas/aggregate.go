@@ -49,6 +49,9 @@ type JobAggregate struct {
 	CancelRequested bool `json:"cancel_requested,omitempty"`
 	// Paused is set while a developer holds the running job's test.
 	Paused *JobPaused `json:"paused,omitempty"`
+	// Tested is the result the tests ended with (TestsFinished), before
+	// the upload makes it the job's.
+	Tested string `json:"tested,omitempty"`
 	// Owner created the job (JobCreated.Owner).
 	Owner string `json:"owner,omitempty"`
 
@@ -133,7 +136,7 @@ func (a *JobAggregate) Apply(seq uint64, ev Event, p Payload) error {
 	case JobResumed:
 		a.Paused = nil
 	case TestsFinished:
-		a.State, a.Paused = StateUploading, nil
+		a.State, a.Paused, a.Tested = StateUploading, nil, e.Result
 		if len(e.Modules) > 0 {
 			a.Modules = slices.Clone(e.Modules)
 		}

@@ -255,7 +255,7 @@ func TestJobAggregateHappyPath(t *testing.T) {
 		}
 	}
 	want := JobAggregate{
-		ID: 7, Seq: 37, State: StateDone, Result: ResultPassed,
+		ID: 7, Seq: 37, State: StateDone, Result: ResultPassed, Tested: ResultPassed,
 		Settings: created.Settings,
 		Worker:   &h1, Started: true,
 		Created: t0, Updated: t0.Add(9 * time.Minute),

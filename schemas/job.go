@@ -246,6 +246,9 @@ type TestsFinished struct {
 	Reason     string         `json:"reason,omitempty"`
 	Modules    []ModuleResult `json:"modules"`
 	ResultsDir string         `json:"results_dir"`
+	// Assets the job publishes (PUBLISH_HDD_n, upload_asset): asset name
+	// → file on the worker host, which the upload stage stores as assets.
+	Assets map[string]string `json:"assets,omitempty"`
 }
 
 func (e TestsFinished) Target() WorkerRef { return e.Worker }

@@ -2,6 +2,8 @@ package streams
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,7 +32,7 @@ func (b *Bus) objectStore(ctx context.Context, bucket string) (jetstream.ObjectS
 // chunks and the server stores them, if the worker may store that key.
 func (b *Bus) PutBlob(ctx context.Context, bucket, key string, r io.Reader) error {
 	if b.worker != nil {
-		return b.stageBlobRetrying(ctx, bucket, key, r)
+		return b.stageBlobRetrying(ctx, newStaging(bucket, key), r)
 	}
 	store, err := b.objectStore(ctx, bucket)
 	if err != nil {
@@ -47,7 +49,7 @@ func (b *Bus) PutBlob(ctx context.Context, bucket, key string, r io.Reader) erro
 // and bytes): a cut connection, or a stream leader lost with its node,
 // answers neither the chunks nor the server's read of them for a while.
 // A try goes on from the chunks the last one got stored.
-func (b *Bus) stageBlobRetrying(ctx context.Context, bucket, key string, r io.Reader) error {
+func (b *Bus) stageBlobRetrying(ctx context.Context, st *staging, r io.Reader) error {
 	seeker, again := r.(io.Seeker)
 	var start int64
 	if again {
@@ -56,7 +58,7 @@ func (b *Bus) stageBlobRetrying(ctx context.Context, bucket, key string, r io.Re
 			again = false
 		}
 	}
-	st := newStaging(bucket, key)
+	bucket, key := st.req.Bucket, st.req.Name
 	wait := time.Second
 	for try := 1; ; try++ {
 		err := b.stageBlob(ctx, st, r)
@@ -115,10 +117,40 @@ func (b *Bus) HasResult(ctx context.Context, sum string, size int64) (bool, erro
 func (b *Bus) PutResult(ctx context.Context, sum string, r io.Reader, size int64) (string, error) {
 	key := blobs.ContentKey(sum)
 	if b.worker != nil {
-		return key, b.stageBlobRetrying(ctx, BucketResults, key, r)
+		return key, b.stageBlobRetrying(ctx, newStaging(BucketResults, key), r)
 	}
 	_, err := b.Results().Put(ctx, key, r, size, sum)
 	return key, err
+}
+
+// PutAsset stores a file job publishes (PUBLISH_HDD_n, upload_asset) as
+// the named asset, and registers it. A worker stages it; the server checks
+// that the job may publish that name, stores it and registers it.
+func (b *Bus) PutAsset(ctx context.Context, job int64, name string, r io.Reader) error {
+	if b.worker != nil {
+		st := newStaging(BucketAssets, name)
+		st.req.Job = job
+		return b.stageBlobRetrying(ctx, st, r)
+	}
+	h := sha256.New()
+	counted := &CountingReader{R: io.TeeReader(r, h)}
+	if err := b.PutBlob(ctx, BucketAssets, name, counted); err != nil {
+		return err
+	}
+	_, err := b.Append(ctx, 0, schemas.AssetRegistered{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Size: counted.N, Source: fmt.Sprintf("job %d", job)})
+	return err
+}
+
+// CountingReader counts the bytes read through it.
+type CountingReader struct {
+	R io.Reader
+	N int64
+}
+
+func (c *CountingReader) Read(p []byte) (int, error) {
+	n, err := c.R.Read(p)
+	c.N += int64(n)
+	return n, err
 }
 
 // HasBlob says whether the bucket holds key.

@@ -13,6 +13,7 @@ import (
 	"io"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -70,6 +71,8 @@ type storeRequest struct {
 	// Probe asks only whether the blob is stored: the answer's sequence
 	// is 1 if it is, with the size asked.
 	Probe bool `json:"probe,omitempty"`
+	// Job is the job that publishes an asset.
+	Job int64 `json:"job,omitempty"`
 }
 
 // staging is one blob a worker is staging. The chunks the stream has
@@ -161,7 +164,9 @@ func (b *Bus) stageBlob(ctx context.Context, st *staging, r io.Reader) error {
 	// A request sent again finds its blob stored, and is answered so.
 	if _, err := b.ask(ctx, msg); err != nil {
 		// The server removes the staged chunks once it decided.
+		job := req.Job
 		*st = *newStaging(req.Bucket, req.Name)
+		st.req.Job = job
 		return fail(err)
 	}
 	return nil
@@ -169,6 +174,7 @@ func (b *Bus) stageBlob(ctx context.Context, st *staging, r io.Reader) error {
 
 var (
 	nuidRe       = regexp.MustCompile(`^[A-Za-z0-9]{1,32}$`)
+	assetNameRe  = regexp.MustCompile(`^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}$`)
 	needleKeyRe  = regexp.MustCompile(`^([0-9a-f]{64})\.(json|png)$`)
 	errNotStaged = errors.New("the staged chunks are not all there")
 )
@@ -182,12 +188,18 @@ type storePolicy struct {
 	sha256 string
 	// needle is the content hash of a needle the blob is half of.
 	needle string
+	// assetOf is the job that publishes the blob as an asset: once stored,
+	// the server registers it.
+	assetOf int64
 }
 
 // policy decides whether from may store req's name: content-addressed
-// needles and results, create-only.
-func (b *Bus) policy(from ReportSender, req storeRequest) (storePolicy, error) {
+// needles and results, create-only; and the assets a job assigned to
+// from's host publishes.
+func (b *Bus) policy(ctx context.Context, from ReportSender, req storeRequest) (storePolicy, error) {
 	switch req.Bucket {
+	case BucketAssets:
+		return b.assetPolicy(ctx, from, req)
 	case BucketNeedles:
 		if m := needleKeyRe.FindStringSubmatch(req.Name); m != nil {
 			return storePolicy{needle: m[1]}, nil
@@ -200,6 +212,54 @@ func (b *Bus) policy(from ReportSender, req storeRequest) (storePolicy, error) {
 		}
 	}
 	return storePolicy{}, fmt.Errorf("%w: worker %s may not store %q in %s", ErrRefused, from, req.Name, req.Bucket)
+}
+
+// assetPolicy lets a job publish, once its tests passed on from's host,
+// the disks its PUBLISH_HDD_n settings name, its private uploads
+// ("<job>-<name>"), and public uploads under a name no operator gave an
+// asset (`jetqa asset add`): those a job published may be published again.
+func (b *Bus) assetPolicy(ctx context.Context, from ReportSender, req storeRequest) (storePolicy, error) {
+	refuse := func(why string, args ...any) (storePolicy, error) {
+		return storePolicy{}, fmt.Errorf("%w: worker %s may not publish asset %q: %s", ErrRefused, from, req.Name, fmt.Sprintf(why, args...))
+	}
+	if req.Job <= 0 {
+		return refuse("no job publishes it")
+	}
+	if !assetNameRe.MatchString(req.Name) {
+		return refuse("not a plain file name")
+	}
+	agg, err := b.LoadJob(ctx, req.Job)
+	if errors.Is(err, ErrNoJob) {
+		return refuse("there is no job %d", req.Job)
+	}
+	if err != nil {
+		return storePolicy{}, err
+	}
+	if agg.Worker == nil || Token(agg.Worker.Host) != from.Host {
+		return refuse("job %d is not assigned to it", req.Job)
+	}
+	if agg.State != schemas.StateUploading || agg.Tested != schemas.ResultPassed && agg.Tested != schemas.ResultSoftfailed {
+		return refuse("job %d is %s (tests %s), not uploading the results of passed tests", req.Job, agg.State, agg.Tested)
+	}
+	pol := storePolicy{replace: true, assetOf: req.Job}
+	if strings.HasPrefix(req.Name, strconv.FormatInt(req.Job, 10)+"-") {
+		return pol, nil
+	}
+	for k, v := range agg.Settings {
+		if v == req.Name && strings.HasPrefix(k, "PUBLISH_") {
+			return pol, nil
+		}
+	}
+	reg, err := b.LookupAsset(ctx, req.Name)
+	switch {
+	case errors.Is(err, ErrNoAsset):
+		return pol, nil
+	case err != nil:
+		return storePolicy{}, err
+	case strings.HasPrefix(reg.Source, "job "):
+		return pol, nil
+	}
+	return refuse("an operator registered it (from %s)", reg.Source)
 }
 
 // storeBlob decides a worker's request to store staged chunks, or to say
@@ -252,7 +312,7 @@ func (b *Bus) storedResult(ctx context.Context, req storeRequest) bool {
 // whole and verified, or not at all. Content already stored is not
 // stored again.
 func (b *Bus) commitResult(ctx context.Context, from ReportSender, req storeRequest, staged string) error {
-	pol, err := b.policy(from, req)
+	pol, err := b.policy(ctx, from, req)
 	if err != nil {
 		return err
 	}
@@ -316,7 +376,7 @@ func objChunks(bucket, id string) string { return "$O." + bucket + ".C." + id }
 // commitBlob copies the staged chunks into the bucket under a new id and
 // points the name at them, if the policy allows.
 func (b *Bus) commitBlob(ctx context.Context, from ReportSender, req storeRequest, staged string) error {
-	pol, err := b.policy(from, req)
+	pol, err := b.policy(ctx, from, req)
 	if err != nil {
 		return err
 	}
@@ -426,6 +486,12 @@ func (b *Bus) commitBlob(ctx context.Context, from ReportSender, req storeReques
 	if old != nil {
 		if err := objects.Purge(ctx, jetstream.WithPurgeSubject(objChunks(req.Bucket, old.NUID))); err != nil {
 			b.log.Warn("replaced chunks not removed", "bucket", req.Bucket, "name", req.Name, "err", err)
+		}
+	}
+	if pol.assetOf > 0 {
+		reg := schemas.AssetRegistered{Name: req.Name, SHA256: hex.EncodeToString(sum), Size: int64(size), Source: fmt.Sprintf("job %d", pol.assetOf)}
+		if _, err := b.Append(ctx, 0, reg); err != nil {
+			return fmt.Errorf("register asset %s: %w", req.Name, err)
 		}
 	}
 	return nil

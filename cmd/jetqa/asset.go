@@ -94,26 +94,15 @@ func addAsset(ctx context.Context, bus *streams.Bus, source, name string) (schem
 		return schemas.AssetRegistered{}, fmt.Errorf("asset name %q: give a plain file name with --name", name)
 	}
 	h := sha256.New()
-	counted := &countingReader{r: io.TeeReader(r, h)}
+	counted := &streams.CountingReader{R: io.TeeReader(r, h)}
 	if err := bus.PutBlob(ctx, streams.BucketAssets, name, counted); err != nil {
 		return schemas.AssetRegistered{}, err
 	}
-	reg := schemas.AssetRegistered{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Size: counted.n, Source: source}
+	reg := schemas.AssetRegistered{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Size: counted.N, Source: source}
 	if _, err := bus.Append(ctx, 0, reg); err != nil {
 		return reg, err
 	}
 	return reg, nil
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 func listAssets(ctx context.Context, bus *streams.Bus, stdout io.Writer) error {

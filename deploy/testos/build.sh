@@ -25,8 +25,9 @@
 #                       identical screendumps. 8250 serial, vgacon, i8042/atkbd
 #                       and devtmpfs are built into the Debian kernel (checked
 #                       against its config); the only modules are those of a
-#                       USB tablet (xhci, usbhid, hid-generic, evdev) and of
-#                       the virtio console, loaded by /init. `pointer-events > /dev/ttyS0 &` prints the
+#                       USB tablet (xhci, usbhid, hid-generic, evdev), of
+#                       the virtio console and of virtio disks (/dev/vda…),
+#                       loaded by /init. `pointer-events > /dev/ttyS0 &` prints the
 #                       tablet's reports ("pointer x=X y=Y left=0|1 right=0|1",
 #                       x and y from 0 to 32767), so a test sees its clicks.
 #   OUTDIR/testos.iso   BIOS (i386-pc) bootable ISO made with grub-mkrescue. GRUB
@@ -195,10 +196,10 @@ install -m 0755 "$BUSYBOX" "$R/bin/busybox"
     mkdir -p "$R/$(dirname "$applet")"
     ln -s /bin/busybox "$R/$applet"
 done
-# The modules of the USB tablet and the virtio console, in load order
-# (each after those it needs); /init loads them all.
+# The modules of the USB tablet, the virtio console and virtio disks
+# (/dev/vda…), in load order (each after those it needs); /init loads them all.
 MODULES="usb-common usbcore xhci-hcd xhci-pci hid usbhid hid-generic evdev
-    virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console"
+    virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console virtio_blk"
 mkdir -p "$R/lib/modules"
 for m in $MODULES; do
     ko=$(find "$TMP/kernel/lib/modules/$KVER" -name "$m.ko" | head -n1)

@@ -202,7 +202,8 @@ func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload,
 		defer cancel(nil)
 		dev := newDeveloper()
 		go s.followJob(jobCtx, cancel, ev.Job, agg.Seq, dev)
-		finished.Result, finished.Reason, finished.Modules = s.runJob(jobCtx, ev.Job, ready, resultsDir, dev)
+		finished.Assets = map[string]string{}
+		finished.Result, finished.Reason, finished.Modules = s.runJob(jobCtx, ev.Job, ready, resultsDir, dev, finished.Assets)
 		switch cause := context.Cause(jobCtx); {
 		case ctx.Err() != nil:
 			// Shutting down: the job is redelivered and ends incomplete then.
@@ -212,6 +213,10 @@ func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload,
 			return nil
 		case errors.Is(cause, errCancelled):
 			finished.Result, finished.Reason = schemas.ResultUserCancelled, "cancelled by user"
+		}
+		if !passed(finished.Result) {
+			// As openQA: only a job that passed publishes what it made.
+			finished.Assets = nil
 		}
 	}
 	_, err = s.bus.Append(ctx, ev.Job, finished)
@@ -250,7 +255,7 @@ func (s *Stage) followJob(ctx context.Context, stop context.CancelCauseFunc, job
 
 // runJob boots the VM and runs the test modules; it returns the job's
 // result, the reason when it did not pass, and the modules' results.
-func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, resultsDir string, dev *developer) (string, string, []schemas.ModuleResult) {
+func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, resultsDir string, dev *developer, published map[string]string) (string, string, []schemas.ModuleResult) {
 	log := s.log.With("job", job)
 	// The job's own log, among its results as openQA's autoinst-log.txt:
 	// every testapi call, module and VM event of the job.
@@ -270,6 +275,10 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 		maxTime = time.Duration(secs) * time.Second
 	}
 	qcfg, err := machineConfig(ctx, s.cfg, ready, filepath.Join(ready.JobDir, "vm"), log)
+	if err != nil {
+		return schemas.ResultIncomplete, err.Error(), nil
+	}
+	disks, err := disksToPublish(settings, qcfg.HDDs)
 	if err != nil {
 		return schemas.ResultIncomplete, err.Error(), nil
 	}
@@ -317,7 +326,7 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 		return schemas.ResultIncomplete, err.Error(), nil
 	}
 	r := &runner{
-		ctx: jobCtx, job: job, bus: s.bus, vm: vm, needles: needles, matcher: matcher,
+		ctx: jobCtx, job: job, bus: s.bus, vm: vm, needles: needles, matcher: matcher, assets: published,
 		settings: settings, scale: scale, resultsDir: resultsDir, log: log, matchTimeout: s.cfg.MatchTimeout,
 		worker: s.cfg.Worker, dev: dev, consoles: consoles, snapshots: settings["QEMU_DISABLE_SNAPSHOTS"] != "1",
 	}
@@ -344,7 +353,23 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	if errors.Is(jobCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
 		return schemas.ResultTimeoutExceeded, fmt.Sprintf("the job ran longer than MAX_JOB_TIME (%s)", maxTime), modules
 	}
+	if passed(result) && len(disks) > 0 {
+		stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+		err := vm.Stop(stopCtx)
+		cancel()
+		if err == nil {
+			err = publishDisks(ctx, disks, filepath.Join(ready.JobDir, "publish"), settings["QEMU_COMPRESS_QCOW2"] != "0", published, log)
+		}
+		if err != nil {
+			return schemas.ResultIncomplete, err.Error(), modules
+		}
+	}
 	return result, reason, modules
+}
+
+// passed says whether a job with result publishes its assets.
+func passed(result string) bool {
+	return result == schemas.ResultPassed || result == schemas.ResultSoftfailed
 }
 
 // The recorder's pace: a frame every half second, as os-autoinst takes

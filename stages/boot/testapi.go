@@ -50,6 +50,8 @@ type runner struct {
 	matchTimeout time.Duration
 	worker       schemas.WorkerRef
 	dev          *developer
+	// assets are those upload_asset made: asset name → file.
+	assets map[string]string
 
 	module       *schemas.ModuleResult
 	shots        int
@@ -105,6 +107,7 @@ var testapiNames = map[string]func(r *runner) starlark.Callable{
 		return r.builtin("send_key_until_needlematch", r.sendKeyUntilNeedlematch)
 	},
 	"upload_logs":     func(r *runner) starlark.Callable { return r.builtin("upload_logs", r.uploadLogs) },
+	"upload_asset":    func(r *runner) starlark.Callable { return r.builtin("upload_asset", r.uploadAsset) },
 	"power":           func(r *runner) starlark.Callable { return r.builtin("power", r.power) },
 	"eject_cd":        func(r *runner) starlark.Callable { return r.builtin("eject_cd", r.ejectCD) },
 	"mouse_set":       func(r *runner) starlark.Callable { return r.builtin("mouse_set", r.mouseSet) },

@@ -40,6 +40,7 @@ type Bus interface {
 	Consume(ctx context.Context, cfg streams.ConsumerConfig, h streams.Handler) error
 	HasResult(ctx context.Context, sum string, size int64) (bool, error)
 	PutResult(ctx context.Context, sum string, r io.Reader, size int64) (string, error)
+	PutAsset(ctx context.Context, job int64, name string, r io.Reader) error
 }
 
 // Stage is the upload stage.
@@ -173,7 +174,26 @@ func (s *Stage) store(ctx context.Context, job int64, tf *schemas.TestsFinished)
 		return files, err
 	}
 	files["details.json"] = key
+	// What the job publishes for the jobs after it, streamed from disk.
+	for name, path := range tf.Assets {
+		if err := s.publish(ctx, job, name, path); err != nil {
+			return files, err
+		}
+	}
 	return files, nil
+}
+
+func (s *Stage) publish(ctx context.Context, job int64, name, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("asset %s: %w", name, err)
+	}
+	defer f.Close()
+	if err := s.bus.PutAsset(ctx, job, name, f); err != nil {
+		return fmt.Errorf("asset %s: %w", name, err)
+	}
+	s.log.Info("asset published", "job", job, "asset", name)
+	return nil
 }
 
 func (s *Stage) storeFile(ctx context.Context, path string) (string, error) {
