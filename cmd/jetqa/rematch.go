@@ -36,7 +36,8 @@ func rematch(ctx context.Context, bus *streams.Bus, id int64, needles, apiURL st
 	api := client{api: strings.TrimRight(apiURL, "/")}
 	screen := func(ctx context.Context, name string) ([]byte, error) {
 		var data []byte
-		err := api.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/file/%s", id, url.PathEscape(name)), nil, &data)
+		// ?seq: the API's view may be a moment behind the events read here.
+		err := api.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/file/%s?seq=%d", id, url.PathEscape(name), agg.Seq), nil, &data)
 		return data, err
 	}
 	report, err := boot.Rematch(ctx, bus, id, agg.Result, agg.Modules, dir, commit, screen)

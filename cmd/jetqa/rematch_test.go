@@ -38,7 +38,7 @@ func TestReplayWithFixedNeedles(t *testing.T) {
 		}
 	}
 	var png []byte
-	if err := (client{api: s.api}).do(context.Background(), http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/file/%s", id, shot), nil, &png); err != nil || len(png) == 0 {
+	if err := (client{api: s.api}).do(context.Background(), http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/file/%s?seq=%d", id, shot, s.finishedAt(id)), nil, &png); err != nil || len(png) == 0 {
 		t.Fatalf("the failed assert's screenshot %q: %v", shot, err)
 	}
 	fixed := repoVariant(t, testos, func(dir string) {

@@ -47,7 +47,7 @@ func TestResultsInS3(t *testing.T) {
 		if _, err := embedded.Stat(ctx, key); !errors.Is(err, blobs.ErrNotFound) {
 			t.Errorf("%s is in the embedded object store too: %v", name, err)
 		}
-		resp, err := http.Get(s.api + "/tests/" + strconv.FormatInt(id, 10) + "/file/" + name)
+		resp, err := http.Get(fmt.Sprintf("%s/tests/%d/file/%s?seq=%d", s.api, id, name, s.finishedAt(id)))
 		if err != nil {
 			t.Fatal(err)
 		}
