@@ -207,6 +207,9 @@ func (w webhook) deliver(ctx context.Context, j finishedJob) error {
 		if err == nil {
 			return nil
 		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		fmt.Fprintf(w.log, "webhook %s, job %d: %v; again in %s\n", w.url, j.ID, err, wait)
 		select {
 		case <-ctx.Done():
@@ -218,7 +221,10 @@ func (w webhook) deliver(ctx context.Context, j finishedJob) error {
 }
 
 func (w webhook) post(ctx context.Context, j finishedJob, body []byte) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	// A POST under way when the consumer is stopped is finished, not cut:
+	// cut, the receiver may have taken it while the consumer cannot know,
+	// and would get it again.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url, bytes.NewReader(body))
 	if err != nil {
