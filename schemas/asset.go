@@ -1,7 +1,9 @@
 package schemas
 
 import (
+	"fmt"
 	"path"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -19,6 +21,18 @@ type AssetRegistered struct {
 }
 
 func (AssetRegistered) Kind() string { return "asset.registered.v1" }
+
+// assetName is a plain file name a job may publish an asset under.
+var assetName = regexp.MustCompile(`^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}$`)
+
+// CheckAssetName says whether a job may publish an asset named name: the
+// worker checks it before the VM starts, the server when it stores it.
+func CheckAssetName(name string) error {
+	if !assetName.MatchString(name) {
+		return fmt.Errorf("%q is not a plain file name (letters, digits, . _ + -)", name)
+	}
+	return nil
+}
 
 // AssetProgress reports how far a worker host got fetching a job's asset.
 // It is sent a few times a second while bytes flow, and once at the end.

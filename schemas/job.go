@@ -238,6 +238,11 @@ type ModuleFinished struct {
 
 func (ModuleFinished) Kind() string { return "module.finished.v1" }
 
+// ThumbsDir is where a job's results keep each screenshot's thumbnail,
+// under the screenshot's name, as os-autoinst keeps them: the boot stage
+// writes them there, the upload stage stores them as ".thumbs/NAME".
+const ThumbsDir = ".thumbs"
+
 // TestsFinished says the VM is stopped and the job's results wait for upload
 // in ResultsDir on the worker host.
 type TestsFinished struct {

@@ -132,24 +132,33 @@ func (b *Bus) PutAsset(ctx context.Context, job int64, name string, r io.Reader)
 		st.req.Job = job
 		return b.stageBlobRetrying(ctx, st, r)
 	}
-	h := sha256.New()
-	counted := &CountingReader{R: io.TeeReader(r, h)}
-	if err := b.PutBlob(ctx, BucketAssets, name, counted); err != nil {
-		return err
-	}
-	_, err := b.Append(ctx, 0, schemas.AssetRegistered{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Size: counted.N, Source: fmt.Sprintf("job %d", job)})
+	_, err := b.AddAsset(ctx, name, fmt.Sprintf("job %d", job), r)
 	return err
 }
 
-// CountingReader counts the bytes read through it.
-type CountingReader struct {
-	R io.Reader
-	N int64
+// AddAsset stores what r holds as the named asset, hashing it on the way,
+// and registers it with its source: the server's own store, for the
+// operator's `jetqa asset add` and for jobs whose upload runs on the
+// server's bus.
+func (b *Bus) AddAsset(ctx context.Context, name, source string, r io.Reader) (schemas.AssetRegistered, error) {
+	h := sha256.New()
+	counted := &countingReader{r: io.TeeReader(r, h)}
+	if err := b.PutBlob(ctx, BucketAssets, name, counted); err != nil {
+		return schemas.AssetRegistered{}, err
+	}
+	reg := schemas.AssetRegistered{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Size: counted.n, Source: source}
+	_, err := b.Append(ctx, 0, reg)
+	return reg, err
 }
 
-func (c *CountingReader) Read(p []byte) (int, error) {
-	n, err := c.R.Read(p)
-	c.N += int64(n)
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
 	return n, err
 }
 

@@ -163,10 +163,9 @@ func (b *Bus) stageBlob(ctx context.Context, st *staging, r io.Reader) error {
 	msg.Data, _ = json.Marshal(req)
 	// A request sent again finds its blob stored, and is answered so.
 	if _, err := b.ask(ctx, msg); err != nil {
-		// The server removes the staged chunks once it decided.
-		job := req.Job
-		*st = *newStaging(req.Bucket, req.Name)
-		st.req.Job = job
+		// The server removes the staged chunks once it decided: the next
+		// try stages them all again, under a new id.
+		st.req.NUID, st.acked = nuid.Next(), 0
 		return fail(err)
 	}
 	return nil
@@ -174,7 +173,6 @@ func (b *Bus) stageBlob(ctx context.Context, st *staging, r io.Reader) error {
 
 var (
 	nuidRe       = regexp.MustCompile(`^[A-Za-z0-9]{1,32}$`)
-	assetNameRe  = regexp.MustCompile(`^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}$`)
 	needleKeyRe  = regexp.MustCompile(`^([0-9a-f]{64})\.(json|png)$`)
 	errNotStaged = errors.New("the staged chunks are not all there")
 )
@@ -225,8 +223,8 @@ func (b *Bus) assetPolicy(ctx context.Context, from ReportSender, req storeReque
 	if req.Job <= 0 {
 		return refuse("no job publishes it")
 	}
-	if !assetNameRe.MatchString(req.Name) {
-		return refuse("not a plain file name")
+	if err := schemas.CheckAssetName(req.Name); err != nil {
+		return refuse("%v", err)
 	}
 	agg, err := b.LoadJob(ctx, req.Job)
 	if errors.Is(err, ErrNoJob) {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -93,16 +92,7 @@ func addAsset(ctx context.Context, bus *streams.Bus, source, name string) (schem
 	if name == "" || name == "/" || name == "." || strings.ContainsAny(name, "/\\") {
 		return schemas.AssetRegistered{}, fmt.Errorf("asset name %q: give a plain file name with --name", name)
 	}
-	h := sha256.New()
-	counted := &streams.CountingReader{R: io.TeeReader(r, h)}
-	if err := bus.PutBlob(ctx, streams.BucketAssets, name, counted); err != nil {
-		return schemas.AssetRegistered{}, err
-	}
-	reg := schemas.AssetRegistered{Name: name, SHA256: hex.EncodeToString(h.Sum(nil)), Size: counted.N, Source: source}
-	if _, err := bus.Append(ctx, 0, reg); err != nil {
-		return reg, err
-	}
-	return reg, nil
+	return bus.AddAsset(ctx, name, source, r)
 }
 
 func listAssets(ctx context.Context, bus *streams.Bus, stdout io.Writer) error {

@@ -20,6 +20,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -127,16 +128,23 @@ func cmdConsume(args []string, stdout, stderr io.Writer) error {
 			return func(_ context.Context, j finishedJob) error { return writeJUnit(target, j) }, nil
 		}
 		secretFile := fs.String("secret-file", "", "file holding the secret that signs each body (X-Jetqa-Signature: sha256=HMAC)")
-		return func(ctx context.Context, j finishedJob) error {
-			var secret []byte
-			if *secretFile != "" {
-				s, err := os.ReadFile(*secretFile)
-				if err != nil {
-					return fmt.Errorf("--secret-file: %w", err)
-				}
-				secret = bytes.TrimSpace(s)
+		// Read once, at the first job: the flag is parsed after this.
+		secret := sync.OnceValues(func() ([]byte, error) {
+			if *secretFile == "" {
+				return nil, nil
 			}
-			return webhook{url: target, secret: secret, log: stderr}.deliver(ctx, j)
+			s, err := os.ReadFile(*secretFile)
+			if err != nil {
+				return nil, fmt.Errorf("--secret-file: %w", err)
+			}
+			return bytes.TrimSpace(s), nil
+		})
+		return func(ctx context.Context, j finishedJob) error {
+			key, err := secret()
+			if err != nil {
+				return err
+			}
+			return webhook{url: target, secret: key, log: stderr}.deliver(ctx, j)
 		}, nil
 	})
 }

@@ -367,10 +367,10 @@ func (c client) results(ctx context.Context, id int64, dir string, stdout io.Wri
 		// Thumbnails go to .thumbs/, as os-autoinst writes them.
 		target := filepath.Join(dir, filepath.Base(name))
 		if thumb, ok := strings.CutPrefix(name, upload.ThumbPrefix); ok {
-			if err := os.MkdirAll(filepath.Join(dir, ".thumbs"), 0o755); err != nil {
+			if err := os.MkdirAll(filepath.Join(dir, schemas.ThumbsDir), 0o755); err != nil {
 				return err
 			}
-			target = filepath.Join(dir, ".thumbs", filepath.Base(thumb))
+			target = filepath.Join(dir, schemas.ThumbsDir, filepath.Base(thumb))
 		}
 		if err := os.WriteFile(target, data, 0o644); err != nil {
 			return err

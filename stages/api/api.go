@@ -435,7 +435,7 @@ func (s *Server) getThumb(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	s.serveFile(w, r, j, ".thumbs/"+r.PathValue("name"))
+	s.serveFile(w, r, j, schemas.ThumbsDir+"/"+r.PathValue("name"))
 }
 
 // serveFile streams one of a job's result files from the results store.

@@ -22,19 +22,7 @@ import (
 // that boot it with HDD_1), and the guest's files upload_asset sends. The
 // upload stage stores them in the server's asset store under their names.
 
-var (
-	publishHDD = regexp.MustCompile(`^PUBLISH_HDD_([1-9][0-9]?)$`)
-	// assetName is a plain file name an asset may have.
-	assetName = regexp.MustCompile(`^[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}$`)
-)
-
-// CheckAssetName says whether name may name a published asset.
-func CheckAssetName(name string) error {
-	if !assetName.MatchString(name) {
-		return fmt.Errorf("%q is not a plain file name (letters, digits, . _ + -)", name)
-	}
-	return nil
-}
+var publishHDD = regexp.MustCompile(`^PUBLISH_HDD_([1-9][0-9]?)$`)
 
 // disksToPublish maps the PUBLISH_HDD_n settings to the disks they name,
 // checked before the VM starts.
@@ -45,7 +33,7 @@ func disksToPublish(settings map[string]string, hdds []string) (map[string]strin
 		if m == nil || name == "" {
 			continue
 		}
-		if err := CheckAssetName(name); err != nil {
+		if err := schemas.CheckAssetName(name); err != nil {
 			return nil, fmt.Errorf("%s: %v", k, err)
 		}
 		n, _ := strconv.Atoi(m[1])
@@ -96,7 +84,7 @@ func (r *runner) uploadAsset(args starlark.Tuple, kwargs []starlark.Tuple) (star
 	if !public {
 		name = fmt.Sprintf("%d-%s", r.job, name)
 	}
-	if err := CheckAssetName(name); err != nil {
+	if err := schemas.CheckAssetName(name); err != nil {
 		return nil, fmt.Errorf("upload_asset: %v", err)
 	}
 	data, err := r.guestFile("upload_asset", file, r.timeout(starlark.MakeInt(90), 90))

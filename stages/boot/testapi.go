@@ -591,7 +591,7 @@ func (r *runner) saveScreen(png []byte) string {
 		r.log.Warn("screenshot not saved", "err", err)
 		return ""
 	}
-	if err := writeThumbnail(png, filepath.Join(r.resultsDir, ".thumbs", name)); err != nil {
+	if err := writeThumbnail(png, filepath.Join(r.resultsDir, schemas.ThumbsDir, name)); err != nil {
 		r.log.Warn("no thumbnail", "screenshot", name, "err", err)
 	}
 	return name

@@ -208,9 +208,8 @@ func (s *Stage) storeFile(ctx context.Context, path string) (string, error) {
 // uploadsAtOnce is how many files the stage uploads at once.
 const uploadsAtOnce = 4
 
-// ThumbPrefix names a screenshot's thumbnail among a job's files, as
-// os-autoinst keeps them: .thumbs/NAME (the boot stage makes them).
-const ThumbPrefix = ".thumbs/"
+// ThumbPrefix names a screenshot's thumbnail among a job's files.
+const ThumbPrefix = schemas.ThumbsDir + "/"
 
 // storeContent stores what r holds unless the results hold it already.
 func (s *Stage) storeContent(ctx context.Context, r io.ReadSeeker) (string, error) {
