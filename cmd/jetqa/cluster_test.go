@@ -226,6 +226,11 @@ func TestClusterLosesTheWorkersNode(t *testing.T) {
 			return nil
 		})
 	if err != nil {
+		for job := range created {
+			if finished[job] == 0 {
+				logJobEvents(t, ctx, bus, job)
+			}
+		}
 		t.Fatalf("%d of %d jobs finished: %v", len(finished), len(created), err)
 	}
 	for id, n := range finished {
@@ -279,5 +284,26 @@ func checkJobStream(t *testing.T, ctx context.Context, bus *streams.Bus, jobs ma
 		if !agg.Final() {
 			t.Errorf("job %d ends %s", job, agg.State)
 		}
+	}
+}
+
+// logJobEvents logs every stored event of a job, to tell where it stopped.
+func logJobEvents(t *testing.T, ctx context.Context, bus *streams.Bus, job int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	s, err := bus.JS.Stream(ctx, streams.StreamJobs)
+	if err != nil {
+		t.Logf("job %d: cannot read its events: %v", job, err)
+		return
+	}
+	for seq := uint64(1); ; seq++ {
+		raw, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(streams.JobSubject(job)+".>"))
+		if err != nil {
+			t.Logf("job %d: no event after %d: %v", job, seq-1, err)
+			return
+		}
+		seq = raw.Sequence
+		t.Logf("job %d: event %d %s %s", job, seq, raw.Subject, raw.Data)
 	}
 }
