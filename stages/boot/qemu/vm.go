@@ -715,9 +715,27 @@ func (v *VM) EjectCD(ctx context.Context) error {
 // its qcow2 disks (QEMU's internal snapshots, savevm), replacing an older
 // one of that name. Every writable disk must be qcow2: the job's disks
 // and overlays are, a raw one makes it fail, naming the device.
+//
+// The guest gets a moment to take the keys sent last first: a snapshot
+// taken while a key combination (a select_console's ctrl-alt-f1 just
+// before a milestone) still waits in the keyboard controller comes back
+// with it half read, and after a rollback the guest loses or misreads the
+// keys typed next.
 func (v *VM) SaveSnapshot(ctx context.Context, name string) error {
+	v.mu.Lock()
+	settle := time.Until(v.keysUntil) + keysSettle
+	v.mu.Unlock()
+	if settle > 0 {
+		if err := pause(ctx, settle); err != nil {
+			return fmt.Errorf("qemu: savevm %s: %w", name, err)
+		}
+	}
 	return v.hmp(ctx, "savevm "+name)
 }
+
+// keysSettle is how long after its last key a guest under TCG is given
+// to read them from the keyboard controller.
+const keysSettle = time.Second
 
 // LoadSnapshot brings the machine back to the state saved under name.
 func (v *VM) LoadSnapshot(ctx context.Context, name string) error {
