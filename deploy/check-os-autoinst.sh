@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Checks that os-autoinst, the reference the test suite compares needle
-# matching with, really loads: its Perl modules, OpenCV through tinycv, and
+# Checks that os-autoinst, whose test side runs openQA's Perl distributions
+# and which the test suite compares needle matching with, really loads: its Perl modules, OpenCV through tinycv, and
 # the QEMU backend. Debian's package does not declare every Perl module it
 # uses, so an install with --no-install-recommends can leave one out; this
 # names the module and the Debian package that has it, before any test runs.
@@ -8,15 +8,17 @@ set -euo pipefail
 
 lib=/usr/lib/os-autoinst
 if [ ! -f "$lib/needle.pm" ]; then
-  echo "os-autoinst is not installed: run 'bash deploy/install-deps.sh test'" >&2
+  echo "os-autoinst is not installed: run 'bash deploy/install-deps.sh'" >&2
   exit 1
 fi
 
-# What the tests use (needle, tinycv) and what isotovideo's QEMU backend
-# loads.
+# What the tests use (needle, tinycv), what jetqa's driver of the test
+# side loads (stages/boot/perl), and what isotovideo's QEMU backend loads.
 if out=$(cd / && perl -e '
   use lib "'"$lib"'";
   use bmwqemu; use needle; use cv;
+  use autotest; use testapi; use distribution; use myjsonrpc;
+  use OpenQA::Isotovideo::Utils; use OpenQA::Isotovideo::Interface;
   cv::init(); require tinycv; tinycv::create_threads(1);
   require backend::qemu;
 ' 2>&1); then

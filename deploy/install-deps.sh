@@ -2,9 +2,8 @@
 # Installs the Debian packages jetqa needs to build, to run VMs and to build
 # the testos demo image — only those that are missing. Safe to run again.
 # `install-deps.sh test` adds what the test suite compares against:
-# os-autoinst, openQA's own test runner, as the reference for needle
-# matching, openQA's clients (openqa-cli, openqa_client) for the API, and
-# QEMU for aarch64 guests.
+# openQA's clients (openqa-cli, openqa_client) for the API, and QEMU for
+# aarch64 guests.
 set -euo pipefail
 
 packages=(
@@ -15,15 +14,16 @@ packages=(
   ovmf                        # UEFI guests (UEFI=1)
   git curl                    # test and needle repositories; the demo script
   grub-pc-bin grub-common xorriso mtools busybox-static cpio  # the testos image
+  # openQA's Perl test distributions (main.pm) run on os-autoinst's own test
+  # side. Its package does not declare every Perl module it uses: needle.pm
+  # and bmwqemu.pm need Cpanel::JSON::XS, the QEMU backend List::MoreUtils
+  # and Mojo::IOLoop::ReadWriteProcess (with Time::Moment and
+  # JSON::Validator). deploy/check-os-autoinst.sh checks that it loads.
+  os-autoinst libcpanel-json-xs-perl liblist-moreutils-perl
+  libmojo-ioloop-readwriteprocess-perl libtime-moment-perl libjson-validator-perl
 )
 
 if [ "${1:-}" = test ]; then
-  # os-autoinst uses Perl modules its Debian package does not declare:
-  # needle.pm and bmwqemu.pm Cpanel::JSON::XS, the QEMU backend
-  # List::MoreUtils and Mojo::IOLoop::ReadWriteProcess (with Time::Moment
-  # and JSON::Validator). deploy/check-os-autoinst.sh checks that it loads.
-  packages+=(os-autoinst libcpanel-json-xs-perl liblist-moreutils-perl
-    libmojo-ioloop-readwriteprocess-perl libtime-moment-perl libjson-validator-perl)
   # openQA's own clients, run against jetqa's API by the tests.
   packages+=(openqa-client python3-openqa-client)
   # aarch64 machines (ARCH=aarch64): the emulator and its UEFI firmware,

@@ -196,6 +196,10 @@ install -m 0755 "$BUSYBOX" "$R/bin/busybox"
     mkdir -p "$R/$(dirname "$applet")"
     ln -s /bin/busybox "$R/$applet"
 done
+# bash, as os-autoinst's script_output runs its scripts with it
+# ("bash -eox pipefail script"): busybox's ash takes the same options.
+printf '#!/bin/sh\nexec /bin/sh "$@"\n' >"$R/bin/bash"
+chmod 0755 "$R/bin/bash"
 # The modules of the USB tablet, the virtio console and virtio disks
 # (/dev/vda…), in load order (each after those it needs); /init loads them all.
 MODULES="usb-common usbcore xhci-hcd xhci-pci hid usbhid hid-generic evdev

@@ -296,11 +296,28 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	jobCtx, cancel := context.WithTimeout(ctx, maxTime)
 	defer cancel()
 
-	tests, consoles, err := loadTests(jobCtx, ready.CaseDir, cmp.Or(ready.ProductDir, ready.CaseDir), settings)
-	if err != nil {
-		return schemas.ResultIncomplete, err.Error(), nil
+	var tests []*testModule
+	var consoles map[string]console
+	var perl *perlSide
+	productDir := cmp.Or(ready.ProductDir, ready.CaseDir)
+	if perlMainFile(ready.CaseDir, productDir) != "" {
+		vars := perlVars(settings, ready.CaseDir, productDir, ready.NeedlesDir, scale)
+		if perl, err = startPerl(jobCtx, filepath.Join(ready.JobDir, "perl"), vars, log); err != nil {
+			return schemas.ResultIncomplete, err.Error(), nil
+		}
+		defer perl.stop()
+		consoles = map[string]console{}
+		for _, c := range perl.schedule.Consoles {
+			if c.Class == "consoles::virtio_terminal" {
+				qcfg.VirtioConsole = true
+			}
+		}
+	} else {
+		if tests, consoles, err = loadTests(jobCtx, ready.CaseDir, productDir, settings); err != nil {
+			return schemas.ResultIncomplete, err.Error(), nil
+		}
+		qcfg.VirtioConsole = needsVirtioConsole(consoles)
 	}
-	qcfg.VirtioConsole = needsVirtioConsole(consoles)
 	needles, err := loadNeedles(ready.NeedlesDir)
 	if err != nil {
 		return schemas.ResultIncomplete, err.Error(), nil
@@ -344,7 +361,13 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 		defer close(recorded)
 		rec.run(recCtx)
 	}()
-	result, reason, modules := r.runModules(tests)
+	var result, reason string
+	var modules []schemas.ModuleResult
+	if perl != nil {
+		result, reason, modules = r.runPerl(perl)
+	} else {
+		result, reason, modules = r.runModules(tests)
+	}
 	stopRecording()
 	<-recorded
 	videoCtx, cancelVideo := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)

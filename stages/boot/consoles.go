@@ -29,6 +29,9 @@ type console struct {
 const (
 	consoleTTY    = "tty-console"
 	consoleVirtio = "virtio-terminal"
+	// consoleScreen is os-autoinst's vnc-base: the machine's screen as it
+	// is, with no key to reach it. Perl distributions add them.
+	consoleScreen = "vnc-base"
 )
 
 // Console types of os-autoinst that jetqa does not have: a test that adds
@@ -79,20 +82,30 @@ func (r *runner) selectConsole(args starlark.Tuple, kwargs []starlark.Tuple) (st
 		}
 		return nil, failf("select_console(%q): no such console; main.star adds them with add_console (added: %s)", name, known)
 	}
-	if r.console == name {
-		return starlark.None, nil
+	return starlark.None, r.switchConsole(c)
+}
+
+// switchConsole makes c the selected console: a tty by its hotkey, the
+// screen or the virtio terminal as they are. A console selected already
+// stays as it is.
+func (r *runner) switchConsole(c console) error {
+	if r.console == c.name {
+		return nil
 	}
 	where := "the virtio console"
-	if c.kind == consoleTTY {
+	switch c.kind {
+	case consoleTTY:
 		if err := r.vm.SendKey(r.ctx, fmt.Sprintf("ctrl-alt-f%d", c.tty)); err != nil {
-			return nil, fmt.Errorf("select_console(%q): %w", name, err)
+			return fmt.Errorf("select_console(%q): %w", c.name, err)
 		}
 		where = fmt.Sprintf("tty%d", c.tty)
+	case consoleScreen:
+		where = "the screen"
 	}
-	r.console = name
+	r.console = c.name
 	r.module.Details = append(r.module.Details, schemas.Step{Kind: "info", Result: schemas.ResultPassed,
-		Text: fmt.Sprintf("console %s selected (%s)", name, where)})
-	return starlark.None, nil
+		Text: fmt.Sprintf("console %s selected (%s)", c.name, where)})
+	return nil
 }
 
 // onTerminal says the selected console is a serial terminal.

@@ -10,8 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"go.starlark.net/starlark"
-
 	"jetqa/schemas"
 	"jetqa/streams"
 )
@@ -206,15 +204,15 @@ func (r *runner) addNeedles(refs []schemas.NeedleRef) error {
 
 // screenCheck runs a screen check; when it fails and a developer asked to
 // pause on that, it pauses, and a retry runs the check again.
-func (r *runner) screenCheck(fn string, mustmatch starlark.Value, timeout time.Duration) (schemas.MatchResolved, error) {
+func (r *runner) screenCheck(fn string, tags []string, timeout time.Duration) (schemas.MatchResolved, error) {
 	for {
-		res, err := r.waitForScreen(fn, mustmatch, timeout)
+		res, err := r.waitForScreen(fn, tags, timeout)
 		var tf *testFailure
 		missed := err == nil && !res.Matched || errors.As(err, &tf)
 		if !missed || !r.dev.pauseOnMismatch(fn) {
 			return res, err
 		}
-		reason := describeMiss(fn, mustmatch, res)
+		reason := describeMiss(fn, tags, res)
 		if tf != nil {
 			reason = tf.msg
 		}

@@ -179,12 +179,16 @@ func (r *runner) assertClick(fn string, dclick bool, args starlark.Tuple, kwargs
 		"clicktime?", &c.hold, "dclick?", &c.dclick, "mousehide?", &c.mousehide); err != nil {
 		return nil, err
 	}
-	res, err := r.screenCheck("assert_screen", mustmatch, r.timeout(timeout, 30))
+	tags, err := tagsArg(mustmatch)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", fn, err)
+	}
+	res, err := r.screenCheck("assert_screen", tags, r.timeout(timeout, 30))
 	if err != nil {
 		return nil, err
 	}
 	if !res.Matched {
-		return nil, failf("%s", describeMiss(fn, mustmatch, res))
+		return nil, failf("%s", describeMiss(fn, tags, res))
 	}
 	return r.clickMatch(fn, c)
 }

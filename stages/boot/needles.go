@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 
 	"jetqa/schemas"
@@ -39,11 +40,50 @@ func loadNeedles(dir string) (*needleSet, error) {
 	return &needleSet{dir: nd, published: map[string]bool{}}, nil
 }
 
-// withTags lists the needles that carry any of the tags, as openQA does.
+// withTags lists the needles that carry any of the tags, as openQA does,
+// and those a tag names with needleNameTag.
 func (s *needleSet) withTags(tags []string) []schemas.NeedleFile {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.dir.WithTags(tags)
+	var names []string
+	tags = slices.DeleteFunc(slices.Clone(tags), func(t string) bool {
+		name, ok := strings.CutPrefix(t, needleNameTag)
+		if ok {
+			names = append(names, name)
+		}
+		return ok
+	})
+	found := s.dir.WithTags(tags)
+	for _, n := range s.dir.Needles {
+		if slices.Contains(names, n.Name) && !slices.ContainsFunc(found, func(f schemas.NeedleFile) bool { return f.Name == n.Name }) {
+			found = append(found, n)
+		}
+	}
+	return found
+}
+
+// byName is the needle of that name.
+func (s *needleSet) byName(name string) (schemas.NeedleFile, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := slices.IndexFunc(s.dir.Needles, func(n schemas.NeedleFile) bool { return n.Name == name })
+	if i < 0 {
+		return schemas.NeedleFile{}, false
+	}
+	return s.dir.Needles[i], true
+}
+
+// keepOnly keeps the needles whose JSON file (relative to the directory)
+// is listed: those an os-autoinst distribution left registered.
+func (s *needleSet) keepOnly(files []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	dir := *s.dir
+	dir.Needles = slices.DeleteFunc(slices.Clone(dir.Needles), func(n schemas.NeedleFile) bool {
+		_, found := slices.BinarySearch(files, n.File)
+		return !found
+	})
+	s.dir = &dir
 }
 
 // overlay adds needles to the set, over those of the same name: a

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -75,6 +76,11 @@ type runner struct {
 	console  string
 	// milestoneConsole was selected when the VM was saved.
 	milestoneConsole string
+	// lastScreen is the screen the last screen check looked at.
+	lastScreen []byte
+	// perl says the test side is os-autoinst's Perl: it records the
+	// module's details and screenshots itself.
+	perl bool
 }
 
 // testapiNames are the functions test modules may call, openQA's names.
@@ -441,18 +447,34 @@ func tagsArg(v starlark.Value) ([]string, error) {
 	return nil, fmt.Errorf("tags must be a string or a list of strings, got %s", v.Type())
 }
 
+// tagsText writes tags as a test wrote them: "tag" or ["a", "b"].
+func tagsText(tags []string) string {
+	if len(tags) == 1 {
+		return strconv.Quote(tags[0])
+	}
+	quoted := make([]string, len(tags))
+	for i, t := range tags {
+		quoted[i] = strconv.Quote(t)
+	}
+	return "[" + strings.Join(quoted, ", ") + "]"
+}
+
 func (r *runner) assertScreen(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var mustmatch, timeout starlark.Value = nil, starlark.MakeInt(30)
 	if err := starlark.UnpackArgs("assert_screen", args, kwargs, "mustmatch", &mustmatch, "timeout?", &timeout, "no_wait?", &r.noWait); err != nil {
 		return nil, err
 	}
 	defer func() { r.noWait = false }()
-	res, err := r.screenCheck("assert_screen", mustmatch, r.timeout(timeout, 30))
+	tags, err := tagsArg(mustmatch)
+	if err != nil {
+		return nil, fmt.Errorf("assert_screen: %w", err)
+	}
+	res, err := r.screenCheck("assert_screen", tags, r.timeout(timeout, 30))
 	if err != nil {
 		return nil, err
 	}
 	if !res.Matched {
-		return nil, failf("%s", describeMiss("assert_screen", mustmatch, res))
+		return nil, failf("%s", describeMiss("assert_screen", tags, res))
 	}
 	return starlark.String(res.Best.Needle), nil
 }
@@ -463,15 +485,19 @@ func (r *runner) checkScreen(args starlark.Tuple, kwargs []starlark.Tuple) (star
 		return nil, err
 	}
 	defer func() { r.noWait = false }()
-	res, err := r.screenCheck("check_screen", mustmatch, r.timeout(timeout, 0))
+	tags, err := tagsArg(mustmatch)
+	if err != nil {
+		return nil, fmt.Errorf("check_screen: %w", err)
+	}
+	res, err := r.screenCheck("check_screen", tags, r.timeout(timeout, 0))
 	if err != nil {
 		return nil, err
 	}
 	return starlark.Bool(res.Matched), nil
 }
 
-func describeMiss(fn string, mustmatch starlark.Value, res schemas.MatchResolved) string {
-	msg := fmt.Sprintf("%s: no candidate needle with tag(s) %s matched", fn, mustmatch.String())
+func describeMiss(fn string, tags []string, res schemas.MatchResolved) string {
+	msg := fmt.Sprintf("%s: no candidate needle with tag(s) %s matched", fn, tagsText(tags))
 	if res.Best != nil {
 		worst := 1.0
 		for _, a := range res.Best.Areas {
@@ -485,14 +511,10 @@ func describeMiss(fn string, mustmatch starlark.Value, res schemas.MatchResolved
 // waitForScreen polls the screen until a needle with one of the tags
 // matches or the timeout passes. Like os-autoinst it searches near each
 // area first and the whole screen every five seconds and at the end.
-func (r *runner) waitForScreen(fn string, mustmatch starlark.Value, timeout time.Duration) (schemas.MatchResolved, error) {
-	tags, err := tagsArg(mustmatch)
-	if err != nil {
-		return schemas.MatchResolved{}, fmt.Errorf("%s: %w", fn, err)
-	}
+func (r *runner) waitForScreen(fn string, tags []string, timeout time.Duration) (schemas.MatchResolved, error) {
 	candidates := r.needles.withTags(tags)
 	if len(candidates) == 0 {
-		return schemas.MatchResolved{}, failf("%s: no needle in NEEDLES_DIR has tag(s) %s", fn, mustmatch.String())
+		return schemas.MatchResolved{}, failf("%s: no needle in NEEDLES_DIR has tag(s) %s", fn, tagsText(tags))
 	}
 	refs, err := r.needles.publish(r.ctx, r.bus, candidates)
 	if err != nil {
@@ -513,6 +535,7 @@ func (r *runner) waitForScreen(fn string, mustmatch starlark.Value, timeout time
 		if atEnd || now.Sub(lastFull) >= 5*time.Second {
 			ratio, lastFull = 1, now
 		}
+		r.lastScreen = screen
 		if !bytes.Equal(screen, last) || ratio == 1 {
 			last = screen
 			mctx, cancel := context.WithTimeout(r.ctx, r.matchTimeout)
@@ -566,6 +589,9 @@ func (r *runner) pause(d time.Duration) error {
 }
 
 func (r *runner) recordMatch(fn string, tags []string, screen []byte, res schemas.MatchResolved, ok bool) {
+	if r.perl {
+		return
+	}
 	step := schemas.Step{Kind: "match", Text: fn, Tags: tags, Result: schemas.ResultFailed, Screenshot: r.saveScreen(screen)}
 	if ok {
 		step.Result = schemas.ResultPassed
@@ -585,6 +611,9 @@ func (r *runner) recordMatch(fn string, tags []string, screen []byte, res schema
 
 // saveScreen writes a screenshot into the job's results and returns its name.
 func (r *runner) saveScreen(png []byte) string {
+	if r.perl {
+		return ""
+	}
 	r.shots++
 	name := fmt.Sprintf("%s-%d.png", r.module.Name, r.shots)
 	if err := os.WriteFile(filepath.Join(r.resultsDir, name), png, 0o644); err != nil {
@@ -671,18 +700,18 @@ func (r *runner) waitSerial(args starlark.Tuple, kwargs []starlark.Tuple) (starl
 }
 
 // serialWait waits for re on the serial output after the last match.
-func (r *runner) serialWait(re *regexp.Regexp, timeout time.Duration) (string, bool, error) {
+func (r *runner) serialWait(re qemu.Finder, timeout time.Duration) (string, bool, error) {
 	return r.waitLog(r.vm.Serial(), &r.serialOffset, re, timeout)
 }
 
 // terminalWait waits for re on the serial terminal after its last match.
-func (r *runner) terminalWait(re *regexp.Regexp, timeout time.Duration) (string, bool, error) {
+func (r *runner) terminalWait(re qemu.Finder, timeout time.Duration) (string, bool, error) {
 	return r.waitLog(r.vm.Virtio(), &r.virtioOffset, re, timeout)
 }
 
 // waitLog waits for re in log after *offset, and moves *offset past the
 // match.
-func (r *runner) waitLog(log *qemu.SerialLog, offset *int64, re *regexp.Regexp, timeout time.Duration) (string, bool, error) {
+func (r *runner) waitLog(log *qemu.SerialLog, offset *int64, re qemu.Finder, timeout time.Duration) (string, bool, error) {
 	ctx, cancel := context.WithTimeout(r.ctx, timeout)
 	defer cancel()
 	out, end, err := log.WaitFor(ctx, re, *offset)

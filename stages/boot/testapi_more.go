@@ -245,9 +245,13 @@ func (r *runner) sendKeyUntilNeedlematch(args starlark.Tuple, kwargs []starlark.
 	if err := starlark.UnpackArgs("send_key_until_needlematch", args, kwargs, "tag", &tag, "key", &key, "counter?", &counter, "timeout?", &timeout); err != nil {
 		return nil, err
 	}
+	tags, err := tagsArg(tag)
+	if err != nil {
+		return nil, fmt.Errorf("send_key_until_needlematch: %w", err)
+	}
 	wait := time.Duration(0)
 	for {
-		res, err := r.waitForScreen("send_key_until_needlematch", tag, wait)
+		res, err := r.waitForScreen("send_key_until_needlematch", tags, wait)
 		if err != nil || res.Matched {
 			return starlark.None, err
 		}
@@ -255,12 +259,12 @@ func (r *runner) sendKeyUntilNeedlematch(args starlark.Tuple, kwargs []starlark.
 			return nil, err
 		}
 		if counter--; counter <= 0 {
-			res, err := r.waitForScreen("send_key_until_needlematch", tag, r.timeout(starlark.MakeInt(1), 1))
+			res, err := r.waitForScreen("send_key_until_needlematch", tags, r.timeout(starlark.MakeInt(1), 1))
 			if err != nil {
 				return nil, err
 			}
 			if !res.Matched {
-				return nil, failf("%s", describeMiss("send_key_until_needlematch", tag, res))
+				return nil, failf("%s", describeMiss("send_key_until_needlematch", tags, res))
 			}
 			return starlark.None, nil
 		}

@@ -16,6 +16,15 @@ var ErrSerialClosed = errors.New("serial log closed")
 // tailSize is how much of the latest output a failed WaitFor shows.
 const tailSize = 200
 
+// Finder is what WaitFor looks for: a *regexp.Regexp, or another engine's
+// pattern (os-autoinst's tests use Perl's).
+type Finder interface {
+	FindIndex(b []byte) []int
+	String() string
+}
+
+var _ Finder = (*regexp.Regexp)(nil)
+
 // SerialLog is the append-only record of what a guest wrote to its serial
 // port. Offsets are byte positions in that record: remember Len before
 // typing a command, then WaitFor its answer from there, and output that
@@ -91,7 +100,7 @@ func (s *SerialLog) Bytes(from int64) []byte {
 //
 // Each wake-up matches re against all output after from again, so
 // patterns can span writes; keep from recent to keep that cheap.
-func (s *SerialLog) WaitFor(ctx context.Context, re *regexp.Regexp, from int64) (match string, end int64, err error) {
+func (s *SerialLog) WaitFor(ctx context.Context, re Finder, from int64) (match string, end int64, err error) {
 	from = max(from, 0)
 	for {
 		s.mu.Lock()
@@ -116,7 +125,7 @@ func (s *SerialLog) WaitFor(ctx context.Context, re *regexp.Regexp, from int64) 
 	}
 }
 
-func (s *SerialLog) waitError(re *regexp.Regexp, from int64, data []byte, cause error) error {
+func (s *SerialLog) waitError(re Finder, from int64, data []byte, cause error) error {
 	tail := data[max(len(data)-tailSize, 0):]
 	return fmt.Errorf("serial: waiting for /%s/ after offset %d of %d: %w; last output: %q", re, from, len(data), cause, tail)
 }

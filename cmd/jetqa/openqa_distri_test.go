@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-git/go-git/v5"
+
+	"jetqa/schemas"
+)
+
+// distriRepo publishes deploy/testos/openqa-distri, testos' tests as an
+// os-autoinst Perl distribution, as a git repository, after change.
+func distriRepo(t *testing.T, change func(dir string)) string {
+	t.Helper()
+	if _, err := os.Stat("/usr/lib/os-autoinst/autotest.pm"); err != nil {
+		t.Fatalf("os-autoinst's test side is not installed (%v): `make test-deps` installs it", err)
+	}
+	dir := filepath.Join(t.TempDir(), "distri")
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join("..", "..", "deploy", "testos", "openqa-distri"))); err != nil {
+		t.Fatal(err)
+	}
+	change(dir)
+	repo, err := git.PlainInit(dir, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commitAll(t, repo, "distri")
+	return dir
+}
+
+// moduleResults lists a job's modules as name:result.
+func moduleResults(fin schemas.JobFinished) string {
+	var got []string
+	for _, m := range fin.Modules {
+		got = append(got, m.Name+":"+m.Result)
+	}
+	return strings.Join(got, " ")
+}
+
+// TestOpenQADistributionRuns runs an os-autoinst Perl distribution,
+// unchanged, with os-autoinst's own test side: its modules pass, fail
+// and roll back as under isotovideo, and their details are jetqa's.
+func TestOpenQADistributionRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two testos VMs")
+	}
+	testos := testosDir(t)
+	s := startSystem(t)
+	repo := distriRepo(t, func(string) {})
+	id := s.post(t, demoSettings(testos, "CASEDIR="+repo))
+	fin := s.finish(t, id, 10*time.Minute)
+	const want = "boot_to_shell:passed click:passed hello:passed commands:passed consoles:passed broken:failed rolled_back:passed"
+	if fin.Result != schemas.ResultPassed || moduleResults(fin) != want {
+		t.Fatalf("job %d: %s (%s), modules:\n%s\nwant passed with\n%s", id, fin.Result, fin.Reason, moduleResults(fin), want)
+	}
+	hello := fin.Modules[slices.IndexFunc(fin.Modules, func(m schemas.ModuleResult) bool { return m.Name == "hello" })]
+	var matched, info bool
+	for _, st := range hello.Details {
+		matched = matched || st.Kind == "match" && st.Needle == "hello-output" && st.Result == schemas.ResultPassed && st.Screenshot != ""
+		info = info || st.Kind == "info" && strings.HasPrefix(st.Text, "Hello\nthe screen and the serial console both answered (42)")
+	}
+	if !matched || !info {
+		t.Errorf("hello's details lack the hello-output match or the record_info: %+v", hello.Details)
+	}
+	resp, err := http.Get(fmt.Sprintf("%s/tests/%d/file/%s?seq=%d", s.api, id, hello.Details[0].Screenshot, s.finishedAt(id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shot, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.HasPrefix(shot, []byte("\x89PNG")) {
+		t.Errorf("hello's screenshot %s is not served as a PNG: %s %.40q", hello.Details[0].Screenshot, resp.Status, shot)
+	}
+
+	// Without its needle, hello fails at its assert_screen, showing the
+	// needle with the tag that did not match.
+	repo = distriRepo(t, func(dir string) {
+		for _, f := range []string{"hello-output.json", "hello-output.png"} {
+			if err := os.Remove(filepath.Join(dir, "needles", f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	id = s.post(t, demoSettings(testos, "CASEDIR="+repo, "NO_FAILURES=1"))
+	fin = s.finish(t, id, 10*time.Minute)
+	if fin.Result != schemas.ResultFailed || !strings.HasPrefix(fin.Reason, "hello: ") || !strings.Contains(fin.Reason, "hello-output") {
+		t.Fatalf("job %d without the hello-output needle: %s (%s), modules %s", id, fin.Result, fin.Reason, moduleResults(fin))
+	}
+	hello = fin.Modules[slices.IndexFunc(fin.Modules, func(m schemas.ModuleResult) bool { return m.Name == "hello" })]
+	var candidate bool
+	for _, st := range hello.Details {
+		candidate = candidate || st.Result == schemas.ResultFailed && slices.ContainsFunc(st.Candidates, func(c schemas.CandidateMatch) bool {
+			return c.Needle == "hello-output-framebuffer"
+		})
+	}
+	if !candidate {
+		t.Errorf("hello's failed match does not show its candidate hello-output-framebuffer: %+v", hello.Details)
+	}
+}
