@@ -58,18 +58,18 @@ func TestOpenQADistributionRuns(t *testing.T) {
 	repo := distriRepo(t, func(string) {})
 	id := s.post(t, demoSettings(testos, "CASEDIR="+repo))
 	fin := s.finish(t, id, 10*time.Minute)
-	const want = "boot_to_shell:passed click:passed hello:passed commands:passed consoles:passed broken:failed rolled_back:passed"
+	const want = "boot_to_shell:passed tablet_click:passed greeting:passed shell_commands:passed switch_consoles:passed broken:failed rolled_back:passed"
 	if fin.Result != schemas.ResultPassed || moduleResults(fin) != want {
 		t.Fatalf("job %d: %s (%s), modules:\n%s\nwant passed with\n%s", id, fin.Result, fin.Reason, moduleResults(fin), want)
 	}
-	hello := fin.Modules[slices.IndexFunc(fin.Modules, func(m schemas.ModuleResult) bool { return m.Name == "hello" })]
+	hello := fin.Modules[slices.IndexFunc(fin.Modules, func(m schemas.ModuleResult) bool { return m.Name == "greeting" })]
 	var matched, info bool
 	for _, st := range hello.Details {
 		matched = matched || st.Kind == "match" && st.Needle == "hello-output" && st.Result == schemas.ResultPassed && st.Screenshot != ""
 		info = info || st.Kind == "info" && strings.HasPrefix(st.Text, "Hello\nthe screen and the serial console both answered (42)")
 	}
 	if !matched || !info {
-		t.Errorf("hello's details lack the hello-output match or the record_info: %+v", hello.Details)
+		t.Errorf("greeting's details lack the hello-output match or the record_info: %+v", hello.Details)
 	}
 	resp, err := http.Get(fmt.Sprintf("%s/tests/%d/file/%s?seq=%d", s.api, id, hello.Details[0].Screenshot, s.finishedAt(id)))
 	if err != nil {
@@ -78,7 +78,7 @@ func TestOpenQADistributionRuns(t *testing.T) {
 	shot, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if !bytes.HasPrefix(shot, []byte("\x89PNG")) {
-		t.Errorf("hello's screenshot %s is not served as a PNG: %s %.40q", hello.Details[0].Screenshot, resp.Status, shot)
+		t.Errorf("greeting's screenshot %s is not served as a PNG: %s %.40q", hello.Details[0].Screenshot, resp.Status, shot)
 	}
 
 	// Without its needle, hello fails at its assert_screen, showing the
@@ -92,10 +92,10 @@ func TestOpenQADistributionRuns(t *testing.T) {
 	})
 	id = s.post(t, demoSettings(testos, "CASEDIR="+repo, "NO_FAILURES=1"))
 	fin = s.finish(t, id, 10*time.Minute)
-	if fin.Result != schemas.ResultFailed || !strings.HasPrefix(fin.Reason, "hello: ") || !strings.Contains(fin.Reason, "hello-output") {
+	if fin.Result != schemas.ResultFailed || !strings.HasPrefix(fin.Reason, "greeting: ") || !strings.Contains(fin.Reason, "hello-output") {
 		t.Fatalf("job %d without the hello-output needle: %s (%s), modules %s", id, fin.Result, fin.Reason, moduleResults(fin))
 	}
-	hello = fin.Modules[slices.IndexFunc(fin.Modules, func(m schemas.ModuleResult) bool { return m.Name == "hello" })]
+	hello = fin.Modules[slices.IndexFunc(fin.Modules, func(m schemas.ModuleResult) bool { return m.Name == "greeting" })]
 	var candidate bool
 	for _, st := range hello.Details {
 		candidate = candidate || st.Result == schemas.ResultFailed && slices.ContainsFunc(st.Candidates, func(c schemas.CandidateMatch) bool {
@@ -103,6 +103,6 @@ func TestOpenQADistributionRuns(t *testing.T) {
 		})
 	}
 	if !candidate {
-		t.Errorf("hello's failed match does not show its candidate hello-output-framebuffer: %+v", hello.Details)
+		t.Errorf("greeting's failed match does not show its candidate hello-output-framebuffer: %+v", hello.Details)
 	}
 }

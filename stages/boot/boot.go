@@ -318,7 +318,11 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 		}
 		qcfg.VirtioConsole = needsVirtioConsole(consoles)
 	}
-	needles, err := loadNeedles(ready.NeedlesDir)
+	load := loadNeedles
+	if perl != nil {
+		load = func(dir string) (*needleSet, error) { return loadNeedlesAsOSAutoinst(dir, log) }
+	}
+	needles, err := load(ready.NeedlesDir)
 	if err != nil {
 		return schemas.ResultIncomplete, err.Error(), nil
 	}

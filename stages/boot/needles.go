@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -36,6 +37,22 @@ func loadNeedles(dir string) (*needleSet, error) {
 			more = fmt.Sprintf(" (and %d more problems: `jetqa needle check` on the needle directory lists them all)", len(errs)-1)
 		}
 		return nil, fmt.Errorf("needle file %w%s", errs[0], more)
+	}
+	return &needleSet{dir: nd, published: map[string]bool{}}, nil
+}
+
+// loadNeedlesAsOSAutoinst reads the needle directory of an os-autoinst
+// distribution as os-autoinst does: a needle it would skip (no match
+// area, no image, broken JSON; the second of two with one name) is left
+// out with a warning, and the job goes on. Real needle repositories have
+// a few such needles, and their jobs run under openQA.
+func loadNeedlesAsOSAutoinst(dir string, log *slog.Logger) (*needleSet, error) {
+	nd, err := schemas.ReadNeedleDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range nd.Errors() {
+		log.Warn("needle left out, as os-autoinst leaves it out", "problem", p.Error())
 	}
 	return &needleSet{dir: nd, published: map[string]bool{}}, nil
 }

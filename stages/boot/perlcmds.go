@@ -115,6 +115,11 @@ func (r *runner) runPerl(p *perlSide) (result, reason string, modules []schemas.
 		if msg, err = p.read(r.ctx); err != nil {
 			break
 		}
+		if msg.Cmd != "set_current_test" && msg.Cmd != "tests_done" && r.dev.pauseNow() {
+			if _, err = r.hold(schemas.PausedAtCommand, "before "+msg.Cmd); err != nil {
+				break
+			}
+		}
 		handle, ok := perlCommands[msg.Cmd]
 		if !ok {
 			err = fmt.Errorf("the test side asked for %q, which jetqa does not support: see docs/openqa-tests.md", msg.Cmd)

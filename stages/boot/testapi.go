@@ -611,11 +611,12 @@ func (r *runner) recordMatch(fn string, tags []string, screen []byte, res schema
 
 // saveScreen writes a screenshot into the job's results and returns its name.
 func (r *runner) saveScreen(png []byte) string {
-	if r.perl {
-		return ""
-	}
 	r.shots++
 	name := fmt.Sprintf("%s-%d.png", r.module.Name, r.shots)
+	if r.perl {
+		// The test side names its screenshots <module>-<n>.png itself.
+		name = fmt.Sprintf("%s-jetqa-%d.png", r.module.Name, r.shots)
+	}
 	if err := os.WriteFile(filepath.Join(r.resultsDir, name), png, 0o644); err != nil {
 		r.log.Warn("screenshot not saved", "err", err)
 		return ""

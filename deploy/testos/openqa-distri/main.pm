@@ -30,10 +30,10 @@ sub loadtest {
 }
 
 loadtest 'boot/boot_to_shell';
-loadtest 'console/click';
-loadtest 'console/hello';
-loadtest 'console/commands';
-loadtest 'console/consoles';
+loadtest 'console/tablet_click';
+loadtest 'console/greeting';
+loadtest 'console/shell_commands';
+loadtest 'console/switch_consoles';
 unless (get_var('NO_FAILURES')) {
     # A module that fails, and does not fail the job; after it the machine
     # rolls back to the snapshot taken after boot_to_shell.
