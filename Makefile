@@ -62,6 +62,7 @@ bench: test-deps testos
 	$(GO) test -run '^$$' -bench RequestLatency -benchtime 200x ./stages/match
 	$(GO) test -run '^$$' -bench MatcherProcesses -benchtime 1x ./cmd/jetqa
 	$(GO) test -run '^$$' -bench DemoAgainstIsotovideo -benchtime 3x -timeout 30m ./cmd/jetqa
+	$(GO) test -run '^$$' -bench PerlJobAgainstStarlarkJob -benchtime 3x -timeout 30m ./cmd/jetqa
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./stages/fetch/cache
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./stages/fetch/gitmirror
 

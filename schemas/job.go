@@ -188,6 +188,9 @@ func (JobReady) Kind() string { return "job.ready.v1" }
 type JobStarted struct {
 	Worker WorkerRef `json:"worker"`
 	Accel  string    `json:"accel"` // kvm or tcg
+	// TestSide is what runs the tests when it is not jetqa's Starlark:
+	// "os-autoinst interface 34", os-autoinst's Perl test side.
+	TestSide string `json:"test_side,omitempty"`
 }
 
 func (JobStarted) Kind() string { return "job.started.v1" }

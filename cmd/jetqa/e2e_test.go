@@ -515,7 +515,7 @@ func repoVariant(t *testing.T, testos string, change func(dir string)) string {
 }
 
 // commitAll commits every file of the repository's work tree.
-func commitAll(t *testing.T, repo *git.Repository, msg string) {
+func commitAll(t testing.TB, repo *git.Repository, msg string) {
 	t.Helper()
 	wt, err := repo.Worktree()
 	if err != nil {

@@ -245,6 +245,9 @@ func (c client) show(ctx context.Context, id int64, stdout io.Writer) error {
 	}
 	if j.Worker != "" {
 		fmt.Fprintf(stdout, "worker:  %s %s\n", j.Worker, j.Accel)
+		if j.TestSide != "" {
+			fmt.Fprintf(stdout, "tests:   %s\n", j.TestSide)
+		}
 	}
 	if j.CloneOf != 0 {
 		fmt.Fprintf(stdout, "clone of job %d\n", j.CloneOf)
@@ -515,6 +518,9 @@ func summary(p schemas.Payload) string {
 	case *schemas.JobReady:
 		return "setup done on " + e.Worker.String()
 	case *schemas.JobStarted:
+		if e.TestSide != "" {
+			return "VM booting (" + e.Accel + "), tests on " + e.TestSide
+		}
 		return "VM booting (" + e.Accel + ")"
 	case *schemas.ModuleStarted:
 		return e.Module

@@ -2,10 +2,13 @@ package main
 
 import (
 	"bytes"
+	"cmp"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +18,7 @@ import (
 	"github.com/go-git/go-git/v5"
 
 	"jetqa/schemas"
+	"jetqa/stages/boot/qemu"
 )
 
 // distriRepo publishes deploy/testos/openqa-distri, testos' tests as an
@@ -62,6 +66,9 @@ func TestOpenQADistributionRuns(t *testing.T) {
 	if fin.Result != schemas.ResultPassed || moduleResults(fin) != want {
 		t.Fatalf("job %d: %s (%s), modules:\n%s\nwant passed with\n%s", id, fin.Result, fin.Reason, moduleResults(fin), want)
 	}
+	if side := s.show(t, id).TestSide; !strings.HasPrefix(side, "os-autoinst interface ") {
+		t.Errorf("job %d does not say it ran on os-autoinst's test side: %q", id, side)
+	}
 	hello := fin.Modules[slices.IndexFunc(fin.Modules, func(m schemas.ModuleResult) bool { return m.Name == "greeting" })]
 	var matched, info bool
 	for _, st := range hello.Details {
@@ -79,6 +86,12 @@ func TestOpenQADistributionRuns(t *testing.T) {
 	resp.Body.Close()
 	if !bytes.HasPrefix(shot, []byte("\x89PNG")) {
 		t.Errorf("greeting's screenshot %s is not served as a PNG: %s %.40q", hello.Details[0].Screenshot, resp.Status, shot)
+	}
+
+	// The same files under os-autoinst's own isotovideo give the same
+	// module results.
+	if got := isotovideoResults(t, testos, repo); got != want {
+		t.Errorf("under isotovideo the modules are\n%s\nunder jetqa\n%s", got, want)
 	}
 
 	// Without its needle, hello fails at its assert_screen, showing the
@@ -105,4 +118,51 @@ func TestOpenQADistributionRuns(t *testing.T) {
 	if !candidate {
 		t.Errorf("greeting's failed match does not show its candidate hello-output-framebuffer: %+v", hello.Details)
 	}
+}
+
+// isotovideoResults runs a Perl distribution under os-autoinst's
+// isotovideo on testos, as a job's settings would, and lists its modules
+// as name:result in jetqa's words.
+func isotovideoResults(t *testing.T, testos, casedir string) string {
+	t.Helper()
+	isotovideo, err := exec.LookPath("isotovideo")
+	if err != nil {
+		t.Fatalf("os-autoinst's isotovideo is not installed (%v): `make test-deps` installs it", err)
+	}
+	pool := t.TempDir()
+	vars := demoSettings(testos, "CASEDIR="+casedir, "PRODUCTDIR="+casedir, "NEEDLES_DIR="+filepath.Join(casedir, "needles"),
+		"BACKEND=qemu", "QEMUCPUS=1", "TIMEOUT_SCALE=2", "QEMU=x86_64")
+	if !qemu.KVMUsable() {
+		// os-autoinst enables KVM whenever /dev/kvm is there.
+		vars["QEMU_NO_KVM"] = "1"
+	}
+	data, _ := json.Marshal(vars)
+	if err := os.WriteFile(filepath.Join(pool, "vars.json"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(isotovideo)
+	cmd.Dir = pool
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("isotovideo: %v\n%s", err, tail(out, 3000))
+	}
+	var order []struct{ Name string }
+	data, err = os.ReadFile(filepath.Join(pool, "testresults", "test_order.json"))
+	if err == nil {
+		err = json.Unmarshal(data, &order)
+	}
+	if err != nil {
+		t.Fatalf("isotovideo's test_order.json: %v\n%s", err, tail(out, 3000))
+	}
+	words := map[string]string{"ok": schemas.ResultPassed, "fail": schemas.ResultFailed, "softfail": schemas.ResultSoftfailed}
+	var got []string
+	for _, m := range order {
+		var res struct{ Result string }
+		result := schemas.ResultSkipped
+		if data, err := os.ReadFile(filepath.Join(pool, "testresults", "result-"+m.Name+".json")); err == nil && json.Unmarshal(data, &res) == nil {
+			result = cmp.Or(words[res.Result], res.Result)
+		}
+		got = append(got, m.Name+":"+result)
+	}
+	return strings.Join(got, " ")
 }

@@ -25,6 +25,7 @@ type JobView struct {
 	Settings map[string]string `json:"settings"`
 	Worker   string            `json:"assigned_worker,omitempty"`
 	Accel    string            `json:"accel,omitempty"`
+	TestSide string            `json:"test_side,omitempty"`
 	Created  Time              `json:"t_created"`
 	Started  *Time             `json:"t_started,omitempty"`
 	Finished *Time             `json:"t_finished,omitempty"`
@@ -314,7 +315,7 @@ func fold(jobs map[int64]*JobView, ev schemas.Event, pl schemas.Payload) {
 	case *schemas.JobReady:
 		j.State = schemas.StateSetup
 	case *schemas.JobStarted:
-		j.State, j.Accel, j.Started = schemas.StateRunning, e.Accel, &t
+		j.State, j.Accel, j.TestSide, j.Started = schemas.StateRunning, e.Accel, e.TestSide, &t
 	case *schemas.ModuleStarted:
 		j.Modules = append(j.Modules, schemas.ModuleResult{Name: e.Module, Result: "running"})
 	case *schemas.ModuleFinished:

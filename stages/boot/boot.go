@@ -338,7 +338,11 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 		}
 		copySerialLog(qcfg.Dir, resultsDir)
 	}()
-	if _, err := s.bus.Append(ctx, job, schemas.JobStarted{Worker: s.cfg.Worker, Accel: vm.Accel()}); err != nil {
+	started := schemas.JobStarted{Worker: s.cfg.Worker, Accel: vm.Accel()}
+	if perl != nil {
+		started.TestSide = fmt.Sprintf("os-autoinst interface %d", perl.schedule.Interface)
+	}
+	if _, err := s.bus.Append(ctx, job, started); err != nil {
 		return schemas.ResultIncomplete, "job not started: " + err.Error(), nil
 	}
 	log.Info("VM started", "accel", vm.Accel())
