@@ -1,0 +1,85 @@
+package boot
+
+import (
+	"encoding/json"
+	"slices"
+	"testing"
+
+	"jetqa/schemas"
+)
+
+// The job's result from its modules', by openQA's rules.
+func TestPerlVerdict(t *testing.T) {
+	m := func(name, result string, flags ...string) schemas.ModuleResult {
+		return schemas.ModuleResult{Name: name, Result: result, Reason: "why " + name, Flags: flags}
+	}
+	for _, c := range []struct {
+		modules        []schemas.ModuleResult
+		result, reason string
+	}{
+		{[]schemas.ModuleResult{m("a", "passed"), m("b", "passed")}, "passed", ""},
+		{[]schemas.ModuleResult{m("a", "passed"), m("b", "failed"), m("c", "failed")}, "failed", "b: why b"},
+		{[]schemas.ModuleResult{m("a", "failed", "ignore_failure"), m("b", "passed")}, "passed", ""},
+		{[]schemas.ModuleResult{m("a", "softfailed"), m("b", "passed")}, "softfailed", ""},
+		{[]schemas.ModuleResult{m("a", "softfailed"), m("b", "failed")}, "failed", "b: why b"},
+		{[]schemas.ModuleResult{m("a", "failed"), m("b", "incomplete")}, "incomplete", "b: why b"},
+		{[]schemas.ModuleResult{m("a", "failed", "fatal"), m("b", "skipped")}, "failed", "a: why a"},
+	} {
+		result, reason := perlVerdict(c.modules)
+		if result != c.result || reason != c.reason {
+			t.Errorf("%+v: %s (%s), want %s (%s)", c.modules, result, reason, c.result, c.reason)
+		}
+	}
+}
+
+// check_screen's mustmatch as the test side sends it.
+func TestMustmatchTags(t *testing.T) {
+	for raw, want := range map[string][]string{
+		`"bootloader"`:                      {"bootloader"},
+		`"inst-bootmenu ENV-FLAVOR-dvd"`:    {"inst-bootmenu", "ENV-FLAVOR-dvd"},
+		`["a", "b c"]`:                      {"a", "b", "c"},
+		`["a", {"name": "n1", "tags": []}]`: {"a", needleNameTag + "n1"},
+	} {
+		got, err := mustmatchTags(json.RawMessage(raw))
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("%s: %q %v, want %q", raw, got, err, want)
+		}
+	}
+	for _, bad := range []string{`42`, `[{"tags": []}]`} {
+		if _, err := mustmatchTags(json.RawMessage(bad)); err == nil {
+			t.Errorf("%s was taken as tags", bad)
+		}
+	}
+}
+
+// Perl's truth and numbers, in whatever JSON form they arrive.
+func TestPerlValues(t *testing.T) {
+	var v struct {
+		A, B, C, D, E perlBool
+		N, M, O       perlNumber
+	}
+	if err := json.Unmarshal([]byte(`{"A": 1, "B": "0", "C": "", "D": true, "E": null, "N": "2.5", "M": 7, "O": null}`), &v); err != nil {
+		t.Fatal(err)
+	}
+	if !v.A || v.B || v.C || !v.D || v.E || v.N != 2.5 || v.M != 7 || v.O != 0 {
+		t.Errorf("got %+v", v)
+	}
+	if err := json.Unmarshal([]byte(`{"N": "soon"}`), &v); err == nil {
+		t.Error(`"soon" was taken as a number`)
+	}
+}
+
+// os-autoinst's console objects map onto jetqa's consoles, or are
+// refused with the reason.
+func TestConsoleOf(t *testing.T) {
+	c, err := consoleOf("root-console", perlConsole{Class: "consoles::ttyConsole", Args: map[string]any{"tty": float64(2)}})
+	if err != nil || c.kind != consoleTTY || c.tty != 2 {
+		t.Errorf("tty console: %+v %v", c, err)
+	}
+	if c, err := consoleOf("x11", perlConsole{Class: "consoles::vnc_base"}); err != nil || c.kind != consoleScreen {
+		t.Errorf("vnc-base: %+v %v", c, err)
+	}
+	if _, err := consoleOf("root-ssh", perlConsole{Class: "consoles::sshXtermVt"}); err == nil {
+		t.Error("an ssh console was taken")
+	}
+}
