@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -165,4 +166,59 @@ func isotovideoResults(t *testing.T, testos, casedir string) string {
 		got = append(got, m.Name+":"+result)
 	}
 	return strings.Join(got, " ")
+}
+
+// A developer pauses a Perl job at a module, types on its VM while it is
+// paused and resumes it: the module sees what was typed, and passes.
+func TestOpenQADistributionDeveloperMode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a testos VM")
+	}
+	testos := testosDir(t)
+	s := startSystem(t)
+	repo := distriRepo(t, func(dir string) {
+		writeFile(t, filepath.Join(dir, "tests", "console", "typed_by_developer.pm"), `use base 'basetest';
+use strict;
+use warnings;
+use testapi;
+
+sub run { wait_serial('DEV-TYPED', 60) or die 'nobody typed on the paused VM' }
+
+1;
+`)
+		writeFile(t, filepath.Join(dir, "tests", "boot", "to_the_shell.pm"), `use base 'basetest';
+use testapi;
+sub run { assert_screen 'testos-shell', 120 }
+1;
+`)
+		writeFile(t, filepath.Join(dir, "main.pm"), `use strict;
+use testapi;
+use testosdistribution;
+testapi::set_distribution(testosdistribution->new());
+autotest::loadtest('tests/boot/to_the_shell.pm');
+autotest::loadtest('tests/console/typed_by_developer.pm');
+1;
+`)
+	})
+	id := s.post(t, demoSettings(testos, "CASEDIR="+repo))
+	ID := strconv.FormatInt(id, 10)
+	dev := func(args ...string) {
+		t.Helper()
+		var out, errs bytes.Buffer
+		if err := dispatch(append([]string{"dev", ID, args[0], "--api", s.api}, args[1:]...), &out, &errs); err != nil {
+			t.Fatalf("jetqa dev %s %s: %v\n%s%s", ID, strings.Join(args, " "), err, out.String(), errs.String())
+		}
+	}
+	s.waitFor(t, id, 3*time.Minute, "started", isKind[*schemas.JobStarted])
+	dev("pause", "--module", "typed_by_developer")
+	s.waitFor(t, id, 3*time.Minute, "paused at typed_by_developer", func(p schemas.Payload) bool {
+		e, ok := p.(*schemas.JobPaused)
+		return ok && e.Module == "typed_by_developer" && e.At == schemas.PausedAtModule
+	})
+	dev("type", "echo DEV-TYPED > /dev/ttyS0")
+	dev("keys", "ret")
+	dev("resume")
+	if fin := s.finish(t, id, 5*time.Minute); fin.Result != schemas.ResultPassed {
+		t.Fatalf("job %d: %s (%s), modules %s", id, fin.Result, fin.Reason, moduleResults(fin))
+	}
 }
