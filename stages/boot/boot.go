@@ -137,11 +137,16 @@ func (s *Stage) Run(ctx context.Context) error {
 		}
 	}()
 	return s.bus.Consume(ctx, streams.ConsumerConfig{
-		Stream:     streams.StreamJobs,
-		Durable:    streams.BootDurable(s.cfg.Worker),
-		Filters:    []string{streams.ReadyFor(s.cfg.Worker)},
-		AckWait:    time.Minute,
-		MaxDeliver: 2,
+		Stream:  streams.StreamJobs,
+		Durable: streams.BootDurable(s.cfg.Worker),
+		Filters: []string{streams.ReadyFor(s.cfg.Worker)},
+		AckWait: time.Minute,
+		// A delivery after the first ends the job incomplete (see handle),
+		// so more deliveries never run a job twice; they let a job whose
+		// first tries failed while a NATS node was lost (1, 5 and 30 s
+		// apart) still end with a result instead of being dead-lettered
+		// and left waiting for good.
+		MaxDeliver: 5,
 	}, s.handle)
 }
 
