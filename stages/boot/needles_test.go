@@ -5,6 +5,7 @@ import (
 	"context"
 	"image"
 	"image/png"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,5 +100,42 @@ func TestPublishCompletesAHalfPublishedNeedle(t *testing.T) {
 	js, err := bus.GetBlob(ctx, streams.BucketNeedles, jsonKey)
 	if err != nil || string(js) != good {
 		t.Fatalf("needle JSON in the store: %q, %v", js, err)
+	}
+}
+
+// An os-autoinst distribution's needle directory is read as os-autoinst
+// reads it: what it would skip is left out, with a warning, and the rest
+// is used; the distribution's cleanup handler then keeps only some.
+func TestLoadNeedlesAsOSAutoinst(t *testing.T) {
+	good := `{"tags":["a"],"area":[{"xpos":0,"ypos":0,"width":10,"height":10,"type":"match"}]}`
+	img := pngOf(t, 16, 16, 0)
+	var logged bytes.Buffer
+	set, err := loadNeedlesAsOSAutoinst(tree(t, map[string]string{
+		"one.json": good, "one.png": img,
+		"sub/two.json": good, "sub/two.png": pngOf(t, 16, 16, 1),
+		"nomatch.json": `{"tags":["a"],"area":[{"xpos":0,"ypos":0,"width":10,"height":10,"type":"exclude"}]}`, "nomatch.png": img,
+		"lonely.json": good,
+	}), slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, n := range set.withTags([]string{"a"}) {
+		names = append(names, n.Name)
+	}
+	if strings.Join(names, " ") != "one two" {
+		t.Errorf("needles used: %q, want one two", names)
+	}
+	for _, bad := range []string{"nomatch.json", "lonely.json"} {
+		if !strings.Contains(logged.String(), bad) {
+			t.Errorf("no warning about %s in %q", bad, logged.String())
+		}
+	}
+	set.keepOnly([]string{"sub/two.json"})
+	if n := set.withTags([]string{"a"}); len(n) != 1 || n[0].Name != "two" {
+		t.Errorf("after keepOnly(sub/two.json): %+v", n)
+	}
+	if _, ok := set.byName("one"); ok {
+		t.Error("a needle left out is still found by name")
 	}
 }
