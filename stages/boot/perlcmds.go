@@ -1,6 +1,7 @@
 package boot
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -40,13 +41,10 @@ type perlRun struct {
 }
 
 type perlTestOrder struct {
-	Name   string                   `json:"name"`
-	Script string                   `json:"script"`
-	Flags  map[string]perlBoolValue `json:"flags"`
+	Name   string              `json:"name"`
+	Script string              `json:"script"`
+	Flags  map[string]perlBool `json:"flags"`
 }
-
-// perlBoolValue is perlBool that can sit in a map.
-type perlBoolValue = perlBool
 
 type perlTestsDone struct {
 	Died      perlBool `json:"died"`
@@ -467,7 +465,7 @@ func (pr *perlRun) needleMatch(c schemas.CandidateMatch) (map[string]any, error)
 // ppmBase64 is a PNG screen as os-autoinst passes images: a binary PPM,
 // in base64.
 func ppmBase64(pngData []byte) (string, error) {
-	img, err := png.Decode(strings.NewReader(string(pngData)))
+	img, err := png.Decode(bytes.NewReader(pngData))
 	if err != nil {
 		return "", fmt.Errorf("screen: %w", err)
 	}
@@ -956,7 +954,9 @@ func (pr *perlRun) reloadNeedles(msg perlMessage) (any, error) {
 	if a.Needles == nil {
 		return nil, errors.New("backend_reload_needles without the needles: is the test side jetqa's driver?")
 	}
-	dir, err := loadNeedles(pr.r.needles.dir.Dir)
+	// As needle::init, the directory is read again, with os-autoinst's
+	// leniency, as at the start of the job.
+	dir, err := loadNeedlesAsOSAutoinst(pr.r.needles.dir.Dir, pr.r.log)
 	if err != nil {
 		return nil, err
 	}
