@@ -9,7 +9,7 @@ import (
 )
 
 // The job's result from its modules', by openQA's rules.
-func TestPerlVerdict(t *testing.T) {
+func TestModuleVerdict(t *testing.T) {
 	m := func(name, result string, flags ...string) schemas.ModuleResult {
 		return schemas.ModuleResult{Name: name, Result: result, Reason: "why " + name, Flags: flags}
 	}
@@ -25,7 +25,7 @@ func TestPerlVerdict(t *testing.T) {
 		{[]schemas.ModuleResult{m("a", "failed"), m("b", "incomplete")}, "incomplete", "b: why b"},
 		{[]schemas.ModuleResult{m("a", "failed", "fatal"), m("b", "skipped")}, "failed", "a: why a"},
 	} {
-		result, reason := perlVerdict(c.modules)
+		result, reason := moduleVerdict(c.modules)
 		if result != c.result || reason != c.reason {
 			t.Errorf("%+v: %s (%s), want %s (%s)", c.modules, result, reason, c.result, c.reason)
 		}

@@ -144,7 +144,7 @@ func (r *runner) runPerl(p *perlSide) (result, reason string, modules []schemas.
 		pr.finishModule(err)
 	}
 	pr.finishRest()
-	result, reason = perlVerdict(pr.results)
+	result, reason = moduleVerdict(pr.results)
 	switch {
 	case err != nil:
 		result, reason = schemas.ResultIncomplete, err.Error()
@@ -152,28 +152,6 @@ func (r *runner) runPerl(p *perlSide) (result, reason string, modules []schemas.
 		result, reason = schemas.ResultIncomplete, "the test side died outside a module: "+p.lastWords()
 	}
 	return result, reason, pr.results
-}
-
-// perlVerdict is the job's result from its modules', as openQA's: a
-// failure counts unless the module has ignore_failure; soft failures
-// make it softfailed; an incomplete module, incomplete.
-func perlVerdict(results []schemas.ModuleResult) (result, reason string) {
-	result = schemas.ResultPassed
-	for _, mr := range results {
-		ignore := slices.Contains(mr.Flags, "ignore_failure")
-		switch {
-		case mr.Result == schemas.ResultIncomplete:
-			return mr.Result, mr.Name + ": " + mr.Reason
-		case ignore:
-		case mr.Result == schemas.ResultFailed:
-			if result != schemas.ResultFailed {
-				result, reason = schemas.ResultFailed, mr.Name+": "+mr.Reason
-			}
-		case mr.Result == schemas.ResultSoftfailed && result == schemas.ResultPassed:
-			result = schemas.ResultSoftfailed
-		}
-	}
-	return result, reason
 }
 
 func (pr *perlRun) args(msg perlMessage, v any) error {

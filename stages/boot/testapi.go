@@ -222,33 +222,17 @@ var moduleFlags = []string{"fatal", "ignore_failure", "milestone", "always_rollb
 // fails the job and the next modules run, unless it is fatal; an
 // incomplete one stops the job. The remaining modules are skipped.
 func (r *runner) runModules(modules []*testModule) (result, reason string, results []schemas.ModuleResult) {
-	result = schemas.ResultPassed
 	milestone := "" // the module after which the VM was saved
+	var rollback error
 	for i, m := range modules {
 		mr := r.runModule(m)
 		results = append(results, mr)
 		ignore := slices.Contains(mr.Flags, "ignore_failure")
-		stop := false
-		switch {
-		case mr.Result == schemas.ResultSoftfailed && !ignore:
-			if result == schemas.ResultPassed {
-				result = schemas.ResultSoftfailed
-			}
-		case mr.Result == schemas.ResultPassed, mr.Result != schemas.ResultIncomplete && ignore:
-		case mr.Result == schemas.ResultFailed && !slices.Contains(mr.Flags, "fatal"):
-			if result != schemas.ResultFailed {
-				result, reason = schemas.ResultFailed, fmt.Sprintf("%s: %s", m.name, mr.Reason)
-			}
-		default:
-			stop = true
-			if result != schemas.ResultFailed || mr.Result == schemas.ResultIncomplete {
-				result, reason = mr.Result, fmt.Sprintf("%s: %s", m.name, mr.Reason)
-			}
-		}
+		stop := mr.Result == schemas.ResultIncomplete ||
+			mr.Result == schemas.ResultFailed && !ignore && slices.Contains(mr.Flags, "fatal")
 		if !stop && i+1 < len(modules) {
-			if err := r.snapshotAfter(mr, &milestone); err != nil {
+			if rollback = r.snapshotAfter(mr, &milestone); rollback != nil {
 				stop = true
-				result, reason = schemas.ResultIncomplete, err.Error()
 			}
 		}
 		if stop {
@@ -258,7 +242,34 @@ func (r *runner) runModules(modules []*testModule) (result, reason string, resul
 			break
 		}
 	}
+	if rollback != nil {
+		return schemas.ResultIncomplete, rollback.Error(), results
+	}
+	result, reason = moduleVerdict(results)
 	return result, reason, results
+}
+
+// moduleVerdict is the job's result from its modules', as openQA's: a
+// failure counts unless the module has ignore_failure, the first one
+// giving the reason; soft failures make it softfailed; an incomplete
+// module makes it incomplete.
+func moduleVerdict(results []schemas.ModuleResult) (result, reason string) {
+	result = schemas.ResultPassed
+	for _, mr := range results {
+		ignore := slices.Contains(mr.Flags, "ignore_failure")
+		switch {
+		case mr.Result == schemas.ResultIncomplete:
+			return mr.Result, mr.Name + ": " + mr.Reason
+		case ignore:
+		case mr.Result == schemas.ResultFailed:
+			if result != schemas.ResultFailed {
+				result, reason = schemas.ResultFailed, mr.Name+": "+mr.Reason
+			}
+		case mr.Result == schemas.ResultSoftfailed && result == schemas.ResultPassed:
+			result = schemas.ResultSoftfailed
+		}
+	}
+	return result, reason
 }
 
 // snapshotName is the snapshot of the last milestone, os-autoinst's name.
