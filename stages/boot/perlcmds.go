@@ -755,24 +755,11 @@ func (pr *perlRun) waitScreenChange(msg perlMessage) (any, error) {
 		}
 	}
 	start := time.Now()
-	deadline := start.Add(a.Timeout.duration())
-	for {
-		screen, err := r.vm.Screendump(r.ctx)
-		if err != nil {
-			return nil, err
-		}
-		sim, err := screenPSNR(pr.reference, screen)
-		if err != nil {
-			return nil, err
-		}
-		timedOut := !time.Now().Before(deadline)
-		if sim < float64(a.Similarity) || timedOut {
-			return map[string]any{"sim": min(sim, 10000), "elapsed": time.Since(start).Seconds(), "timed_out": timedOut}, nil
-		}
-		if err := r.pause(min(100*time.Millisecond, time.Until(deadline))); err != nil {
-			return nil, err
-		}
+	changed, _, sim, err := r.screenChanged(pr.reference, a.Timeout.duration(), float64(a.Similarity))
+	if err != nil {
+		return nil, err
 	}
+	return map[string]any{"sim": min(sim, 10000), "elapsed": time.Since(start).Seconds(), "timed_out": !changed}, nil
 }
 
 // backend_wait_still_screen {stilltime, timeout, similarity_level}.

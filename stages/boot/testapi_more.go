@@ -90,25 +90,33 @@ func (r *runner) waitScreenChange(do func() error, timeout time.Duration, simila
 			return false, err
 		}
 	}
+	changed, screen, _, err := r.screenChanged(ref, timeout, similarity)
+	if err == nil && !changed {
+		r.module.Details = append(r.module.Details, schemas.Step{Kind: "screenshot", Text: fmt.Sprintf("wait_screen_change: no change within %s", timeout), Screenshot: r.saveScreen(screen)})
+	}
+	return changed, err
+}
+
+// screenChanged waits until the screen differs from ref (a PSNR below
+// similarity dB) or timeout passes, and gives the last screen and its
+// PSNR against ref.
+func (r *runner) screenChanged(ref []byte, timeout time.Duration, similarity float64) (changed bool, screen []byte, psnr float64, err error) {
 	deadline := time.Now().Add(timeout)
 	for {
-		screen, err := r.vm.Screendump(r.ctx)
-		if err != nil {
-			return false, incomplete(fmt.Errorf("wait_screen_change: %w", err))
+		if screen, err = r.vm.Screendump(r.ctx); err != nil {
+			return false, nil, 0, incomplete(fmt.Errorf("wait_screen_change: %w", err))
 		}
-		psnr, err := screenPSNR(ref, screen)
-		if err != nil {
-			return false, incomplete(err)
+		if psnr, err = screenPSNR(ref, screen); err != nil {
+			return false, nil, 0, incomplete(err)
 		}
 		if psnr < similarity {
-			return true, nil
+			return true, screen, psnr, nil
 		}
 		if !time.Now().Before(deadline) {
-			r.module.Details = append(r.module.Details, schemas.Step{Kind: "screenshot", Text: fmt.Sprintf("wait_screen_change: no change within %s", timeout), Screenshot: r.saveScreen(screen)})
-			return false, nil
+			return false, screen, psnr, nil
 		}
 		if err := r.pause(min(100*time.Millisecond, time.Until(deadline))); err != nil {
-			return false, err
+			return false, nil, 0, err
 		}
 	}
 }
