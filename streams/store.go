@@ -595,6 +595,11 @@ func (b *Bus) oneStagedChunk(ctx context.Context, staged string) ([]byte, error)
 		return nil, fmt.Errorf("read %s: %w", staged, err)
 	}
 	last, err := s.GetLastMsgForSubject(ctx, staged)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		// The same request sent again was decided between the two reads,
+		// and its chunks removed.
+		return nil, fmt.Errorf("%w: 1 staged, then removed", errNotStaged)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", staged, err)
 	}
