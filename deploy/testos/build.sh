@@ -26,8 +26,11 @@
 #                       and devtmpfs are built into the Debian kernel (checked
 #                       against its config); the only modules are those of a
 #                       USB tablet (xhci, usbhid, hid-generic, evdev), of
-#                       the virtio console and of virtio disks (/dev/vda…),
-#                       loaded by /init. `pointer-events > /dev/ttyS0 &` prints the
+#                       the virtio console, of virtio disks (/dev/vda…) and
+#                       of virtio-net and e1000 cards, loaded by /init; with
+#                       a card, eth0 gets QEMU's user-network address
+#                       (10.0.2.15). Debian's curl, with the libraries it
+#                       loads, for os-autoinst's upload_logs and data_url. `pointer-events > /dev/ttyS0 &` prints the
 #                       tablet's reports ("pointer x=X y=Y left=0|1 right=0|1",
 #                       x and y from 0 to 32767), so a test sees its clicks.
 #   OUTDIR/testos.iso   BIOS (i386-pc) bootable ISO made with grub-mkrescue. GRUB
@@ -203,7 +206,8 @@ chmod 0755 "$R/bin/bash"
 # The modules of the USB tablet, the virtio console and virtio disks
 # (/dev/vda…), in load order (each after those it needs); /init loads them all.
 MODULES="usb-common usbcore xhci-hcd xhci-pci hid usbhid hid-generic evdev
-    virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console virtio_blk"
+    virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_console virtio_blk
+    failover net_failover virtio_net e1000"
 mkdir -p "$R/lib/modules"
 for m in $MODULES; do
     ko=$(find "$TMP/kernel/lib/modules/$KVER" -name "$m.ko" | head -n1)
@@ -212,6 +216,28 @@ for m in $MODULES; do
 done
 
 echo $MODULES >"$R/lib/modules/order"
+
+# curl, Debian's, with the libraries it loads: os-autoinst's upload_logs,
+# upload_asset and data_url type curl commands into the guest. The
+# packages are unpacked, never installed on the host; the staged dynamic
+# loader lists what curl needs, found in the staged tree alone.
+CURL=$TMP/curl
+mkdir -p "$CURL"
+curl_pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+    --no-breaks --no-replaces --no-enhances --no-pre-depends curl | grep -v '^ ' | sort -u)
+[[ -n $curl_pkgs ]] || { log "cannot resolve curl's dependencies"; exit 1; }
+for pkg in $curl_pkgs; do
+    dpkg-deb -x "$(download_deb "$pkg")" "$CURL"
+done
+LDSO=$CURL/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2
+libpath=$CURL/lib/x86_64-linux-gnu:$CURL/usr/lib/x86_64-linux-gnu
+needed=$("$LDSO" --library-path "$libpath" --list "$CURL/usr/bin/curl" | awk '$2 == "=>" {print $3}')
+install -D -m 0755 "$CURL/usr/bin/curl" "$R/usr/bin/curl"
+install -D -m 0755 "$LDSO" "$R/lib64/ld-linux-x86-64.so.2"
+for lib in $needed; do
+    [[ $lib == "$CURL"/* ]] || { log "curl needs $lib, which is not in its packages"; exit 1; }
+    install -D -m 0644 "$(readlink -f "$lib")" "$R/${lib#"$CURL"/}"
+done
 
 
 cat >"$R/bin/pointer-events" <<'EOF'
@@ -275,6 +301,16 @@ if grep -qs -e 0x1003 -e 0x1043 /sys/bus/pci/devices/*/device; then
     if grep -qs org.openqa.console /sys/class/virtio-ports/*/name; then
         echo "hvc0::respawn:-/bin/sh" >>/etc/inittab
     fi
+fi
+# The network card, when the machine has one, as QEMU's user network
+# gives it (what its DHCP server would answer): 10.0.2.15, the host
+# 10.0.2.2, DNS 10.0.2.3.
+ip link set lo up
+if ip link show eth0 >/dev/null 2>&1; then
+    ip addr add 10.0.2.15/24 dev eth0
+    ip link set eth0 up
+    ip route add default via 10.0.2.2
+    echo "nameserver 10.0.2.3" >/etc/resolv.conf
 fi
 # Clear the VGA console: the screen then shows only the banner and the prompt.
 printf '\033[H\033[J' >/dev/tty1
