@@ -246,6 +246,11 @@ func (ModuleFinished) Kind() string { return "module.finished.v1" }
 // writes them there, the upload stage stores them as ".thumbs/NAME".
 const ThumbsDir = ".thumbs"
 
+// ULogsDir is where a job's results keep the files its guest uploaded
+// (upload_logs), as os-autoinst's; stored as "ulogs/NAME", and listed as
+// openQA's ulogs.
+const ULogsDir = "ulogs"
+
 // TestsFinished says the VM is stopped and the job's results wait for upload
 // in ResultsDir on the worker host.
 type TestsFinished struct {

@@ -376,6 +376,21 @@ func cacheFlags(fs *flag.FlagSet, c *workerConfig) {
 
 // addWorker adds a worker host's stages: fetch, one boot stage per
 // instance, upload.
+// guestBridgeCommand is the subcommand QEMU runs for each connection a
+// Perl job's guest opens to the job's routes.
+const guestBridgeCommand = "guest-bridge"
+
+// guestBridge is how QEMU runs this program's guest-bridge; none when
+// the program cannot say where it is, and then guests have no routes.
+func (a *assembly) guestBridge() []string {
+	exe, err := os.Executable()
+	if err != nil {
+		a.log.Warn("guests get no routes (upload_logs, data_url): this program's path is unknown", "err", err)
+		return nil
+	}
+	return []string{exe, guestBridgeCommand}
+}
+
 func (a *assembly) addWorker(c workerConfig) error {
 	if c.Instances < 1 {
 		return fmt.Errorf("--instances %d: need at least 1", c.Instances)
@@ -408,7 +423,7 @@ func (a *assembly) addWorker(c workerConfig) error {
 		}
 		bootStage, err := boot.New(boot.Config{
 			Worker: worker, Classes: schemas.WorkerClasses(class), Accel: c.Accel, HeartbeatInterval: c.Heartbeat, Slot: c.Slots[i],
-			Forbidden: schemas.WorkerClasses(c.ForbidSettings),
+			Forbidden: schemas.WorkerClasses(c.ForbidSettings), GuestBridge: a.guestBridge(),
 		}, bus, a.log.With("stage", "boot", "server", c.Dial.URLs))
 		if err != nil {
 			return err

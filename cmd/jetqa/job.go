@@ -367,13 +367,14 @@ func (c client) results(ctx context.Context, id int64, dir string, stdout io.Wri
 		if err := c.do(ctx, http.MethodGet, fmt.Sprintf("/api/v1/jobs/%d/file/%s", id, url.PathEscape(name)), nil, &data); err != nil {
 			return err
 		}
-		// Thumbnails go to .thumbs/, as os-autoinst writes them.
+		// Thumbnails go to .thumbs/ and the guest's uploads to ulogs/,
+		// as os-autoinst writes them.
 		target := filepath.Join(dir, filepath.Base(name))
-		if thumb, ok := strings.CutPrefix(name, upload.ThumbPrefix); ok {
-			if err := os.MkdirAll(filepath.Join(dir, schemas.ThumbsDir), 0o755); err != nil {
+		if sub, _, ok := strings.Cut(name, "/"); ok && (sub == schemas.ThumbsDir || sub == schemas.ULogsDir) {
+			if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 				return err
 			}
-			target = filepath.Join(dir, schemas.ThumbsDir, filepath.Base(thumb))
+			target = filepath.Join(dir, sub, filepath.Base(name))
 		}
 		if err := os.WriteFile(target, data, 0o644); err != nil {
 			return err

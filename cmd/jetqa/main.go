@@ -20,6 +20,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"jetqa/stages/boot"
 	"jetqa/streams"
 )
 
@@ -130,6 +131,13 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	case "version":
 		fmt.Fprintln(stdout, "jetqa", version)
 		return nil
+	case guestBridgeCommand:
+		// QEMU runs it for each connection a guest opens to its job's
+		// routes; not for people.
+		if len(args) != 2 {
+			return fmt.Errorf("usage: jetqa %s SOCKET", guestBridgeCommand)
+		}
+		return boot.GuestBridge(args[1], os.Stdin, os.Stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -63,7 +64,7 @@ func TestOpenQADistributionRuns(t *testing.T) {
 	repo := distriRepo(t, func(string) {})
 	id := s.post(t, demoSettings(testos, "CASEDIR="+repo))
 	fin := s.finish(t, id, 10*time.Minute)
-	const want = "boot_to_shell:passed tablet_click:passed greeting:passed shell_commands:passed switch_consoles:passed broken:failed rolled_back:passed"
+	const want = "boot_to_shell:passed tablet_click:passed greeting:passed shell_commands:passed guest_files:passed switch_consoles:passed broken:failed rolled_back:passed"
 	if fin.Result != schemas.ResultPassed || moduleResults(fin) != want {
 		t.Fatalf("job %d: %s (%s), modules:\n%s\nwant passed with\n%s", id, fin.Result, fin.Reason, moduleResults(fin), want)
 	}
@@ -87,6 +88,29 @@ func TestOpenQADistributionRuns(t *testing.T) {
 	resp.Body.Close()
 	if !bytes.HasPrefix(shot, []byte("\x89PNG")) {
 		t.Errorf("greeting's screenshot %s is not served as a PNG: %s %.40q", hello.Details[0].Screenshot, resp.Status, shot)
+	}
+
+	// The guest's curl reached the job's routes: its upload_logs file is
+	// among the job's ulogs, served where openQA serves it, and its
+	// upload_asset file is an asset of the job.
+	resp, err = http.Get(fmt.Sprintf("%s/tests/%d/file/guest_files-dmesg.txt", s.api, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dmesg, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(dmesg, []byte("Linux version")) {
+		t.Errorf("the guest's dmesg, uploaded with upload_logs: %s %.200q", resp.Status, dmesg)
+	}
+	var details struct{ Job struct{ ULogs []string } }
+	s.get(t, fmt.Sprintf("/api/v1/jobs/%d/details?seq=%d", id, s.finishedAt(id)), &details)
+	if !slices.Equal(details.Job.ULogs, []string{"guest_files-dmesg.txt"}) {
+		t.Errorf("job %d's ulogs: %v", id, details.Job.ULogs)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if reg, err := s.bus.LookupAsset(ctx, fmt.Sprintf("%d-notes.txt", id)); err != nil || reg.Size != int64(len("made by the guest\n")) {
+		t.Errorf("the guest's upload_asset: %+v, %v", reg, err)
 	}
 
 	// The same files under os-autoinst's own isotovideo give the same

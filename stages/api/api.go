@@ -443,6 +443,10 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, j JobView, na
 	id := j.ID
 	key, ok := j.Files[name]
 	if !ok {
+		// openQA serves the guest's uploads beside the other files.
+		key, ok = j.Files[schemas.ULogsDir+"/"+name]
+	}
+	if !ok {
 		fail(w, http.StatusNotFound, "job %d has no file %q", id, name)
 		return
 	}

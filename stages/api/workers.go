@@ -296,7 +296,8 @@ type detailsModule struct {
 
 // getJobDetails serves openQA's GET /api/v1/jobs/{id}/details: the job
 // with testresults (each module's steps), logs (its result files) and
-// ulogs (files uploaded from the guest: none yet).
+// ulogs (the files its guest uploaded, served at /tests/ID/file/NAME as
+// openQA's).
 func (s *Server) getJobDetails(w http.ResponseWriter, r *http.Request) {
 	j, ok := s.jobFromPath(w, r)
 	if !ok {
@@ -310,11 +311,18 @@ func (s *Server) getJobDetails(w http.ResponseWriter, r *http.Request) {
 		}
 		modules[i] = detailsModule{Name: m.Name, Result: m.Result, Flags: append([]string{}, m.Flags...), Details: steps}
 	}
-	logs := slices.Sorted(maps.Keys(j.Files))
+	logs, ulogs := []string{}, []string{}
+	for _, name := range slices.Sorted(maps.Keys(j.Files)) {
+		if u, ok := strings.CutPrefix(name, schemas.ULogsDir+"/"); ok {
+			ulogs = append(ulogs, u)
+		} else {
+			logs = append(logs, name)
+		}
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"job": struct {
 		jobJSON
 		TestResults []detailsModule `json:"testresults"`
 		Logs        []string        `json:"logs"`
 		ULogs       []string        `json:"ulogs"`
-	}{s.openQAJob(j), modules, logs, []string{}}})
+	}{s.openQAJob(j), modules, logs, ulogs}})
 }

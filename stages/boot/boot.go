@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -46,6 +47,11 @@ type Config struct {
 	// Forbidden are job settings this worker refuses (QEMU_APPEND,
 	// UEFI_PFLASH_CODE, …): a job that sets one ends incomplete, naming it.
 	Forbidden []string
+	// GuestBridge is the command QEMU runs, with a unix socket's path
+	// appended, for each connection the guest of a Perl job opens to the
+	// job's routes (os-autoinst's autoinst_url): jetqa's guest-bridge.
+	// Empty: the guest has no routes.
+	GuestBridge []string
 }
 
 func (c Config) withDefaults() Config {
@@ -304,10 +310,24 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	var tests []*testModule
 	var consoles map[string]console
 	var perl *perlSide
+	var routes *guestRoutes
 	productDir := cmp.Or(ready.ProductDir, ready.CaseDir)
 	if perlMainFile(ready.CaseDir, productDir) != "" {
 		vars := perlVars(settings, ready.CaseDir, productDir, ready.NeedlesDir, scale)
-		if perl, err = startPerl(jobCtx, filepath.Join(ready.JobDir, "perl"), vars, log); err != nil {
+		poolDir := filepath.Join(ready.JobDir, "perl")
+		if qcfg.NICModel != "" && len(s.cfg.GuestBridge) > 0 {
+			if routes, err = newGuestRoutes(job, ready, poolDir, resultsDir, log); err != nil {
+				return schemas.ResultIncomplete, err.Error(), nil
+			}
+			sock, stop, err := serveGuest(jobCtx, routes)
+			if err != nil {
+				return schemas.ResultIncomplete, err.Error(), nil
+			}
+			defer stop()
+			routes.guestVars(vars)
+			qcfg.GuestCommand = append(slices.Clone(s.cfg.GuestBridge), sock)
+		}
+		if perl, err = startPerl(jobCtx, poolDir, vars, log); err != nil {
 			return schemas.ResultIncomplete, err.Error(), nil
 		}
 		defer perl.stop()
@@ -378,6 +398,9 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	var modules []schemas.ModuleResult
 	if perl != nil {
 		result, reason, modules = r.runPerl(perl)
+		if routes != nil {
+			routes.publishInto(published)
+		}
 	} else {
 		result, reason, modules = r.runModules(tests)
 	}

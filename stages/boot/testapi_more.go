@@ -386,9 +386,10 @@ func (r *runner) rawOutput(fn, cmd string, timeout time.Duration) (output, code 
 }
 
 // upload_logs(file, failok=False, log_name=None, timeout=90): a file of
-// the guest among the job's results, as openQA's. It crosses the serial
-// port base64-encoded, so the guest needs no network; the name is
-// log_name or the file's, prefixed with the module's, as openQA's ulogs.
+// the guest among the job's results, in ulogs/ as openQA's. It crosses
+// the virtio-serial upload port (else the serial port) base64-encoded,
+// so the guest needs no network; the name is log_name or the file's,
+// prefixed with the module's, as openQA's ulogs.
 func (r *runner) uploadLogs(args starlark.Tuple, kwargs []starlark.Tuple) (starlark.Value, error) {
 	var file, logName string
 	var failOK bool
@@ -410,7 +411,11 @@ func (r *runner) uploadLogs(args starlark.Tuple, kwargs []starlark.Tuple) (starl
 	}
 	name := cmp.Or(logName, path.Base(file))
 	name = r.module.Name + "-" + strings.NewReplacer("/", "_", "\\", "_").Replace(name)
-	if err := os.WriteFile(filepath.Join(r.resultsDir, name), data, 0o644); err != nil {
+	dir := filepath.Join(r.resultsDir, schemas.ULogsDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, incomplete(fmt.Errorf("upload_logs: %w", err))
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 		return nil, incomplete(fmt.Errorf("upload_logs: %w", err))
 	}
 	r.module.Details = append(r.module.Details, schemas.Step{Kind: "info", Text: fmt.Sprintf("upload_logs %s: %s, %d bytes", file, name, len(data)), Result: schemas.ResultPassed})

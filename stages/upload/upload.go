@@ -137,7 +137,7 @@ func (s *Stage) store(ctx context.Context, job int64, tf *schemas.TestsFinished)
 	// bytes, and the server decides several stores at once.
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(uploadsAtOnce)
-	for _, sub := range []string{"", ThumbPrefix} {
+	for _, sub := range []string{"", ThumbPrefix, schemas.ULogsDir + "/"} {
 		entries, err := os.ReadDir(filepath.Join(tf.ResultsDir, sub))
 		if sub != "" && errors.Is(err, os.ErrNotExist) {
 			continue

@@ -33,6 +33,7 @@ loadtest 'boot/boot_to_shell';
 loadtest 'console/tablet_click';
 loadtest 'console/greeting';
 loadtest 'console/shell_commands';
+loadtest 'console/guest_files';
 loadtest 'console/switch_consoles';
 unless (get_var('NO_FAILURES')) {
     # A module that fails, and does not fail the job; after it the machine

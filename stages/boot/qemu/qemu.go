@@ -100,6 +100,12 @@ type Config struct {
 	// VirtioConsole gives the machine a virtio console (the guest's hvc0),
 	// os-autoinst's virtio_console: a serial terminal a test can select.
 	VirtioConsole bool
+	// GuestCommand, with a network card, is run by QEMU for each TCP
+	// connection the guest opens to GuestAddr:GuestPort, with the
+	// connection on its standard input and output: how the worker serves
+	// the guest (os-autoinst's autoinst_url) while nothing listens on the
+	// host. Empty: no such address.
+	GuestCommand []string
 	// NoUploadPort leaves out the virtio-serial port the guest sends files
 	// on (UploadPortName); without it uploads cross the serial port.
 	NoUploadPort bool
@@ -193,6 +199,11 @@ func (c Config) validate() error {
 	}
 	if c.MemoryMiB < 16 {
 		return fmt.Errorf("qemu: memory %d MiB: need at least 16", c.MemoryMiB)
+	}
+	for _, a := range c.GuestCommand {
+		if strings.ContainsAny(a, "\x00\n") {
+			return fmt.Errorf("qemu: guest command argument %q holds a NUL or a newline", a)
+		}
 	}
 	if c.Kernel == "" && (c.Initrd != "" || c.Append != "") {
 		return errors.New("qemu: Initrd and Append need Kernel")
@@ -343,7 +354,11 @@ func commandLine(cfg Config, accel string, disks []disk) []string {
 	if cfg.NICModel != "" {
 		// No option ROM: the firmware never tries to boot from the
 		// network, and no iPXE package is needed.
-		args = append(args, "-netdev", "user,id=net0", "-device", qemuDevice(cfg.NICModel)+",netdev=net0,romfile=")
+		netdev := "user,id=net0"
+		if len(cfg.GuestCommand) > 0 {
+			netdev += fmt.Sprintf(",guestfwd=tcp:%s:%d-cmd:%s", GuestAddr, GuestPort, guestCommandLine(cfg.GuestCommand))
+		}
+		args = append(args, "-netdev", netdev, "-device", qemuDevice(cfg.NICModel)+",netdev=net0,romfile=")
 	}
 	if cfg.Kernel != "" {
 		args = append(args, "-kernel", cfg.Kernel)
@@ -374,6 +389,26 @@ var (
 
 // qemuDevice is the -device name of a model: openQA's virtio names are
 // QEMU's PCI devices.
+// GuestAddr and GuestPort are where the guest reaches GuestCommand on
+// QEMU's user network. The host's own address there (10.0.2.2) cannot
+// be forwarded, so it is another of the network's; the port is
+// os-autoinst's for a first worker instance (QEMUPORT 20012, plus 1).
+const (
+	GuestAddr = "10.0.2.100"
+	GuestPort = 20013
+)
+
+// guestCommandLine is argv as QEMU takes a guestfwd command: split as a
+// shell would (each argument in single quotes), in an option value where
+// a comma is written twice.
+func guestCommandLine(argv []string) string {
+	quoted := make([]string, len(argv))
+	for i, a := range argv {
+		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	return strings.ReplaceAll(strings.Join(quoted, " "), ",", ",,")
+}
+
 func qemuDevice(model string) string {
 	switch model {
 	case "virtio-blk", "virtio-net":
