@@ -366,6 +366,9 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	started := schemas.JobStarted{Worker: s.cfg.Worker, Accel: vm.Accel()}
 	if perl != nil {
 		started.TestSide = fmt.Sprintf("os-autoinst interface %d", perl.schedule.Interface)
+		if dir := osAutoinstDir(); dir != defaultOSAutoinst {
+			started.TestSide += " at " + dir
+		}
 	}
 	if _, err := s.bus.Append(ctx, job, started); err != nil {
 		return schemas.ResultIncomplete, "job not started: " + err.Error(), nil

@@ -3,6 +3,7 @@ package boot
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -154,7 +156,7 @@ func startPerl(ctx context.Context, dir string, vars map[string]string, log *slo
 	}
 	if err != nil {
 		p.stop()
-		return nil, fmt.Errorf("loading the distribution's main.pm: %w", err)
+		return nil, fmt.Errorf("loading the distribution's main.pm: %w%s", err, perlLoadHint(osAutoinstDir(), err.Error()))
 	}
 	p.token = msg.Token
 	if len(p.schedule.Tests) == 0 {
@@ -324,3 +326,64 @@ func (n *perlNumber) UnmarshalJSON(data []byte) error {
 }
 
 func (n perlNumber) duration() time.Duration { return time.Duration(float64(n) * float64(time.Second)) }
+
+// osAutoinstDir is the os-autoinst whose test side Perl jobs run: the
+// worker's JETQA_OS_AUTOINST, else the installed package's.
+func osAutoinstDir() string { return cmp.Or(os.Getenv("JETQA_OS_AUTOINST"), defaultOSAutoinst) }
+
+// defaultOSAutoinst is where the os-autoinst package installs it.
+const defaultOSAutoinst = "/usr/lib/os-autoinst"
+
+var interfaceVersion = regexp.MustCompile(`(?m)^\s*our\s+\$version\s*=\s*(\d+)`)
+
+// osAutoinstInterface is the interface version of the os-autoinst in
+// dir, 0 when it does not say.
+func osAutoinstInterface(dir string) int {
+	data, err := os.ReadFile(filepath.Join(dir, "OpenQA", "Isotovideo", "Interface.pm"))
+	if err != nil {
+		return 0
+	}
+	m := interfaceVersion.FindSubmatch(data)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.Atoi(string(m[1]))
+	return n
+}
+
+// Perl's words for a distribution that wants what is not there: a name
+// a package does not export or define, or a module not installed.
+var (
+	perlMissingName   = regexp.MustCompile(`"(\w+)" is not exported by the ([\w:]+) module|Undefined subroutine &([\w:]+)::(\w+) called|Can't locate object method "(\w+)" via package "([\w:]+)"`)
+	perlMissingModule = regexp.MustCompile(`Can't locate ([\w/]+)\.pm in @INC`)
+)
+
+// perlLoadHint says what to do about a main.pm that did not load, when
+// Perl's words (why) show: a name os-autoinst's test side lacks (the
+// distribution is written for a newer os-autoinst: it names the one that
+// ran and how to use another), or a Perl module the worker lacks.
+func perlLoadHint(dir, why string) string {
+	ours := func(pkg string) bool {
+		path := filepath.Join(dir, filepath.FromSlash(strings.ReplaceAll(pkg, "::", "/")))
+		_, err := os.Stat(path + ".pm")
+		return err == nil
+	}
+	if m := perlMissingName.FindStringSubmatch(why); m != nil {
+		name, pkg := cmp.Or(m[1], m[4], m[5]), cmp.Or(m[2], m[3], m[6])
+		if ours(pkg) {
+			return fmt.Sprintf(" (os-autoinst's %s has no %s: the os-autoinst at %s is interface %d, and the distribution is written for a newer one; "+
+				"point the worker's JETQA_OS_AUTOINST at one, see docs/openqa-tests.md)", pkg, name, dir, osAutoinstInterface(dir))
+		}
+	}
+	if m := perlMissingModule.FindStringSubmatch(why); m != nil {
+		pkg := strings.ReplaceAll(m[1], "/", "::")
+		top, _, _ := strings.Cut(m[1], "/")
+		if st, err := os.Stat(filepath.Join(dir, top)); err == nil && st.IsDir() {
+			return fmt.Sprintf(" (os-autoinst has no %s: the os-autoinst at %s is interface %d, and the distribution is written for a newer one; "+
+				"point the worker's JETQA_OS_AUTOINST at one, see docs/openqa-tests.md)", pkg, dir, osAutoinstInterface(dir))
+		}
+		return fmt.Sprintf(" (the Perl module %s is not installed on the worker: install it, on Debian most often as the package lib%s-perl)",
+			pkg, strings.ToLower(strings.ReplaceAll(pkg, "::", "-")))
+	}
+	return ""
+}

@@ -2,7 +2,12 @@ package boot
 
 import (
 	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"jetqa/schemas"
@@ -81,5 +86,40 @@ func TestConsoleOf(t *testing.T) {
 	}
 	if _, err := consoleOf("root-ssh", perlConsole{Class: "consoles::sshXtermVt"}); err == nil {
 		t.Error("an ssh console was taken")
+	}
+}
+
+// A main.pm that wants what os-autoinst or the worker lacks is told
+// which, from Perl's own words.
+func TestPerlLoadHint(t *testing.T) {
+	dir := osAutoinstDir()
+	if _, err := os.Stat(filepath.Join(dir, "testapi.pm")); err != nil {
+		t.Fatalf("os-autoinst's test side is not installed (%v): `make test-deps` installs it", err)
+	}
+	iface := osAutoinstInterface(dir)
+	if iface < 30 {
+		t.Fatalf("the interface of the os-autoinst at %s: %d", dir, iface)
+	}
+	perlSays := func(code string) string {
+		out, err := exec.Command("perl", "-I"+dir, "-e", code).CombinedOutput()
+		if err == nil {
+			t.Fatalf("perl -e %q did not fail", code)
+		}
+		return string(out)
+	}
+	newer := fmt.Sprintf("interface %d, and the distribution is written for a newer one", iface)
+	for code, want := range map[string]string{
+		`use testapi qw(assert_the_future);`:     "os-autoinst's testapi has no assert_the_future: the os-autoinst at " + dir + " is " + newer,
+		`use testapi; testapi::assert_future();`: "os-autoinst's testapi has no assert_future",
+		`use basetest; basetest->future_method;`: "os-autoinst's basetest has no future_method",
+		`use consoles::future_console;`:          "os-autoinst has no consoles::future_console: the os-autoinst at " + dir + " is " + newer,
+		`use No::Such::Module;`:                  "the Perl module No::Such::Module is not installed on the worker: install it, on Debian most often as the package libno-such-module-perl",
+	} {
+		if got := perlLoadHint(dir, perlSays(code)); !strings.Contains(got, want) {
+			t.Errorf("perl -e %q: hint %q, want it to say %q", code, got, want)
+		}
+	}
+	if got := perlLoadHint(dir, perlSays(`die "the distribution's own bug\n"`)); got != "" {
+		t.Errorf("a distribution's own error got the hint %q", got)
 	}
 }
