@@ -326,6 +326,9 @@ const (
 	PausedAtModule   = "module"
 	PausedAtCommand  = "command"
 	PausedOnMismatch = "mismatch"
+	// PausedOnFailure: a module failed, in a job with PAUSE_ON_FAILURE=1
+	// (os-autoinst's Perl test side).
+	PausedOnFailure = "failure"
 )
 
 // JobPaused says the worker paused the job's test for a developer: the VM

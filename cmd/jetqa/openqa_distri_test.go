@@ -193,7 +193,10 @@ func isotovideoResults(t *testing.T, testos, casedir string) string {
 }
 
 // A developer pauses a Perl job at a module, types on its VM while it is
-// paused and resumes it: the module sees what was typed, and passes.
+// paused and resumes it: the module sees what was typed, and passes. A
+// failed assert_screen pauses it too, and a retry with a needle the
+// developer made of the live screen passes it; with PAUSE_ON_FAILURE=1 a
+// failed module waits for the developer.
 func TestOpenQADistributionDeveloperMode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a testos VM")
@@ -215,16 +218,28 @@ use testapi;
 sub run { assert_screen 'testos-shell', 120 }
 1;
 `)
+		writeFile(t, filepath.Join(dir, "tests", "console", "needs_a_new_needle.pm"), `use base 'basetest';
+use testapi;
+sub run { assert_screen 'made-by-the-developer', 5 }
+1;
+`)
+		writeFile(t, filepath.Join(dir, "tests", "console", "fails_on_purpose.pm"), `use base 'basetest';
+sub run { die 'failed on purpose' }
+sub test_flags { {ignore_failure => 1} }
+1;
+`)
 		writeFile(t, filepath.Join(dir, "main.pm"), `use strict;
 use testapi;
 use testosdistribution;
 testapi::set_distribution(testosdistribution->new());
 autotest::loadtest('tests/boot/to_the_shell.pm');
 autotest::loadtest('tests/console/typed_by_developer.pm');
+autotest::loadtest('tests/console/needs_a_new_needle.pm');
+autotest::loadtest('tests/console/fails_on_purpose.pm');
 1;
 `)
 	})
-	id := s.post(t, demoSettings(testos, "CASEDIR="+repo))
+	id := s.post(t, demoSettings(testos, "CASEDIR="+repo, "PAUSE_ON_FAILURE=1"))
 	ID := strconv.FormatInt(id, 10)
 	dev := func(args ...string) {
 		t.Helper()
@@ -239,10 +254,30 @@ autotest::loadtest('tests/console/typed_by_developer.pm');
 		e, ok := p.(*schemas.JobPaused)
 		return ok && e.Module == "typed_by_developer" && e.At == schemas.PausedAtModule
 	})
+	dev("pause", "--on-mismatch", "assert_screen")
 	dev("type", "echo DEV-TYPED > /dev/ttyS0")
 	dev("keys", "ret")
 	dev("resume")
-	if fin := s.finish(t, id, 5*time.Minute); fin.Result != schemas.ResultPassed {
-		t.Fatalf("job %d: %s (%s), modules %s", id, fin.Result, fin.Reason, moduleResults(fin))
+
+	pausedAt := func(at, module string) {
+		t.Helper()
+		s.waitFor(t, id, 3*time.Minute, "paused ("+at+") in "+module, func(p schemas.Payload) bool {
+			e, ok := p.(*schemas.JobPaused)
+			return ok && e.Module == module && e.At == at
+		})
+	}
+	pausedAt(schemas.PausedOnMismatch, "needs_a_new_needle")
+	// The developer makes the needle of the live screen's first line.
+	needle := filepath.Join(t.TempDir(), "made-by-the-developer")
+	dev("screen", needle+".png")
+	writeFile(t, needle+".json", `{"tags": ["made-by-the-developer"], "area": [{"xpos": 0, "ypos": 0, "width": 160, "height": 16, "type": "match"}]}`)
+	dev("retry", needle+".json")
+
+	pausedAt(schemas.PausedOnFailure, "fails_on_purpose")
+	dev("resume")
+	fin := s.finish(t, id, 5*time.Minute)
+	const want = "to_the_shell:passed typed_by_developer:passed needs_a_new_needle:passed fails_on_purpose:failed"
+	if fin.Result != schemas.ResultPassed || moduleResults(fin) != want {
+		t.Fatalf("job %d: %s (%s), modules\n%s\nwant passed with\n%s", id, fin.Result, fin.Reason, moduleResults(fin), want)
 	}
 }

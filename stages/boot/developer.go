@@ -197,6 +197,15 @@ func (r *runner) addNeedles(refs []schemas.NeedleRef) error {
 	if errs := added.Errors(); len(errs) > 0 {
 		return errors.Join(fmt.Errorf("a developer's needle is broken"), errs[0])
 	}
+	if r.perl {
+		// os-autoinst takes needles only from its needle directory, where
+		// isotovideo's developer mode saves them too.
+		for i, n := range added.Needles {
+			if added.Needles[i], err = r.needles.place(n); err != nil {
+				return fmt.Errorf("needle %s: %w", n.Name, err)
+			}
+		}
+	}
 	r.needles.overlay(added.Needles)
 	r.log.Info("developer's needles added", "needles", len(refs))
 	return nil

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,7 +21,8 @@ import (
 type needleSet struct {
 	dir       *schemas.NeedleDir
 	mu        sync.Mutex
-	published map[string]bool // content hashes known to be in the blob store
+	published map[string]bool      // content hashes known to be in the blob store
+	added     []schemas.NeedleFile // a developer's, kept over a reload
 }
 
 // loadNeedles reads the needle directory. Any problem with a needle fails
@@ -114,6 +116,56 @@ func (s *needleSet) overlay(needles []schemas.NeedleFile) {
 	})
 	dir.Needles = append(dir.Needles, needles...)
 	s.dir = &dir
+	s.added = append(s.added, needles...)
+}
+
+// place copies needle n into the set's directory, over the needle of its
+// name if there is one (else at the top), and gives it as found there.
+// Each file is written anew, never through a link it may share with the
+// cache.
+func (s *needleSet) place(n schemas.NeedleFile) (schemas.NeedleFile, error) {
+	s.mu.Lock()
+	root := s.dir.Dir
+	file := n.Name + ".json"
+	if i := slices.IndexFunc(s.dir.Needles, func(o schemas.NeedleFile) bool { return o.Name == n.Name }); i >= 0 {
+		file = s.dir.Needles[i].File
+	}
+	s.mu.Unlock()
+	placed := n
+	placed.File = file
+	placed.JSONPath = filepath.Join(root, filepath.FromSlash(file))
+	placed.PNGPath = strings.TrimSuffix(placed.JSONPath, ".json") + ".png"
+	for _, f := range [][2]string{{n.JSONPath, placed.JSONPath}, {n.PNGPath, placed.PNGPath}} {
+		data, err := os.ReadFile(f[0])
+		if err != nil {
+			return n, err
+		}
+		tmp := f[1] + ".developer"
+		if err := os.WriteFile(tmp, data, 0o644); err != nil {
+			return n, err
+		}
+		if err := os.Rename(tmp, f[1]); err != nil {
+			return n, err
+		}
+	}
+	return placed, nil
+}
+
+// reloaded is s read again from its directory by load and narrowed to
+// the JSON files keep, with what a developer added kept over it.
+func (s *needleSet) reloaded(load func(dir string) (*needleSet, error), keep []string) (*needleSet, error) {
+	s.mu.Lock()
+	dir, added := s.dir.Dir, slices.Clone(s.added)
+	s.mu.Unlock()
+	fresh, err := load(dir)
+	if err != nil {
+		return nil, err
+	}
+	fresh.keepOnly(keep)
+	if len(added) > 0 {
+		fresh.overlay(added)
+	}
+	return fresh, nil
 }
 
 // blobStore is what publishing needles needs of the blob store.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"jetqa/schemas"
 	"jetqa/streams"
 	"jetqa/streams/natstest"
 )
@@ -137,5 +138,26 @@ func TestLoadNeedlesAsOSAutoinst(t *testing.T) {
 	}
 	if _, ok := set.byName("one"); ok {
 		t.Error("a needle left out is still found by name")
+	}
+
+	// A developer's needle stays when the distribution reloads its
+	// needles (os-autoinst does that before it checks a screen again).
+	devDir := tree(t, map[string]string{"mine.json": `{"tags":["b"],"area":[{"xpos":0,"ypos":0,"width":4,"height":4,"type":"match"}]}`, "mine.png": img})
+	dev, err := schemas.ReadNeedleDir(devDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set.overlay(dev.Needles)
+	load := func(d string) (*needleSet, error) { return loadNeedlesAsOSAutoinst(d, slog.New(slog.DiscardHandler)) }
+	again, err := set.reloaded(load, []string{"one.json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, n := range again.withTags([]string{"a", "b"}) {
+		kept = append(kept, n.Name)
+	}
+	if strings.Join(kept, " ") != "one mine" {
+		t.Errorf("after a reload keeping one.json: %q, want one mine", kept)
 	}
 }

@@ -2,6 +2,7 @@ package boot
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -10,11 +11,13 @@ import (
 	"image/png"
 	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"jetqa/schemas"
+	"jetqa/stages/boot/qemu"
 )
 
 // perlRun is one job's run of the Perl test side: the worker's half of
@@ -61,9 +64,9 @@ var perlCommands = map[string]perlHandler{
 	"tests_done":                                      (*perlRun).testsDone,
 	"read_serial":                                     (*perlRun).readSerial,
 	"check_screen":                                    (*perlRun).checkScreen,
-	"is_configured_to_pause_on_timeout":               func(*perlRun, perlMessage) (any, error) { return 0, nil },
-	"report_timeout":                                  func(*perlRun, perlMessage) (any, error) { return 0, nil },
-	"pause_test_execution":                            func(*perlRun, perlMessage) (any, error) { return map[string]any{}, nil },
+	"is_configured_to_pause_on_timeout":               (*perlRun).pausesOnTimeout,
+	"report_timeout":                                  (*perlRun).reportTimeout,
+	"pause_test_execution":                            (*perlRun).pauseTestExecution,
 	"set_assert_screen_timeout":                       func(*perlRun, perlMessage) (any, error) { return 1, nil },
 	"backend_send_key":                                (*perlRun).sendKey,
 	"backend_hold_key":                                (*perlRun).holdKey,
@@ -86,6 +89,11 @@ var perlCommands = map[string]perlHandler{
 	"backend_power":                                   (*perlRun).power,
 	"backend_is_shutdown":                             (*perlRun).isShutdown,
 	"backend_eject_cd":                                (*perlRun).ejectCD,
+	"backend_freeze_vm":                               func(pr *perlRun, _ perlMessage) (any, error) { return nil, pr.r.vm.Freeze(pr.r.ctx) },
+	"backend_cont_vm":                                 func(pr *perlRun, _ perlMessage) (any, error) { return nil, pr.r.vm.Continue(pr.r.ctx) },
+	"backend_switch_network":                          (*perlRun).switchNetwork,
+	"backend_save_memory_dump":                        (*perlRun).saveMemoryDump,
+	"backend_save_storage_drives":                     (*perlRun).saveStorageDrives,
 	"backend_can_handle":                              (*perlRun).canHandle,
 	"backend_save_snapshot":                           (*perlRun).saveSnapshot,
 	"backend_load_snapshot":                           (*perlRun).loadSnapshot,
@@ -920,12 +928,139 @@ func (pr *perlRun) reloadNeedles(msg perlMessage) (any, error) {
 		return nil, errors.New("backend_reload_needles without the needles: is the test side jetqa's driver?")
 	}
 	// As needle::init, the directory is read again, with os-autoinst's
-	// leniency, as at the start of the job.
-	dir, err := loadNeedlesAsOSAutoinst(pr.r.needles.dir.Dir, pr.r.log)
+	// leniency, as at the start of the job; what a developer added stays.
+	load := func(d string) (*needleSet, error) { return loadNeedlesAsOSAutoinst(d, pr.r.log) }
+	dir, err := pr.r.needles.reloaded(load, a.Needles)
 	if err != nil {
 		return nil, err
 	}
-	dir.keepOnly(a.Needles)
 	pr.r.needles = dir
 	return nil, nil
+}
+
+// timeoutArgs are those of is_configured_to_pause_on_timeout and
+// report_timeout: which screen check failed, and os-autoinst's words.
+type timeoutArgs struct {
+	Check perlBool `json:"check"`
+	Msg   string   `json:"msg"`
+}
+
+func (a timeoutArgs) fn() string {
+	if a.Check {
+		return "check_screen"
+	}
+	return "assert_screen"
+}
+
+// pausesOnTimeout says whether a failed screen check pauses: as the
+// developer set it (jetqa dev pause --on-mismatch).
+func (pr *perlRun) pausesOnTimeout(msg perlMessage) (any, error) {
+	var a timeoutArgs
+	if err := pr.args(msg, &a); err != nil {
+		return nil, err
+	}
+	if pr.r.dev.pauseOnMismatch(a.fn()) {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+// reportTimeout pauses on a failed screen check when the developer asked
+// for it. A retry (with the developer's needles) answers 1, and
+// os-autoinst checks the screen again; a resume answers 0, and the check
+// fails.
+func (pr *perlRun) reportTimeout(msg perlMessage) (any, error) {
+	var a timeoutArgs
+	if err := pr.args(msg, &a); err != nil {
+		return nil, err
+	}
+	if !pr.r.dev.pauseOnMismatch(a.fn()) {
+		return 0, nil
+	}
+	how, err := pr.r.hold(schemas.PausedOnMismatch, a.Msg)
+	if err != nil {
+		return nil, err
+	}
+	if how == schemas.DevRetry {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+// pauseTestExecution is what os-autoinst asks when a module failed: it
+// pauses, as isotovideo, when the job has PAUSE_ON_FAILURE=1, until the
+// developer resumes; the module then fails as it would have.
+func (pr *perlRun) pauseTestExecution(msg perlMessage) (any, error) {
+	var a struct {
+		DueToFailure perlBool `json:"due_to_failure"`
+		Reason       string   `json:"reason"`
+	}
+	if err := pr.args(msg, &a); err != nil {
+		return nil, err
+	}
+	if a.DueToFailure && pr.r.settings["PAUSE_ON_FAILURE"] == "1" {
+		if _, err := pr.r.hold(schemas.PausedOnFailure, cmp.Or(a.Reason, "the module failed")); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]any{}, nil
+}
+
+// backend_switch_network {network_enabled, network_link_name}: the
+// network card's cable in (default) or out.
+func (pr *perlRun) switchNetwork(msg perlMessage) (any, error) {
+	var a struct {
+		Enabled *perlBool `json:"network_enabled"`
+		Name    string    `json:"network_link_name"`
+	}
+	if err := pr.args(msg, &a); err != nil {
+		return nil, err
+	}
+	return nil, pr.r.vm.SetLink(pr.r.ctx, cmp.Or(a.Name, qemu.NetworkName), a.Enabled == nil || bool(*a.Enabled))
+}
+
+// backend_save_memory_dump {filename}: the guest's memory, as an ELF
+// core, among the job's ulogs as <filename>-vm-memory-dump.
+func (pr *perlRun) saveMemoryDump(msg perlMessage) (any, error) {
+	var a struct {
+		Filename string `json:"filename"`
+	}
+	if err := pr.args(msg, &a); err != nil {
+		return nil, err
+	}
+	file, err := pr.ulog(a.Filename + "-vm-memory-dump")
+	if err != nil {
+		return nil, err
+	}
+	return nil, pr.r.vm.DumpMemory(pr.r.ctx, file)
+}
+
+// backend_save_storage_drives {disk, filename}: disk n as a qcow2 among
+// the job's ulogs, <filename>-<n>-vm_disk_file.qcow2, as os-autoinst's.
+func (pr *perlRun) saveStorageDrives(msg perlMessage) (any, error) {
+	var a struct {
+		Disk     perlNumber `json:"disk"`
+		Filename string     `json:"filename"`
+	}
+	if err := pr.args(msg, &a); err != nil {
+		return nil, err
+	}
+	file, err := pr.ulog(fmt.Sprintf("%s-%d-vm_disk_file.qcow2", a.Filename, int(a.Disk)))
+	if err != nil {
+		return nil, err
+	}
+	return nil, pr.r.vm.CopyDisk(pr.r.ctx, int(a.Disk), file)
+}
+
+// ulog is where a file named name goes among the job's ulogs.
+func (pr *perlRun) ulog(name string) (string, error) {
+	name = filepath.Base(name)
+	if strings.HasPrefix(name, ".") {
+		return "", fmt.Errorf("a file name %q among the job's ulogs", name)
+	}
+	dir := filepath.Join(pr.r.resultsDir, schemas.ULogsDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, name), nil
 }

@@ -217,7 +217,7 @@ func TestCommandLineOfOpenQAsMachineSettings(t *testing.T) {
 		"-device virtio-scsi-pci,id=scsi0",
 		"-device scsi-cd,drive=cd0,bootindex=2",
 		"-device scsi-hd,drive=hd0,bootindex=1",
-		`-netdev user,id=net0,guestfwd=tcp:10.0.2.100:20013-cmd:'/usr/bin/jetqa' 'guest-bridge' '/run/a,,b c/it'\''s' -device e1000,netdev=net0,romfile=`,
+		`-netdev user,id=qanet0,guestfwd=tcp:10.0.2.100:20013-cmd:'/usr/bin/jetqa' 'guest-bridge' '/run/a,,b c/it'\''s' -device e1000,netdev=qanet0,romfile=`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("command line lacks %q:\n%s", want, got)

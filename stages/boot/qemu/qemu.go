@@ -354,11 +354,11 @@ func commandLine(cfg Config, accel string, disks []disk) []string {
 	if cfg.NICModel != "" {
 		// No option ROM: the firmware never tries to boot from the
 		// network, and no iPXE package is needed.
-		netdev := "user,id=net0"
+		netdev := "user,id=" + NetworkName
 		if len(cfg.GuestCommand) > 0 {
 			netdev += fmt.Sprintf(",guestfwd=tcp:%s:%d-cmd:%s", GuestAddr, GuestPort, guestCommandLine(cfg.GuestCommand))
 		}
-		args = append(args, "-netdev", netdev, "-device", qemuDevice(cfg.NICModel)+",netdev=net0,romfile=")
+		args = append(args, "-netdev", netdev, "-device", qemuDevice(cfg.NICModel)+",netdev="+NetworkName+",romfile=")
 	}
 	if cfg.Kernel != "" {
 		args = append(args, "-kernel", cfg.Kernel)
@@ -389,6 +389,10 @@ var (
 
 // qemuDevice is the -device name of a model: openQA's virtio names are
 // QEMU's PCI devices.
+// NetworkName is the machine's network (-netdev), named as os-autoinst
+// names it, which switch_network's network_link_name defaults to.
+const NetworkName = "qanet0"
+
 // GuestAddr and GuestPort are where the guest reaches GuestCommand on
 // QEMU's user network. The host's own address there (10.0.2.2) cannot
 // be forwarded, so it is another of the network's; the port is

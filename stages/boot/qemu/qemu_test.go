@@ -294,3 +294,53 @@ func TestStartGivesUpInTime(t *testing.T) {
 func TestKVMUsableAnswers(t *testing.T) {
 	t.Logf("KVMUsable() = %v", qemu.KVMUsable())
 }
+
+// What os-autoinst's post_fail_hooks and machine controls ask for: the
+// memory as an ELF core, a disk copied while the machine runs, the CPUs
+// frozen and continued, the network cable pulled.
+func TestMemoryDumpDiskCopyFreezeAndLink(t *testing.T) {
+	ctx := testContext(t)
+	disk := echoDisk(t)
+	vm := startVM(t, ctx, qemu.Config{HDDs: []string{disk}, NICModel: "e1000"})
+	_, end, err := vm.Serial().WaitFor(ctx, regexp.MustCompile(`jetqa echo ready\r\n`), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	core := filepath.Join(dir, "memory")
+	if err := vm.DumpMemory(ctx, core); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(core)
+	if err != nil || !bytes.HasPrefix(data, []byte("\x7fELF")) || len(data) < 64<<20 {
+		t.Errorf("memory dump: %d bytes starting %.8q, %v; want an ELF core of the guest's 128 MiB", len(data), data, err)
+	}
+	copied := filepath.Join(dir, "disk.qcow2")
+	if err := vm.CopyDisk(ctx, 1, copied); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("qemu-img", "compare", "-U", disk, copied).CombinedOutput(); err != nil {
+		t.Errorf("qemu-img compare of the disk and its copy: %v: %s", err, out)
+	}
+	if err := vm.CopyDisk(ctx, 2, copied); err == nil {
+		t.Error("a copy of a second disk the machine does not have: no error")
+	}
+	if err := vm.Freeze(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Continue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.WriteSerial(ctx, []byte("after\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := vm.Serial().WaitFor(ctx, regexp.MustCompile(`after\n`), end); err != nil {
+		t.Fatalf("the guest after freeze and continue: %v", err)
+	}
+	if err := vm.SetLink(ctx, qemu.NetworkName, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.SetLink(ctx, "no-such-network", true); err == nil {
+		t.Error("set_link of a network the machine does not have: no error")
+	}
+}

@@ -742,6 +742,48 @@ func (v *VM) LoadSnapshot(ctx context.Context, name string) error {
 	return v.hmp(ctx, "loadvm "+name)
 }
 
+// Freeze stops the machine's CPUs, as os-autoinst's freeze_vm; Continue
+// starts them again.
+func (v *VM) Freeze(ctx context.Context) error { return v.qmp.execute(ctx, "stop", nil, nil) }
+
+// Continue starts the machine's CPUs after Freeze.
+func (v *VM) Continue(ctx context.Context) error { return v.qmp.execute(ctx, "cont", nil, nil) }
+
+// SetLink plugs the network card's cable in or pulls it, as os-autoinst's
+// switch_network; name is the network's, NetworkName for the machine's.
+func (v *VM) SetLink(ctx context.Context, name string, up bool) error {
+	if v.cfg.NICModel == "" {
+		return errors.New("qemu: the machine has no network card (NICTYPE=none)")
+	}
+	if err := v.qmp.execute(ctx, "set_link", map[string]any{"name": name, "up": up}, nil); err != nil {
+		return fmt.Errorf("qemu: set_link %s: %w", name, err)
+	}
+	return nil
+}
+
+// DumpMemory writes the guest's memory to file as an ELF core (QEMU's
+// dump-guest-memory, which crash and gdb read); the machine runs on.
+func (v *VM) DumpMemory(ctx context.Context, file string) error {
+	if err := v.qmp.execute(ctx, "dump-guest-memory", map[string]any{"paging": false, "protocol": "file:" + file}, nil); err != nil {
+		return fmt.Errorf("qemu: dump-guest-memory: %w", err)
+	}
+	return nil
+}
+
+// CopyDisk writes the machine's disk n (from 1, as HDD_n) as a qcow2 of
+// its own to file, its backing chain flattened, while the machine runs.
+func (v *VM) CopyDisk(ctx context.Context, n int, file string) error {
+	if n < 1 || n > len(v.cfg.HDDs) {
+		return fmt.Errorf("qemu: disk %d: the machine has %d", n, len(v.cfg.HDDs))
+	}
+	// -U: QEMU holds the image's write lock; the copy is what the disk
+	// holds now, as a crash would leave it.
+	if out, err := exec.CommandContext(ctx, "qemu-img", "convert", "-U", "-O", "qcow2", v.cfg.HDDs[n-1], file).CombinedOutput(); err != nil {
+		return fmt.Errorf("qemu: copy of disk %d: %v: %s", n, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
 // hmp runs a human monitor command: it answers with text, which is empty
 // when the command worked and the error otherwise.
 func (v *VM) hmp(ctx context.Context, line string) error {

@@ -1,6 +1,7 @@
 # Files between the guest and the worker, through the routes os-autoinst's
 # worker serves the guest (autoinst_url), as distributions use them: test
-# data, a script too long to type, a log and an asset uploaded with curl.
+# data, a script too long to type, a log and an asset uploaded with curl;
+# and the network cable pulled and plugged back in.
 use base 'basetest';
 use strict;
 use warnings;
@@ -16,6 +17,16 @@ sub run {
     upload_logs '/tmp/dmesg.txt';
     assert_script_run 'echo "made by the guest" > /tmp/notes.txt';
     upload_asset '/tmp/notes.txt';
+    # With its network cable pulled the guest cannot reach the routes;
+    # plugged back in, it can.
+    switch_network network_enabled => 0;
+    die 'the routes answered with the cable out' if script_run('curl -sf -m 5 ' . autoinst_url('/vars') . ' > /dev/null') == 0;
+    switch_network network_enabled => 1;
+    assert_script_run 'curl -sf -m 10 ' . autoinst_url('/vars') . ' | grep -q TEST';
+    # A frozen machine runs on once resumed.
+    freeze_vm;
+    resume_vm;
+    assert_script_run 'true';
 }
 
 1;
