@@ -13,7 +13,9 @@
 #     Debian 13's package (never installed) into CHECKOUT/.jetqa-perl5;
 #   - when the checkout's tinycv bindings are not built, uses the installed
 #     os-autoinst package's (Debian 12's has every function the test side
-#     calls), placed where os-autoinst's cv::init looks for a build;
+#     calls), placed where os-autoinst's cv::init looks for a build, and
+#     makes the Python bindings of the test API (testapi.py) from their
+#     template, as a build does;
 #   - checks that the test side loads, and prints the worker's environment:
 #     JETQA_OS_AUTOINST=CHECKOUT, and PERL5LIB when needed.
 # Must run as root (apt-get). Safe to run again.
@@ -67,6 +69,14 @@ if [[ ! -f $co/ppmclibs/blib/lib/tinycv.pm ]]; then
     cp "$co/ppmclibs/tinycv.pm" "$co/ppmclibs/blib/lib/tinycv.pm"
     cp "$so" "$co/ppmclibs/blib/arch/auto/tinycv/tinycv.so"
     log "tinycv: the bindings of $so"
+fi
+
+# The Python bindings of the test API (testapi.py, …), which a build
+# makes from a template, for distributions with Python test modules.
+if [[ -f $co/cmake/templates/api.py.in ]]; then
+    for binding in lockapi mmapi testapi; do
+        [[ -f $co/$binding.py ]] || sed "s/@PYTHON_BINDING@/$binding/g" "$co/cmake/templates/api.py.in" >"$co/$binding.py"
+    done
 fi
 
 PERL5LIB=$perl5lib perl -I"$co" -e '

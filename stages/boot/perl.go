@@ -156,7 +156,7 @@ func startPerl(ctx context.Context, dir string, vars map[string]string, log *slo
 	}
 	if err != nil {
 		p.stop()
-		return nil, fmt.Errorf("loading the distribution's main.pm: %w%s", err, perlLoadHint(osAutoinstDir(), err.Error()))
+		return nil, fmt.Errorf("loading the distribution's main.pm: %w%s", err, perlLoadHint(osAutoinstDir(), vars["CASEDIR"], err.Error()))
 	}
 	p.token = msg.Token
 	if len(p.schedule.Tests) == 0 {
@@ -359,10 +359,12 @@ var (
 )
 
 // perlLoadHint says what to do about a main.pm that did not load, when
-// Perl's words (why) show: a name os-autoinst's test side lacks (the
-// distribution is written for a newer os-autoinst: it names the one that
-// ran and how to use another), or a Perl module the worker lacks.
-func perlLoadHint(dir, why string) string {
+// Perl's words (why) show: a name the test side of the os-autoinst in
+// dir lacks (the distribution is written for a newer os-autoinst: it
+// names the one that ran and how to use another), a module of the
+// distribution in caseDir that Perl did not look for there, or a Perl
+// module the worker lacks.
+func perlLoadHint(dir, caseDir, why string) string {
 	ours := func(pkg string) bool {
 		path := filepath.Join(dir, filepath.FromSlash(strings.ReplaceAll(pkg, "::", "/")))
 		_, err := os.Stat(path + ".pm")
@@ -381,6 +383,10 @@ func perlLoadHint(dir, why string) string {
 		if st, err := os.Stat(filepath.Join(dir, top)); err == nil && st.IsDir() {
 			return fmt.Sprintf(" (os-autoinst has no %s: the os-autoinst at %s is interface %d, and the distribution is written for a newer one; "+
 				"point the worker's JETQA_OS_AUTOINST at one, see docs/openqa-tests.md)", pkg, dir, osAutoinstInterface(dir))
+		}
+		if _, err := os.Stat(filepath.Join(caseDir, m[1]+".pm")); err == nil && caseDir != "" {
+			return fmt.Sprintf(" (the distribution has %s.pm, but Perl did not look in its CASEDIR: its code expects to be at another path, "+
+				"such as openQA's /var/lib/openqa/tests/DISTRI named by a `use lib`)", m[1])
 		}
 		return fmt.Sprintf(" (the Perl module %s is not installed on the worker: install it, on Debian most often as the package lib%s-perl)",
 			pkg, strings.ToLower(strings.ReplaceAll(pkg, "::", "-")))

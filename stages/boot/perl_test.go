@@ -97,6 +97,13 @@ func TestPerlLoadHint(t *testing.T) {
 		t.Fatalf("os-autoinst's test side is not installed (%v): `make test-deps` installs it", err)
 	}
 	iface := osAutoinstInterface(dir)
+	caseDir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(caseDir, "helpers"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(caseDir, "helpers", "displays.pm"), []byte("package helpers::displays; 1;\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if iface < 30 {
 		t.Fatalf("the interface of the os-autoinst at %s: %d", dir, iface)
 	}
@@ -115,11 +122,11 @@ func TestPerlLoadHint(t *testing.T) {
 		`use consoles::future_console;`:          "os-autoinst has no consoles::future_console: the os-autoinst at " + dir + " is " + newer,
 		`use No::Such::Module;`:                  "the Perl module No::Such::Module is not installed on the worker: install it, on Debian most often as the package libno-such-module-perl",
 	} {
-		if got := perlLoadHint(dir, perlSays(code)); !strings.Contains(got, want) {
+		if got := perlLoadHint(dir, caseDir, perlSays(code)); !strings.Contains(got, want) {
 			t.Errorf("perl -e %q: hint %q, want it to say %q", code, got, want)
 		}
 	}
-	if got := perlLoadHint(dir, perlSays(`die "the distribution's own bug\n"`)); got != "" {
+	if got := perlLoadHint(dir, caseDir, perlSays(`die "the distribution's own bug\n"`)); got != "" {
 		t.Errorf("a distribution's own error got the hint %q", got)
 	}
 }

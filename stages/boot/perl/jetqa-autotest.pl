@@ -32,7 +32,11 @@ use cv ();
 use OpenQA::Isotovideo::Interface ();
 use OpenQA::Isotovideo::Utils ();
 
-$bmwqemu::scriptdir = $os_autoinst;
+{
+    # Older os-autoinst reads it; newer ones do not have it.
+    no warnings 'once';
+    $bmwqemu::scriptdir = $os_autoinst;
+}
 # The worker logs what the test side prints as the job's log.
 $log::direct_output = 1;
 STDOUT->autoflush(1);
