@@ -5,7 +5,7 @@ GO      ?= go
 DATA    ?= data
 TESTOS  ?= deploy/testos/out
 # Two cores: keep the race-enabled test build and the VMs from starving.
-TESTFLAGS ?= -race -p 2 -timeout 30m
+TESTFLAGS ?= -race -p 2 -timeout 45m
 
 export CGO_ENABLED = 1
 export JETQA_TESTOS = $(abspath $(TESTOS))
