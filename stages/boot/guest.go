@@ -243,30 +243,39 @@ func (g *guestRoutes) receive(r *http.Request) (string, error) {
 	if asset {
 		return g.publish(tmp.Name(), name, fields["target"])
 	}
-	if name == "." || name == "/" || name == ".." || strings.HasPrefix(name, ".") {
-		return "", fmt.Errorf("file name %q", name)
-	}
-	dir := filepath.Join(g.resultsDir, schemas.ULogsDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	file, err := ulogFile(g.resultsDir, name)
+	if err != nil {
 		return "", err
 	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+	if err := os.Rename(tmp.Name(), file); err != nil {
 		return "", err
 	}
 	g.log.Info("guest uploaded a log", "file", schemas.ULogsDir+"/"+name)
 	return name, nil
 }
 
+// ulogFile is where a file named name goes among the job's ulogs (the
+// results' ulogs/, as os-autoinst's): what the guest uploads, and the
+// dumps of a post_fail_hook.
+func ulogFile(resultsDir, name string) (string, error) {
+	name = filepath.Base(name)
+	if name == "/" || strings.HasPrefix(name, ".") {
+		return "", fmt.Errorf("a file name %q among the job's ulogs", name)
+	}
+	dir := filepath.Join(resultsDir, schemas.ULogsDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	return filepath.Join(dir, name), nil
+}
+
 // publish makes the uploaded file tmp an asset the job publishes.
 func (g *guestRoutes) publish(tmp, name, target string) (string, error) {
-	switch target {
-	case "assets_public":
-	case "", "assets_private":
-		name = fmt.Sprintf("%d-%s", g.job, name)
-	default:
+	if target != "" && target != "assets_private" && target != "assets_public" {
 		return "", fmt.Errorf("target %q: use assets_private or assets_public", target)
 	}
-	if err := schemas.CheckAssetName(name); err != nil {
+	name, err := uploadedAssetName(g.job, name, target == "assets_public")
+	if err != nil {
 		return "", err
 	}
 	if err := os.MkdirAll(g.publishDir, 0o755); err != nil {

@@ -370,19 +370,21 @@ func perlLoadHint(dir, caseDir, why string) string {
 		_, err := os.Stat(path + ".pm")
 		return err == nil
 	}
+	newer := func(lacks string) string {
+		return fmt.Sprintf(" (%s: the os-autoinst at %s is interface %d, and the distribution is written for a newer one; "+
+			"point the worker's JETQA_OS_AUTOINST at one, see docs/openqa-tests.md)", lacks, dir, osAutoinstInterface(dir))
+	}
 	if m := perlMissingName.FindStringSubmatch(why); m != nil {
 		name, pkg := cmp.Or(m[1], m[4], m[5]), cmp.Or(m[2], m[3], m[6])
 		if ours(pkg) {
-			return fmt.Sprintf(" (os-autoinst's %s has no %s: the os-autoinst at %s is interface %d, and the distribution is written for a newer one; "+
-				"point the worker's JETQA_OS_AUTOINST at one, see docs/openqa-tests.md)", pkg, name, dir, osAutoinstInterface(dir))
+			return newer(fmt.Sprintf("os-autoinst's %s has no %s", pkg, name))
 		}
 	}
 	if m := perlMissingModule.FindStringSubmatch(why); m != nil {
 		pkg := strings.ReplaceAll(m[1], "/", "::")
 		top, _, _ := strings.Cut(m[1], "/")
 		if st, err := os.Stat(filepath.Join(dir, top)); err == nil && st.IsDir() {
-			return fmt.Sprintf(" (os-autoinst has no %s: the os-autoinst at %s is interface %d, and the distribution is written for a newer one; "+
-				"point the worker's JETQA_OS_AUTOINST at one, see docs/openqa-tests.md)", pkg, dir, osAutoinstInterface(dir))
+			return newer("os-autoinst has no " + pkg)
 		}
 		if _, err := os.Stat(filepath.Join(caseDir, m[1]+".pm")); err == nil && caseDir != "" {
 			return fmt.Sprintf(" (the distribution has %s.pm, but Perl did not look in its CASEDIR: its code expects to be at another path, "+

@@ -11,7 +11,6 @@ import (
 	"image/png"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -366,10 +365,8 @@ func (pr *perlRun) checkScreen(msg perlMessage) (any, error) {
 		// As os-autoinst: no needle has the tags, so nothing can match,
 		// and the check fails at its timeout (a test may use it to wait).
 		r.log.Info("no needle has the tags", "module", pr.module, "tags", tags, "timeout", a.Timeout.duration())
-		select {
-		case <-time.After(a.Timeout.duration()):
-		case <-r.ctx.Done():
-			return nil, r.ctx.Err()
+		if err := r.pause(a.Timeout.duration()); err != nil {
+			return nil, err
 		}
 		screen, err := r.vm.Screendump(r.ctx)
 		if err != nil {
@@ -1041,7 +1038,7 @@ func (pr *perlRun) saveMemoryDump(msg perlMessage) (any, error) {
 	if err := pr.args(msg, &a); err != nil {
 		return nil, err
 	}
-	file, err := pr.ulog(a.Filename + "-vm-memory-dump")
+	file, err := ulogFile(pr.r.resultsDir, a.Filename+"-vm-memory-dump")
 	if err != nil {
 		return nil, err
 	}
@@ -1058,22 +1055,9 @@ func (pr *perlRun) saveStorageDrives(msg perlMessage) (any, error) {
 	if err := pr.args(msg, &a); err != nil {
 		return nil, err
 	}
-	file, err := pr.ulog(fmt.Sprintf("%s-%d-vm_disk_file.qcow2", a.Filename, int(a.Disk)))
+	file, err := ulogFile(pr.r.resultsDir, fmt.Sprintf("%s-%d-vm_disk_file.qcow2", a.Filename, int(a.Disk)))
 	if err != nil {
 		return nil, err
 	}
 	return nil, pr.r.vm.CopyDisk(pr.r.ctx, int(a.Disk), file)
-}
-
-// ulog is where a file named name goes among the job's ulogs.
-func (pr *perlRun) ulog(name string) (string, error) {
-	name = filepath.Base(name)
-	if strings.HasPrefix(name, ".") {
-		return "", fmt.Errorf("a file name %q among the job's ulogs", name)
-	}
-	dir := filepath.Join(pr.r.resultsDir, schemas.ULogsDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, name), nil
 }

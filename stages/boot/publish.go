@@ -67,6 +67,16 @@ func publishDisks(ctx context.Context, disks map[string]string, dir string, comp
 	return nil
 }
 
+// uploadedAssetName is the asset a file named name that the guest of job
+// uploads becomes: "<job>-<name>", or with public its plain name, as
+// openQA's.
+func uploadedAssetName(job int64, name string, public bool) (string, error) {
+	if !public {
+		name = fmt.Sprintf("%d-%s", job, name)
+	}
+	return name, schemas.CheckAssetName(name)
+}
+
 // upload_asset(file, public=False, nocheck=False): a file of the guest
 // becomes an asset: "<job>-<name>", or with public its plain name, for
 // the jobs after this one (HDD_1=…, ISO=…). It is stored once the job
@@ -80,11 +90,8 @@ func (r *runner) uploadAsset(args starlark.Tuple, kwargs []starlark.Tuple) (star
 	if strings.ContainsAny(file, "'\n") {
 		return nil, fmt.Errorf("upload_asset: file %q: a path may not hold a quote or a newline", file)
 	}
-	name := path.Base(file)
-	if !public {
-		name = fmt.Sprintf("%d-%s", r.job, name)
-	}
-	if err := schemas.CheckAssetName(name); err != nil {
+	name, err := uploadedAssetName(r.job, path.Base(file), public)
+	if err != nil {
 		return nil, fmt.Errorf("upload_asset: %v", err)
 	}
 	data, err := r.guestFile("upload_asset", file, r.timeout(starlark.MakeInt(90), 90))

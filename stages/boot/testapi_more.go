@@ -12,7 +12,6 @@ import (
 	"math"
 	"os"
 	"path"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -411,11 +410,11 @@ func (r *runner) uploadLogs(args starlark.Tuple, kwargs []starlark.Tuple) (starl
 	}
 	name := cmp.Or(logName, path.Base(file))
 	name = r.module.Name + "-" + strings.NewReplacer("/", "_", "\\", "_").Replace(name)
-	dir := filepath.Join(r.resultsDir, schemas.ULogsDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	out, err := ulogFile(r.resultsDir, name)
+	if err != nil {
 		return nil, incomplete(fmt.Errorf("upload_logs: %w", err))
 	}
-	if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+	if err := os.WriteFile(out, data, 0o644); err != nil {
 		return nil, incomplete(fmt.Errorf("upload_logs: %w", err))
 	}
 	r.module.Details = append(r.module.Details, schemas.Step{Kind: "info", Text: fmt.Sprintf("upload_logs %s: %s, %d bytes", file, name, len(data)), Result: schemas.ResultPassed})
