@@ -28,6 +28,7 @@ type process struct {
 	mu    sync.Mutex
 	lines []string
 	more  chan struct{} // closed and replaced on every new line
+	ended chan struct{} // closed when the process closed its stderr
 }
 
 func startProcess(t *testing.T, name string, args ...string) *process {
@@ -41,9 +42,9 @@ func startProcess(t *testing.T, name string, args ...string) *process {
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	logged := make(chan struct{})
+	p.ended = make(chan struct{})
 	go func() {
-		defer close(logged)
+		defer close(p.ended)
 		lines := bufio.NewScanner(stderr)
 		for lines.Scan() {
 			t.Logf("[%s] %s", name, lines.Text())
@@ -56,10 +57,24 @@ func startProcess(t *testing.T, name string, args ...string) *process {
 	}()
 	t.Cleanup(func() {
 		_ = p.cmd.Process.Kill()
-		<-logged
+		<-p.ended
 		_ = p.cmd.Wait()
 	})
 	return p
+}
+
+// dumpGoroutines has the process print every goroutine's stack into the
+// test's log and end (Go's answer to SIGQUIT): where a stuck job waits.
+func (p *process) dumpGoroutines(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+		return
+	}
+	select {
+	case <-p.ended:
+	case <-time.After(30 * time.Second):
+		t.Logf("%s printed no stacks within 30 s", p.name)
+	}
 }
 
 // waitLine waits for a log line holding every one of parts and returns it.
@@ -230,6 +245,9 @@ func TestClusterLosesTheWorkersNode(t *testing.T) {
 			if finished[job] == 0 {
 				logJobEvents(t, ctx, bus, job)
 			}
+		}
+		for _, w := range workers {
+			w.dumpGoroutines(t)
 		}
 		t.Fatalf("%d of %d jobs finished: %v", len(finished), len(created), err)
 	}

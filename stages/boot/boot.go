@@ -304,8 +304,8 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 		log.Info("no KVM: TIMEOUT_SCALE raised", "timeout_scale", scale)
 	}
 	maxTime = time.Duration(float64(maxTime) * scale)
-	jobCtx, cancel := context.WithTimeout(ctx, maxTime)
-	defer cancel()
+	jobCtx, overTime := withMaxJobTime(ctx, maxTime)
+	defer overTime(nil)
 
 	var tests []*testModule
 	var consoles map[string]console
@@ -412,7 +412,7 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 	videoCtx, cancelVideo := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 	rec.finish(videoCtx, resultsDir, time.Since(start))
 	cancelVideo()
-	if errors.Is(jobCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+	if errors.Is(context.Cause(jobCtx), errMaxJobTime) && ctx.Err() == nil {
 		return schemas.ResultTimeoutExceeded, fmt.Sprintf("the job ran longer than MAX_JOB_TIME (%s)", maxTime), modules
 	}
 	if passed(result) && len(disks) > 0 {
@@ -427,6 +427,24 @@ func (s *Stage) runJob(ctx context.Context, job int64, ready *schemas.JobReady, 
 		}
 	}
 	return result, reason, modules
+}
+
+// errMaxJobTime ends a job that ran longer than MAX_JOB_TIME.
+var errMaxJobTime = errors.New("the job ran longer than MAX_JOB_TIME")
+
+// withMaxJobTime is ctx cancelled with errMaxJobTime after d. It has no
+// deadline: a JetStream request made with a context that has one waits
+// until that deadline for a reply it will never get when the NATS node
+// that took it dies, while without one it waits the client's API timeout
+// (5 s) and fails, so a job never hangs for its hours of MAX_JOB_TIME on
+// a lost node.
+func withMaxJobTime(ctx context.Context, d time.Duration) (context.Context, context.CancelCauseFunc) {
+	jobCtx, cancel := context.WithCancelCause(ctx)
+	timer := time.AfterFunc(d, func() { cancel(errMaxJobTime) })
+	return jobCtx, func(cause error) {
+		timer.Stop()
+		cancel(cause)
+	}
 }
 
 // passed says whether a job with result publishes its assets.

@@ -337,7 +337,7 @@ func (r *runner) runModule(m *testModule) schemas.ModuleResult {
 	switch {
 	case err == nil:
 	case r.ctx.Err() != nil:
-		r.module.Result, r.module.Reason = schemas.ResultIncomplete, "stopped: "+r.ctx.Err().Error()
+		r.module.Result, r.module.Reason = schemas.ResultIncomplete, "stopped: "+context.Cause(r.ctx).Error()
 	case thread.ExecutionSteps() >= moduleSteps:
 		r.module.Result, r.module.Reason = schemas.ResultFailed, fmt.Sprintf("the module did not end within %d steps (a loop that never waits?): %s", moduleSteps, starlarkError(err))
 	case errors.As(err, &inc):
