@@ -217,11 +217,15 @@ type ModuleResult struct {
 // Step is one entry of a module's details: a screen match, a screenshot, a
 // serial wait, a note.
 type Step struct {
-	Kind       string  `json:"kind"` // match, screenshot, serial, info
-	Text       string  `json:"text,omitempty"`
-	Result     string  `json:"result,omitempty"`
-	Screenshot string  `json:"screenshot,omitempty"` // file name in the job's results
-	Needle     string  `json:"needle,omitempty"`
+	Kind       string `json:"kind"` // match, screenshot, serial, info
+	Text       string `json:"text,omitempty"`
+	Result     string `json:"result,omitempty"`
+	Screenshot string `json:"screenshot,omitempty"` // file name in the job's results
+	Needle     string `json:"needle,omitempty"`
+	// NeedleHash is the matched needle's content hash: its JSON and PNG
+	// are kept in the needle store under it (streams.NeedleBlobKeys), for
+	// the web UI's needle and diff images.
+	NeedleHash string  `json:"needle_hash,omitempty"`
 	Similarity float64 `json:"similarity,omitempty"`
 	// Tags are what a match step looked for; with Text, the testapi call
 	// (assert_screen, check_screen, …), what `jetqa replay --needles`

@@ -53,10 +53,13 @@ type AreaMatch struct {
 
 // CandidateMatch is one needle's result on a screen.
 type CandidateMatch struct {
-	Needle string      `json:"needle"`
-	OK     bool        `json:"ok"`
-	Error  float64     `json:"error"`
-	Areas  []AreaMatch `json:"areas"`
+	Needle string `json:"needle"`
+	// Hash is the needle's content hash, as Step.NeedleHash; set in a
+	// job's results, not by the matchers.
+	Hash  string      `json:"hash,omitempty"`
+	OK    bool        `json:"ok"`
+	Error float64     `json:"error"`
+	Areas []AreaMatch `json:"areas"`
 	// Workaround is the needle's "workaround" property: it wins ties, and
 	// the test counts its match as a soft failure.
 	Workaround bool `json:"workaround,omitempty"`

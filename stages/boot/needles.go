@@ -92,6 +92,21 @@ func (s *needleSet) byName(name string) (schemas.NeedleFile, bool) {
 	return s.dir.Needles[i], true
 }
 
+// hashSteps names by content hash the needles a match step shows: the
+// matched one and the candidates, for the web UI's needle images.
+func (s *needleSet) hashSteps(step *schemas.Step) {
+	hash := func(name string) string {
+		n, _ := s.byName(name)
+		return n.Hash
+	}
+	if step.Needle != "" {
+		step.NeedleHash = hash(step.Needle)
+	}
+	for i := range step.Candidates {
+		step.Candidates[i].Hash = hash(step.Candidates[i].Needle)
+	}
+}
+
 // keepOnly keeps the needles whose JSON file (relative to the directory)
 // is listed: those an os-autoinst distribution left registered.
 func (s *needleSet) keepOnly(files []string) {

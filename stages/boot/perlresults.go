@@ -120,6 +120,7 @@ func (pr *perlRun) step(d perlDetail) schemas.Step {
 		for _, c := range d.Needles {
 			step.Candidates = append(step.Candidates, schemas.CandidateMatch{Needle: c.Name, Error: float64(c.Error), Areas: areaMatches(c.Area)})
 		}
+		pr.r.needles.hashSteps(&step)
 		if d.Needle != "" {
 			step.Text = "assert_screen"
 		} else {

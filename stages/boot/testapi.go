@@ -615,8 +615,9 @@ func (r *runner) recordMatch(fn string, tags []string, screen []byte, res schema
 		}
 	}
 	if !ok {
-		step.Candidates = res.Candidates[:min(len(res.Candidates), 3)]
+		step.Candidates = slices.Clone(res.Candidates[:min(len(res.Candidates), 3)])
 	}
+	r.needles.hashSteps(&step)
 	r.module.Details = append(r.module.Details, step)
 }
 
