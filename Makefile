@@ -4,11 +4,14 @@
 GO      ?= go
 DATA    ?= data
 TESTOS  ?= deploy/testos/out
+# Screenshots of the web UI's tests (stages/api/browser), which CI keeps.
+ARTIFACTS ?= artifacts
 # Two cores: keep the race-enabled test build and the VMs from starving.
 TESTFLAGS ?= -race -p 2 -timeout 45m
 
 export CGO_ENABLED = 1
 export JETQA_TESTOS = $(abspath $(TESTOS))
+export JETQA_ARTIFACTS = $(abspath $(ARTIFACTS))
 
 .PHONY: all deps test-deps build testos run test vet bench clean
 
@@ -67,4 +70,4 @@ bench: test-deps testos
 	$(GO) test -run '^$$' -bench . -benchtime 10x ./stages/fetch/gitmirror
 
 clean:
-	rm -rf bin $(TESTOS)
+	rm -rf bin $(TESTOS) $(ARTIFACTS)

@@ -2,8 +2,8 @@
 # Installs the Debian packages jetqa needs to build, to run VMs and to build
 # the testos demo image — only those that are missing. Safe to run again.
 # `install-deps.sh test` adds what the test suite compares against:
-# openQA's clients (openqa-cli, openqa_client) for the API, and QEMU for
-# aarch64 guests.
+# openQA's clients (openqa-cli, openqa_client) for the API, QEMU for
+# aarch64 guests, and headless Chromium for the web UI's tests.
 set -euo pipefail
 
 packages=(
@@ -29,6 +29,11 @@ if [ "${1:-}" = test ]; then
   # aarch64 machines (ARCH=aarch64): the emulator and its UEFI firmware,
   # optional for workers, so that their test runs.
   packages+=(qemu-system-arm qemu-efi-aarch64)
+  # The web UI's tests drive a real headless browser (stages/api/browser).
+  # fonts-liberation is only recommended by chromium-common: the fonts
+  # metric-compatible with Arial, Times New Roman and Courier New that pages
+  # name, so the screenshots lay text out as other browsers do.
+  packages+=(chromium fonts-liberation)
 fi
 
 missing=()
