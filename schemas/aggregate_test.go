@@ -51,6 +51,9 @@ asset.prefetch_requested.v1 ! !  !    !    !    !    !    !    !  !
 asset.prefetched.v1      !    !    !    !    !    !    !    !    !  !
 apikey.created.v1        !    !    !    !    !    !    !    !    !    !
 apikey.revoked.v1        !    !    !    !    !    !    !    !    !    !
+user.set.v1              !    !    !    !    !    !    !    !    !    !
+user.removed.v1          !    !    !    !    !    !    !    !    !    !
+session_secret.created.v1 !   !    !    !    !    !    !    !    !    !
 templates.loaded.v1      !    !    !    !    !    !    !    !    !    !
 `
 
@@ -110,6 +113,9 @@ var samples = func() map[string]Payload {
 		JobResumed{Worker: h1, How: DevResume, By: "alice"},
 		APIKeyCreated{Key: "0123456789ABCDEF", Secret: "FEDCBA9876543210", User: "alice"},
 		APIKeyRevoked{Key: "0123456789ABCDEF"},
+		UserSet{User: "alice", PasswordHash: "$2a$10$0123456789012345678901uAbCdEfGhIjKlMnOpQrStUvWxYz0123"},
+		UserRemoved{User: "alice"},
+		SessionSecretCreated{Secret: make([]byte, 32)},
 		TemplatesLoaded{URL: "https://example.org/templates.git", Commit: "abc", Files: map[string]string{"job_groups/x.yaml": "products: {}\nscenarios: {}\n"}},
 		WorkerRegistered{Worker: h1, Classes: []string{"qemu_x86_64"}, Arch: "x86_64", CPUs: 4, MemoryMiB: 4096, KVM: true},
 		WorkerHeartbeat{Worker: h1, Job: 7},

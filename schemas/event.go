@@ -61,6 +61,9 @@ var payloads = []func() Payload{
 	func() Payload { return &MatchResolved{} },
 	func() Payload { return &APIKeyCreated{} },
 	func() Payload { return &APIKeyRevoked{} },
+	func() Payload { return &UserSet{} },
+	func() Payload { return &UserRemoved{} },
+	func() Payload { return &SessionSecretCreated{} },
 	func() Payload { return &TemplatesLoaded{} },
 }
 

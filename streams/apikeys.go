@@ -80,7 +80,7 @@ func (b *Bus) RevokeAPIKey(ctx context.Context, key string) error {
 // APIKeys reads every key as its events leave it, by key.
 func (b *Bus) APIKeys(ctx context.Context) (map[string]APIKey, error) {
 	keys := map[string]APIKey{}
-	last, err := b.LastSequence(ctx, StreamAPIKeys)
+	last, err := b.LastAPIKeySequence(ctx)
 	if err != nil || last == 0 {
 		return keys, err
 	}
@@ -96,7 +96,10 @@ func (b *Bus) APIKeys(ctx context.Context) (map[string]APIKey, error) {
 
 // FollowAPIKeys calls fn with every key as each of its events leaves it,
 // with the event's stream sequence, from the first, until ctx ends: what
-// a server checking signatures keeps its keys current by.
+// a server checking signatures keeps its keys current by. It knows every
+// key stored before it started once fn had a sequence at or past the
+// LastAPIKeySequence it read first; the stream's own last sequence may be
+// a user's, which no key reaches.
 func (b *Bus) FollowAPIKeys(ctx context.Context, fn func(k APIKey, seq uint64)) error {
 	keys := map[string]APIKey{}
 	return b.Watch(ctx, WatchConfig{Stream: StreamAPIKeys, Filters: []string{subjectAPIKeys + ".>"}}, func(ev schemas.Event, p schemas.Payload, d Delivery) error {

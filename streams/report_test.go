@@ -26,6 +26,11 @@ func TestEventsMustBeOnTheirOwnSubject(t *testing.T) {
 		{"jetqa.match.request.h1.1", 7, &schemas.MatchRequested{ReplyTo: h1}, true},
 		{"jetqa.match.request.h1.1", 7, &schemas.MatchRequested{ReplyTo: h2}, false},
 		{"jetqa.match.resolved.h1.1", 7, &schemas.MatchResolved{}, true},
+		{"jetqa.user.alice", 0, &schemas.UserSet{User: "alice"}, true},
+		{"jetqa.user.alice", 0, &schemas.UserSet{User: "bob"}, false},
+		{"jetqa.user.a_b", 0, &schemas.UserRemoved{User: "a.b"}, true},
+		{"jetqa.uisecret", 0, &schemas.SessionSecretCreated{}, true},
+		{"jetqa.user.alice", 0, &schemas.SessionSecretCreated{}, false},
 	}
 	for _, c := range cases {
 		ev, err := schemas.NewEvent(c.job, "test", c.p)

@@ -155,6 +155,16 @@ func subject(job int64, p schemas.Payload) (string, error) {
 		return apiKeySubject(p.Key), nil
 	case schemas.APIKeyRevoked:
 		return apiKeySubject(p.Key), nil
+	case *schemas.UserSet:
+		return userSubject(p.User), nil
+	case schemas.UserSet:
+		return userSubject(p.User), nil
+	case *schemas.UserRemoved:
+		return userSubject(p.User), nil
+	case schemas.UserRemoved:
+		return userSubject(p.User), nil
+	case *schemas.SessionSecretCreated, schemas.SessionSecretCreated:
+		return subjectSessionSecret, nil
 	case *schemas.AssetRegistered:
 		return AssetSubject(p.Name), nil
 	case schemas.AssetRegistered:
@@ -219,10 +229,12 @@ func (b *Bus) SetupReplicas(ctx context.Context, replicas int) error {
 		},
 		{
 			// Readable by the server's own connections only: it holds the
-			// keys' secrets (docs/security.md).
+			// keys' secrets, the users' password hashes and the session
+			// secret (docs/security.md). A stream made before users were
+			// gets their subjects here, as every process starts.
 			Name:        StreamAPIKeys,
-			Description: "API keys created and revoked",
-			Subjects:    []string{subjectAPIKeys + ".>"},
+			Description: "API keys created and revoked, the web UI's users and its session secret",
+			Subjects:    []string{subjectAPIKeys + ".>", subjectUsers + ".>", subjectSessionSecret},
 			Storage:     jetstream.FileStorage,
 		},
 		{

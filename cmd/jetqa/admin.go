@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -26,6 +27,10 @@ const adminUsage = `usage:
                                                              an API key and secret, as openqa-cli uses them;
                                                              an admin's may act on every job
   jetqa admin apikey revoke KEY | list                       end a key; list the keys
+  jetqa admin user add --user U [--admin] [--password-file F]
+                                                             a web UI user, or a new password for one: the password
+                                                             is the first line of standard input, or of F
+  jetqa admin user remove --user U | list                    end a user; list the users
   jetqa admin templates load GITURL[#REF] [--dry-run]       job templates (openQA's job group YAML) for jetqa schedule
   jetqa admin templates show [--json]                      the loaded job templates
   jetqa admin tls init [--dir DIR] [--hosts H,...]           a private CA and server certificate for a lab
@@ -42,6 +47,8 @@ func cmdAdmin(args []string, stdout, stderr io.Writer) error {
 		return cmdAdminTemplates(args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "apikey":
 		return cmdAdminAPIKey(args[1:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "user":
+		return cmdAdminUser(args[1:], os.Stdin, stdout, stderr)
 	case len(args) >= 2 && args[0] == "tls" && args[1] == "init":
 		return cmdAdminTLSInit(args[2:], stdout, stderr)
 	case len(args) >= 2 && args[0] == "retention" && (args[1] == "plan" || args[1] == "run"):
@@ -107,6 +114,19 @@ func cmdAdmin(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "DIFFERENT: %s\n", firstDifference(jobs, served.Jobs))
 	return exitCode(1)
+}
+
+// adminVerb starts `jetqa admin NOUN VERB …`: the verb, and a flag set
+// for it that has --nats. With no verb it prints the usage and fails.
+func adminVerb(noun string, args []string, stderr io.Writer) (verb string, fs *flag.FlagSet, natsURL *string, err error) {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, adminUsage)
+		return "", nil, nil, exitCode(2)
+	}
+	fs = flag.NewFlagSet("admin "+noun+" "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	natsURL = fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
+	return args[0], fs, natsURL, nil
 }
 
 // canonical renders jobs the same way whatever their source.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -15,14 +14,10 @@ import (
 // cmdAdminAPIKey creates, revokes and lists API keys, as openQA's API keys
 // page does: a key and secret a user signs API requests with.
 func cmdAdminAPIKey(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, adminUsage)
-		return exitCode(2)
+	verb, fs, natsURL, err := adminVerb("apikey", args, stderr)
+	if err != nil {
+		return err
 	}
-	verb := args[0]
-	fs := flag.NewFlagSet("admin apikey "+verb, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
 	user := fs.String("user", "", "the user the key signs for (create)")
 	admin := fs.Bool("admin", false, "the key may act on every job, as openQA's admins (create)")
 	expires := fs.String("expires", "", "when the key ends: a duration (720h) or a date (2027-06-30); default never (create)")
@@ -38,7 +33,6 @@ func cmdAdminAPIKey(args []string, stdout, stderr io.Writer) error {
 	}
 	var until time.Time
 	if *expires != "" {
-		var err error
 		if until, err = parseExpiry(*expires, time.Now()); err != nil {
 			return err
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -16,14 +15,10 @@ import (
 // cmdAdminCredentials issues, revokes and lists the credentials of worker
 // hosts or matcher pools (role).
 func cmdAdminCredentials(role string, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, adminUsage)
-		return exitCode(2)
+	verb, fs, natsURL, err := adminVerb(role, args, stderr)
+	if err != nil {
+		return err
 	}
-	verb := args[0]
-	fs := flag.NewFlagSet("admin "+role+" "+verb, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	natsURL := fs.String("nats", envOr("JETQA_NATS", "nats://127.0.0.1:4222"), "NATS server")
 	out := fs.String("out", "", "credentials file to write (default NAME.creds)")
 	instances := fs.Int("instances", streams.DefaultInstances, "worker instances the credentials cover (1…N)")
 	fromStart := fs.Bool("from-start", false, "a consumer's first delivery is the oldest finished job, not the next one")

@@ -56,6 +56,8 @@ Usage:
   jetqa needle match SCREEN.png DIR --tag T  search needles with tag T on a screenshot
   jetqa admin worker add NAME      issue a worker host's credentials (revoke, list; matcher too)
   jetqa admin consumer add NAME    a result consumer's credentials and durable consumer
+  jetqa admin apikey create --user U   an API key for openqa-cli and jetqa's job commands (revoke, list)
+  jetqa admin user add --user U    a web UI user; the password on standard input (remove, list)
   jetqa admin templates load GITURL[#REF]  job templates for jetqa schedule (show)
   jetqa admin tls init             a private CA and server certificate for a lab
   jetqa admin rebuild [--compare]  rebuild the read model from the streams
