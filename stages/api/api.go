@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"path"
 	"strconv"
 	"strings"
@@ -51,6 +52,12 @@ type Bus interface {
 	FollowAPIKeys(ctx context.Context, fn func(k streams.APIKey, seq uint64)) error
 	UseNonce(ctx context.Context, key, nonce string) error
 	FollowTemplates(ctx context.Context, fn func(streams.Templates) error) error
+	FollowUsers(ctx context.Context, fn func(u streams.User, seq uint64)) error
+	LastUserSequence(ctx context.Context) (uint64, error)
+	LastAPIKeySequence(ctx context.Context) (uint64, error)
+	SessionSecret(ctx context.Context) ([]byte, error)
+	CreateAPIKey(ctx context.Context, user string, expires time.Time, admin bool) (schemas.APIKeyCreated, error)
+	RevokeAPIKey(ctx context.Context, key string) error
 }
 
 // Server is the API stage.
@@ -63,6 +70,10 @@ type Server struct {
 	ln   net.Listener
 	// templates are the job templates last loaded, for POST /api/v1/isos.
 	templates atomic.Pointer[loadedTemplates]
+	// users may sign in to the web UI.
+	users *uiUsers
+	// rows and modules are the web UI's rendered job rows and modules.
+	rows, modules *htmlCache
 }
 
 // New listens on cfg.Listen; serving starts with Run.
@@ -74,7 +85,8 @@ func New(cfg Config, bus Bus, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("api: listen on %s: %w", cfg.Listen, err)
 	}
-	return &Server{cfg: cfg, bus: bus, log: log, view: newProjection(), keys: NewKeys(bus.UseNonce), ln: ln}, nil
+	return &Server{cfg: cfg, bus: bus, log: log, view: newProjection(), keys: NewKeys(bus.UseNonce), ln: ln,
+		users: &uiUsers{users: map[string]streams.User{}}, rows: newHTMLCache(4096), modules: newHTMLCache(256)}, nil
 }
 
 // Addr is the address the API serves on.
@@ -85,7 +97,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errs := make(chan error, 4)
+	errs := make(chan error, 8)
 	ready := make(chan struct{})
 	go func() { errs <- s.project(ctx) }()
 	go func() { errs <- s.copyViews(ctx, ready) }()
@@ -94,7 +106,9 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errs <- s.followKeys(ctx, keysReady) }()
 	templatesReady := make(chan struct{})
 	go func() { errs <- s.followTemplates(ctx, templatesReady) }()
-	for _, c := range []chan struct{}{ready, keysReady, templatesReady} {
+	usersReady := make(chan struct{})
+	go func() { errs <- s.followUsers(ctx, usersReady) }()
+	for _, c := range []chan struct{}{ready, keysReady, templatesReady, usersReady} {
 		select {
 		case <-c:
 		case err := <-errs:
@@ -121,7 +135,7 @@ func (s *Server) Run(ctx context.Context) error {
 // followKeys keeps the API keys current, and closes ready once the keys
 // stored before the start are known.
 func (s *Server) followKeys(ctx context.Context, ready chan struct{}) error {
-	last, err := s.bus.LastSequence(ctx, streams.StreamAPIKeys)
+	last, err := s.bus.LastAPIKeySequence(ctx)
 	if err != nil {
 		return fmt.Errorf("api keys: %w", err)
 	}
@@ -168,6 +182,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/job_groups", s.listJobGroups)
 	mux.HandleFunc("GET /api/v1/templates", s.getTemplates)
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	s.uiRoutes(mux)
 	return mux
 }
 
@@ -188,8 +203,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // unavailable answers 503 for a failure of the event store or blob store:
 // the details go to the log, not to the client.
 func (s *Server) unavailable(w http.ResponseWriter, what string, err error) {
-	s.log.Error("request failed", "what", what, "err", err)
-	fail(w, http.StatusServiceUnavailable, "could not %s: jetqa's event store did not answer; try again", what)
+	status, err := s.failedStore(what, err)
+	fail(w, status, "%v", err)
 }
 
 func fail(w http.ResponseWriter, status int, format string, args ...any) {
@@ -327,14 +342,45 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"job": s.openQAJob(j)})
 }
 
-// listJobs serves GET /api/v1/jobs with openQA's filters: state and
-// result (comma-separated lists), distri, version, flavor, arch, test,
-// build, machine, worker, ids (comma-separated or repeated), latest=1 (the
-// newest job of each scenario), since and until (RFC 3339), limit (default
-// 500, at most 10 000) and offset; newest first, with a Link header to the
-// next page when there is one.
+// listJobs serves GET /api/v1/jobs with openQA's filters (see
+// parseJobFilter), limit (default 500, at most 10 000) and offset; newest
+// first, with a Link header to the next page when there is one.
 func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	keep, err := parseJobFilter(r.URL.Query())
+	if err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	limit, offset, ok := paging(w, r, 10000)
+	if !ok {
+		return
+	}
+	jobs, more := s.view.page(keep, offset, limit)
+	if more {
+		w.Header().Add("Link", "<"+nextPage(r.URL, offset, limit)+">; rel=\"next\"")
+	}
+	if jobs == nil {
+		jobs = []JobView{}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"jobs": s.openQAJobs(jobs)})
+}
+
+// nextPage is the request URI of the page after the one at offset.
+func nextPage(u *url.URL, offset, limit int) string {
+	next := *u
+	nq := next.Query()
+	nq.Set("offset", strconv.Itoa(offset+limit))
+	nq.Set("limit", strconv.Itoa(limit))
+	next.RawQuery = nq.Encode()
+	return next.RequestURI()
+}
+
+// parseJobFilter reads openQA's job filters: state and result
+// (comma-separated lists), distri, version, flavor, arch, test, build,
+// machine, worker, ids (comma-separated or repeated), latest=1 (the newest
+// job of each scenario), since and until (RFC 3339). The filter it returns
+// must see jobs newest first (latest=1 keeps state).
+func parseJobFilter(q url.Values) (func(*JobView) bool, error) {
 	var since, until time.Time
 	for _, b := range []struct {
 		param string
@@ -343,15 +389,10 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		if v := q.Get(b.param); v != "" {
 			t, err := time.Parse(time.RFC3339, v)
 			if err != nil {
-				fail(w, http.StatusBadRequest, "%s=%q: give a time like 2026-11-27T10:00:00Z", b.param, v)
-				return
+				return nil, fmt.Errorf("%s=%q: give a time like 2026-11-27T10:00:00Z", b.param, v)
 			}
 			*b.t = t
 		}
-	}
-	limit, offset, ok := paging(w, r, 10000)
-	if !ok {
-		return
 	}
 	ids := map[int64]bool{}
 	for _, v := range q["ids"] {
@@ -361,8 +402,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 			}
 			id, err := strconv.ParseInt(f, 10, 64)
 			if err != nil || id <= 0 {
-				fail(w, http.StatusBadRequest, "ids=%q: want job ids separated by commas", v)
-				return
+				return nil, fmt.Errorf("ids=%q: want job ids separated by commas", v)
 			}
 			ids[id] = true
 		}
@@ -380,8 +420,8 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		return false
 	}
 	latest := q.Get("latest") == "1" || q.Get("latest") == "true"
-	seen := map[string]bool{} // scenarios of latest=1; keep sees jobs newest first
-	jobs, more := s.view.page(func(j *JobView) bool {
+	seen := map[string]bool{} // scenarios of latest=1
+	return func(j *JobView) bool {
 		if !since.IsZero() && j.Created.Before(since) || !until.IsZero() && j.Created.After(until) {
 			return false
 		}
@@ -399,26 +439,19 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if latest {
-			key := strings.Join([]string{j.Settings["DISTRI"], j.Settings["VERSION"], j.Settings["FLAVOR"], j.Settings["ARCH"], j.Settings["TEST"], j.Settings["MACHINE"]}, "\x00")
+			key := scenario(j)
 			if seen[key] {
 				return false
 			}
 			seen[key] = true
 		}
 		return true
-	}, offset, limit)
-	if more {
-		next := *r.URL
-		nq := next.Query()
-		nq.Set("offset", strconv.Itoa(offset+limit))
-		nq.Set("limit", strconv.Itoa(limit))
-		next.RawQuery = nq.Encode()
-		w.Header().Add("Link", "<"+next.RequestURI()+">; rel=\"next\"")
-	}
-	if jobs == nil {
-		jobs = []JobView{}
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"jobs": s.openQAJobs(jobs)})
+	}, nil
+}
+
+// scenario names a job's scenario as openQA's latest=1 groups jobs.
+func scenario(j *JobView) string {
+	return strings.Join([]string{j.Settings["DISTRI"], j.Settings["VERSION"], j.Settings["FLAVOR"], j.Settings["ARCH"], j.Settings["TEST"], j.Settings["MACHINE"]}, "\x00")
 }
 
 func (s *Server) getFile(w http.ResponseWriter, r *http.Request) {
@@ -525,16 +558,23 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	if agg == nil {
 		return
 	}
-	ctx := r.Context()
-	user, _ := ctx.Value(userKey{}).(string)
-	seq, err := s.bus.Append(ctx, agg.ID, schemas.JobCancelRequested{By: user})
-	if errors.Is(err, schemas.ErrTransition) {
-		fail(w, http.StatusConflict, "job %d cannot be cancelled: it is %s (%s)", agg.ID, agg.State, agg.Result)
+	user, _ := r.Context().Value(userKey{}).(string)
+	if status, err := s.cancel(r.Context(), agg, user); err != nil {
+		fail(w, status, "%v", err)
 		return
 	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": agg.ID, "result": 1})
+}
+
+// cancel asks for the job's end for user, and waits (a little) for the
+// read model to show it. A refusal comes with its HTTP status.
+func (s *Server) cancel(ctx context.Context, agg *schemas.JobAggregate, user string) (int, error) {
+	seq, err := s.bus.Append(ctx, agg.ID, schemas.JobCancelRequested{By: user})
+	if errors.Is(err, schemas.ErrTransition) {
+		return http.StatusConflict, fmt.Errorf("job %d cannot be cancelled: it is %s (%s)", agg.ID, agg.State, agg.Result)
+	}
 	if err != nil {
-		s.unavailable(w, "cancel the job", err)
-		return
+		return s.failedStore("cancel the job", err)
 	}
 	if !agg.Started {
 		fin, err := s.bus.Append(ctx, agg.ID, schemas.JobFinished{Result: schemas.ResultUserCancelled, Reason: "cancelled by user before it started"})
@@ -544,15 +584,21 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, schemas.ErrTransition):
 			// It started meanwhile: its worker acts on the request.
 		default:
-			s.unavailable(w, "cancel the job", err)
-			return
+			return s.failedStore("cancel the job", err)
 		}
 	}
 	wait, cancel := context.WithTimeout(ctx, 5*time.Second)
 	s.view.waitForJob(wait, agg.ID, seq)
 	cancel()
-	s.log.Info("job cancel requested", "job", agg.ID)
-	writeJSON(w, http.StatusOK, map[string]any{"id": agg.ID, "result": 1})
+	s.log.Info("job cancel requested", "job", agg.ID, "by", user)
+	return http.StatusOK, nil
+}
+
+// failedStore is 503 for a failure of the event store: the details go to
+// the log, not to the client.
+func (s *Server) failedStore(what string, err error) (int, error) {
+	s.log.Error("request failed", "what", what, "err", err)
+	return http.StatusServiceUnavailable, fmt.Errorf("could not %s: jetqa's event store did not answer; try again", what)
 }
 
 // restartJob schedules a clone of a finished job, as openQA's restart does.
@@ -561,34 +607,41 @@ func (s *Server) restartJob(w http.ResponseWriter, r *http.Request) {
 	if agg == nil {
 		return
 	}
-	ctx := r.Context()
-	if !agg.Final() {
-		fail(w, http.StatusConflict, "job %d is %s: cancel it first, then restart it", agg.ID, agg.State)
+	user, _ := r.Context().Value(userKey{}).(string)
+	clone, status, err := s.restart(r.Context(), agg, user)
+	if err != nil {
+		fail(w, status, "%v", err)
 		return
 	}
-	if agg.Clone != 0 {
-		fail(w, http.StatusConflict, "job %d was already restarted as job %d: restart that one", agg.ID, agg.Clone)
-		return
-	}
-	user, _ := ctx.Value(userKey{}).(string)
-	clone, err := s.bus.Restart(ctx, agg, user, 0)
-	switch {
-	case errors.Is(err, schemas.ErrTransition):
-		fail(w, http.StatusConflict, "job %d: %v", agg.ID, err)
-		return
-	case err != nil:
-		s.unavailable(w, "restart the job", err)
-		return
-	}
-	// The clone has only its creation: any view of it is new enough.
-	wait, cancel := context.WithTimeout(ctx, 5*time.Second)
-	s.view.waitForJob(wait, clone, 1)
-	cancel()
-	s.log.Info("job restarted", "job", agg.ID, "clone", clone)
 	old := strconv.FormatInt(agg.ID, 10)
 	writeJSON(w, http.StatusOK, map[string]any{
 		"id":       clone,
 		"result":   []map[string]int64{{old: clone}},
 		"test_url": []map[string]string{{old: fmt.Sprintf("/tests/%d", clone)}},
 	})
+}
+
+// restart clones a final job for user and returns the clone's id, or the
+// refusal with its HTTP status.
+func (s *Server) restart(ctx context.Context, agg *schemas.JobAggregate, user string) (int64, int, error) {
+	if !agg.Final() {
+		return 0, http.StatusConflict, fmt.Errorf("job %d is %s: cancel it first, then restart it", agg.ID, agg.State)
+	}
+	if agg.Clone != 0 {
+		return 0, http.StatusConflict, fmt.Errorf("job %d was already restarted as job %d: restart that one", agg.ID, agg.Clone)
+	}
+	clone, err := s.bus.Restart(ctx, agg, user, 0)
+	switch {
+	case errors.Is(err, schemas.ErrTransition):
+		return 0, http.StatusConflict, fmt.Errorf("job %d: %w", agg.ID, err)
+	case err != nil:
+		status, err := s.failedStore("restart the job", err)
+		return 0, status, err
+	}
+	// The clone has only its creation: any view of it is new enough.
+	wait, cancel := context.WithTimeout(ctx, 5*time.Second)
+	s.view.waitForJob(wait, clone, 1)
+	cancel()
+	s.log.Info("job restarted", "job", agg.ID, "clone", clone, "by", user)
+	return clone, http.StatusOK, nil
 }

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -58,6 +59,20 @@ type Keys struct {
 // NewKeys returns an empty key set; useNonce remembers nonces (Bus.UseNonce).
 func NewKeys(useNonce func(ctx context.Context, key, nonce string) error) *Keys {
 	return &Keys{keys: map[string]streams.APIKey{}, nonce: useNonce, now: time.Now}
+}
+
+// of are user's keys, oldest first.
+func (k *Keys) of(user string) []streams.APIKey {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	var out []streams.APIKey
+	for _, key := range k.keys {
+		if key.User == user {
+			out = append(out, key)
+		}
+	}
+	slices.SortFunc(out, func(a, b streams.APIKey) int { return a.Created.Compare(b.Created) })
+	return out
 }
 
 // signed lets a request through to next if a valid key signed it, and

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,55 +50,71 @@ func (s *Server) developer(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	user, _ := ctx.Value(userKey{}).(string)
 	admin, _ := ctx.Value(adminKey{}).(bool)
-	if !admin && (agg.Owner == "" || agg.Owner != user) {
-		owner := agg.Owner
-		if owner == "" {
-			owner = "nobody"
-		}
-		fail(w, http.StatusForbidden, "job %d belongs to %s: only its owner or an admin may use developer mode on it", agg.ID, owner)
-		return
-	}
 	var req DeveloperRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxSignedBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
+		if status, err := mayDevelop(agg, user, admin); err != nil {
+			fail(w, status, "%v", err)
+			return
+		}
 		fail(w, http.StatusBadRequest, "developer command: %v (send JSON such as {\"action\": \"pause\"})", err)
 		return
 	}
-	if agg.State != schemas.StateRunning {
-		fail(w, http.StatusConflict, "job %d is %s, not running: developer mode works on a running job", agg.ID, agg.State)
+	seq, status, err := s.sendDeveloper(ctx, agg, user, admin, req)
+	if err != nil {
+		fail(w, status, "%v", err)
 		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"id": agg.ID, "result": 1, "seq": seq})
+}
+
+// mayDevelop refuses developer mode to whoever is neither the job's owner
+// nor an admin.
+func mayDevelop(agg *schemas.JobAggregate, user string, admin bool) (int, error) {
+	if admin || agg.Owner != "" && agg.Owner == user {
+		return http.StatusOK, nil
+	}
+	owner := cmp.Or(agg.Owner, "nobody")
+	return http.StatusForbidden, fmt.Errorf("job %d belongs to %s: only its owner or an admin may use developer mode on it", agg.ID, owner)
+}
+
+// sendDeveloper appends the developer command req of user to the running
+// job, and returns its sequence, or the refusal with its HTTP status.
+func (s *Server) sendDeveloper(ctx context.Context, agg *schemas.JobAggregate, user string, admin bool, req DeveloperRequest) (uint64, int, error) {
+	if status, err := mayDevelop(agg, user, admin); err != nil {
+		return 0, status, err
+	}
+	if agg.State != schemas.StateRunning {
+		return 0, http.StatusConflict, fmt.Errorf("job %d is %s, not running: developer mode works on a running job", agg.ID, agg.State)
 	}
 	cmd := schemas.DeveloperCommand{By: user, Action: req.Action, Module: req.Module, OnMismatch: req.OnMismatch,
 		Clear: req.Clear, Keys: req.Keys, Text: req.Text}
 	if len(req.Needles) > 0 {
 		if req.Action != schemas.DevRetry {
-			fail(w, http.StatusBadRequest, "needles go with a retry, not with %s", req.Action)
-			return
+			return 0, http.StatusBadRequest, fmt.Errorf("needles go with a retry, not with %s", req.Action)
 		}
 		refs, err := s.storeNeedles(ctx, req.Needles)
 		var bad *badNeedle
 		switch {
 		case errors.As(err, &bad):
-			fail(w, http.StatusBadRequest, "%v", err)
-			return
+			return 0, http.StatusBadRequest, err
 		case err != nil:
-			s.unavailable(w, "store the needles", err)
-			return
+			status, err := s.failedStore("store the needles", err)
+			return 0, status, err
 		}
 		cmd.Needles = refs
 	}
 	seq, err := s.bus.Append(ctx, agg.ID, cmd)
 	switch {
 	case errors.Is(err, schemas.ErrTransition):
-		fail(w, http.StatusConflict, "%v", err)
-		return
+		return 0, http.StatusConflict, err
 	case err != nil:
-		s.unavailable(w, "send the command", err)
-		return
+		status, err := s.failedStore("send the command", err)
+		return 0, status, err
 	}
 	s.log.Info("developer command", "job", agg.ID, "by", user, "action", req.Action)
-	writeJSON(w, http.StatusOK, map[string]any{"id": agg.ID, "result": 1, "seq": seq})
+	return seq, http.StatusOK, nil
 }
 
 // badNeedle is a needle of a retry that cannot be used.

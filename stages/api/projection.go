@@ -94,6 +94,43 @@ type projection struct {
 	// children are the jobs that start after each job, from the views'
 	// After: openQA shows a job's children.
 	children map[int64][]int64
+	// caches are the worker hosts' asset caches, as last reported.
+	caches map[string]*schemas.CacheStatus
+	// watchers are told which jobs' views changed (the web UI's live
+	// lists).
+	watchers map[*viewWatcher]struct{}
+}
+
+// viewWatcher receives the ids of jobs whose views changed. A watcher that
+// falls behind loses ids and is marked lost: it reads the whole view again.
+type viewWatcher struct {
+	changed chan int64
+	lost    chan struct{} // closed once ids were lost
+	once    sync.Once
+}
+
+// watch starts telling w's channel which jobs' views change; stop ends it.
+func (p *projection) watch() (w *viewWatcher, stop func()) {
+	w = &viewWatcher{changed: make(chan int64, 1024), lost: make(chan struct{})}
+	p.mu.Lock()
+	p.watchers[w] = struct{}{}
+	p.mu.Unlock()
+	return w, func() {
+		p.mu.Lock()
+		delete(p.watchers, w)
+		p.mu.Unlock()
+	}
+}
+
+// tell hands a changed job's id to the watchers; p.mu is held.
+func (p *projection) tell(id int64) {
+	for w := range p.watchers {
+		select {
+		case w.changed <- id:
+		default:
+			w.once.Do(func() { close(w.lost) })
+		}
+	}
 }
 
 // workerView is a worker instance as GET /api/v1/workers shows it.
@@ -106,7 +143,8 @@ type workerView struct {
 }
 
 func newProjection() *projection {
-	p := &projection{jobs: map[int64]*JobView{}, workers: map[schemas.WorkerRef]*workerView{}, children: map[int64][]int64{}}
+	p := &projection{jobs: map[int64]*JobView{}, workers: map[schemas.WorkerRef]*workerView{}, children: map[int64][]int64{},
+		caches: map[string]*schemas.CacheStatus{}, watchers: map[*viewWatcher]struct{}{}}
 	p.cond = sync.NewCond(&p.mu)
 	return p
 }
@@ -136,11 +174,13 @@ func (p *projection) follow(ctx context.Context, bus Bus, until uint64) error {
 // waits; until works as in follow.
 func (p *projection) followWorkers(ctx context.Context, bus Bus, until uint64) error {
 	return bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamWorkers, Filters: []string{
-		"jetqa.worker.*.*.registered", "jetqa.worker.*.*.heartbeat", "jetqa.worker.*.*.offline",
+		"jetqa.worker.*.*.registered", "jetqa.worker.*.*.heartbeat", "jetqa.worker.*.*.offline", "jetqa.worker.*.*.cache",
 	}}, func(ev schemas.Event, pl schemas.Payload, d streams.Delivery) error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		switch e := pl.(type) {
+		case *schemas.CacheStatus:
+			p.caches[e.Host] = e
 		case *schemas.WorkerRegistered:
 			w := p.worker(e.Worker)
 			w.reg, w.job, w.offline = *e, 0, false
@@ -258,6 +298,7 @@ func (p *projection) set(id int64, v *JobView) {
 			p.ids = slices.Insert(p.ids, i, id)
 		}
 	}
+	p.tell(id)
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }

@@ -36,6 +36,14 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	all := s.workerInfos()
+	all = all[min(offset, len(all)):]
+	all = all[:min(limit, len(all))]
+	writeJSON(w, http.StatusOK, map[string]any{"workers": all})
+}
+
+// workerInfos are the registered worker instances, ordered by id.
+func (s *Server) workerInfos() []WorkerInfo {
 	s.view.mu.Lock()
 	all := make([]WorkerInfo, 0, len(s.view.workers))
 	for ref, v := range s.view.workers {
@@ -60,9 +68,7 @@ func (s *Server) listWorkers(w http.ResponseWriter, r *http.Request) {
 	}
 	s.view.mu.Unlock()
 	slices.SortFunc(all, func(a, b WorkerInfo) int { return cmp.Compare(a.ID, b.ID) })
-	all = all[min(offset, len(all)):]
-	all = all[:min(limit, len(all))]
-	writeJSON(w, http.StatusOK, map[string]any{"workers": all})
+	return all
 }
 
 // unameArch names an architecture as `uname -m` does, as openQA's CPU_ARCH.
