@@ -73,5 +73,6 @@ func cmdServer(args []string, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stderr, "jetqa server is up: API http://%s, NATS %s, data in %s (Ctrl-C stops)\n", apiAddr, a.url, dataDir)
+	fmt.Fprintf(stderr, "web UI: http://%s/tests (users for signing in: jetqa admin user add --user NAME)\n", apiAddr)
 	return runUntilSignal(a, log)
 }
