@@ -133,6 +133,9 @@ type Delivery struct {
 	Sequence   uint64 // stream sequence
 	Pending    uint64 // messages after this one the consumer has not delivered yet
 	Redelivery uint64 // 0 on first delivery
+	// Stored is when the stream stored the event, by the NATS server's
+	// clock: judge liveness by it, never by the sender's Event.Time.
+	Stored time.Time
 }
 
 // Handler processes one event. Returning nil acknowledges it; an error
@@ -409,7 +412,7 @@ func (b *Bus) handle(ctx context.Context, cfg ConsumerConfig, msg jetstream.Msg,
 		_ = msg.Term()
 		return 0, false
 	}
-	d := Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending, Redelivery: meta.NumDelivered - 1}
+	d := Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending, Redelivery: meta.NumDelivered - 1, Stored: meta.Timestamp}
 	ev, p, err := decode(msg.Headers().Get(HeaderKind), msg.Data())
 	if err == nil {
 		err = onItsSubject(d.Subject, ev, p)
@@ -547,7 +550,7 @@ func (b *Bus) Watch(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Eve
 			b.log.Warn("skipping unreadable event", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "err", err)
 			return nil
 		}
-		return fn(ev, p, Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending})
+		return fn(ev, p, Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending, Stored: meta.Timestamp})
 	}, nil)
 	if errors.Is(err, ErrStopWatch) {
 		return nil
@@ -591,7 +594,7 @@ func (b *Bus) Replay(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Ev
 				b.log.Warn("skipping unreadable event", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "err", err)
 				continue
 			}
-			if err := fn(ev, p, Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending}); err != nil {
+			if err := fn(ev, p, Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending, Stored: meta.Timestamp}); err != nil {
 				if errors.Is(err, ErrStopWatch) {
 					return nil
 				}

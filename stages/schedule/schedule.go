@@ -78,6 +78,13 @@ type Scheduler struct {
 	// behind: a worker whose heartbeat waits unread is not silent.
 	workersSeen   time.Time
 	workersBehind bool
+	// watchingSince is when this scheduler last began to see the streams
+	// whole: when it took the lease, or its lease could be held again
+	// after NATS could not be reached. A worker's silence counts from no
+	// earlier, so an outage of the server or of NATS ends nobody's jobs.
+	watchingSince time.Time
+	// blind: the last try to hold the lease failed.
+	blind bool
 }
 
 type job struct {
@@ -99,8 +106,9 @@ type worker struct {
 	ref        schemas.WorkerRef
 	registered bool
 	classes    []string
-	busy       int64 // job id, 0 when free
-	elsewhere  bool  // running another server's job (WorkerHeartbeat.BusyElsewhere)
+	busy       int64     // job id, 0 when free
+	busySince  time.Time // when its assignment was stored
+	elsewhere  bool      // running another server's job (WorkerHeartbeat.BusyElsewhere)
 	lastSeen   time.Time
 	online     bool
 }
@@ -116,6 +124,7 @@ type update struct {
 	stream   string
 	caughtUp bool   // this stream has no older events left to replay
 	pending  uint64 // events of the stream left after this one
+	stored   time.Time
 }
 
 // Run replays the job and worker streams to rebuild its state, then acts
@@ -144,7 +153,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		go func() {
 			errs <- s.bus.Watch(ctx, streams.WatchConfig{Stream: w.stream, Filters: w.filters}, func(ev schemas.Event, p schemas.Payload, d streams.Delivery) error {
 				select {
-				case updates <- update{ev: ev, p: p, stream: w.stream, caughtUp: d.Sequence >= last || d.Pending == 0, pending: d.Pending}:
+				case updates <- update{ev: ev, p: p, stream: w.stream, caughtUp: d.Sequence >= last || d.Pending == 0, pending: d.Pending, stored: d.Stored}:
 					return nil
 				case <-ctx.Done():
 					return ctx.Err()
@@ -218,6 +227,11 @@ func (s *Scheduler) take(u update, replaying map[string]bool) bool {
 	if u.caughtUp {
 		replaying[u.stream] = false
 	}
+	// Events count at the time NATS stored them, one clock for both
+	// streams: a worker's own clock may be off by any amount.
+	if !u.stored.IsZero() {
+		u.ev.Time = u.stored
+	}
 	if u.stream == streams.StreamWorkers {
 		s.workersSeen = later(s.workersSeen, u.ev.Time)
 		s.workersBehind = u.pending > 0
@@ -230,6 +244,13 @@ func (s *Scheduler) holdLease(ctx context.Context, lease *streams.Lease) {
 	held, err := lease.Hold(ctx)
 	if err != nil && ctx.Err() == nil {
 		s.log.Warn("scheduler lease", "err", err)
+	}
+	switch {
+	case err != nil:
+		s.blind = true
+	case s.blind || held && !s.leader:
+		s.blind = false
+		s.watchingSince = time.Now()
 	}
 	if held != s.leader {
 		s.log.Info("scheduler lease", "active", held, "name", s.cfg.Name)
@@ -264,7 +285,8 @@ func (s *Scheduler) apply(ev schemas.Event, p schemas.Payload) bool {
 			ref := p.Worker
 			j.worker = &ref
 		}
-		s.worker(p.Worker).busy = ev.Job
+		w := s.worker(p.Worker)
+		w.busy, w.busySince = ev.Job, ev.Time
 	case *schemas.JobUnassigned:
 		if j := s.jobs[ev.Job]; j != nil {
 			j.worker = nil
@@ -288,9 +310,13 @@ func (s *Scheduler) apply(ev schemas.Event, p schemas.Payload) bool {
 		delete(s.waiters, ev.Job)
 	case *schemas.WorkerRegistered:
 		// A worker instance registers when it starts: it runs nothing.
+		// The two streams are replayed side by side, so a registration
+		// may come after an assignment that was stored later.
 		w := s.worker(p.Worker)
 		w.registered, w.classes, w.online, w.lastSeen = true, p.Classes, true, later(w.lastSeen, ev.Time)
-		w.busy = 0
+		if !w.busySince.After(ev.Time) {
+			w.busy = 0
+		}
 	case *schemas.WorkerHeartbeat:
 		w := s.worker(p.Worker)
 		wasOnline, wasElsewhere := w.online, w.elsewhere
@@ -452,7 +478,7 @@ func (s *Scheduler) checkLiveness(ctx context.Context) {
 		now = s.workersSeen
 	}
 	for _, w := range s.workers {
-		if !w.online || now.Sub(w.lastSeen) <= s.cfg.WorkerTimeout {
+		if !w.online || now.Sub(later(w.lastSeen, s.watchingSince)) <= s.cfg.WorkerTimeout {
 			continue
 		}
 		s.log.Warn("worker went offline", "worker", w.ref.String(), "last_seen", w.lastSeen, "job", w.busy)
