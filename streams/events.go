@@ -498,9 +498,12 @@ func (b *Bus) deadLetter(ctx context.Context, durable string, msg jetstream.Msg,
 	b.log.Error("dead-lettering message", "durable", durable, "subject", msg.Subject(), "err", reason)
 	dead := nats.NewMsg(subjectDead + "." + Token(durable))
 	dead.Data = msg.Data()
-	dead.Header.Set("Jetqa-Subject", msg.Subject())
-	dead.Header.Set("Jetqa-Reason", reason.Error())
-	if _, err := b.JS.PublishMsg(ctx, dead); err != nil {
+	dead.Header.Set(headerDeadSubject, msg.Subject())
+	dead.Header.Set(headerDeadReason, reason.Error())
+	// Kept even when the stage is stopping: the message is terminated.
+	keep, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := b.JS.PublishMsg(keep, dead); err != nil {
 		b.log.Error("dead letter not stored", "durable", durable, "err", err)
 	}
 	_ = msg.Term()
@@ -522,6 +525,21 @@ type WatchConfig struct {
 // until ctx ends or fn returns an error (ErrStopWatch ends it cleanly). It
 // keeps no state on the server; an unreadable event is logged and skipped.
 func (b *Bus) Watch(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Event, p schemas.Payload, d Delivery) error) error {
+	return b.watchMsgs(ctx, cfg, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) error {
+		ev, p, err := decode(msg.Headers().Get(HeaderKind), msg.Data())
+		if err == nil {
+			err = onItsSubject(msg.Subject(), ev, p)
+		}
+		if err != nil {
+			b.log.Warn("skipping unreadable event", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "err", err)
+			return nil
+		}
+		return fn(ev, p, Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending, Stored: meta.Timestamp})
+	})
+}
+
+// watchMsgs is Watch for the messages themselves.
+func (b *Bus) watchMsgs(ctx context.Context, cfg WatchConfig, fn func(msg jetstream.Msg, meta *jetstream.MsgMetadata) error) error {
 	occ := jetstream.OrderedConsumerConfig{FilterSubjects: cfg.Filters}
 	switch {
 	case cfg.New:
@@ -542,15 +560,7 @@ func (b *Bus) Watch(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Eve
 		if err != nil {
 			return nil
 		}
-		ev, p, err := decode(msg.Headers().Get(HeaderKind), msg.Data())
-		if err == nil {
-			err = onItsSubject(msg.Subject(), ev, p)
-		}
-		if err != nil {
-			b.log.Warn("skipping unreadable event", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "err", err)
-			return nil
-		}
-		return fn(ev, p, Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending, Stored: meta.Timestamp})
+		return fn(msg, meta)
 	}, nil)
 	if errors.Is(err, ErrStopWatch) {
 		return nil

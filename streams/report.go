@@ -283,9 +283,9 @@ func (b *Bus) refuse(ctx context.Context, from ReportSender, msg *nats.Msg, reas
 	b.log.Warn("report refused", "worker", from.String(), "subject", msg.Subject, "kind", msg.Header.Get(HeaderKind), "why", reason)
 	dead := nats.NewMsg(subjectDead + ".authority")
 	dead.Data = msg.Data
-	dead.Header.Set("Jetqa-Subject", msg.Subject)
-	dead.Header.Set("Jetqa-Reason", reason.Error())
-	dead.Header.Set("Jetqa-Worker", from.String())
+	dead.Header.Set(headerDeadSubject, msg.Subject)
+	dead.Header.Set(headerDeadReason, reason.Error())
+	dead.Header.Set(headerDeadWorker, from.String())
 	if _, err := b.JS.PublishMsg(ctx, dead); err != nil {
 		b.log.Error("dead letter not stored", "durable", "authority", "err", err)
 	}

@@ -3,6 +3,8 @@ package schedule_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,4 +167,56 @@ func TestAnOutageLongerThanTheWorkerTimeoutEndsNoJob(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A worker's fetch stage gives up on a job's assignment (its message is
+// dead-lettered): the job ends incomplete with the stage's reason, and
+// the worker instance takes the next job. Another host's stage giving up
+// on a job that is not its own ends nothing.
+func TestAJobAStageGaveUpOnEndsWithItsReason(t *testing.T) {
+	srv := natstest.Start(t)
+	bus := srv.Bus("test")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	runSchedulerWith(ctx, t, srv, schedule.Config{WorkerTimeout: 4 * time.Second, Name: "s1"})
+	w := startFakeWorker(ctx, t, bus, schemas.WorkerRef{Host: "w", Instance: 1}, "c")
+	defer w.silence()
+
+	// A stranger's fetch stage consumes job 1's assignment and gives up.
+	stranger, stopStranger := context.WithCancel(ctx)
+	gaveUp := make(chan struct{})
+	go func() {
+		_ = srv.Bus("stranger").Consume(stranger, streams.ConsumerConfig{Stream: streams.StreamJobs, Durable: streams.FetchDurable("stranger"), Filters: []string{streams.AssignedTo("w")}},
+			func(context.Context, schemas.Event, schemas.Payload, streams.Delivery) error {
+				defer close(gaveUp)
+				return fmt.Errorf("%w: not mine", streams.ErrGiveUp)
+			})
+	}()
+	if _, err := bus.Append(ctx, 1, schemas.JobCreated{Settings: map[string]string{"WORKER_CLASS": "c"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(ctx, t, bus, 1, "assigned", assignedTo(w.ref))
+	<-gaveUp
+	stopStranger()
+
+	// The worker's own fetch stage gives up on it.
+	fetch, stopFetch := context.WithCancel(ctx)
+	defer stopFetch()
+	go func() {
+		_ = srv.Bus("fetch@w").Consume(fetch, streams.ConsumerConfig{Stream: streams.StreamJobs, Durable: streams.FetchDurable("w"), Filters: []string{streams.AssignedTo("w")}},
+			func(_ context.Context, ev schemas.Event, _ schemas.Payload, _ streams.Delivery) error {
+				if ev.Job == 1 {
+					return fmt.Errorf("%w: the cache directory is not writable", streams.ErrGiveUp)
+				}
+				return nil
+			})
+	}()
+	fin := waitEvent(ctx, t, bus, 1, "finished", func(p schemas.Payload) bool { _, ok := p.(*schemas.JobFinished); return ok }).(*schemas.JobFinished)
+	if fin.Result != schemas.ResultIncomplete || !strings.Contains(fin.Reason, "the fetch stage of worker w:1 gave up on the job") || !strings.Contains(fin.Reason, "the cache directory is not writable") {
+		t.Errorf("finished %+v", fin)
+	}
+	if _, err := bus.Append(ctx, 2, schemas.JobCreated{Settings: map[string]string{"WORKER_CLASS": "c"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(ctx, t, bus, 2, "the next job assigned to the freed instance", assignedTo(w.ref))
 }

@@ -49,6 +49,7 @@ func (c Config) withDefaults() Config {
 type Bus interface {
 	Append(ctx context.Context, job int64, p schemas.Payload) (uint64, error)
 	Watch(ctx context.Context, cfg streams.WatchConfig, fn func(schemas.Event, schemas.Payload, streams.Delivery) error) error
+	WatchDeadLetters(ctx context.Context, fn func(streams.DeadLetter, streams.Delivery) error) error
 	LastSequence(ctx context.Context, stream string) (uint64, error)
 	LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error)
 	NextJobID(ctx context.Context) (int64, error)
@@ -85,6 +86,14 @@ type Scheduler struct {
 	watchingSince time.Time
 	// blind: the last try to hold the lease failed.
 	blind bool
+	// stuck are the jobs a stage of their worker gave up on (a dead
+	// letter), to be ended.
+	stuck map[int64][]deadLetter
+}
+
+type deadLetter struct {
+	streams.DeadLetter
+	stored time.Time
 }
 
 type job struct {
@@ -92,6 +101,7 @@ type job struct {
 	priority int
 	classes  []string
 	worker   *schemas.WorkerRef
+	assigned time.Time // when its assignment was stored
 	// held: a clone whose original does not name it yet (Bus.Restart
 	// creates the clone first); it is not assigned until it does.
 	held bool
@@ -115,7 +125,7 @@ type worker struct {
 
 // New returns a scheduler.
 func New(cfg Config, bus Bus, log *slog.Logger) *Scheduler {
-	return &Scheduler{cfg: cfg.withDefaults(), bus: bus, log: log, jobs: map[int64]*job{}, workers: map[schemas.WorkerRef]*worker{}, named: map[int64]bool{}, waiters: map[int64][]*job{}}
+	return &Scheduler{cfg: cfg.withDefaults(), bus: bus, log: log, jobs: map[int64]*job{}, workers: map[schemas.WorkerRef]*worker{}, named: map[int64]bool{}, waiters: map[int64][]*job{}, stuck: map[int64][]deadLetter{}}
 }
 
 type update struct {
@@ -125,6 +135,7 @@ type update struct {
 	caughtUp bool   // this stream has no older events left to replay
 	pending  uint64 // events of the stream left after this one
 	stored   time.Time
+	dead     *streams.DeadLetter
 }
 
 // Run replays the job and worker streams to rebuild its state, then acts
@@ -133,7 +144,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	updates := make(chan update, 256)
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	watches := []struct {
 		stream  string
 		filters []string
@@ -161,6 +172,19 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			})
 		}()
 	}
+	go func() {
+		errs <- s.bus.WatchDeadLetters(ctx, func(d streams.DeadLetter, del streams.Delivery) error {
+			if d.Job == 0 {
+				return nil
+			}
+			select {
+			case updates <- update{dead: &d, stream: streams.StreamDead, stored: del.Stored}:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
 	lease := s.bus.Lease("scheduler", s.cfg.Name)
 	defer lease.Release(context.WithoutCancel(ctx))
 	every := min(s.cfg.WorkerTimeout/4, streams.LeaseTTL/5)
@@ -204,6 +228,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			pending = true // the lease may just have come to this scheduler
 			if s.leader {
 				s.checkLiveness(ctx)
+				s.endStuck(ctx)
 			}
 		}
 		if s.leader && pending {
@@ -231,6 +256,10 @@ func (s *Scheduler) take(u update, replaying map[string]bool) bool {
 	// streams: a worker's own clock may be off by any amount.
 	if !u.stored.IsZero() {
 		u.ev.Time = u.stored
+	}
+	if u.dead != nil {
+		s.stuck[u.dead.Job] = append(s.stuck[u.dead.Job], deadLetter{*u.dead, u.stored})
+		return false
 	}
 	if u.stream == streams.StreamWorkers {
 		s.workersSeen = later(s.workersSeen, u.ev.Time)
@@ -283,7 +312,7 @@ func (s *Scheduler) apply(ev schemas.Event, p schemas.Payload) bool {
 	case *schemas.JobAssigned:
 		if j := s.jobs[ev.Job]; j != nil {
 			ref := p.Worker
-			j.worker = &ref
+			j.worker, j.assigned = &ref, ev.Time
 		}
 		w := s.worker(p.Worker)
 		w.busy, w.busySince = ev.Job, ev.Time
@@ -301,6 +330,7 @@ func (s *Scheduler) apply(ev schemas.Event, p schemas.Payload) bool {
 			}
 		}
 		delete(s.jobs, ev.Job)
+		delete(s.stuck, ev.Job)
 		for _, child := range s.waiters[ev.Job] {
 			child.after = slices.DeleteFunc(child.after, func(id int64) bool { return id == ev.Job })
 			if !passed(p.Result) && child.skip == "" {
@@ -492,6 +522,32 @@ func (s *Scheduler) checkLiveness(ctx context.Context) {
 				s.log.Error("job of an offline worker", "job", w.busy, "err", err)
 			}
 		}
+	}
+}
+
+// endStuck ends, incomplete, each job a stage of its worker gave up on
+// since it was assigned: with nothing left to take its next step, it
+// would wait for good, and its worker instance with it.
+func (s *Scheduler) endStuck(ctx context.Context) {
+	for id, letters := range s.stuck {
+		j := s.jobs[id]
+		i := -1
+		if j != nil && j.worker != nil {
+			i = slices.IndexFunc(letters, func(d deadLetter) bool { return !d.stored.Before(j.assigned) && d.StopsJobOf(*j.worker) })
+		}
+		if i < 0 {
+			delete(s.stuck, id) // finished, given back, or not its worker's
+			continue
+		}
+		d := letters[i]
+		reason := fmt.Sprintf("the %s stage of worker %s gave up on the job: %s", d.Stage(), j.worker, d.Reason)
+		_, err := s.bus.Append(ctx, id, schemas.JobFinished{Result: schemas.ResultIncomplete, Reason: reason})
+		if err != nil && !errors.Is(err, schemas.ErrTransition) {
+			s.log.Error("job left stuck by a dead letter not ended", "job", id, "err", err)
+			continue
+		}
+		s.log.Warn("job ended: a stage gave up on it", "job", id, "why", reason)
+		delete(s.stuck, id)
 	}
 }
 
