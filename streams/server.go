@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -46,6 +47,9 @@ type ServerConfig struct {
 	// TLS, when set, is required of every client; RouteTLS of every route.
 	TLS      *tls.Config
 	RouteTLS *tls.Config
+	// Log receives the server's warnings and errors, and the disk guard's
+	// word; nil: they go only to nats.log in the data directory.
+	Log *slog.Logger
 }
 
 // Embedded is a running embedded NATS server.
@@ -53,6 +57,8 @@ type Embedded struct {
 	*server.Server
 	cfg  ServerConfig
 	auth *authenticator // nil when anyone may connect
+	// storeDir is JetStream's store directory, as the options give it.
+	storeDir string
 }
 
 // MaxPayload is the largest message the embedded server accepts: a screen
@@ -83,12 +89,22 @@ func StartServer(cfg ServerConfig) (*Embedded, error) {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
 	ns.ConfigureLogger()
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	srvLog := &serverLog{file: ns.Logger(), log: log}
+	ns.SetLogger(srvLog, false, false)
 	ns.Start()
 	if !ns.ReadyForConnections(30 * time.Second) {
 		ns.Shutdown()
 		return nil, fmt.Errorf("embedded NATS on %s:%d did not become ready (port in use?)", cfg.Host, cfg.Port)
 	}
-	return &Embedded{Server: ns, cfg: cfg, auth: auth}, nil
+	e := &Embedded{Server: ns, cfg: cfg, auth: auth, storeDir: opts.StoreDir}
+	if js := ns.JetStreamConfig(); js != nil {
+		go e.guardDisk(srvLog, *js, 2*time.Second)
+	}
+	return e, nil
 }
 
 // options are the server's options.

@@ -93,6 +93,7 @@ func (a *assembly) embed(c embedConfig) error {
 		ClusterName: c.Cluster, ClusterPort: c.ClusterPort, Routes: c.Routes,
 		Users:  append([]streams.Credential{self.Credential(0), admin.Credential(0)}, c.Also...),
 		Issued: readIssued(filepath.Join(c.DataDir, issuedFile)),
+		Log:    a.log.With("stage", "nats"),
 	}
 	if c.TLS.Cert != "" || c.TLS.Key != "" {
 		if cfg.TLS, err = streams.ServerTLS(c.TLS); err != nil {
