@@ -317,6 +317,8 @@ type matcherConfig struct {
 	Workers    int
 	NoSplit    bool
 	SpectraMiB int // 0: the default, negative: none
+	// NeedleCacheMiB bounds the prepared needles kept; 0: the default.
+	NeedleCacheMiB int
 }
 
 // addMatchers adds a needle matcher pool connecting as id.
@@ -326,7 +328,7 @@ func (a *assembly) addMatchers(c matcherConfig, id *streams.Identity) error {
 		return err
 	}
 	bus.UseOnly()
-	a.add("match", match.New(match.Config{Name: c.Name, Workers: c.Workers, NoSplit: c.NoSplit, SpectraMiB: c.SpectraMiB}, bus, a.log.With("stage", "match")).Run)
+	a.add("match", match.New(match.Config{Name: c.Name, Workers: c.Workers, NoSplit: c.NoSplit, SpectraMiB: c.SpectraMiB, NeedleCacheBytes: int64(c.NeedleCacheMiB) << 20}, bus, a.log.With("stage", "match")).Run)
 	return nil
 }
 

@@ -16,7 +16,7 @@ func cmdMatcher(args []string, stderr io.Writer) error {
 	host, _ := os.Hostname()
 	var r remote
 	var name, logLevel string
-	var workers, spectra int
+	var workers, spectra, needles int
 	var noSplit bool
 	fs := flag.NewFlagSet("matcher", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -25,6 +25,7 @@ func cmdMatcher(args []string, stderr io.Writer) error {
 	fs.StringVar(&name, "name", "matcher@"+host, "name of this matcher in its answers")
 	fs.BoolVar(&noSplit, "no-split", false, "never spread a large request over idle matchers")
 	fs.IntVar(&spectra, "spectra-mib", 512, "memory, in MiB, the needles may keep for whole-screen searches (0: none)")
+	fs.IntVar(&needles, "needle-cache-mib", 256, "memory, in MiB, of the prepared needles kept for the next requests")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -45,7 +46,7 @@ func cmdMatcher(args []string, stderr io.Writer) error {
 	if spectra <= 0 {
 		spectra = -1 // match.Config's "none"
 	}
-	if err := a.addMatchers(matcherConfig{Name: name, Workers: workers, NoSplit: noSplit, SpectraMiB: spectra}, a.matcher); err != nil {
+	if err := a.addMatchers(matcherConfig{Name: name, Workers: workers, NoSplit: noSplit, SpectraMiB: spectra, NeedleCacheMiB: needles}, a.matcher); err != nil {
 		a.teardown()
 		return err
 	}

@@ -36,6 +36,9 @@ type Config struct {
 	// SpectraMiB bounds the memory the needles keep for whole-screen
 	// searches (their areas' DFTs); default 512, negative for none.
 	SpectraMiB int
+	// NeedleCacheBytes bounds the memory of the prepared needles kept for
+	// the next requests (their areas' pixels); default 256 MiB.
+	NeedleCacheBytes int64
 }
 
 func (c Config) withDefaults() Config {
@@ -48,6 +51,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxCandidates <= 0 {
 		c.MaxCandidates = 5
+	}
+	if c.NeedleCacheBytes <= 0 {
+		c.NeedleCacheBytes = 256 << 20
 	}
 	if c.SpectraMiB == 0 {
 		c.SpectraMiB = needle.DefaultKeptSpectra >> 20
@@ -70,15 +76,15 @@ type Pool struct {
 	bus Bus
 	log *slog.Logger
 
-	mu      sync.Mutex
-	needles map[string]*needle.Needle // by content hash
+	needles *needleCache
 	loading singleflight.Group
 	costs   *costs
 }
 
 // New returns a matcher pool.
 func New(cfg Config, bus Bus, log *slog.Logger) *Pool {
-	return &Pool{cfg: cfg.withDefaults(), bus: bus, log: log, needles: map[string]*needle.Needle{}, costs: newCosts()}
+	cfg = cfg.withDefaults()
+	return &Pool{cfg: cfg, bus: bus, log: log, needles: newNeedleCache(cfg.NeedleCacheBytes), costs: newCosts()}
 }
 
 // Durable is the one consumer all matchers of all processes share; the
@@ -90,7 +96,7 @@ func (p *Pool) Run(ctx context.Context) error {
 	needle.HoldFreedMemory()
 	needle.LimitThreads(runtime.GOMAXPROCS(0))
 	needle.KeepSpectra(int64(p.cfg.SpectraMiB) << 20)
-	defer p.closeNeedles()
+	defer p.needles.close()
 	var wg sync.WaitGroup
 	errs := make(chan error, p.cfg.Workers)
 	for range p.cfg.Workers {
@@ -133,7 +139,8 @@ func (p *Pool) Match(ctx context.Context, req *schemas.MatchRequested) (res sche
 	start := time.Now()
 	res = schemas.MatchResolved{ID: req.ID, Matcher: p.cfg.Name}
 	defer func() { res.Micros = time.Since(start).Microseconds() }()
-	needles, err := p.load(ctx, req.Needles)
+	needles, used, err := p.load(ctx, req.Needles)
+	defer p.needles.release(used)
 	if err != nil {
 		res.Error = err.Error()
 		return res
@@ -178,70 +185,68 @@ func matchAreas(needles []*needle.Needle) int {
 	return areas
 }
 
-// load returns the prepared needles of a request.
-func (p *Pool) load(ctx context.Context, refs []schemas.NeedleRef) ([]*needle.Needle, error) {
+// load returns the prepared needles of a request, in use until released.
+func (p *Pool) load(ctx context.Context, refs []schemas.NeedleRef) ([]*needle.Needle, []*cachedNeedle, error) {
 	needles := make([]*needle.Needle, 0, len(refs))
+	used := make([]*cachedNeedle, 0, len(refs))
 	for _, ref := range refs {
-		n, err := p.needle(ctx, ref)
+		cn, err := p.needle(ctx, ref)
 		if err != nil {
-			return nil, err
+			return nil, used, err
 		}
-		needles = append(needles, n)
+		needles, used = append(needles, cn.n), append(used, cn)
 	}
-	return needles, nil
+	return needles, used, nil
 }
 
-// needle returns the prepared needle for a reference, loading it from the
-// blob store once per process however many requests ask for it at once.
-func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*needle.Needle, error) {
-	p.mu.Lock()
-	n, ok := p.needles[ref.Hash]
-	p.mu.Unlock()
-	if ok {
-		return n, nil
+// needle returns the prepared needle for a reference, in use until
+// released, loading it from the blob store once however many requests
+// ask for it at once.
+func (p *Pool) needle(ctx context.Context, ref schemas.NeedleRef) (*cachedNeedle, error) {
+	for {
+		if cn, ok := p.needles.get(ref.Hash); ok {
+			return cn, nil
+		}
+		// Loaded into the cache once for all who ask at the same time;
+		// evicted again before this one got it, it is loaded again.
+		if _, err, _ := p.loading.Do(ref.Hash, func() (any, error) { return nil, p.loadNeedle(ctx, ref) }); err != nil {
+			return nil, err
+		}
 	}
-	v, err, _ := p.loading.Do(ref.Hash, func() (any, error) {
-		jsonKey, pngKey := streams.NeedleBlobKeys(ref.Hash)
-		js, err := p.bus.GetBlob(ctx, streams.BucketNeedles, jsonKey)
-		if err != nil {
-			return nil, fmt.Errorf("needle %s: %w", ref.Name, err)
-		}
-		png, err := p.bus.GetBlob(ctx, streams.BucketNeedles, pngKey)
-		if err != nil {
-			return nil, fmt.Errorf("needle %s: %w", ref.Name, err)
-		}
-		// Any worker may store needles: one is used only if it is what its
-		// name, the hash of its content, says.
-		sum := sha256.New()
-		sum.Write(js)
-		sum.Write(png)
-		if got := hex.EncodeToString(sum.Sum(nil)); got != ref.Hash {
-			return nil, fmt.Errorf("needle %s: the stored files hash to %s, not to their name %s: refusing them", ref.Name, got, ref.Hash)
-		}
-		spec, err := schemas.ParseNeedle(ref.Name, js)
-		if err != nil {
-			return nil, err
-		}
-		n, err := needle.Prepare(spec, png)
-		if err != nil {
-			return nil, err
-		}
-		p.mu.Lock()
-		p.needles[ref.Hash] = n
-		p.mu.Unlock()
-		return n, nil
-	})
+}
+
+// loadNeedle reads a needle from the blob store, checks it is what its
+// hash says, and adds it prepared to the cache.
+func (p *Pool) loadNeedle(ctx context.Context, ref schemas.NeedleRef) error {
+	jsonKey, pngKey := streams.NeedleBlobKeys(ref.Hash)
+	js, err := p.bus.GetBlob(ctx, streams.BucketNeedles, jsonKey)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("needle %s: %w", ref.Name, err)
 	}
-	return v.(*needle.Needle), nil
+	png, err := p.bus.GetBlob(ctx, streams.BucketNeedles, pngKey)
+	if err != nil {
+		return fmt.Errorf("needle %s: %w", ref.Name, err)
+	}
+	// Any worker may store needles: one is used only if it is what its
+	// name, the hash of its content, says.
+	sum := sha256.New()
+	sum.Write(js)
+	sum.Write(png)
+	if got := hex.EncodeToString(sum.Sum(nil)); got != ref.Hash {
+		return fmt.Errorf("needle %s: the stored files hash to %s, not to their name %s: refusing them", ref.Name, got, ref.Hash)
+	}
+	spec, err := schemas.ParseNeedle(ref.Name, js)
+	if err != nil {
+		return err
+	}
+	n, err := needle.Prepare(spec, png)
+	if err != nil {
+		return err
+	}
+	p.needles.add(ref.Hash, n)
+	return nil
 }
 
-func (p *Pool) closeNeedles() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for h, n := range p.needles {
-		n.Close()
-		delete(p.needles, h)
-	}
-}
+// NeedleCache says how many prepared needles the pool keeps, and their
+// pixels' bytes.
+func (p *Pool) NeedleCache() (needles int, bytes int64) { return p.needles.stats() }

@@ -167,3 +167,45 @@ func TestNeedlesAreFetchedOncePerProcess(t *testing.T) {
 		}
 	}
 }
+
+// The prepared needles a pool keeps stay within NeedleCacheMiB: the least
+// recently used are dropped and loaded again when asked for, and matching
+// goes on giving the same answers.
+func TestTheNeedleCacheIsBounded(t *testing.T) {
+	srv := natstest.Start(t)
+	bus := srv.Bus("boot")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	names := []string{"hello-output", "testos-shell"}
+	refs := map[string]schemas.NeedleRef{}
+	for _, name := range names {
+		refs[name] = testosNeedle(t, ctx, bus, name)
+	}
+	counted := &countingBus{Bus: srv.Bus("m1"), reads: map[string]int{}}
+	// Room for the larger of the two needles, not for both.
+	pool := match.New(match.Config{Name: "m1", NeedleCacheBytes: 4 << 10}, counted, natstest.Logger(t))
+	var largest int64
+	for i := range 6 {
+		name := names[i%2]
+		req := schemas.MatchRequested{ID: fmt.Sprint(i), Screen: screen(t, name), Needles: []schemas.NeedleRef{refs[name]}, Ratio: 0.02}
+		if res := pool.Match(ctx, &req); !res.Matched || res.Error != "" {
+			t.Fatalf("request %d for %s: %+v", i, name, res)
+		}
+		n, bytes := pool.NeedleCache()
+		largest = max(largest, bytes)
+		if n != 1 {
+			t.Fatalf("after request %d the pool keeps %d needles (%d bytes), want the last one only", i, n, bytes)
+		}
+	}
+	if largest > 4<<10 {
+		t.Errorf("the needle cache held %d bytes, over its 4 KiB", largest)
+	}
+	if reads := len(counted.reads); reads != 4 {
+		t.Errorf("blobs read: %v", counted.reads)
+	}
+	for key, n := range counted.reads {
+		if n != 3 {
+			t.Errorf("%s read %d times, want 3: each needle dropped for the other and loaded again", key, n)
+		}
+	}
+}

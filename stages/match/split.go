@@ -25,7 +25,8 @@ const partOverhead = 2 * time.Millisecond
 // Match reports why. When a part cannot be published the request is kept
 // whole.
 func (p *Pool) split(ctx context.Context, job int64, req *schemas.MatchRequested) *schemas.MatchRequested {
-	loaded, err := p.load(ctx, req.Needles)
+	loaded, used, err := p.load(ctx, req.Needles)
+	defer p.needles.release(used)
 	if err != nil || len(loaded) < 2 {
 		return req
 	}

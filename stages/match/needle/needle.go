@@ -112,3 +112,14 @@ func (n *Needle) Close() {
 		n.areas[i].spectra.close()
 	}
 }
+
+// Bytes is the memory the needle's prepared pixels take.
+func (n *Needle) Bytes() int64 {
+	var b int64
+	for i := range n.areas {
+		if !n.areas[i].pixels.Empty() {
+			b += int64(n.areas[i].pixels.Total() * n.areas[i].pixels.ElemSize())
+		}
+	}
+	return b
+}
