@@ -35,11 +35,17 @@ const (
 )
 
 // jobCache keeps, per job, the aggregate as of the last event this process
-// read or wrote, so most appends need no read at all.
+// read or wrote, so most appends need no read at all. It keeps jobs that
+// are not final, and at most maxCachedJobs: an append to a job no longer
+// kept reads the job's events first. Correctness never depends on it: the
+// stream refuses an append decided on a stale aggregate.
 type jobCache struct {
 	mu   sync.Mutex
 	jobs map[int64]*cachedJob
 }
+
+// maxCachedJobs bounds the jobs a process keeps aggregates of.
+var maxCachedJobs = 4096
 
 type cachedJob struct {
 	mu  sync.Mutex // serializes this process's appends to one job
@@ -54,6 +60,12 @@ func (c *jobCache) entry(job int64) *cachedJob {
 	}
 	e := c.jobs[job]
 	if e == nil {
+		for id := range c.jobs {
+			if len(c.jobs) < maxCachedJobs {
+				break
+			}
+			delete(c.jobs, id) // any: an append in work keeps its entry
+		}
 		e = &cachedJob{agg: &schemas.JobAggregate{ID: job}}
 		c.jobs[job] = e
 	}
@@ -140,6 +152,10 @@ func (b *Bus) appendJobEvent(ctx context.Context, job int64, subj string, p sche
 			// Checked above; a failure here is a bug in the aggregate.
 			b.forgetJob(job)
 			return seq, fmt.Errorf("job %d: stored %s but cannot fold it: %w", job, ev.Kind, err)
+		}
+		if e.agg.Final() {
+			// Its later events (deleted, files expired, restarted) are rare.
+			b.forgetJob(job)
 		}
 		return seq, nil
 	}
