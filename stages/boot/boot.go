@@ -479,12 +479,20 @@ func timeoutScale(settings map[string]string) (float64, error) {
 	return f, nil
 }
 
+// copySerialLog copies the serial log QEMU wrote, in pieces: a guest that
+// flooded its console may have written gigabytes.
 func copySerialLog(vmDir, resultsDir string) {
-	data, err := os.ReadFile(filepath.Join(vmDir, "serial0.log"))
+	in, err := os.Open(filepath.Join(vmDir, "serial0.log"))
 	if err != nil {
 		return
 	}
-	_ = os.WriteFile(filepath.Join(resultsDir, "serial0.txt"), data, 0o644)
+	defer in.Close()
+	out, err := os.Create(filepath.Join(resultsDir, "serial0.txt"))
+	if err != nil {
+		return
+	}
+	_, _ = io.Copy(out, in) // on a full disk, what fitted
+	_ = out.Close()
 }
 
 // hostMemoryMiB reads the host's memory from /proc/meminfo; 0 if unknown.
