@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -74,37 +73,9 @@ func credentialFor(apiURL string) (apiCredential, error) {
 	return apiCredential{}, os.ErrNotExist
 }
 
-// readClientConf reads an INI file: [section], name = value, comments
-// starting with # or ;. A name given twice keeps its last value, as
-// openQA's client does.
+// readClientConf reads a client.conf: a section per API host.
 func readClientConf(path string) (map[string]map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	sections := map[string]map[string]string{}
-	var cur map[string]string
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case line == "" || line[0] == '#' || line[0] == ';':
-		case line[0] == '[' && line[len(line)-1] == ']':
-			name := strings.TrimSpace(line[1 : len(line)-1])
-			if sections[name] == nil {
-				sections[name] = map[string]string{}
-			}
-			cur = sections[name]
-		default:
-			k, v, ok := strings.Cut(line, "=")
-			if !ok || cur == nil {
-				return nil, fmt.Errorf("%s line %d: want [HOST] or NAME = VALUE", path, n)
-			}
-			cur[strings.TrimSpace(k)] = strings.TrimSpace(v)
-		}
-	}
-	return sections, sc.Err()
+	return readINI(path, "", nil)
 }
 
 // ensureLocalAPIKey gives `jetqa up` an API key for the local user on

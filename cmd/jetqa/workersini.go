@@ -1,9 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"os"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -18,35 +17,12 @@ type workersINI struct {
 }
 
 func readWorkersINI(path string) (*workersINI, error) {
-	f, err := os.Open(path)
+	// Names in any case, as openQA takes them.
+	sections, err := readINI(path, "global", strings.ToUpper)
 	if err != nil {
 		return nil, fmt.Errorf("--config: %w", err)
 	}
-	defer f.Close()
-	ini := &workersINI{sections: map[string]map[string]string{}}
-	section := "global"
-	lines := bufio.NewScanner(f)
-	for n := 1; lines.Scan(); n++ {
-		line := strings.TrimSpace(lines.Text())
-		switch {
-		case line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";"):
-		case strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]"):
-			section = strings.TrimSpace(line[1 : len(line)-1])
-		default:
-			k, v, ok := strings.Cut(line, "=")
-			if !ok {
-				return nil, fmt.Errorf("%s:%d: %q is neither a [section] nor KEY = VALUE", path, n, line)
-			}
-			if ini.sections[section] == nil {
-				ini.sections[section] = map[string]string{}
-			}
-			ini.sections[section][strings.ToUpper(strings.TrimSpace(k))] = strings.TrimSpace(v)
-		}
-	}
-	if err := lines.Err(); err != nil {
-		return nil, fmt.Errorf("--config %s: %w", path, err)
-	}
-	return ini, nil
+	return &workersINI{sections: sections}, nil
 }
 
 // get is key in section, or "".
@@ -94,8 +70,8 @@ func (w *workersINI) apply(c *workerConfig, r remote, set map[string]bool) ([]re
 	}
 	if v := w.get("global", "CACHELIMIT"); v != "" && !set["cache-limit"] {
 		limit, err := strconv.ParseFloat(v, 64)
-		if err != nil {
-			return nil, fmt.Errorf("--config: CACHELIMIT = %q: give GiB as a number", v)
+		if err != nil || !(limit > 0) || math.IsInf(limit, 0) {
+			return nil, fmt.Errorf("--config: CACHELIMIT = %q: give GiB as a positive number", v)
 		}
 		c.CacheLimitGiB = limit
 	}

@@ -51,7 +51,7 @@ WORKER_CLASS = qemu_x86_64,tap
 
 func TestWorkersINIErrorsSayWhatIsWrong(t *testing.T) {
 	for content, want := range map[string]string{
-		"[global]\nHOST\n":                     "neither a [section] nor KEY = VALUE",
+		"[global]\nHOST\n":                     "neither a [section] nor NAME = VALUE",
 		"[global]\nCACHELIMIT = lots\n":        "CACHELIMIT",
 		"[global]\nHOST = nats://a nats://b\n": "give each its own [nats://a] section",
 	} {
