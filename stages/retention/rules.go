@@ -2,6 +2,7 @@ package retention
 
 import (
 	"fmt"
+	"math"
 	"path"
 	"slices"
 	"strconv"
@@ -92,11 +93,14 @@ func ParseRules(s string) (Rules, error) {
 	return rules, nil
 }
 
+// maxDays is the longest age in days a time.Duration holds (292 years).
+const maxDays = int(math.MaxInt64 / int64(24*time.Hour))
+
 func parseAge(s string) (time.Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		n, err := strconv.Atoi(days)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("age %q: want a number of days, e.g. 30d", s)
+		if err != nil || n < 0 || n > maxDays {
+			return 0, fmt.Errorf("age %q: want a number of days up to %d, e.g. 30d", s, maxDays)
 		}
 		return time.Duration(n) * 24 * time.Hour, nil
 	}
