@@ -21,7 +21,7 @@ type perlPattern struct {
 
 // perlMatchTimeout bounds one match, against a pattern that backtracks
 // without end on a long serial log.
-const perlMatchTimeout = 10 * time.Second
+var perlMatchTimeout = 10 * time.Second
 
 // perlFlagGroup is Perl's "(?^flags:", which stringified qr// begin with.
 var perlFlagGroup = regexp.MustCompile(`\(\?\^([a-z]*)(:|\))`)
