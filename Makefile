@@ -13,7 +13,7 @@ export CGO_ENABLED = 1
 export JETQA_TESTOS = $(abspath $(TESTOS))
 export JETQA_ARTIFACTS = $(abspath $(ARTIFACTS))
 
-.PHONY: all deps test-deps build testos run test vet bench clean
+.PHONY: all deps test-deps build testos run test vet bench fuzz soak clean
 
 all: build
 
@@ -52,6 +52,16 @@ test: test-deps testos vet
 	$(GO) test $(TESTFLAGS) ./...
 	JETQA_CLUSTER_TEST=1 $(GO) test -count=1 -timeout 20m -run TestClusterLosesTheWorkersNode ./cmd/jetqa
 	$(GO) test -tags matprofile -count=1 -run TestNoMatLeaks ./stages/match/needle/
+	FUZZTIME=$(FUZZTIME) bash deploy/fuzz.sh
+
+# Every fuzz target, for FUZZTIME each (make test: 10 s; make soak: 5 min).
+FUZZTIME ?= 10s
+fuzz:
+	FUZZTIME=$(FUZZTIME) bash deploy/fuzz.sh
+
+# The long mode of the reliability suite.
+soak: test-deps testos
+	FUZZTIME=5m bash deploy/fuzz.sh
 
 # test-deps: the needle benchmark compares with os-autoinst.
 bench: test-deps testos
