@@ -163,7 +163,15 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 // HasBlob says whether the bucket holds key.
-func (b *Bus) HasBlob(ctx context.Context, bucket, key string) (bool, error) {
+func (b *Bus) HasBlob(ctx context.Context, bucket, key string) (has bool, err error) {
+	err = b.patiently(ctx, "look up "+bucket+"/"+key, func(ctx context.Context) error {
+		has, err = b.hasBlob(ctx, bucket, key)
+		return err
+	})
+	return has, err
+}
+
+func (b *Bus) hasBlob(ctx context.Context, bucket, key string) (bool, error) {
 	store, err := b.objectStore(ctx, bucket)
 	if err != nil {
 		return false, err
@@ -179,7 +187,15 @@ func (b *Bus) HasBlob(ctx context.Context, bucket, key string) (bool, error) {
 }
 
 // GetBlob reads a whole blob.
-func (b *Bus) GetBlob(ctx context.Context, bucket, key string) ([]byte, error) {
+func (b *Bus) GetBlob(ctx context.Context, bucket, key string) (data []byte, err error) {
+	err = b.patiently(ctx, "read "+bucket+"/"+key, func(ctx context.Context) error {
+		data, err = b.getBlob(ctx, bucket, key)
+		return err
+	})
+	return data, err
+}
+
+func (b *Bus) getBlob(ctx context.Context, bucket, key string) ([]byte, error) {
 	store, err := b.objectStore(ctx, bucket)
 	if err != nil {
 		return nil, err

@@ -195,7 +195,18 @@ func (b *Bus) Consume(ctx context.Context, cfg ConsumerConfig, h Handler) error 
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			if b.worker == nil || !unanswered(err) {
+				return err
+			}
+			// A worker waits for its server however long it is away, as
+			// its NATS connection does.
+			b.log.Warn("jetqa server did not answer for the consumer; asking again", "durable", cfg.Durable, "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(2 * time.Second):
+			}
+			continue
 		}
 		cfg.Unanswered = false
 		err = b.each(ctx, cons, "consumer "+cfg.Durable, func(msg jetstream.Msg) error {
@@ -626,7 +637,15 @@ var ErrStopWatch = errors.New("stop watching")
 
 // LastSequence is the current last sequence of a stream: a watcher that
 // has seen it has caught up with everything appended before the call.
-func (b *Bus) LastSequence(ctx context.Context, stream string) (uint64, error) {
+func (b *Bus) LastSequence(ctx context.Context, stream string) (last uint64, err error) {
+	err = b.patiently(ctx, "stream "+stream, func(ctx context.Context) error {
+		last, err = b.lastSequence(ctx, stream)
+		return err
+	})
+	return last, err
+}
+
+func (b *Bus) lastSequence(ctx context.Context, stream string) (uint64, error) {
 	s, err := b.JS.Stream(ctx, stream)
 	if err != nil {
 		return 0, fmt.Errorf("stream %s: %w", stream, err)

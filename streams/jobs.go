@@ -284,8 +284,12 @@ func (b *Bus) catchUp(ctx context.Context, job int64, agg *schemas.JobAggregate)
 
 // LoadJob reads a job's current aggregate from its events.
 func (b *Bus) LoadJob(ctx context.Context, job int64) (*schemas.JobAggregate, error) {
-	agg := &schemas.JobAggregate{ID: job}
-	if err := b.catchUp(ctx, job, agg); err != nil {
+	var agg *schemas.JobAggregate
+	err := b.patiently(ctx, fmt.Sprintf("job %d", job), func(ctx context.Context) error {
+		agg = &schemas.JobAggregate{ID: job}
+		return b.catchUp(ctx, job, agg)
+	})
+	if err != nil {
 		return nil, err
 	}
 	if agg.Seq == 0 {

@@ -411,7 +411,11 @@ func (b *Bus) bindConsumer(ctx context.Context, cfg ConsumerConfig) (jetstream.C
 			return nil, err
 		}
 	}
-	cons, err := b.JS.Consumer(ctx, cfg.Stream, cfg.Durable)
+	var cons jetstream.Consumer
+	err := b.patiently(ctx, "consumer "+cfg.Durable, func(ctx context.Context) (err error) {
+		cons, err = b.JS.Consumer(ctx, cfg.Stream, cfg.Durable)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return nil, fmt.Errorf("consumer %s on %s does not exist: the jetqa server creates it; is `jetqa server` running on this NATS? %w", cfg.Durable, cfg.Stream, err)
 	}

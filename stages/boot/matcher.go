@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sync"
+	"time"
 
 	"jetqa/schemas"
 	"jetqa/streams"
@@ -21,7 +22,7 @@ type remoteMatcher struct {
 	commit  string // of the needles
 	mu      sync.Mutex
 	waiting map[string]*pendingMatch
-	failed  chan error
+	lastErr error // of the last watch that failed
 }
 
 // pendingMatch is a request waiting for its answer, or for the answers to
@@ -42,22 +43,37 @@ func startMatcher(ctx context.Context, bus Bus, worker schemas.WorkerRef, job in
 	if err != nil {
 		return nil, err
 	}
-	m := &remoteMatcher{bus: bus, worker: worker, job: job, commit: needlesCommit, waiting: map[string]*pendingMatch{}, failed: make(chan error, 1)}
-	go func() {
-		err := bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(worker)}, From: last + 1},
-			func(_ schemas.Event, p schemas.Payload, _ streams.Delivery) error {
-				res, ok := p.(*schemas.MatchResolved)
-				if !ok {
-					return nil
+	m := &remoteMatcher{bus: bus, worker: worker, job: job, commit: needlesCommit, waiting: map[string]*pendingMatch{}}
+	go m.follow(ctx, last+1)
+	return m, nil
+}
+
+// follow hands each answer from seq on to its request until ctx ends. A
+// watch that fails (the server or its NATS node is away) is started
+// again where it stopped, a second later: a request waits for its answer
+// as long as its own timeout allows, however often the link goes.
+func (m *remoteMatcher) follow(ctx context.Context, seq uint64) {
+	for {
+		err := m.bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamMatchResults, Filters: []string{streams.MatchResolvedFor(m.worker)}, From: seq},
+			func(_ schemas.Event, p schemas.Payload, d streams.Delivery) error {
+				seq = d.Sequence + 1
+				if res, ok := p.(*schemas.MatchResolved); ok {
+					m.answered(*res)
 				}
-				m.answered(*res)
 				return nil
 			})
-		if err != nil && ctx.Err() == nil {
-			m.failed <- err
+		if ctx.Err() != nil {
+			return
 		}
-	}()
-	return m, nil
+		m.mu.Lock()
+		m.lastErr = err
+		m.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // match asks the pool and waits for its answer.
@@ -79,9 +95,13 @@ func (m *remoteMatcher) match(ctx context.Context, screen []byte, tags []string,
 	select {
 	case res := <-ch:
 		return res, nil
-	case err := <-m.failed:
-		return schemas.MatchResolved{}, fmt.Errorf("waiting for the matcher pool: %w", err)
 	case <-ctx.Done():
+		m.mu.Lock()
+		lost := m.lastErr
+		m.mu.Unlock()
+		if lost != nil {
+			return schemas.MatchResolved{}, fmt.Errorf("no answer from the matcher pool (is a matcher running? following the answers last failed: %v): %w", lost, ctx.Err())
+		}
 		return schemas.MatchResolved{}, fmt.Errorf("no answer from the matcher pool (is a matcher running?): %w", ctx.Err())
 	}
 }
