@@ -133,14 +133,14 @@ func readNeedleFile(dir, rel, name string) (NeedleFile, *NeedleProblem) {
 	n := NeedleFile{File: rel, JSONPath: filepath.Join(dir, filepath.FromSlash(rel))}
 	relPNG := strings.TrimSuffix(rel, ".json") + ".png"
 	n.PNGPath = filepath.Join(dir, filepath.FromSlash(relPNG))
-	js, err := os.ReadFile(n.JSONPath)
+	js, err := ReadRepoFile(dir, n.JSONPath, MaxNeedleFileBytes)
 	if err != nil {
 		return fail(rel, err)
 	}
 	if n.Needle, err = ParseNeedle(name, js); err != nil {
 		return fail(rel, err)
 	}
-	img, err := os.ReadFile(n.PNGPath)
+	img, err := ReadRepoFile(dir, n.PNGPath, MaxNeedleFileBytes)
 	if os.IsNotExist(err) {
 		return fail(rel, fmt.Errorf("its image %s is missing", relPNG))
 	} else if err != nil {

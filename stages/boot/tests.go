@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
+	"runtime/metrics"
 	"strings"
+	"time"
 
 	"go.starlark.net/starlark"
 	"go.starlark.net/syntax"
+
+	"jetqa/schemas"
 )
 
 // starOptions are the Starlark dialect of test code: top-level if/for and
@@ -31,13 +34,53 @@ const (
 	moduleSteps   = 500_000_000
 )
 
-// newThread is a Starlark thread that stops when ctx ends or after steps
-// computation steps.
+// starlarkMemory is how much more heap than at its start a Starlark
+// thread may grow the worker's process to before it is stopped: test code
+// that doubles a string a hundred times asks for more memory than any
+// host has in a hundred steps, which no step limit catches. The heap is
+// the whole process's (`jetqa up` also runs the matchers, whose needle
+// caches may grow by up to 768 MiB), so the bound is generous.
+var starlarkMemory uint64 = 4 << 30
+
+// newThread is a Starlark thread that stops when ctx ends, after steps
+// computation steps, or when the process's heap grows by more than
+// starlarkMemory while it runs.
 func newThread(ctx context.Context, name string, steps uint64, print func(*starlark.Thread, string)) (*starlark.Thread, func() bool) {
 	thread := &starlark.Thread{Name: name, Print: print}
 	thread.SetMaxExecutionSteps(steps)
-	stop := context.AfterFunc(ctx, func() { thread.Cancel("the job was stopped: " + context.Cause(ctx).Error()) })
-	return thread, stop
+	stopCtx := context.AfterFunc(ctx, func() { thread.Cancel("the job was stopped: " + context.Cause(ctx).Error()) })
+	done := make(chan struct{})
+	go watchMemory(thread, starlarkMemory, done)
+	return thread, func() bool {
+		close(done)
+		return stopCtx()
+	}
+}
+
+// watchMemory cancels thread when the heap grows past limit over what it
+// was at the start, until done. A single step can still allocate up to
+// Starlark's own bound (1 GiB), and a doubling value one step more, so
+// the peak stays within about three times the limit.
+func watchMemory(thread *starlark.Thread, limit uint64, done <-chan struct{}) {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	heap := func() uint64 {
+		metrics.Read(sample)
+		return sample[0].Value.Uint64()
+	}
+	start := heap()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-tick.C:
+		}
+		if used := heap(); used > start+limit {
+			thread.Cancel(fmt.Sprintf("the test code grew the worker's memory by %d MiB, over the %d MiB it may use (a value that doubles without end?)", (used-start)>>20, limit>>20))
+			return
+		}
+	}
 }
 
 // loadTests runs main.star of PRODUCTDIR (CASEDIR unless set), which
@@ -47,7 +90,7 @@ func newThread(ctx context.Context, name string, steps uint64, print func(*starl
 // ctx and a step limit.
 func loadTests(ctx context.Context, caseDir, productDir string, settings map[string]string) ([]*testModule, map[string]console, error) {
 	mainFile := filepath.Join(productDir, "main.star")
-	src, err := os.ReadFile(mainFile)
+	src, err := schemas.ReadRepoFile(productDir, mainFile, schemas.MaxTestFileBytes)
 	if err != nil {
 		where := "CASEDIR"
 		if productDir != caseDir {
@@ -67,7 +110,7 @@ func loadTests(ctx context.Context, caseDir, productDir string, settings map[str
 			return nil, fmt.Errorf("loadtest(%q): the path must stay inside tests/", path)
 		}
 		file := filepath.Join("tests", path+".star")
-		modSrc, err := os.ReadFile(filepath.Join(caseDir, file))
+		modSrc, err := schemas.ReadRepoFile(caseDir, filepath.Join(caseDir, file), schemas.MaxTestFileBytes)
 		if err != nil {
 			return nil, fmt.Errorf("loadtest(%q): %w", path, err)
 		}
