@@ -170,7 +170,25 @@ func (c *qmpConn) read(dec *json.Decoder) {
 
 // execute runs one command and decodes its return value into result
 // (unless result is nil).
+// qmpTimeout bounds how long a QMP command may go unanswered before QEMU
+// counts as hung, qmpSlowTimeout the commands that write the VM's memory
+// or disks (snapshots, memory dumps).
+var (
+	qmpTimeout     = 30 * time.Second
+	qmpSlowTimeout = 10 * time.Minute
+)
+
+var qmpSlow = map[string]bool{"human-monitor-command": true, "dump-guest-memory": true, "snapshot-save": true, "snapshot-load": true}
+
 func (c *qmpConn) execute(ctx context.Context, command string, args, result any) error {
+	// A QEMU that stops answering (stopped, stuck in a device) must end
+	// the job with a reason, not hold it until its MAX_JOB_TIME.
+	limit := qmpTimeout
+	if qmpSlow[command] {
+		limit = qmpSlowTimeout
+	}
+	ctx, cancel := context.WithTimeoutCause(ctx, limit, fmt.Errorf("QEMU did not answer %s within %s: it hangs", command, limit))
+	defer cancel()
 	c.mu.Lock()
 	if c.readErr != nil {
 		err := c.readErr
