@@ -65,7 +65,8 @@ soak: test-deps testos
 
 # test-deps: the needle benchmark compares with os-autoinst.
 bench: test-deps testos
-	$(GO) test -run '^$$' -bench . -benchtime 20000x ./streams
+	$(GO) test -run '^$$' -bench . -skip SyncPolicy -benchtime 20000x ./streams
+	$(GO) test -run '^$$' -bench SyncPolicy -benchtime 3000x ./streams
 	$(GO) test -run '^$$' -bench . -skip Fleet -benchtime 10000x ./stages/schedule
 	JETQA_FLEET_WORKERS=1000 $(GO) test -run '^$$' -bench Fleet -benchtime 20000x -timeout 60m ./stages/schedule
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./stages/api

@@ -214,3 +214,47 @@ func reportRate(b *testing.B, rate, raw float64) {
 		b.ReportMetric(rate/raw, "x-of-raw")
 	}
 }
+
+// BenchmarkSyncPolicy appends the events of jobs' lives on an embedded
+// server with JetStream's default sync (fsync every two minutes) and on
+// one that syncs every message before acknowledging it (SyncAlways), in
+// the same run: x-of-interval is the second's rate over the first's.
+func BenchmarkSyncPolicy(b *testing.B) {
+	ctx := context.Background()
+	life := lifecycle(schemas.WorkerRef{Host: "worker-01.example", Instance: 7})
+	var interval float64
+	for _, always := range []bool{false, true} {
+		name := map[bool]string{false: "interval", true: "always"}[always]
+		b.Run(name, func(b *testing.B) {
+			ns, err := streams.StartServer(streams.ServerConfig{Port: -1, DataDir: b.TempDir(), SyncAlways: always})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ns.Shutdown()
+			bus, err := streams.Connect(ctx, ns.ClientURL(), name, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer bus.Close()
+			if err := bus.Setup(ctx); err != nil {
+				b.Fatal(err)
+			}
+			i := 0
+			for b.Loop() {
+				round, slot := i/inFlight, i%inFlight
+				job := appendJobs + int64(round/len(life)*inFlight+slot)
+				if _, err := bus.Append(ctx, job, life[round%len(life)]); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			rate := perSecond(b, 1)
+			b.ReportMetric(rate, "msgs/s")
+			if always {
+				b.ReportMetric(rate/interval, "x-of-interval")
+			} else {
+				interval = rate
+			}
+		})
+	}
+}

@@ -50,6 +50,11 @@ type ServerConfig struct {
 	// Log receives the server's warnings and errors, and the disk guard's
 	// word; nil: they go only to nats.log in the data directory.
 	Log *slog.Logger
+	// SyncAlways has JetStream flush every stored message to the disk
+	// (fsync) before acknowledging it, instead of every two minutes:
+	// nothing acknowledged is lost even when the host loses power, at the
+	// cost docs/reliability.md gives.
+	SyncAlways bool
 }
 
 // Embedded is a running embedded NATS server.
@@ -121,6 +126,7 @@ func (cfg ServerConfig) options() *server.Options {
 		// to a file in the data directory, where an operator looks.
 		LogFile:      filepath.Join(cfg.DataDir, "nats.log"),
 		LogSizeLimit: 64 << 20,
+		SyncAlways:   cfg.SyncAlways,
 	}
 	if cfg.ClusterName != "" {
 		opts.Cluster = server.ClusterOpts{Name: cfg.ClusterName, Host: cfg.Host, Port: cfg.ClusterPort, TLSConfig: cfg.RouteTLS, TLSTimeout: 5}

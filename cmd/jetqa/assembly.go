@@ -70,6 +70,23 @@ type embedConfig struct {
 	Routes      []string
 	// Also may connect: the in-process worker of `jetqa up`.
 	Also []streams.Credential
+	// Sync is JetStream's sync policy: "always", "interval", or "" (auto:
+	// always on a single server, the interval in a cluster, whose other
+	// nodes hold every acknowledged event).
+	Sync string
+}
+
+// syncAlways reads --sync.
+func syncAlways(sync, cluster string) (bool, error) {
+	switch sync {
+	case "", "auto":
+		return cluster == "", nil
+	case "always":
+		return true, nil
+	case "interval":
+		return false, nil
+	}
+	return false, fmt.Errorf("--sync %q: give auto, always or interval", sync)
 }
 
 // adminCreds is the operator's credentials file in the data directory:
@@ -94,6 +111,9 @@ func (a *assembly) embed(c embedConfig) error {
 		Users:  append([]streams.Credential{self.Credential(0), admin.Credential(0)}, c.Also...),
 		Issued: readIssued(filepath.Join(c.DataDir, issuedFile)),
 		Log:    a.log.With("stage", "nats"),
+	}
+	if cfg.SyncAlways, err = syncAlways(c.Sync, c.Cluster); err != nil {
+		return err
 	}
 	if c.TLS.Cert != "" || c.TLS.Key != "" {
 		if cfg.TLS, err = streams.ServerTLS(c.TLS); err != nil {

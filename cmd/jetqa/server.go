@@ -26,7 +26,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 	var natsPort, matchers int
 	var workerTimeout time.Duration
 	var tlsFiles streams.TLSFiles
-	var name, cluster, routes, results, keep string
+	var name, cluster, routes, results, keep, sync string
 	var clusterPort, wsPort int
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -46,9 +46,14 @@ func cmdServer(args []string, stderr io.Writer) error {
 	fs.StringVar(&routes, "routes", "", "route URLs of the cluster's nodes, comma-separated (nats://n1:6222,…; tls:// with --tls-ca)")
 	fs.StringVar(&results, "results", "", resultsUsage)
 	fs.StringVar(&keep, "retention", "", retentionUsage)
+	fs.StringVar(&sync, "sync", "auto", "when JetStream writes events to the disk (fsync): always (before acknowledging each; what auto does on a single server) or interval (every 2 minutes; what auto does in a cluster, whose other nodes hold each event); docs/reliability.md")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if _, err := syncAlways(sync, cluster); err != nil {
+		fmt.Fprintf(stderr, "jetqa server: %v\n", err)
+		return exitCode(2)
 	}
 	log, err := newLogger(stderr, logLevel)
 	if err != nil {
@@ -59,7 +64,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 		return err
 	}
 	a := newAssembly(context.Background(), log)
-	ec := embedConfig{DataDir: dir, Name: name, Host: natsHost, Port: natsPort, TLS: tlsFiles, WSPort: wsPort}
+	ec := embedConfig{DataDir: dir, Name: name, Host: natsHost, Port: natsPort, TLS: tlsFiles, WSPort: wsPort, Sync: sync}
 	if cluster != "" {
 		ec.Cluster, ec.ClusterPort = cluster, clusterPort
 		ec.Routes = splitList(routes)
