@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -530,23 +531,128 @@ type WatchConfig struct {
 	New bool
 	// Since starts at the first event the stream stored at or after it.
 	Since time.Time
+	// Decoders, when over 1, decode events in that many goroutines, a
+	// batch each, while fn is still handed them one by one in order: a
+	// replay of a long stream (the API's read model) is bound by JSON
+	// decoding otherwise.
+	Decoders int
 }
 
 // Watch replays the matching events in order and then follows new ones
 // until ctx ends or fn returns an error (ErrStopWatch ends it cleanly). It
 // keeps no state on the server; an unreadable event is logged and skipped.
 func (b *Bus) Watch(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Event, p schemas.Payload, d Delivery) error) error {
+	if cfg.Decoders > 1 {
+		return b.watchDecoding(ctx, cfg, fn)
+	}
 	return b.watchMsgs(ctx, cfg, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) error {
-		ev, p, err := decode(msg.Headers().Get(HeaderKind), msg.Data())
-		if err == nil {
-			err = onItsSubject(msg.Subject(), ev, p)
+		var w watched
+		w.decode(msg, meta)
+		return b.hand(w, fn)
+	})
+}
+
+// watched is a message of a watch and what it decodes to.
+type watched struct {
+	ev  schemas.Event
+	p   schemas.Payload
+	d   Delivery
+	err error
+}
+
+func (w *watched) decode(msg jetstream.Msg, meta *jetstream.MsgMetadata) {
+	w.d = Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending, Stored: meta.Timestamp}
+	w.ev, w.p, w.err = decode(msg.Headers().Get(HeaderKind), msg.Data())
+	if w.err == nil {
+		w.err = onItsSubject(w.d.Subject, w.ev, w.p)
+	}
+}
+
+// hand gives fn a decoded event, skipping an unreadable one with a log line.
+func (b *Bus) hand(w watched, fn func(ev schemas.Event, p schemas.Payload, d Delivery) error) error {
+	if w.err != nil {
+		b.log.Warn("skipping unreadable event", "subject", w.d.Subject, "seq", w.d.Sequence, "err", w.err)
+		return nil
+	}
+	return fn(w.ev, w.p, w.d)
+}
+
+// watchBatch is how many messages one decoder of watchDecoding takes at
+// once; a batch is handed on early when no more messages wait.
+const watchBatch = 256
+
+// watchDecoding is Watch with cfg.Decoders goroutines decoding batches of
+// messages while one hands the events to fn in stream order.
+func (b *Bus) watchDecoding(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Event, p schemas.Payload, d Delivery) error) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	type batch struct {
+		msgs  []jetstream.Msg
+		metas []*jetstream.MsgMetadata
+		out   []watched
+		ready chan struct{}
+	}
+	work := make(chan *batch, cfg.Decoders)
+	ordered := make(chan *batch, 2*cfg.Decoders)
+	var decoders sync.WaitGroup
+	for range cfg.Decoders {
+		decoders.Go(func() {
+			for bt := range work {
+				bt.out = make([]watched, len(bt.msgs))
+				for i, msg := range bt.msgs {
+					bt.out[i].decode(msg, bt.metas[i])
+				}
+				close(bt.ready)
+			}
+		})
+	}
+	var stopped error // why fn stopped the watch
+	handed := make(chan struct{})
+	go func() {
+		defer close(handed)
+		for bt := range ordered {
+			select {
+			case <-bt.ready:
+			case <-ctx.Done():
+				return
+			}
+			for _, w := range bt.out {
+				if err := b.hand(w, fn); err != nil {
+					stopped = err
+					cancel(err)
+					return
+				}
+			}
 		}
-		if err != nil {
-			b.log.Warn("skipping unreadable event", "subject", msg.Subject(), "seq", meta.Sequence.Stream, "err", err)
+	}()
+	cur := &batch{ready: make(chan struct{})}
+	err := b.watchMsgs(ctx, cfg, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) error {
+		cur.msgs, cur.metas = append(cur.msgs, msg), append(cur.metas, meta)
+		if len(cur.msgs) < watchBatch && meta.NumPending > 0 {
 			return nil
 		}
-		return fn(ev, p, Delivery{Subject: msg.Subject(), Sequence: meta.Sequence.Stream, Pending: meta.NumPending, Stored: meta.Timestamp})
+		bt := cur
+		cur = &batch{ready: make(chan struct{})}
+		for _, ch := range []chan *batch{ordered, work} {
+			select {
+			case ch <- bt:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
+		}
+		return nil
 	})
+	close(work)
+	close(ordered)
+	decoders.Wait()
+	<-handed
+	switch {
+	case errors.Is(stopped, ErrStopWatch):
+		return nil
+	case stopped != nil:
+		return stopped
+	}
+	return err
 }
 
 // watchMsgs is Watch for the messages themselves.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -152,7 +153,10 @@ func newProjection() *projection {
 // follow applies the job stream from its beginning until ctx ends, or,
 // with until > 0, until it has applied the event with that sequence.
 func (p *projection) follow(ctx context.Context, bus Bus, until uint64) error {
-	return bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.SubjectJobs}},
+	// Decoding the events, not folding them, is most of a rebuild's work:
+	// it is spread over the cores.
+	decoders := max(2, runtime.GOMAXPROCS(0))
+	return bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.SubjectJobs}, Decoders: decoders},
 		func(ev schemas.Event, pl schemas.Payload, d streams.Delivery) error {
 			p.mu.Lock()
 			before := len(p.jobs)
