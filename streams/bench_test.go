@@ -71,16 +71,7 @@ func BenchmarkAppend(b *testing.B) {
 	})
 
 	b.Run("append", func(b *testing.B) {
-		bus := srv.Bus("append")
-		i := 0
-		for b.Loop() {
-			round, slot := i/inFlight, i%inFlight
-			job := appendJobs + int64(round/len(life)*inFlight+slot)
-			if _, err := bus.Append(ctx, job, life[round%len(life)]); err != nil {
-				b.Fatal(err)
-			}
-			i++
-		}
+		appendLives(ctx, b, srv.Bus("append"), life)
 		reportRate(b, perSecond(b, 1), raw)
 	})
 
@@ -239,15 +230,7 @@ func BenchmarkSyncPolicy(b *testing.B) {
 			if err := bus.Setup(ctx); err != nil {
 				b.Fatal(err)
 			}
-			i := 0
-			for b.Loop() {
-				round, slot := i/inFlight, i%inFlight
-				job := appendJobs + int64(round/len(life)*inFlight+slot)
-				if _, err := bus.Append(ctx, job, life[round%len(life)]); err != nil {
-					b.Fatal(err)
-				}
-				i++
-			}
+			appendLives(ctx, b, bus, life)
 			rate := perSecond(b, 1)
 			b.ReportMetric(rate, "msgs/s")
 			if always {
@@ -256,5 +239,19 @@ func BenchmarkSyncPolicy(b *testing.B) {
 				interval = rate
 			}
 		})
+	}
+}
+
+// appendLives appends, once per b.Loop, the next event of the lives of
+// inFlight jobs at a time, interleaved as on a busy server.
+func appendLives(ctx context.Context, b *testing.B, bus *streams.Bus, life []schemas.Payload) {
+	i := 0
+	for b.Loop() {
+		round, slot := i/inFlight, i%inFlight
+		job := appendJobs + int64(round/len(life)*inFlight+slot)
+		if _, err := bus.Append(ctx, job, life[round%len(life)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
 	}
 }

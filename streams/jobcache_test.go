@@ -14,19 +14,7 @@ import (
 func TestTheJobCacheIsBounded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	ns, err := StartServer(ServerConfig{Port: -1, DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Shutdown()
-	b, err := Connect(ctx, ns.ClientURL(), "test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if err := b.Setup(ctx); err != nil {
-		t.Fatal(err)
-	}
+	b := testBus(ctx, t)
 	cached := func() int {
 		b.jobs.mu.Lock()
 		defer b.jobs.mu.Unlock()
@@ -61,4 +49,24 @@ func TestTheJobCacheIsBounded(t *testing.T) {
 			t.Fatalf("job %d, dropped or not: %v", id, err)
 		}
 	}
+}
+
+// testBus is a bus on an embedded server of its own, set up; both end
+// with the test.
+func testBus(ctx context.Context, t *testing.T) *Bus {
+	t.Helper()
+	ns, err := StartServer(ServerConfig{Port: -1, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ns.Shutdown)
+	b, err := Connect(ctx, ns.ClientURL(), "test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Close)
+	if err := b.Setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -20,19 +20,7 @@ import (
 func TestLostAcknowledgementIsNotAConflict(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ns, err := StartServer(ServerConfig{Port: -1, DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Shutdown()
-	b, err := Connect(ctx, ns.ClientURL(), "test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if err := b.Setup(ctx); err != nil {
-		t.Fatal(err)
-	}
+	b := testBus(ctx, t)
 	created, err := b.Append(ctx, 1, schemas.JobCreated{})
 	if err != nil {
 		t.Fatal(err)
