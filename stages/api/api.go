@@ -282,22 +282,31 @@ func readSettings(r *http.Request) (map[string]string, error) {
 // paging reads limit (default 500, at most max) and offset, or answers
 // 400 and returns false.
 func paging(w http.ResponseWriter, r *http.Request, max int) (limit, offset int, ok bool) {
-	limit = 500
+	limit, offset, err := readPaging(r.URL.Query(), 500, max)
+	if err != nil {
+		fail(w, http.StatusBadRequest, "%v", err)
+		return 0, 0, false
+	}
+	return limit, offset, true
+}
+
+// readPaging reads limit (default def, at most most) and offset.
+func readPaging(q url.Values, def, most int) (limit, offset int, err error) {
+	limit = def
 	for _, p := range []struct {
 		name string
 		v    *int
 		max  int
-	}{{"limit", &limit, max}, {"offset", &offset, 1 << 30}} {
-		if v := r.URL.Query().Get(p.name); v != "" {
+	}{{"limit", &limit, most}, {"offset", &offset, 1 << 30}} {
+		if v := q.Get(p.name); v != "" {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 || n > p.max {
-				fail(w, http.StatusBadRequest, "%s=%q: want a number from 0 to %d", p.name, v, p.max)
-				return 0, 0, false
+				return 0, 0, fmt.Errorf("%s=%q: want a number from 0 to %d", p.name, v, p.max)
 			}
 			*p.v = n
 		}
 	}
-	return limit, offset, true
+	return limit, offset, nil
 }
 
 func jobID(w http.ResponseWriter, r *http.Request) (int64, bool) {

@@ -208,9 +208,9 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request) {
 		q.Set("limit", "50")
 		r.URL.RawQuery = q.Encode()
 	}
-	limit, offset, ok := pagingOf(q, 500)
-	if !ok {
-		s.uiError(w, r, http.StatusBadRequest, "limit and offset: give numbers, limit at most 500")
+	limit, offset, err := readPaging(q, 50, 500)
+	if err != nil {
+		s.uiError(w, r, http.StatusBadRequest, "%v", err)
 		return
 	}
 	jobs, more := s.view.page(keep, offset, limit)
@@ -240,25 +240,6 @@ func (s *Server) jobsPage(w http.ResponseWriter, r *http.Request) {
 		p.Prev = nextPage(r.URL, max(offset-2*limit, -limit), limit)
 	}
 	s.render(w, http.StatusOK, "jobs.html", p)
-}
-
-// pagingOf reads limit and offset as paging does, for pages.
-func pagingOf(q url.Values, most int) (limit, offset int, ok bool) {
-	limit = 50
-	for _, p := range []struct {
-		name string
-		v    *int
-		max  int
-	}{{"limit", &limit, most}, {"offset", &offset, 1 << 30}} {
-		if v := q.Get(p.name); v != "" {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 || n > p.max {
-				return 0, 0, false
-			}
-			*p.v = n
-		}
-	}
-	return limit, offset, true
 }
 
 // overviewPage is openQA's test overview: the newest job of each test and
