@@ -56,15 +56,11 @@ func beatWithClock(ctx context.Context, t *testing.T, bus *streams.Bus, ref sche
 
 func startJob(ctx context.Context, t *testing.T, bus *streams.Bus, id int64, ref schemas.WorkerRef, class string) {
 	t.Helper()
-	if _, err := bus.Append(ctx, id, schemas.JobCreated{Settings: map[string]string{"WORKER_CLASS": class}}); err != nil {
-		t.Fatal(err)
-	}
+	add := appender(ctx, t, bus)
+	add(id, schemas.JobCreated{Settings: map[string]string{"WORKER_CLASS": class}})
 	waitEvent(ctx, t, bus, id, "assigned", assignedTo(ref))
-	for _, p := range []schemas.Payload{schemas.JobReady{Worker: ref}, schemas.JobStarted{Worker: ref}} {
-		if _, err := bus.Append(ctx, id, p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	add(id, schemas.JobReady{Worker: ref})
+	add(id, schemas.JobStarted{Worker: ref})
 }
 
 // A worker whose clock is an hour behind is online while its heartbeats
@@ -78,9 +74,7 @@ func TestAWorkersClockDoesNotDecideItsLiveness(t *testing.T) {
 	const timeout = time.Second
 	runSchedulerWith(ctx, t, srv, schedule.Config{WorkerTimeout: timeout, Name: "s1"})
 	ref := schemas.WorkerRef{Host: "late", Instance: 1}
-	if _, err := bus.Append(ctx, 0, schemas.WorkerRegistered{Worker: ref, Classes: []string{"late"}}); err != nil {
-		t.Fatal(err)
-	}
+	appender(ctx, t, bus)(0, schemas.WorkerRegistered{Worker: ref, Classes: []string{"late"}})
 	beats, silence := context.WithCancel(ctx)
 	last := beatWithClock(beats, t, bus, ref, -time.Hour)
 	startJob(ctx, t, bus, 1, ref, "late")
@@ -146,9 +140,7 @@ func TestAnOutageLongerThanTheWorkerTimeoutEndsNoJob(t *testing.T) {
 	runSchedulerWith(ctx, t, srv, schedule.Config{WorkerTimeout: timeout, Name: "after"})
 	other := startFakeWorker(ctx, t, bus, schemas.WorkerRef{Host: "other", Instance: 1}, "d")
 	defer other.silence()
-	if _, err := bus.Append(ctx, 2, schemas.JobCreated{Settings: map[string]string{"WORKER_CLASS": "d"}}); err != nil {
-		t.Fatal(err)
-	}
+	appender(ctx, t, bus)(2, schemas.JobCreated{Settings: map[string]string{"WORKER_CLASS": "d"}})
 	waitEvent(ctx, t, bus, 2, "assigned after the outage", assignedTo(other.ref))
 	beats, stopBeats := context.WithCancel(ctx)
 	defer stopBeats()
@@ -192,9 +184,7 @@ func TestAJobAStageGaveUpOnEndsWithItsReason(t *testing.T) {
 				return fmt.Errorf("%w: not mine", streams.ErrGiveUp)
 			})
 	}()
-	if _, err := bus.Append(ctx, 1, schemas.JobCreated{Settings: map[string]string{"WORKER_CLASS": "c"}}); err != nil {
-		t.Fatal(err)
-	}
+	appender(ctx, t, bus)(1, schemas.JobCreated{Settings: map[string]string{"WORKER_CLASS": "c"}})
 	waitEvent(ctx, t, bus, 1, "assigned", assignedTo(w.ref))
 	<-gaveUp
 	stopStranger()
@@ -215,8 +205,6 @@ func TestAJobAStageGaveUpOnEndsWithItsReason(t *testing.T) {
 	if fin.Result != schemas.ResultIncomplete || !strings.Contains(fin.Reason, "the fetch stage of worker w:1 gave up on the job") || !strings.Contains(fin.Reason, "the cache directory is not writable") {
 		t.Errorf("finished %+v", fin)
 	}
-	if _, err := bus.Append(ctx, 2, schemas.JobCreated{Settings: map[string]string{"WORKER_CLASS": "c"}}); err != nil {
-		t.Fatal(err)
-	}
+	appender(ctx, t, bus)(2, schemas.JobCreated{Settings: map[string]string{"WORKER_CLASS": "c"}})
 	waitEvent(ctx, t, bus, 2, "the next job assigned to the freed instance", assignedTo(w.ref))
 }
