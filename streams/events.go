@@ -582,7 +582,9 @@ func (b *Bus) hand(w watched, fn func(ev schemas.Event, p schemas.Payload, d Del
 const watchBatch = 256
 
 // watchDecoding is Watch with cfg.Decoders goroutines decoding batches of
-// messages while one hands the events to fn in stream order.
+// messages while one hands the events to fn in stream order. The batches
+// are used again once handed: fresh ones for each would cost a rebuild
+// of the read model page faults and collections of their own.
 func (b *Bus) watchDecoding(ctx context.Context, cfg WatchConfig, fn func(ev schemas.Event, p schemas.Payload, d Delivery) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -590,19 +592,25 @@ func (b *Bus) watchDecoding(ctx context.Context, cfg WatchConfig, fn func(ev sch
 		msgs  []jetstream.Msg
 		metas []*jetstream.MsgMetadata
 		out   []watched
-		ready chan struct{}
+		ready chan struct{} // a token once out is decoded
 	}
-	work := make(chan *batch, cfg.Decoders)
-	ordered := make(chan *batch, 2*cfg.Decoders)
+	// Batches being decoded, waiting to be handed, and one being filled.
+	inUse := 3*cfg.Decoders + 1
+	free := make(chan *batch, inUse)
+	for range inUse {
+		free <- &batch{msgs: make([]jetstream.Msg, 0, watchBatch), metas: make([]*jetstream.MsgMetadata, 0, watchBatch),
+			out: make([]watched, watchBatch), ready: make(chan struct{}, 1)}
+	}
+	work := make(chan *batch, inUse)
+	ordered := make(chan *batch, inUse)
 	var decoders sync.WaitGroup
 	for range cfg.Decoders {
 		decoders.Go(func() {
 			for bt := range work {
-				bt.out = make([]watched, len(bt.msgs))
 				for i, msg := range bt.msgs {
 					bt.out[i].decode(msg, bt.metas[i])
 				}
-				close(bt.ready)
+				bt.ready <- struct{}{}
 			}
 		})
 	}
@@ -616,29 +624,37 @@ func (b *Bus) watchDecoding(ctx context.Context, cfg WatchConfig, fn func(ev sch
 			case <-ctx.Done():
 				return
 			}
-			for _, w := range bt.out {
+			for _, w := range bt.out[:len(bt.msgs)] {
 				if err := b.hand(w, fn); err != nil {
 					stopped = err
 					cancel(err)
 					return
 				}
 			}
+			clear(bt.out)
+			clear(bt.msgs)
+			clear(bt.metas)
+			bt.msgs, bt.metas = bt.msgs[:0], bt.metas[:0]
+			free <- bt
 		}
 	}()
-	cur := &batch{ready: make(chan struct{})}
+	cur := <-free
 	err := b.watchMsgs(ctx, cfg, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) error {
 		cur.msgs, cur.metas = append(cur.msgs, msg), append(cur.metas, meta)
 		if len(cur.msgs) < watchBatch && meta.NumPending > 0 {
 			return nil
 		}
-		bt := cur
-		cur = &batch{ready: make(chan struct{})}
 		for _, ch := range []chan *batch{ordered, work} {
 			select {
-			case ch <- bt:
+			case ch <- cur:
 			case <-ctx.Done():
 				return context.Cause(ctx)
 			}
+		}
+		select {
+		case cur = <-free:
+		case <-ctx.Done():
+			return context.Cause(ctx)
 		}
 		return nil
 	})
