@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"jetqa/internal/fleetsim"
 	"jetqa/schemas"
 	"jetqa/stages/schedule"
 	"jetqa/streams"
@@ -31,7 +31,7 @@ func BenchmarkAssign(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	var ref latencies
+	var ref fleetsim.Latencies
 	b.Run("publish-receive", func(b *testing.B) {
 		bus := srv.Bus("reference")
 		const stream, subject = "BENCH_LATENCY", "bench.latency"
@@ -60,7 +60,7 @@ func BenchmarkAssign(b *testing.B) {
 			}
 			ref = append(ref, time.Since(start))
 		}
-		ref.report(b, nil)
+		reportLatencies(b, ref, nil)
 	})
 
 	b.Run("post-assigned", func(b *testing.B) {
@@ -109,38 +109,27 @@ func BenchmarkAssign(b *testing.B) {
 		// The scheduler assigns only once it holds its lease.
 		post()
 
-		var lat latencies
+		var lat fleetsim.Latencies
 		for b.Loop() {
 			lat = append(lat, post())
 		}
-		lat.report(b, ref)
+		reportLatencies(b, lat, ref)
 	})
 }
 
-// latencies of a benchmark's iterations.
-type latencies []time.Duration
-
-// report reports p50-ms and p99-ms and, given a reference from the same
-// run, their ratios to it.
-func (l latencies) report(b *testing.B, ref latencies) {
+// reportLatencies reports p50-ms and p99-ms of l and, given a reference
+// from the same run, their ratios to it.
+func reportLatencies(b *testing.B, l, ref fleetsim.Latencies) {
 	if len(l) == 0 {
 		return
 	}
-	b.ReportMetric(ms(l.quantile(0.5)), "p50-ms")
-	b.ReportMetric(ms(l.quantile(0.99)), "p99-ms")
+	b.ReportMetric(fleetsim.MS(l.Quantile(0.5)), "p50-ms")
+	b.ReportMetric(fleetsim.MS(l.Quantile(0.99)), "p99-ms")
 	if len(ref) > 0 {
-		b.ReportMetric(float64(l.quantile(0.5))/float64(ref.quantile(0.5)), "x-ref-p50")
-		b.ReportMetric(float64(l.quantile(0.99))/float64(ref.quantile(0.99)), "x-ref-p99")
+		b.ReportMetric(float64(l.Quantile(0.5))/float64(ref.Quantile(0.5)), "x-ref-p50")
+		b.ReportMetric(float64(l.Quantile(0.99))/float64(ref.Quantile(0.99)), "x-ref-p99")
 	}
 }
-
-func (l latencies) quantile(q float64) time.Duration {
-	s := slices.Clone(l)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(q*float64(len(s))))]
-}
-
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // quickWorker plays the instances of one worker host on the streams: each
 // registers, heartbeats, and finishes every job it is assigned at once.
