@@ -15,7 +15,7 @@ import (
 func cmdMatcher(args []string, stderr io.Writer) error {
 	host, _ := os.Hostname()
 	var r remote
-	var name, logLevel string
+	var name, logLevel, debugListen string
 	var workers, spectra, needles int
 	var noSplit bool
 	fs := flag.NewFlagSet("matcher", flag.ContinueOnError)
@@ -27,6 +27,7 @@ func cmdMatcher(args []string, stderr io.Writer) error {
 	fs.IntVar(&spectra, "spectra-mib", 512, "memory, in MiB, the needles may keep for whole-screen searches (0: none)")
 	fs.IntVar(&needles, "needle-cache-mib", 256, "memory, in MiB, of the prepared needles kept for the next requests")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&debugListen, "debug-listen", "", debugUsage)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -47,6 +48,10 @@ func cmdMatcher(args []string, stderr io.Writer) error {
 		spectra = -1 // match.Config's "none"
 	}
 	if err := a.addMatchers(matcherConfig{Name: name, Workers: workers, NoSplit: noSplit, SpectraMiB: spectra, NeedleCacheMiB: needles}, a.matcher); err != nil {
+		a.teardown()
+		return err
+	}
+	if err := a.addDebug(debugListen); err != nil {
 		a.teardown()
 		return err
 	}

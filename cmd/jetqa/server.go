@@ -22,7 +22,7 @@ const retentionUsage = "remove results once kept long enough: KIND[:RESULT]=AGE,
 // scheduler and the matcher pool. Workers connect to its NATS port.
 func cmdServer(args []string, stderr io.Writer) error {
 	host, _ := os.Hostname()
-	var dataDir, listen, natsHost, logLevel string
+	var dataDir, listen, natsHost, logLevel, debugListen string
 	var natsPort, matchers int
 	var workerTimeout time.Duration
 	var tlsFiles streams.TLSFiles
@@ -48,6 +48,7 @@ func cmdServer(args []string, stderr io.Writer) error {
 	fs.StringVar(&keep, "retention", "", retentionUsage)
 	fs.StringVar(&sync, "sync", "auto", "when JetStream writes events to the disk (fsync): always (before acknowledging each; what auto does on a single server) or interval (every 2 minutes; what auto does in a cluster, whose other nodes hold each event); docs/reliability.md")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&debugListen, "debug-listen", "", debugUsage)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -70,6 +71,10 @@ func cmdServer(args []string, stderr io.Writer) error {
 		ec.Routes = splitList(routes)
 	}
 	if err := a.embed(ec); err != nil {
+		return err
+	}
+	if err := a.addDebug(debugListen); err != nil {
+		a.teardown()
 		return err
 	}
 	apiAddr, err := a.addServer(serverConfig{Host: host, Listen: listen, Matchers: matchers, WorkerTimeout: workerTimeout, Results: results, Retention: keep})
