@@ -10,7 +10,9 @@ mkdir -p "$data"
 log="$data/jetqa.log"
 api=${JETQA_API:-http://127.0.0.1:9526}
 
-"$jetqa" up --data "$data" >"$log" 2>&1 &
+# Jobs name the testos image by path: the worker lets them read files
+# there, and nowhere else on this host.
+"$jetqa" up --data "$data" --asset-paths "$testos" >"$log" 2>&1 &
 pid=$!
 stop() {
   if kill -0 "$pid" 2>/dev/null; then
@@ -60,7 +62,7 @@ echo
 if ((passed && failed)); then
   echo "demo: job $id passed and job $fid failed as it should."
   echo "Screenshots and serial logs: $data/results/$id and $data/results/$fid"
-  echo "Run jetqa yourself: $jetqa up --data $data"
+  echo "Run jetqa yourself: $jetqa up --data $data --asset-paths $testos"
 else
   echo "demo: unexpected results (job $id passed=$passed, job $fid failed=$failed); see $log"
   exit 1

@@ -368,6 +368,12 @@ type workerConfig struct {
 	Heartbeat   time.Duration
 	// ForbidSettings are job settings the instances refuse, comma-separated.
 	ForbidSettings string
+	// AssetPaths are the directories whose files jobs may name by path,
+	// comma-separated (fetch.Config.AssetPaths); DATA/assets always.
+	AssetPaths string
+	// ForbidNetworks are the networks jobs may not download from
+	// (fetch.ParseNetworks).
+	ForbidNetworks string
 	// The asset cache, with openQA's workers.ini names: CACHEDIRECTORY
 	// (default DataDir/cache), CACHELIMIT in GiB, CACHEWORKERS.
 	CacheDir      string
@@ -395,6 +401,8 @@ func cacheFlags(fs *flag.FlagSet, c *workerConfig) {
 		workers = 5
 	}
 	fs.IntVar(&c.CacheWorkers, "cache-workers", workers, "parallel asset downloads (CACHEWORKERS)")
+	fs.StringVar(&c.ForbidNetworks, "forbid-networks", "", "networks jobs may not download assets from, comma-separated CIDRs or addresses, e.g. 169.254.0.0/16,10.0.0.0/8 (a worker's internal hosts, a cloud's metadata service)")
+	fs.StringVar(&c.AssetPaths, "asset-paths", "", "directories of this host whose files jobs may name by absolute path or file:// URL, comma-separated; DATA/assets always; any other path is refused, as whoever may post jobs could read it through the VM")
 }
 
 // addWorker adds a worker host's stages: fetch, one boot stage per
@@ -467,12 +475,18 @@ func (a *assembly) addHostStages(c workerConfig, host schemas.WorkerRef) error {
 	if cacheDir == "" {
 		cacheDir = filepath.Join(c.DataDir, "cache")
 	}
+	forbidden, err := fetch.ParseNetworks(c.ForbidNetworks)
+	if err != nil {
+		return fmt.Errorf("--forbid-networks: %w", err)
+	}
 	fetchStage, err := fetch.New(fetch.Config{
 		Host:            c.Host,
 		CacheDir:        cacheDir,
 		CacheLimitBytes: int64(c.CacheLimitGiB * (1 << 30)),
 		CacheWorkers:    c.CacheWorkers,
 		AssetDir:        filepath.Join(c.DataDir, "assets"),
+		AssetPaths:      splitList(c.AssetPaths),
+		ForbidNetworks:  forbidden,
 		JobsDir:         filepath.Join(c.DataDir, "jobs"),
 	}, bus, a.log.With("stage", "fetch"))
 	if err != nil {

@@ -189,7 +189,7 @@ func TestClusterLosesTheWorkersNode(t *testing.T) {
 			probe.Close()
 		}
 		workers[host] = startProcess(t, host, "worker", "--nats", strings.Join(urls, ","), "--creds", creds,
-			"--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
+			"--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms", "--asset-paths", testosPath())
 	}
 	s := &system{api: apis[0]}
 	s.key = addAPIKey(t, bus, s.api, filepath.Join(t.TempDir(), clientConf))

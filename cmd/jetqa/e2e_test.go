@@ -28,15 +28,22 @@ import (
 	"jetqa/streams"
 )
 
-// testosDir is the output of deploy/testos/build.sh and make-repo.sh
-// (`make testos`): testos.iso, vmlinuz, initrd.img and testos-tests/.
-func testosDir(t testing.TB) string {
-	t.Helper()
+// testosPath is where testosDir looks, whether or not the image is there:
+// test workers let jobs name its files by path (--asset-paths).
+func testosPath() string {
 	dir := os.Getenv("JETQA_TESTOS")
 	if dir == "" {
 		dir = filepath.Join("..", "..", "deploy", "testos", "out")
 	}
 	dir, _ = filepath.Abs(dir)
+	return dir
+}
+
+// testosDir is the output of deploy/testos/build.sh and make-repo.sh
+// (`make testos`): testos.iso, vmlinuz, initrd.img and testos-tests/.
+func testosDir(t testing.TB) string {
+	t.Helper()
+	dir := testosPath()
 	for _, f := range []string{"testos.iso", "vmlinuz", "initrd.img", "testos-tests/main.star"} {
 		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			t.Fatalf("the testos demo image is missing (%v): run `make testos` first", err)
@@ -79,6 +86,7 @@ func startSystemWith(t *testing.T, change func(*upConfig)) *system {
 	c := upConfig{
 		DataDir: data, Listen: "127.0.0.1:0", NATSPort: -1, Host: "e2e", Instances: 1, Matchers: 2,
 		Accel: "tcg", WorkerClass: "qemu_x86_64", WorkerTimeout: 5 * time.Second, Heartbeat: 500 * time.Millisecond,
+		Cache: workerConfig{AssetPaths: testosPath()},
 	}
 	change(&c)
 	a, apiAddr, err := upAssembly(ctx, c, log)
@@ -552,7 +560,8 @@ func TestBadInputEndsJobIncompleteWithReason(t *testing.T) {
 		settings []string
 		reason   []string
 	}{
-		{"missing asset", []string{"ISO=/nonexistent/testos.iso"}, []string{"ISO=/nonexistent/testos.iso", "does not exist"}},
+		{"missing asset", []string{"ISO=" + testosPath() + "/nonexistent.iso"}, []string{"ISO=" + testosPath() + "/nonexistent.iso", "does not exist"}},
+		{"a host file", []string{"ISO=/etc/passwd"}, []string{"ISO=/etc/passwd", "only inside"}},
 		{"git URL that does not exist", []string{"CASEDIR=http://127.0.0.1:1/nothing.git"}, []string{"CASEDIR", "nothing.git"}},
 		{"needle JSON that does not parse", []string{"CASEDIR=" + brokenNeedle}, []string{"broken.json"}},
 		{"Starlark syntax error", []string{"CASEDIR=" + syntaxError}, []string{"tests/shell.star:2"}},

@@ -107,7 +107,7 @@ func startUpProcess(b *testing.B) (string, apiCredential) {
 	b.Helper()
 	data := b.TempDir()
 	apiURL := fmt.Sprintf("http://127.0.0.1:%d", freePorts(b, 1)[0])
-	cmd := exec.Command(os.Args[0], "up", "--data", data, "--nats-port", "-1", "--listen", strings.TrimPrefix(apiURL, "http://"))
+	cmd := exec.Command(os.Args[0], "up", "--data", data, "--nats-port", "-1", "--listen", strings.TrimPrefix(apiURL, "http://"), "--asset-paths", testosPath())
 	cmd.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -78,7 +78,7 @@ func startServerWith(t *testing.T, matchers int, ec embedConfig, tls *tls.Config
 func startWorkerProcess(t *testing.T, s *system, host string) *exec.Cmd {
 	t.Helper()
 	creds := s.issue(t, streams.RoleWorker, host)
-	return startJetqa(t, host, "worker", "--nats", s.nats, "--creds", creds, "--host", host, "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
+	return startJetqa(t, host, "worker", "--nats", s.nats, "--creds", creds, "--host", host, "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms", "--asset-paths", testosPath())
 }
 
 // startJetqa runs jetqa with args as a child process, as a user would, its

@@ -159,7 +159,7 @@ func TestAWorkersNetworkIsCut(t *testing.T) {
 	s := startServer(t)
 	hole := newBlackhole(t, strings.TrimPrefix(s.nats, "nats://"))
 	creds := s.issue(t, streams.RoleWorker, "cut")
-	w := startJetqa(t, "cut", "worker", "--nats", hole.url(), "--creds", creds, "--host", "cut", "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
+	w := startJetqa(t, "cut", "worker", "--nats", hole.url(), "--creds", creds, "--host", "cut", "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms", "--asset-paths", testosPath())
 
 	t.Run("shorter than the worker timeout", func(t *testing.T) {
 		id := s.post(t, demoSettings(testos))

@@ -22,7 +22,7 @@ func TestASecretIsTypedButNeverKept(t *testing.T) {
 	testos := testosDir(t)
 	s := startServer(t)
 	worker := startProcess(t, "ws", "worker", "--nats", s.nats, "--creds", s.issue(t, streams.RoleWorker, "ws"), "--host", "ws",
-		"--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
+		"--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms", "--asset-paths", testosPath())
 	const secret = "S3cr3t-hunter2-XYZ"
 	repo := repoVariant(t, testos, func(dir string) {
 		writeFile(t, filepath.Join(dir, "tests", "secret.star"), fmt.Sprintf(

@@ -55,7 +55,7 @@ func killServerAt(t *testing.T, testos string, at func(schemas.Payload) bool) {
 	if err := issueCredentials(ctx, bus, admin, streams.RoleWorker, "wk", 1, creds); err != nil {
 		t.Fatal(err)
 	}
-	startProcess(t, "wk", "worker", "--nats", natsURL, "--creds", creds, "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
+	startProcess(t, "wk", "worker", "--nats", natsURL, "--creds", creds, "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms", "--asset-paths", testosPath())
 	s := &system{api: fmt.Sprintf("http://127.0.0.1:%d", ports[1]), bus: bus}
 	s.key = addAPIKey(t, bus, s.api, filepath.Join(t.TempDir(), clientConf))
 	job := s.post(t, demoSettings(testos))

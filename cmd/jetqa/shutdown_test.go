@@ -65,7 +65,7 @@ func TestSIGTERMStopsEverythingWithTheVM(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	data := t.TempDir()
-	cmd := exec.CommandContext(ctx, os.Args[0], "up", "--data", data, "--listen", "127.0.0.1:0", "--nats-port", "-1", "--accel", "tcg", "--matchers", "1")
+	cmd := exec.CommandContext(ctx, os.Args[0], "up", "--data", data, "--listen", "127.0.0.1:0", "--nats-port", "-1", "--accel", "tcg", "--matchers", "1", "--asset-paths", testosPath())
 	cmd.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

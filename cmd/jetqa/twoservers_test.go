@@ -22,7 +22,7 @@ func TestOneWorkerHostServesTwoServers(t *testing.T) {
 	config := filepath.Join(t.TempDir(), "workers.ini")
 	writeFile(t, config, fmt.Sprintf("[global]\nHOST = %s %s\nWORKER_CLASS = qemu_x86_64\n\n[%s]\nCREDENTIALS = %s\n\n[%s]\nCREDENTIALS = %s\n",
 		a.nats, b.nats, a.nats, a.issue(t, streams.RoleWorker, "wa"), b.nats, b.issue(t, streams.RoleWorker, "wa")))
-	worker := exec.Command(os.Args[0], "worker", "--config", config, "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms")
+	worker := exec.Command(os.Args[0], "worker", "--config", config, "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms", "--asset-paths", testosPath())
 	worker.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
 	worker.Stderr = testWriter{t}
 	if err := worker.Start(); err != nil {

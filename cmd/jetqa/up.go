@@ -94,7 +94,7 @@ func upAssembly(ctx context.Context, c upConfig, log *slog.Logger) (*assembly, s
 	if err == nil {
 		err = a.addWorker(workerConfig{
 			Host: c.Host, DataDir: dataDir, Instances: c.Instances, Accel: c.Accel, WorkerClass: c.WorkerClass, Heartbeat: c.Heartbeat,
-			CacheDir: c.Cache.CacheDir, CacheLimitGiB: c.Cache.CacheLimitGiB, CacheWorkers: c.Cache.CacheWorkers,
+			CacheDir: c.Cache.CacheDir, CacheLimitGiB: c.Cache.CacheLimitGiB, CacheWorkers: c.Cache.CacheWorkers, AssetPaths: c.Cache.AssetPaths, ForbidNetworks: c.Cache.ForbidNetworks,
 		})
 	}
 	if err != nil {

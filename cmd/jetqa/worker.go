@@ -25,7 +25,7 @@ func cmdWorker(args []string, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	remoteFlags(fs, &r, "worker")
 	fs.StringVar(&c.DataDir, "data", envOr("STATE_DIRECTORY", "worker-data"), "directory for the asset cache and jobs, shared by the host's processes (default: systemd's $STATE_DIRECTORY)")
-	fs.StringVar(&config, "config", "", "workers.ini in openQA's format (HOST, WORKER_CLASS, CACHEDIRECTORY, CACHELIMIT, CACHEWORKERS, jetqa's FORBID_SETTINGS; [SERVER] CREDENTIALS, TLS_CA; [N] per instance); flags given win")
+	fs.StringVar(&config, "config", "", "workers.ini in openQA's format (HOST, WORKER_CLASS, CACHEDIRECTORY, CACHELIMIT, CACHEWORKERS, jetqa's FORBID_SETTINGS, FORBID_NETWORKS and ASSET_PATHS; [SERVER] CREDENTIALS, TLS_CA; [N] per instance); flags given win")
 	fs.StringVar(&c.Host, "host", host, "name of this worker host (default: the name its credentials were issued for)")
 	fs.IntVar(&c.Instances, "instances", 1, "worker instances (VMs at once)")
 	fs.IntVar(&c.Instance, "instance", 0, "run only this one instance, as jetqa-worker@N does (the host's stages run in `--host-stages`)")

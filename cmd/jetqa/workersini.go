@@ -65,6 +65,12 @@ func (w *workersINI) apply(c *workerConfig, r remote, set map[string]bool) ([]re
 	if v := w.get("global", "FORBID_SETTINGS"); v != "" && !set["forbid-settings"] {
 		c.ForbidSettings = v
 	}
+	if v := w.get("global", "ASSET_PATHS"); v != "" && !set["asset-paths"] {
+		c.AssetPaths = v
+	}
+	if v := w.get("global", "FORBID_NETWORKS"); v != "" && !set["forbid-networks"] {
+		c.ForbidNetworks = v
+	}
 	if v := w.get("global", "CACHEDIRECTORY"); v != "" && !set["cache-dir"] {
 		c.CacheDir = v
 	}

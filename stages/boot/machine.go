@@ -49,6 +49,8 @@ var (
 	aavmfCandidates = [][2]string{
 		{"/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"},
 	}
+	// firmwareDir holds the firmware a job may name (UEFI_PFLASH_CODE).
+	firmwareDir    = "/usr/share/"
 	ovmfCandidates = [][2]string{
 		{"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"},
 		{"/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"},
@@ -350,6 +352,13 @@ func (m *machine) firmware() error {
 		if _, err := os.Stat(f.path); err != nil {
 			return fmt.Errorf("%s=%s: %v", f.name, f.path, err)
 		}
+	}
+	// The firmware is given to the VM, whose tests could read it back: a
+	// job may name the firmware of the host's packages only, never another
+	// file of the host. (A variable store the job names is an asset: the
+	// fetch stage brought it, from where this worker lets jobs name files.)
+	if real, err := filepath.EvalSymlinks(code); err != nil || !strings.HasPrefix(real, firmwareDir) {
+		return fmt.Errorf("UEFI_PFLASH_CODE=%s: give a firmware file of this worker's packages (under %s); other files of the host are refused", code, firmwareDir)
 	}
 	// The job's own variable store, in qcow2 so that the VM can be saved
 	// as a snapshot (every writable disk must be qcow2 for that).

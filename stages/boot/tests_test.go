@@ -123,6 +123,7 @@ func TestMachineFromSettings(t *testing.T) {
 		{map[string]string{"QEMUVGA": "matrox"}, map[string]string{"ISO": "/x"}, `QEMUVGA="matrox"`},
 		{map[string]string{"ARCH": "riscv64"}, map[string]string{"ISO": "/x"}, `ARCH="riscv64"`},
 		{map[string]string{"UEFI": "1", "UEFI_PFLASH_CODE": "/nonexistent/OVMF_CODE.fd", "UEFI_PFLASH_VARS": "/nonexistent/VARS.fd"}, map[string]string{"ISO": "/x"}, "UEFI_PFLASH_CODE=/nonexistent/OVMF_CODE.fd"},
+		{map[string]string{"UEFI": "1", "UEFI_PFLASH_CODE": "/etc/passwd", "UEFI_PFLASH_VARS": "/etc/hostname"}, map[string]string{"ISO": "/x"}, "UEFI_PFLASH_CODE=/etc/passwd: give a firmware file of this worker's packages"},
 		{map[string]string{"QEMU_APPEND": "device x"}, map[string]string{"ISO": "/x"}, "QEMU_APPEND=device x: this worker does not let jobs set QEMU_APPEND"},
 		{map[string]string{"APPEND": "quiet"}, map[string]string{"ISO": "/x"}, "INITRD and APPEND need KERNEL"},
 		{map[string]string{"NUMDISKS": "0"}, map[string]string{}, "nothing to boot"},

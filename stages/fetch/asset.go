@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -129,6 +130,11 @@ func (s *Stage) localSource(setting, source string) (string, error) {
 		}
 		p = filepath.Join(s.cfg.AssetDir, p)
 	}
+	if filepath.IsAbs(strings.TrimPrefix(source, "file://")) {
+		if err := s.mayRead(p); err != nil {
+			return "", jobError("asset %s=%s: %v", setting, source, err)
+		}
+	}
 	fi, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		if !filepath.IsAbs(strings.TrimPrefix(source, "file://")) {
@@ -143,6 +149,31 @@ func (s *Stage) localSource(setting, source string) (string, error) {
 		return "", jobError("asset %s=%s: %s is not a regular file", setting, source, p)
 	}
 	return p, nil
+}
+
+// mayRead says whether a job may name the host's file at path p: it must
+// be inside AssetDir or one of AssetPaths once links are followed. It
+// says nothing of whether the file exists outside them.
+func (s *Stage) mayRead(p string) error {
+	allowed := append([]string{s.cfg.AssetDir}, s.cfg.AssetPaths...)
+	real, err := filepath.EvalSymlinks(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		real = filepath.Clean(p) // told as missing once allowed
+	} else if err != nil {
+		real = ""
+	}
+	for _, dir := range allowed {
+		if dir == "" {
+			continue
+		}
+		if d, err := filepath.EvalSymlinks(dir); err == nil {
+			dir = d
+		}
+		if rel, err := filepath.Rel(dir, real); real != "" && err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && !filepath.IsAbs(rel) {
+			return nil
+		}
+	}
+	return fmt.Errorf("this worker lets jobs name files by path only inside %s (jetqa worker --asset-paths): register the file with `jetqa asset add`, or give an http(s) URL", strings.Join(slices.DeleteFunc(allowed, func(d string) bool { return d == "" }), ", "))
 }
 
 // storeSource is an asset registered on the server: its bytes come from

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -40,20 +41,33 @@ type Config struct {
 	CacheWorkers int
 	// AssetDir is where assets given by bare name are looked up.
 	AssetDir string
+	// AssetPaths are the directories of the host whose files a job may
+	// name by absolute path or file:// URL, besides AssetDir. Any other
+	// path is refused: a job's settings come from whoever may post jobs,
+	// and a file given to the VM can be read back by the job's tests.
+	AssetPaths []string
 	// JobsDir gets one directory per job: checkouts and results.
 	JobsDir string
 	// MirrorsDir keeps one bare mirror per test or needle repository;
 	// default CacheDir/git.
 	MirrorsDir string
-	// HTTPClient downloads assets given by URL; default http.DefaultClient.
+	// HTTPClient downloads assets given by URL; default http.DefaultClient,
+	// or one that refuses ForbidNetworks.
 	HTTPClient *http.Client
+	// ForbidNetworks are the networks jobs may not download assets from
+	// (ParseNetworks): a worker inside a lab or cloud keeps jobs away from
+	// its internal hosts and metadata services this way.
+	ForbidNetworks []netip.Prefix
 }
 
 func (c Config) withDefaults() Config {
 	if c.Host == "" {
 		c.Host, _ = os.Hostname()
 	}
-	if c.HTTPClient == nil {
+	switch {
+	case c.HTTPClient == nil && len(c.ForbidNetworks) > 0:
+		c.HTTPClient = guardedClient(c.ForbidNetworks)
+	case c.HTTPClient == nil:
 		c.HTTPClient = http.DefaultClient
 	}
 	if c.MirrorsDir == "" && c.CacheDir != "" {

@@ -8,12 +8,14 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,11 +32,26 @@ func newStage(t *testing.T) *Stage {
 	t.Helper()
 	dir := t.TempDir()
 	bus := natstest.Start(t).Bus("fetch")
-	s, err := New(Config{Host: "h", CacheDir: filepath.Join(dir, "cache"), AssetDir: filepath.Join(dir, "assets"), JobsDir: filepath.Join(dir, "jobs")}, bus, slog.Default())
+	s, err := New(Config{Host: "h", CacheDir: filepath.Join(dir, "cache"), AssetDir: filepath.Join(dir, "assets"), JobsDir: filepath.Join(dir, "jobs"),
+		AssetPaths: []string{filepath.Join(dir, "local")}}, bus, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+// localFile writes a file in the directory the stage lets jobs name
+// files in by path, and returns its path.
+func localFile(t *testing.T, s *Stage, name string, content []byte) string {
+	t.Helper()
+	if err := os.MkdirAll(s.cfg.AssetPaths[0], 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(s.cfg.AssetPaths[0], name)
+	if err := os.WriteFile(p, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func sum(b []byte) string {
@@ -45,8 +62,14 @@ func sum(b []byte) string {
 func TestFetchAsset(t *testing.T) {
 	s := newStage(t)
 	content := []byte(strings.Repeat("testos image ", 1000))
-	local := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(local, content, 0o644); err != nil {
+	local := localFile(t, s, "disk.img", content)
+	localDir := filepath.Dir(local)
+	// Elsewhere on the host, and a link to it from an allowed directory.
+	outside := filepath.Join(t.TempDir(), "secret.img")
+	if err := os.WriteFile(outside, content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(localDir, "link.img")); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.MkdirAll(s.cfg.AssetDir, 0o755); err != nil {
@@ -97,7 +120,14 @@ func TestFetchAsset(t *testing.T) {
 		{name: "URL", source: srv.URL + "/disk.img", sha: strings.ToUpper(sum(content))},
 		{name: "URL again is cached", source: srv.URL + "/disk.img", cached: true},
 		{name: "wrong checksum", source: local, sha: sum([]byte("other")), errWant: "got SHA-256 " + sum(content)},
-		{name: "missing file", source: "/nonexistent/x.iso", errWant: "/nonexistent/x.iso does not exist"},
+		{name: "missing file", source: filepath.Join(localDir, "x.iso"), errWant: filepath.Join(localDir, "x.iso") + " does not exist"},
+		{name: "a path outside the allowed directories", source: outside, errWant: "only inside"},
+		{name: "a file:// URL outside them", source: "file://" + outside, errWant: "only inside"},
+		{name: "the host's files", source: "/etc/passwd", errWant: "only inside"},
+		{name: "a link out of an allowed directory", source: filepath.Join(localDir, "link.img"), errWant: "only inside"},
+		{name: "climbing out of an allowed directory", source: localDir + "/../" + filepath.Base(localDir) + "/../../../etc/passwd", errWant: "only inside"},
+		{name: "a missing file outside is not told apart", source: "/nonexistent/x.iso", errWant: "only inside"},
+		{name: "a device", source: "/dev/zero", errWant: "only inside"},
 		{name: "escaping the asset directory", source: "../etc/passwd", errWant: "not an absolute path"},
 		{name: "404", source: srv.URL + "/nothing.iso", errWant: "404"},
 		{name: "unreachable", source: "http://127.0.0.1:1/x.iso", errWant: "download failed"},
@@ -133,10 +163,7 @@ func TestFetchAsset(t *testing.T) {
 // backed by the cached image, so the VM never writes to the cache.
 func TestHDDGetsAnOverlay(t *testing.T) {
 	s := newStage(t)
-	img := filepath.Join(t.TempDir(), "disk.raw")
-	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	img := localFile(t, s, "disk.raw", make([]byte, 1<<20))
 	a, err := s.fetchAsset(context.Background(), 1, schemas.WorkerRef{Host: "h", Instance: 1}, "HDD_1", img, "", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -233,4 +260,77 @@ func TestCheckoutPinsTheRef(t *testing.T) {
 func mustHash(t *testing.T, h string) plumbing.Hash {
 	t.Helper()
 	return plumbing.NewHash(h)
+}
+
+// A worker that forbids networks refuses downloads from them: by address,
+// by a name resolving into one, and by a redirect from an allowed host;
+// each is a job error naming the setting, and nothing is fetched.
+func TestForbiddenNetworksAreRefused(t *testing.T) {
+	nets, err := ParseNetworks("127.0.0.0/8, 169.254.169.254")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseNetworks("10.0.0.0/8,internal"); err == nil {
+		t.Error(`ParseNetworks("internal") took a name`)
+	}
+	dir := t.TempDir()
+	s, err := New(Config{Host: "h", CacheDir: filepath.Join(dir, "cache"), JobsDir: filepath.Join(dir, "jobs"), ForbidNetworks: nets},
+		natstest.Start(t).Bus("fetch"), slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var served atomic.Int64
+	inside := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		_, _ = w.Write([]byte("internal secrets"))
+	}))
+	defer inside.Close()
+	_, port, _ := net.SplitHostPort(inside.Listener.Addr().String())
+	sources := map[string]string{
+		"an address": inside.URL + "/x.iso",
+		"a name":     "http://localhost:" + port + "/x.iso",
+		"metadata":   "http://169.254.169.254/latest/meta-data/",
+	}
+	// An allowed host (IPv6 loopback, where the machine has one) that
+	// redirects into a forbidden network.
+	if ln, err := net.Listen("tcp", "[::1]:0"); err == nil {
+		outside := httptest.NewUnstartedServer(http.RedirectHandler(inside.URL+"/x.iso", http.StatusFound))
+		outside.Listener = ln
+		outside.Start()
+		defer outside.Close()
+		sources["a redirect"] = outside.URL + "/x.iso"
+	}
+	for name, source := range sources {
+		t.Run(name, func(t *testing.T) {
+			_, err := s.fetchAsset(context.Background(), 1, schemas.WorkerRef{Host: "h", Instance: 1}, "ISO", source, "", t.TempDir())
+			var je errJob
+			if err == nil || !errors.As(err, &je) || !strings.Contains(err.Error(), "ISO=") || !strings.Contains(err.Error(), "does not let jobs download from") {
+				t.Fatalf("error %v, want a job error refusing the network", err)
+			}
+		})
+	}
+	if n := served.Load(); n != 0 {
+		t.Errorf("the forbidden server answered %d requests", n)
+	}
+}
+
+// Test and needle repositories are refused too when their host is in a
+// forbidden network, whichever way the URL is written.
+func TestRepositoriesInForbiddenNetworksAreRefused(t *testing.T) {
+	nets, err := ParseNetworks("127.0.0.0/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	s, err := New(Config{Host: "h", CacheDir: filepath.Join(dir, "cache"), JobsDir: filepath.Join(dir, "jobs"), ForbidNetworks: nets},
+		natstest.Start(t).Bus("fetch"), slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, repo := range []string{"http://127.0.0.1:1/tests.git", "https://localhost/tests.git#main", "ssh://git@127.0.0.1/tests.git", "git@localhost:tests.git"} {
+		_, err := s.checkout(context.Background(), "CASEDIR", repo, filepath.Join(t.TempDir(), "co"))
+		if err == nil || !strings.Contains(err.Error(), "CASEDIR=") || !strings.Contains(err.Error(), "does not let jobs fetch from") {
+			t.Errorf("%s: %v, want it refused", repo, err)
+		}
+	}
 }

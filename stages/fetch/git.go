@@ -21,6 +21,9 @@ func SplitRef(v string) (url, ref string) {
 func (s *Stage) checkout(ctx context.Context, setting, value, dir string) (schemas.RepoCheckedOut, error) {
 	url, ref := SplitRef(value)
 	rc := schemas.RepoCheckedOut{Setting: setting, URL: url, Ref: ref, Path: dir}
+	if err := s.reachable(ctx, url); err != nil {
+		return rc, jobError("%s=%s: %v", setting, value, err)
+	}
 	res, err := s.mirrors.Checkout(ctx, url, ref, dir)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,10 +19,7 @@ func TestAJobsAssetsAreReleasedAtItsEnd(t *testing.T) {
 	s := newStage(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	local := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(local, []byte("testos image"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	local := localFile(t, s, "disk.img", []byte("testos image"))
 	bus := s.bus.(*streams.Bus)
 	held := func(job int64) bool {
 		s.heldMu.Lock()
