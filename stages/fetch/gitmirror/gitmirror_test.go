@@ -461,6 +461,23 @@ func TestBrokenMirrorIsMadeAgain(t *testing.T) {
 				}
 			}
 		}},
+		{"a byte flipped in every pack", func(t *testing.T, dir string) {
+			packs, _ := filepath.Glob(filepath.Join(dir, "objects", "pack", "*.pack"))
+			if len(packs) == 0 {
+				t.Fatal("the mirror has no packs to break")
+			}
+			for _, p := range packs {
+				b, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Past the 12-byte header, inside the objects.
+				b[12+(len(b)-12)/2] ^= 0x5a
+				if err := os.WriteFile(p, b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
 		{"empty directory", func(t *testing.T, dir string) {
 			if err := os.RemoveAll(dir); err != nil {
 				t.Fatal(err)
