@@ -188,16 +188,27 @@ func (s *Stage) handle(ctx context.Context, ev schemas.Event, p schemas.Payload,
 	if err != nil {
 		return err
 	}
-	if agg.Final() || agg.Started || agg.Worker == nil || *agg.Worker != s.cfg.Worker {
+	if agg.Final() || agg.Worker == nil || *agg.Worker != s.cfg.Worker {
 		log.Info("not starting a job that is no longer this worker's", "state", agg.State)
 		return nil
+	}
+	// A delivery after the first, or a job started already but not by
+	// this process: the instance stopped while it ran the job and was
+	// started again, before anyone declared it offline. Nobody else ends
+	// such a job: the instance registers and heartbeats again.
+	restarted := d.Redelivery > 0
+	if agg.Started {
+		if s.running.Load() == ev.Job {
+			return nil // this process runs it and reports its end
+		}
+		restarted = true
 	}
 	resultsDir := filepath.Join(ready.JobDir, "results")
 	if err := os.MkdirAll(resultsDir, 0o755); err != nil {
 		return err
 	}
 	finished := schemas.TestsFinished{Worker: s.cfg.Worker, ResultsDir: resultsDir}
-	if d.Redelivery > 0 {
+	if restarted {
 		// The instance stopped while it ran this job; running it again here
 		// could act twice on its assets.
 		finished.Result, finished.Reason = schemas.ResultIncomplete, "the worker instance restarted while running the job"
