@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -14,11 +13,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/sync/errgroup"
 
 	"jetqa/internal/fleetsim"
 	"jetqa/schemas"
@@ -70,128 +66,15 @@ func TestFleetUnderLoad(t *testing.T) {
 	jobs, hosts := envInt(t, "JETQA_LOAD_JOBS", defaultLoadJobs), envInt(t, "JETQA_LOAD_WORKERS", defaultLoadHosts)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Minute)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-
-	ports := freePorts(t, 5)
-	data := t.TempDir()
-	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", ports[0])
-	debug := func(i int) string { return fmt.Sprintf("127.0.0.1:%d", ports[2+i]) } // the server's, m1's, m2's
-	server := startProcess(t, "server", "server", "--data", data, "--listen", fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		"--nats-port", fmt.Sprint(ports[0]), "--matchers", "0", "--log-level", "warn", "--debug-listen", debug(0))
-	server.waitLine(t, 3*time.Minute, "jetqa server is up")
-	id, err := streams.LoadIdentity(filepath.Join(data, adminCreds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := streams.Dial{URLs: natsURL, Identity: &id}
-	bus, err := streams.ConnectTo(ctx, admin, "load-test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
-	s := &system{api: fmt.Sprintf("http://127.0.0.1:%d", ports[1]), bus: bus}
-	s.key = addAPIKey(t, bus, s.api, filepath.Join(t.TempDir(), clientConf))
-
-	// Two matchers with the testos needles, a request per job: a real
-	// screen full of kernel messages near the needles' places.
-	refs := publishTestosNeedles(t, ctx, bus)
-	procs := []loadProcess{{"server", server.cmd.Process, debug(0)}}
-	for i, name := range []string{"m1", "m2"} {
-		creds := filepath.Join(t.TempDir(), name+".creds")
-		if err := issueCredentials(ctx, bus, admin, streams.RoleMatcher, name, 1, creds); err != nil {
-			t.Fatal(err)
-		}
-		cmd, _ := startMatcherProcess(t, natsURL, name, "--creds", creds, "--debug-listen", debug(i+1))
-		procs = append(procs, loadProcess{"matcher " + name, cmd.Process, debug(i + 1)})
-	}
-
-	// The fleet, each host with credentials of its own.
-	credsDir := t.TempDir()
-	for i := range hosts {
-		name := fmt.Sprintf("w%04d", i+1)
-		if err := issueCredentials(ctx, bus, admin, streams.RoleWorker, name, 1, filepath.Join(credsDir, name+".creds")); err != nil {
-			t.Fatal(err)
-		}
-	}
 	goroutinesBefore := runtime.NumGoroutine()
 	heapBefore := int64(fleetsim.HeapInUse())
-	start := time.Now()
-	f := fleetsim.Start(ctx, t, fleetsim.Config{Hosts: hosts, Log: log,
-		Match: &schemas.MatchRequested{Screen: kernelMessages(t), Needles: refs, Ratio: 0.02, Threshold: 0.96},
-		Dial: func(ctx context.Context, i int, stage string, w schemas.WorkerRef) (*streams.Bus, error) {
-			id, err := streams.LoadIdentity(filepath.Join(credsDir, w.Host+".creds"))
-			if err != nil {
-				return nil, err
-			}
-			return streams.ConnectTo(ctx, streams.Dial{URLs: natsURL, Identity: &id}, stage+"@"+w.String(), log)
-		}}, bus)
-	fleetUp := time.Now()
-	t.Logf("%d simulated worker hosts up in %v", hosts, fleetUp.Sub(start).Round(time.Millisecond))
-
-	from, err := bus.LastSequence(ctx, streams.StreamJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rec := fleetsim.NewRecord(2 * hosts)
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan error, 1)
-	go func() {
-		watched <- bus.Watch(watchCtx, streams.WatchConfig{Stream: streams.StreamJobs, From: from + 1, Filters: []string{streams.SubjectJobs}},
-			func(ev schemas.Event, p schemas.Payload, _ streams.Delivery) error {
-				rec.See(ev, p)
-				return nil
-			})
-	}()
-	defer func() {
-		stopWatch()
-		<-watched
-	}()
-
-	settings := url.Values{}
-	for k, v := range map[string]string{
-		"DISTRI": "opensuse", "VERSION": "Tumbleweed", "FLAVOR": "DVD", "ARCH": "x86_64", "BUILD": "20261207",
-		"MACHINE": "64bit", "TEST": "textmode", "WORKER_CLASS": fleetsim.Class, "HDDSIZEGB": "20", "QEMURAM": "2048",
-	} {
-		settings.Set(k, v)
-	}
-	var posted atomic.Int64
-	run := func(n int) {
-		t.Helper()
-		todo := make(chan struct{})
-		posters, postCtx := errgroup.WithContext(ctx)
-		for range 4 {
-			posters.Go(func() error {
-				for range todo {
-					if err := postJob(postCtx, s, settings); err != nil {
-						return err
-					}
-					posted.Add(1)
-				}
-				return nil
-			})
-		}
-		for range n {
-			select {
-			case rec.Slots <- struct{}{}:
-			case err := <-watched:
-				t.Fatalf("watching the job stream: %v", err)
-			}
-			select {
-			case todo <- struct{}{}:
-			case <-postCtx.Done():
-				t.Fatalf("posting jobs: %v", posters.Wait())
-			}
-		}
-		close(todo)
-		if err := posters.Wait(); err != nil {
-			t.Fatalf("posting jobs: %v", err)
-		}
-		rec.WaitFinished(t, int(posted.Load()), bus)
-	}
+	r := startRig(t, ctx, rigConfig{hosts: hosts})
+	procs, rec, f, bus := r.processes(), r.rec, r.fleet, r.bus
 
 	// The warm-up, then the memory every later job must not add to.
 	warm := jobs / loadWarmShare
-	run(warm)
+	r.post(warm, false)
+	rec.WaitFinished(t, warm, bus)
 	// JETQA_LOAD_PROFILES=DIR keeps each process's heap profile after the
 	// warm-up and at the end there (go tool pprof -base warm end).
 	profiles := os.Getenv("JETQA_LOAD_PROFILES")
@@ -210,11 +93,12 @@ func TestFleetUnderLoad(t *testing.T) {
 	}
 	warmMem := mem("warm")
 	cpuStart := fleetsim.CPUTime()
-	run(jobs - warm)
+	r.post(jobs-warm, false)
+	rec.WaitFinished(t, jobs, bus)
 	cpu := fleetsim.CPUTime() - cpuStart
 	endMem := mem("end")
 
-	fig := rec.Figures(fleetUp)
+	fig := rec.Figures(r.fleetUp)
 	seen, finished := rec.Jobs()
 	span := fig.Last.Sub(fig.First).Seconds()
 	rest := int64(jobs - warm)
@@ -255,7 +139,7 @@ func TestFleetUnderLoad(t *testing.T) {
 	if endMem.goroutines > warmMem.goroutines+leakedGoroutines {
 		t.Errorf("goroutines of the fleet grew from %d to %d", warmMem.goroutines, endMem.goroutines)
 	}
-	checkLoadStream(t, ctx, bus, from, jobs)
+	checkLoadStream(t, ctx, bus, r.from, jobs)
 }
 
 // loadMemory is the memory of the load test's processes at one moment.

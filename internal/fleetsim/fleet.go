@@ -25,7 +25,7 @@ import (
 
 // How the simulated hosts behave: as `jetqa worker` does by default.
 const (
-	Heartbeat = 10 * time.Second // boot.Config's default
+	Heartbeat = 10 * time.Second // boot.Config's default, of Config.Heartbeat
 	Restart   = 5 * time.Second  // RestartSec of deploy/systemd/jetqa-worker@.service
 	Class     = "qemu_x86_64"
 )
@@ -40,15 +40,19 @@ type Config struct {
 	// each job's module, with its ID and ReplyTo set per job; nil asks
 	// nothing.
 	Match *schemas.MatchRequested
-	Log   *slog.Logger
+	// Heartbeat is how often each instance reports it is alive (0:
+	// Heartbeat).
+	Heartbeat time.Duration
+	Log       *slog.Logger
 }
 
 // Fleet is the simulated worker hosts.
 type Fleet struct {
 	cfg       Config
-	hosts     []*host
+	ctx       context.Context // the fleet's; each host's is a child
 	cancel    context.CancelFunc
-	run       *errgroup.Group
+	mu        sync.Mutex   // hosts
+	hosts     []*host      // nil: killed
 	Restarts  atomic.Int64 // stages that stopped with an error and were started again
 	lastErr   atomic.Pointer[error]
 	Retries   atomic.Int64 // handler errors, retried by the consumers
@@ -67,13 +71,16 @@ type Fleet struct {
 func Start(ctx context.Context, tb testing.TB, cfg Config, admin *streams.Bus) *Fleet {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(ctx)
-	f := &Fleet{cfg: cfg, hosts: make([]*host, cfg.Hosts), cancel: cancel, run: &errgroup.Group{}}
+	if cfg.Heartbeat == 0 {
+		cfg.Heartbeat = Heartbeat
+	}
+	f := &Fleet{cfg: cfg, ctx: ctx, hosts: make([]*host, cfg.Hosts), cancel: cancel}
 	tb.Cleanup(func() { f.Stop(tb) })
 	var dial errgroup.Group
 	dial.SetLimit(2 * runtime.NumCPU())
 	for i := range cfg.Hosts {
 		dial.Go(func() error {
-			h, err := f.dialHost(ctx, i)
+			h, err := f.dialHost(i)
 			f.hosts[i] = h
 			return err
 		})
@@ -105,7 +112,7 @@ func Start(ctx context.Context, tb testing.TB, cfg Config, admin *streams.Bus) *
 		}
 		// Heartbeats spread over the interval, as hosts started at random
 		// moments would send them.
-		h.start(ctx, time.Duration(i)*Heartbeat/time.Duration(cfg.Hosts))
+		h.start(time.Duration(i) * cfg.Heartbeat / time.Duration(cfg.Hosts))
 	}
 	natstest.WaitUntil(tb, waitCtx, created(perHost*cfg.Hosts))
 	return f
@@ -115,22 +122,55 @@ func Start(ctx context.Context, tb testing.TB, cfg Config, admin *streams.Bus) *
 // enough, more do nothing.
 func (f *Fleet) Stop(tb testing.TB) {
 	f.cancel()
-	if err := f.run.Wait(); err != nil && !errors.Is(err, context.Canceled) {
-		tb.Error(err)
-	}
-	var closing sync.WaitGroup
-	for i, h := range f.hosts {
-		if h == nil {
-			continue
+	f.mu.Lock()
+	hosts := f.hosts
+	f.hosts = make([]*host, len(hosts))
+	f.mu.Unlock()
+	var stopping sync.WaitGroup
+	for _, h := range hosts {
+		if h != nil {
+			stopping.Go(func() {
+				if err := h.stop(false); err != nil {
+					tb.Error(err)
+				}
+			})
 		}
-		for _, bus := range []*streams.Bus{h.fetch, h.upload, h.boot} {
-			if bus != nil {
-				closing.Go(bus.Close)
-			}
-		}
-		f.hosts[i] = nil
 	}
-	closing.Wait()
+	stopping.Wait()
+}
+
+// Kill stops host i as a crash would: its connections close at once,
+// whatever its stages were doing, and nothing of it runs after. It says
+// whether the host ran.
+func (f *Fleet) Kill(i int) bool {
+	f.mu.Lock()
+	h := f.hosts[i]
+	f.hosts[i] = nil
+	f.mu.Unlock()
+	if h == nil {
+		return false
+	}
+	_ = h.stop(true)
+	return true
+}
+
+// Revive starts host i again, as its service manager would after a
+// crash: new connections, the same durable consumers, a registration.
+func (f *Fleet) Revive(i int) error {
+	h, err := f.dialHost(i)
+	if err != nil {
+		return err
+	}
+	f.mu.Lock()
+	if f.hosts[i] != nil || f.ctx.Err() != nil {
+		f.mu.Unlock()
+		_ = h.stop(true)
+		return fmt.Errorf("host %d runs already, or the fleet stopped", i)
+	}
+	f.hosts[i] = h
+	f.mu.Unlock()
+	h.start(0)
+	return nil
 }
 
 // Consumers counts the consumers of the job and the worker stream.
@@ -161,14 +201,18 @@ type host struct {
 	fetch, upload, boot *streams.Bus
 	running             atomic.Int64 // the job the instance runs, for heartbeats
 	fleet               *Fleet
+	ctx                 context.Context
+	cancel              context.CancelFunc
+	run                 errgroup.Group
 
 	mu      sync.Mutex
 	answers map[string]chan *schemas.MatchResolved // match requests waiting
 }
 
-func (f *Fleet) dialHost(ctx context.Context, i int) (*host, error) {
+func (f *Fleet) dialHost(i int) (*host, error) {
 	name := fmt.Sprintf("w%04d", i+1)
-	h := &host{ref: schemas.WorkerRef{Host: name, Instance: 1}, fleet: f, answers: map[string]chan *schemas.MatchResolved{}}
+	ctx, cancel := context.WithCancel(f.ctx)
+	h := &host{ref: schemas.WorkerRef{Host: name, Instance: 1}, fleet: f, ctx: ctx, cancel: cancel, answers: map[string]chan *schemas.MatchResolved{}}
 	var err error
 	dial := func(stage string, w schemas.WorkerRef) *streams.Bus {
 		if err != nil {
@@ -183,24 +227,44 @@ func (f *Fleet) dialHost(ctx context.Context, i int) (*host, error) {
 	hostRef := schemas.WorkerRef{Host: name}
 	h.fetch, h.upload, h.boot = dial("fetch", hostRef), dial("upload", hostRef), dial("boot", h.ref)
 	if err != nil {
-		for _, bus := range []*streams.Bus{h.fetch, h.upload, h.boot} {
-			if bus != nil {
-				bus.Close()
-			}
-		}
+		_ = h.stop(true)
 		return nil, err
 	}
 	return h, nil
 }
 
-// start runs the host's stages until ctx ends; the first heartbeat is
+// stop ends the host's stages and closes its connections; on a crash at
+// once, without waiting for the stages, as a killed process's close.
+func (h *host) stop(crash bool) error {
+	closeAll := func() {
+		for _, bus := range []*streams.Bus{h.fetch, h.upload, h.boot} {
+			if bus != nil {
+				bus.Close()
+			}
+		}
+	}
+	h.cancel()
+	if crash {
+		closeAll()
+	}
+	err := h.run.Wait()
+	if !crash {
+		closeAll()
+	}
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// start runs the host's stages until it stops; the first heartbeat is
 // sent after offset.
-func (h *host) start(ctx context.Context, offset time.Duration) {
-	f := h.fleet
+func (h *host) start(offset time.Duration) {
+	f, ctx := h.fleet, h.ctx
 	// A stage that stops with an error starts again after a while, as
 	// systemd restarts jetqa-worker (deploy/systemd: RestartSec=5).
 	run := func(stage func(context.Context) error) {
-		f.run.Go(func() error {
+		h.run.Go(func() error {
 			for {
 				err := stage(ctx)
 				if ctx.Err() != nil {
@@ -273,7 +337,7 @@ func (h *host) start(ctx context.Context, offset time.Duration) {
 		if _, err := h.boot.Append(ctx, 0, schemas.WorkerRegistered{Worker: h.ref, Classes: []string{Class}, Arch: "x86_64", CPUs: 8, MemoryMiB: 16384}); err != nil {
 			return fmt.Errorf("register: %w", err)
 		}
-		f.run.Go(func() error { h.heartbeat(ctx, offset); return nil })
+		h.run.Go(func() error { h.heartbeat(ctx, offset); return nil })
 		return h.boot.Consume(ctx, streams.ConsumerConfig{
 			Stream: streams.StreamJobs, Durable: streams.BootDurable(h.ref), Filters: []string{streams.ReadyFor(h.ref)},
 			AckWait: time.Minute, MaxDeliver: 2,
@@ -289,7 +353,7 @@ func (h *host) heartbeat(ctx context.Context, offset time.Duration) {
 		return
 	case <-first.C:
 	}
-	tick := time.NewTicker(Heartbeat)
+	tick := time.NewTicker(h.fleet.cfg.Heartbeat)
 	defer tick.Stop()
 	for {
 		_, _ = h.boot.Append(ctx, 0, schemas.WorkerHeartbeat{Worker: h.ref, Job: h.running.Load()})
@@ -301,30 +365,45 @@ func (h *host) heartbeat(ctx context.Context, offset time.Duration) {
 	}
 }
 
-// current loads a job as of the event just delivered at seq, at least,
-// and says whether it is still the instance's to work on.
+// readAt loads a job as of the event just delivered at seq, at least.
 //
 // A read can miss an event the consumer has already delivered: reads go
 // to the stream's leader, which may store a message after a replica
 // whose consumer delivers it. Taken as it is, such a read says the job
 // is not assigned (yet), and the job would be skipped and stay assigned
 // for good; so it is read again. Stale counts the deliveries that had to.
-func (h *host) current(ctx context.Context, bus *streams.Bus, job int64, seq uint64, w schemas.WorkerRef) (*schemas.JobAggregate, bool, error) {
+func (h *host) readAt(ctx context.Context, bus *streams.Bus, job int64, seq uint64) (*schemas.JobAggregate, error) {
 	for try := 0; ; try++ {
 		agg, err := bus.LoadJob(ctx, job)
-		if err != nil {
-			return nil, false, err
-		}
-		if agg.Seq >= seq {
-			return agg, !agg.Final() && !agg.Started && agg.Worker != nil && *agg.Worker == w, nil
+		if err != nil || agg.Seq >= seq {
+			return agg, err
 		}
 		if try == 0 {
 			h.fleet.Stale.Add(1)
 		}
 		if try == 100 {
-			return nil, false, fmt.Errorf("job %d still read at sequence %d, before the event delivered at %d", job, agg.Seq, seq)
+			return nil, fmt.Errorf("job %d still read at sequence %d, before the event delivered at %d", job, agg.Seq, seq)
 		}
 	}
+}
+
+// current says whether a job is still instance w's to set up.
+func (h *host) current(ctx context.Context, bus *streams.Bus, job int64, seq uint64, w schemas.WorkerRef) (*schemas.JobAggregate, bool, error) {
+	agg, err := h.readAt(ctx, bus, job, seq)
+	if err != nil {
+		return nil, false, err
+	}
+	return agg, !agg.Final() && !agg.Started && agg.Worker != nil && *agg.Worker == w, nil
+}
+
+// bootable returns a job when it is the instance's and not over, started
+// or not, and not run by this host now; nil when not.
+func (h *host) bootable(ctx context.Context, job int64, seq uint64) (*schemas.JobAggregate, error) {
+	agg, err := h.readAt(ctx, h.boot, job, seq)
+	if err != nil || agg.Final() || agg.Worker == nil || *agg.Worker != h.ref || agg.Started && h.running.Load() == job {
+		return nil, err
+	}
+	return agg, nil
 }
 
 // setUp is fetch's part: a job assigned to the host is ready at once.
@@ -350,9 +429,15 @@ func (h *host) runJob(ctx context.Context, ev schemas.Event, p schemas.Payload, 
 	if _, ok := p.(*schemas.JobReady); !ok {
 		return nil
 	}
-	_, mine, err := h.current(ctx, h.boot, ev.Job, d.Sequence, h.ref)
-	if err != nil || !mine {
+	agg, err := h.bootable(ctx, ev.Job, d.Sequence)
+	if err != nil || agg == nil {
 		return err
+	}
+	if agg.Started || d.Redelivery > 0 {
+		// As the real boot stage: the instance stopped while it ran the
+		// job and was started again.
+		_, err = h.boot.Append(ctx, ev.Job, schemas.TestsFinished{Worker: h.ref, Result: schemas.ResultIncomplete, Reason: "the worker instance restarted while running the job"})
+		return ignoreMovedOn(err)
 	}
 	h.running.Store(ev.Job)
 	defer h.running.Store(0)
@@ -375,7 +460,7 @@ func (h *host) runJob(ctx context.Context, ev schemas.Event, p schemas.Payload, 
 	if _, err := h.boot.Append(ctx, ev.Job, schemas.ModuleFinished{ModuleResult: module}); err != nil {
 		h.fleet.Refused.Add(1)
 	}
-	_, err = h.boot.Append(ctx, ev.Job, schemas.TestsFinished{Worker: h.ref, Result: module.Result, Modules: []schemas.ModuleResult{module}})
+	_, err = h.boot.Append(ctx, ev.Job, schemas.TestsFinished{Worker: h.ref, Result: module.Result, Reason: module.Reason, Modules: []schemas.ModuleResult{module}})
 	return ignoreMovedOn(err)
 }
 
@@ -423,7 +508,7 @@ func (h *host) finish(ctx context.Context, ev schemas.Event, p schemas.Payload, 
 	if !ok {
 		return nil
 	}
-	_, err := h.upload.Append(ctx, ev.Job, schemas.JobFinished{Result: tf.Result, Modules: tf.Modules})
+	_, err := h.upload.Append(ctx, ev.Job, schemas.JobFinished{Result: tf.Result, Reason: tf.Reason, Modules: tf.Modules})
 	return ignoreMovedOn(err)
 }
 
