@@ -58,16 +58,19 @@ func TestFaultsAtRandomPoints(t *testing.T) {
 
 	// Jobs keep coming while the kills go on.
 	stopPosting := make(chan struct{})
-	posting := make(chan struct{})
+	posting := make(chan error, 1)
 	go func() {
-		defer close(posting)
 		for {
 			select {
 			case <-stopPosting:
+				posting <- nil
 				return
 			default:
 			}
-			r.post(20, true)
+			if err := r.post(20, true); err != nil {
+				posting <- err
+				return
+			}
 		}
 	}()
 
@@ -115,7 +118,18 @@ func TestFaultsAtRandomPoints(t *testing.T) {
 		}
 	}
 	close(stopPosting)
-	<-posting
+	// Posting waits for free slots: jobs that never end hold them.
+	stuck := time.NewTimer(3 * time.Minute)
+	defer stuck.Stop()
+	select {
+	case err := <-posting:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-stuck.C:
+		seen, done := r.rec.Jobs()
+		t.Fatalf("posting did not stop within 3 minutes of the last kill: %d of %d jobs ended", done, seen)
+	}
 	t.Logf("%d kills: %s", len(kills), strings.Join(kills, ", "))
 	r.rec.WaitAllEnded(t, int(r.posted.Load()), r.bus)
 	checkChaosStream(t, ctx, r.bus, r.from)
@@ -128,50 +142,7 @@ func TestFaultsAtRandomPoints(t *testing.T) {
 // results.
 func checkChaosStream(t *testing.T, ctx context.Context, bus *streams.Bus, from uint64) {
 	t.Helper()
-	last, err := bus.LastSequence(ctx, streams.StreamJobs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type life struct {
-		created, after int
-		ends           []schemas.JobFinished
-		cloned         bool
-	}
-	jobs := map[int64]*life{}
-	next := from + 1
-	err = bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, From: from + 1}, func(ev schemas.Event, p schemas.Payload, d streams.Delivery) error {
-		if d.Sequence != next {
-			return fmt.Errorf("stream sequence %d follows %d", d.Sequence, next-1)
-		}
-		next++
-		if ev.Job != 0 {
-			j := jobs[ev.Job]
-			if j == nil {
-				j = &life{}
-				jobs[ev.Job] = j
-			}
-			switch p := p.(type) {
-			case *schemas.JobCreated:
-				j.created++
-			case *schemas.JobFinished:
-				j.ends = append(j.ends, *p)
-			case *schemas.JobRestarted:
-				j.cloned = true
-			case *schemas.JobFilesExpired, *schemas.JobDeleted:
-			default:
-				if len(j.ends) > 0 {
-					j.after++
-				}
-			}
-		}
-		if d.Sequence >= last {
-			return streams.ErrStopWatch
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	jobs, events := jobLives(t, ctx, bus, from)
 	results := map[string]int{}
 	bad := 0
 	for id, j := range jobs {
@@ -201,7 +172,7 @@ func checkChaosStream(t *testing.T, ctx context.Context, bus *streams.Bus, from 
 		lines = append(lines, fmt.Sprintf("%d %s", n, why))
 	}
 	slices.Sort(lines)
-	t.Logf("%d jobs, %d events: %s", len(jobs), last-from, strings.Join(lines, "; "))
+	t.Logf("%d jobs, %d events: %s", len(jobs), events, strings.Join(lines, "; "))
 	if bad > 0 {
 		t.Errorf("%d of %d jobs did not end exactly once with a result and a reason", bad, len(jobs))
 	}

@@ -73,7 +73,9 @@ func TestFleetUnderLoad(t *testing.T) {
 
 	// The warm-up, then the memory every later job must not add to.
 	warm := jobs / loadWarmShare
-	r.post(warm, false)
+	if err := r.post(warm, false); err != nil {
+		t.Fatal(err)
+	}
 	rec.WaitFinished(t, warm, bus)
 	// JETQA_LOAD_PROFILES=DIR keeps each process's heap profile after the
 	// warm-up and at the end there (go tool pprof -base warm end).
@@ -93,7 +95,9 @@ func TestFleetUnderLoad(t *testing.T) {
 	}
 	warmMem := mem("warm")
 	cpuStart := fleetsim.CPUTime()
-	r.post(jobs-warm, false)
+	if err := r.post(jobs-warm, false); err != nil {
+		t.Fatal(err)
+	}
 	rec.WaitFinished(t, jobs, bus)
 	cpu := fleetsim.CPUTime() - cpuStart
 	endMem := mem("end")
@@ -253,16 +257,42 @@ func postJob(ctx context.Context, s *system, settings url.Values) error {
 }
 
 // checkLoadStream audits the job stream after from: n jobs, each created
-// once, assigned, and ended exactly once, passed, with no event after
+// once, assigned once and ended exactly once, passed, with no event after
 // its end; every stream sequence is there once (none lost, none doubled).
 func checkLoadStream(t *testing.T, ctx context.Context, bus *streams.Bus, from uint64, n int) {
+	t.Helper()
+	jobs, _ := jobLives(t, ctx, bus, from)
+	bad := 0
+	for id, j := range jobs {
+		if j.created != 1 || j.assigned != 1 || len(j.ends) != 1 || j.after != 0 || j.ends[0].Result != schemas.ResultPassed {
+			if bad++; bad <= 10 {
+				t.Errorf("job %d: created %d, assigned %d, ended %d times (%+v), %d events after its end", id, j.created, j.assigned, len(j.ends), j.ends, j.after)
+			}
+		}
+	}
+	if len(jobs) != n || bad > 0 {
+		t.Errorf("the job stream after sequence %d holds %d jobs (want %d), %d of them not created, assigned and passed once", from, len(jobs), n, bad)
+	}
+}
+
+// jobLife is what the job stream holds of one job.
+type jobLife struct {
+	created, assigned int
+	ends              []schemas.JobFinished
+	cloned            bool
+	after             int // events after its end, but a clone's naming, an expiry or a deletion
+}
+
+// jobLives reads the job stream after from up to its end, failing when a
+// sequence is missing or doubled, and returns each job's life and how
+// many events it read.
+func jobLives(t *testing.T, ctx context.Context, bus *streams.Bus, from uint64) (map[int64]*jobLife, uint64) {
 	t.Helper()
 	last, err := bus.LastSequence(ctx, streams.StreamJobs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	type life struct{ created, assigned, finished, after int }
-	jobs := map[int64]*life{}
+	jobs := map[int64]*jobLife{}
 	next := from + 1
 	err = bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, From: from + 1}, func(ev schemas.Event, p schemas.Payload, d streams.Delivery) error {
 		if d.Sequence != next {
@@ -272,18 +302,21 @@ func checkLoadStream(t *testing.T, ctx context.Context, bus *streams.Bus, from u
 		if ev.Job != 0 {
 			j := jobs[ev.Job]
 			if j == nil {
-				j = &life{}
+				j = &jobLife{}
 				jobs[ev.Job] = j
 			}
-			switch p.(type) {
+			switch p := p.(type) {
 			case *schemas.JobCreated:
 				j.created++
 			case *schemas.JobAssigned:
 				j.assigned++
 			case *schemas.JobFinished:
-				j.finished++
+				j.ends = append(j.ends, *p)
+			case *schemas.JobRestarted:
+				j.cloned = true
+			case *schemas.JobFilesExpired, *schemas.JobDeleted:
 			default:
-				if j.finished > 0 {
+				if len(j.ends) > 0 {
 					j.after++
 				}
 			}
@@ -296,15 +329,5 @@ func checkLoadStream(t *testing.T, ctx context.Context, bus *streams.Bus, from u
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := 0
-	for id, j := range jobs {
-		if j.created != 1 || j.assigned != 1 || j.finished != 1 || j.after != 0 {
-			if bad++; bad <= 10 {
-				t.Errorf("job %d: created %d, assigned %d, finished %d times, %d events after its end", id, j.created, j.assigned, j.finished, j.after)
-			}
-		}
-	}
-	if len(jobs) != n || bad > 0 {
-		t.Errorf("the job stream after sequence %d holds %d jobs (want %d), %d of them not created, assigned and ended once", from, len(jobs), n, bad)
-	}
+	return jobs, last - from
 }

@@ -161,9 +161,9 @@ func (r *loadRig) processes() []loadProcess {
 
 // post posts n jobs through the API, four at a time, keeping at most two
 // per host unfinished. patient posts again what was refused or not
-// answered (a server killed), for up to 3 minutes.
-func (r *loadRig) post(n int, patient bool) {
-	r.t.Helper()
+// answered (a server killed), for up to 3 minutes. It may run outside
+// the test's goroutine: it fails nothing itself.
+func (r *loadRig) post(n int, patient bool) error {
 	todo := make(chan struct{})
 	posters, postCtx := errgroup.WithContext(r.ctx)
 	for range 4 {
@@ -190,20 +190,25 @@ func (r *loadRig) post(n int, patient bool) {
 			return nil
 		})
 	}
+	var err error
 	for range n {
 		select {
 		case r.rec.Slots <- struct{}{}:
-		case err := <-r.watched:
-			r.t.Fatalf("watching the job stream: %v", err)
+		case werr := <-r.watched:
+			err = fmt.Errorf("watching the job stream: %v", werr)
+		case <-postCtx.Done():
+		}
+		if err != nil || postCtx.Err() != nil {
+			break
 		}
 		select {
 		case todo <- struct{}{}:
 		case <-postCtx.Done():
-			r.t.Fatalf("posting jobs: %v", posters.Wait())
 		}
 	}
 	close(todo)
-	if err := posters.Wait(); err != nil {
-		r.t.Fatalf("posting jobs: %v", err)
+	if perr := posters.Wait(); perr != nil && err == nil {
+		err = fmt.Errorf("posting jobs: %w", perr)
 	}
+	return err
 }

@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"jetqa/schemas"
-	"jetqa/streams"
 )
 
 // A worker killed while its job runs and started again at once, long
@@ -20,34 +17,13 @@ import (
 // and heartbeats, so nobody declares it offline.
 func TestAWorkerRestartedMidJobEndsItsJob(t *testing.T) {
 	testos := testosDir(t)
-	ports := freePorts(t, 2)
-	data := t.TempDir()
-	natsURL := fmt.Sprintf("nats://127.0.0.1:%d", ports[0])
-	server := startProcess(t, "server", "server", "--data", data, "--listen", fmt.Sprintf("127.0.0.1:%d", ports[1]),
-		"--nats-port", fmt.Sprint(ports[0]), "--matchers", "1", "--worker-timeout", "2m")
-	server.waitLine(t, 3*time.Minute, "jetqa server is up")
-
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	id, err := streams.LoadIdentity(filepath.Join(data, adminCreds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin := streams.Dial{URLs: natsURL, Identity: &id}
-	bus, err := streams.ConnectTo(ctx, admin, "worker-restart-test", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer bus.Close()
-	creds := filepath.Join(t.TempDir(), "wa.creds")
-	if err := issueCredentials(ctx, bus, admin, streams.RoleWorker, "wa", 1, creds); err != nil {
-		t.Fatal(err)
-	}
-	workerData := t.TempDir()
-	worker := []string{"worker", "--nats", natsURL, "--creds", creds, "--host", "wa", "--data", workerData, "--accel", "tcg", "--heartbeat", "500ms", "--asset-paths", testosPath()}
+	sp := startServerProcess(t, ctx, "--matchers", "1", "--worker-timeout", "2m")
+	worker := []string{"worker", "--nats", sp.natsURL, "--creds", sp.issueWorker(t, ctx, "wa"), "--host", "wa", "--data", t.TempDir(),
+		"--accel", "tcg", "--heartbeat", "500ms", "--asset-paths", testosPath()}
 	wa := startProcess(t, "wa", worker...)
-	s := &system{api: fmt.Sprintf("http://127.0.0.1:%d", ports[1]), bus: bus}
-	s.key = addAPIKey(t, bus, s.api, filepath.Join(t.TempDir(), clientConf))
+	s := sp.s
 
 	job := s.post(t, demoSettings(testos))
 	s.waitFor(t, job, 2*time.Minute, "a module started", isKind[*schemas.ModuleStarted])
