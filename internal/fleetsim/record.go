@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -115,6 +116,10 @@ func (r *Record) wait(tb testing.TB, bus *streams.Bus, enough func(seen, done in
 		case <-r.finished:
 			stuck.Reset(2 * time.Minute)
 		case <-stuck.C:
+			// Where the simulated hosts are: the fleet runs in this process.
+			var stacks strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+			tb.Logf("goroutines of the fleet's process, grouped:\n%s", stacks.String())
 			tb.Fatalf("no job finished for 2 minutes: %d of %d jobs seen done; %s", done, seen, r.unfinished(bus))
 		}
 	}
