@@ -63,16 +63,42 @@ func (b *Bus) eventMsgFrom(source, subj string, job int64, p schemas.Payload) (s
 	return ev, msg, nil
 }
 
+// publishTry bounds one try of a JetStream publish. Its acknowledgement
+// is lost with a server killed before it sent it, and a publish whose
+// context has no deadline (a job's) would then wait for good: a worker's
+// match request did, until its job's end.
+const publishTry = 10 * time.Second
+
+// publish appends an event that is not a job's lifecycle event, sending it
+// again while the server does not acknowledge it, for up to reportWait;
+// every try has the same message ID, so the stream stores it once.
 func (b *Bus) publish(ctx context.Context, subj string, job int64, p schemas.Payload, opts ...jetstream.PublishOpt) (uint64, error) {
 	ev, msg, err := b.eventMsg(subj, job, p)
 	if err != nil {
 		return 0, err
 	}
-	ack, err := b.JS.PublishMsg(ctx, msg, opts...)
-	if err != nil {
-		return 0, fmt.Errorf("append %s to %s: %w", ev.Kind, subj, err)
+	msg.Header.Set(nats.MsgIdHdr, newReportID())
+	giveUp := time.Now().Add(reportWait)
+	for {
+		try, cancel := context.WithTimeout(ctx, publishTry)
+		ack, err := b.JS.PublishMsg(try, msg, opts...)
+		cancel()
+		if err == nil {
+			return ack.Sequence, nil
+		}
+		// A timeout is an acknowledgement lost; no responders is an answer:
+		// no stream takes the subject.
+		unanswered := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+		if !unanswered || ctx.Err() != nil || time.Now().After(giveUp) {
+			return 0, fmt.Errorf("append %s to %s: %w", ev.Kind, subj, err)
+		}
+		b.log.Warn("jetqa server did not acknowledge, sending again", "subject", subj, "err", err)
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("append %s to %s: %w", ev.Kind, subj, ctx.Err())
+		case <-time.After(time.Second):
+		}
 	}
-	return ack.Sequence, nil
 }
 
 // ResolveMatch answers a match request on the requesting worker's subject.
