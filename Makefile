@@ -61,9 +61,9 @@ fuzz:
 	FUZZTIME=$(FUZZTIME) bash deploy/fuzz.sh
 
 # The long mode of the reliability suite: five times the load of make
-# test, 15 minutes of kills at random points (not in make test yet: a
-# run on a fresh machine left two jobs running, see docs/reliability.md),
-# and every fuzz target for 5 minutes.
+# test, 15 minutes of kills at random points (not in make test until
+# loops of it pass after the fix in docs/reliability.md), and every fuzz
+# target for 5 minutes.
 soak: test-deps testos
 	JETQA_LOAD_TEST=1 JETQA_LOAD_JOBS=50000 JETQA_CHAOS_TIME=15m $(GO) test -count=1 -timeout 120m -v -run 'TestFleetUnderLoad|TestFaultsAtRandomPoints' ./cmd/jetqa
 	FUZZTIME=5m bash deploy/fuzz.sh
