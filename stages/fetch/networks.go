@@ -71,17 +71,30 @@ func guardedClient(nets []netip.Prefix) *http.Client {
 	t.DialContext = dialer.DialContext
 	return &http.Client{Transport: roundTripper(func(req *http.Request) (*http.Response, error) {
 		host := req.URL.Hostname()
-		addrs, err := net.DefaultResolver.LookupNetIP(req.Context(), "ip", host)
+		a, n, bad, err := resolvesInto(req.Context(), nets, host)
 		if err != nil {
 			return nil, err
 		}
-		for _, a := range addrs {
-			if n, bad := forbiddenIn(nets, a); bad {
-				return nil, refuse(host, a, n)
-			}
+		if bad {
+			return nil, refuse(host, a, n)
 		}
 		return t.RoundTrip(req)
 	})}
+}
+
+// resolvesInto resolves host and says which of its addresses is in which
+// of nets, if one is.
+func resolvesInto(ctx context.Context, nets []netip.Prefix, host string) (netip.Addr, netip.Prefix, bool, error) {
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return netip.Addr{}, netip.Prefix{}, false, err
+	}
+	for _, a := range addrs {
+		if n, bad := forbiddenIn(nets, a); bad {
+			return a, n, true, nil
+		}
+	}
+	return netip.Addr{}, netip.Prefix{}, false, nil
 }
 
 // reachable refuses a repository URL whose host is, or resolves to, an
@@ -99,16 +112,11 @@ func (s *Stage) reachable(ctx context.Context, repo string) error {
 	} else {
 		return nil // a local path: git says what is wrong with it
 	}
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return nil // unreachable: git says so
+	a, n, bad, err := resolvesInto(ctx, s.cfg.ForbidNetworks, host)
+	if err != nil || !bad {
+		return nil // not forbidden, or unreachable: git says so
 	}
-	for _, a := range addrs {
-		if n, bad := forbiddenIn(s.cfg.ForbidNetworks, a); bad {
-			return fmt.Errorf("this worker does not let jobs fetch from %s (%s is in %s; --forbid-networks)", host, a, n)
-		}
-	}
-	return nil
+	return fmt.Errorf("this worker does not let jobs fetch from %s (%s is in %s; --forbid-networks)", host, a, n)
 }
 
 type roundTripper func(*http.Request) (*http.Response, error)
