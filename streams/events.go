@@ -78,27 +78,20 @@ func (b *Bus) publish(ctx context.Context, subj string, job int64, p schemas.Pay
 		return 0, err
 	}
 	msg.Header.Set(nats.MsgIdHdr, newReportID())
-	giveUp := time.Now().Add(reportWait)
-	for {
-		try, cancel := context.WithTimeout(ctx, publishTry)
-		ack, err := b.JS.PublishMsg(try, msg, opts...)
-		cancel()
-		if err == nil {
-			return ack.Sequence, nil
-		}
-		// A timeout is an acknowledgement lost; no responders is an answer:
-		// no stream takes the subject.
-		unanswered := errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
-		if !unanswered || ctx.Err() != nil || time.Now().After(giveUp) {
-			return 0, fmt.Errorf("append %s to %s: %w", ev.Kind, subj, err)
-		}
-		b.log.Warn("jetqa server did not acknowledge, sending again", "subject", subj, "err", err)
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("append %s to %s: %w", ev.Kind, subj, ctx.Err())
-		case <-time.After(time.Second):
-		}
+	var ack *jetstream.PubAck
+	// A timeout is an acknowledgement lost; no responders is an answer:
+	// no stream takes the subject.
+	lost := func(err error) bool {
+		return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 	}
+	err = b.untilAnswered(ctx, subj, "jetqa server did not acknowledge, sending again", lost, func(try context.Context) (err error) {
+		ack, err = b.JS.PublishMsg(try, msg, opts...)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("append %s to %s: %w", ev.Kind, subj, err)
+	}
+	return ack.Sequence, nil
 }
 
 // ResolveMatch answers a match request on the requesting worker's subject.

@@ -93,22 +93,36 @@ func (b *Bus) report(ctx context.Context, job int64, p schemas.Payload) (uint64,
 
 // ask sends msg to the authority until it answers or reportWait passes.
 func (b *Bus) ask(ctx context.Context, msg *nats.Msg) (uint64, error) {
+	var resp *nats.Msg
+	err := b.untilAnswered(ctx, msg.Subject, "jetqa server did not answer, sending again", func(error) bool { return true },
+		func(try context.Context) (err error) {
+			resp, err = b.NC.RequestMsgWithContext(try, msg)
+			return err
+		})
+	if err != nil {
+		return 0, fmt.Errorf("no answer from the jetqa server (is it running?): %w", err)
+	}
+	return decodeReply(resp.Data)
+}
+
+// untilAnswered calls send, each try bounded to publishTry, until it
+// succeeds, fails in a way again does not retry, or reportWait passes;
+// between tries it logs warn and waits a second. It returns the last
+// try's error.
+func (b *Bus) untilAnswered(ctx context.Context, subject, warn string, again func(error) bool, send func(context.Context) error) error {
 	ctx, cancel := context.WithTimeout(ctx, reportWait)
 	defer cancel()
 	for {
-		try, cancelTry := context.WithTimeout(ctx, 10*time.Second)
-		resp, err := b.NC.RequestMsgWithContext(try, msg)
+		try, cancelTry := context.WithTimeout(ctx, publishTry)
+		err := send(try)
 		cancelTry()
-		if err == nil {
-			return decodeReply(resp.Data)
+		if err == nil || !again(err) || ctx.Err() != nil {
+			return err
 		}
-		if ctx.Err() != nil {
-			return 0, fmt.Errorf("no answer from the jetqa server (is it running?): %w", err)
-		}
-		b.log.Warn("jetqa server did not answer, sending again", "subject", msg.Subject, "err", err)
+		b.log.Warn(warn, "subject", subject, "err", err)
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("no answer from the jetqa server (is it running?): %w", err)
+			return err
 		case <-time.After(time.Second):
 		}
 	}
