@@ -212,25 +212,33 @@ func foldUser(users map[string]User, ev schemas.Event, p schemas.Payload) (User,
 // SessionSecret is the secret every API process of this installation
 // signs the web UI's session cookies with; the first to ask makes it.
 // Processes asking at once agree: a secret is appended only where there
-// is none yet, and one that finds another came first reads that one.
+// is none yet, and one that finds another came first reads that one. On
+// a cluster the leader refuses an append while another is still being
+// agreed on, before that one can be read: the asker then looks again.
 func (b *Bus) SessionSecret(ctx context.Context) ([]byte, error) {
-	secret, err := b.storedSessionSecret(ctx)
-	if !errors.Is(err, jetstream.ErrMsgNotFound) {
-		return secret, err
+	for {
+		secret, err := b.storedSessionSecret(ctx)
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return secret, err
+		}
+		secret = make([]byte, SessionSecretSize)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, fmt.Errorf("make a session secret: %w", err)
+		}
+		_, err = b.publish(ctx, subjectSessionSecret, 0, schemas.SessionSecretCreated{Secret: secret},
+			jetstream.WithExpectLastSequencePerSubject(0))
+		if err == nil {
+			return secret, nil
+		}
+		if !isWrongSequence(err) {
+			return nil, fmt.Errorf("store the session secret: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("store the session secret: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	secret = make([]byte, SessionSecretSize)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, fmt.Errorf("make a session secret: %w", err)
-	}
-	_, err = b.publish(ctx, subjectSessionSecret, 0, schemas.SessionSecretCreated{Secret: secret},
-		jetstream.WithExpectLastSequencePerSubject(0))
-	if err == nil {
-		return secret, nil
-	}
-	if !isWrongSequence(err) {
-		return nil, fmt.Errorf("store the session secret: %w", err)
-	}
-	return b.storedSessionSecret(ctx)
 }
 
 // storedSessionSecret reads the session secret, jetstream.ErrMsgNotFound
