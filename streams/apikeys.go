@@ -43,14 +43,17 @@ func (k APIKey) Valid(t time.Time) bool {
 var ErrNoAPIKey = errors.New("no such API key")
 
 // CreateAPIKey makes a key and secret for user, as openQA's: 16 upper-case
-// hexadecimal digits each. expires, if not zero, ends it; an admin's key
-// may act on every job.
-func (b *Bus) CreateAPIKey(ctx context.Context, user string, expires time.Time, admin bool) (schemas.APIKeyCreated, error) {
+// hexadecimal digits each. expires, if not zero, ends it; scope says what
+// it may change.
+func (b *Bus) CreateAPIKey(ctx context.Context, user string, expires time.Time, scope schemas.KeyScope) (schemas.APIKeyCreated, error) {
 	user = strings.TrimSpace(user)
 	if user == "" {
 		return schemas.APIKeyCreated{}, errors.New("an API key needs a user (--user NAME)")
 	}
-	k := schemas.APIKeyCreated{Key: randomHex(8), Secret: randomHex(8), User: user, Admin: admin}
+	if _, err := schemas.ParseKeyScope(string(scope)); err != nil {
+		return schemas.APIKeyCreated{}, err
+	}
+	k := schemas.APIKeyCreated{Key: randomHex(8), Secret: randomHex(8), User: user, Scope: scope}
 	if !expires.IsZero() {
 		k.Expires = &expires
 	}

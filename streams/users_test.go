@@ -128,7 +128,7 @@ func TestFollowUsers(t *testing.T) {
 		t.Fatalf("first: %+v", s)
 	}
 	// Events on the stream's other subjects are not users.
-	if _, err := b.CreateAPIKey(ctx, "alice", time.Time{}, false); err != nil {
+	if _, err := b.CreateAPIKey(ctx, "alice", time.Time{}, schemas.ScopeOperator); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.SetUser(ctx, "bob", "12345678", true); err != nil {
@@ -159,7 +159,7 @@ func TestAPIKeysAndUsersShareAStream(t *testing.T) {
 	if err := b.SetUser(ctx, "alice", "correct horse", false); err != nil {
 		t.Fatal(err)
 	}
-	k, err := b.CreateAPIKey(ctx, "alice", time.Time{}, false)
+	k, err := b.CreateAPIKey(ctx, "alice", time.Time{}, schemas.ScopeOperator)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +248,7 @@ func TestSetupAddsUserSubjectsToAnOldStream(t *testing.T) {
 	b := s.Bus("admin")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	k, err := b.CreateAPIKey(ctx, "alice", time.Time{}, false)
+	k, err := b.CreateAPIKey(ctx, "alice", time.Time{}, schemas.ScopeOperator)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"jetqa/schemas"
 	"jetqa/streams"
 )
 
@@ -19,7 +20,8 @@ func cmdAdminAPIKey(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	user := fs.String("user", "", "the user the key signs for (create)")
-	admin := fs.Bool("admin", false, "the key may act on every job, as openQA's admins (create)")
+	scopeName := fs.String("scope", string(schemas.ScopeOperator), "what the key may change: own (post jobs; cancel, restart, delete only its user's), operator (every job) or admin (developer mode on every job too) (create)")
+	admin := fs.Bool("admin", false, "the same as --scope admin (create)")
 	expires := fs.String("expires", "", "when the key ends: a duration (720h) or a date (2027-06-30); default never (create)")
 	rest, key := args[1:], ""
 	if verb == "revoke" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
@@ -30,6 +32,13 @@ func cmdAdminAPIKey(args []string, stdout, stderr io.Writer) error {
 	}
 	if verb == "revoke" && key == "" {
 		key = fs.Arg(0)
+	}
+	scope, err := schemas.ParseKeyScope(*scopeName)
+	if err != nil {
+		return fmt.Errorf("--scope: %w", err)
+	}
+	if *admin {
+		scope = schemas.ScopeAdmin
 	}
 	var until time.Time
 	if *expires != "" {
@@ -55,7 +64,7 @@ func cmdAdminAPIKey(args []string, stdout, stderr io.Writer) error {
 	defer done()
 	switch verb {
 	case "create":
-		k, err := bus.CreateAPIKey(ctx, *user, until, *admin)
+		k, err := bus.CreateAPIKey(ctx, *user, until, scope)
 		if err != nil {
 			return err
 		}
@@ -63,7 +72,7 @@ func cmdAdminAPIKey(args []string, stdout, stderr io.Writer) error {
 		if k.Expires != nil {
 			fmt.Fprintf(stdout, "# expires %s\n", k.Expires.Format(time.RFC3339))
 		}
-		fmt.Fprintf(stderr, "API key for %s: put the two lines under [HOST] in ~/.config/openqa/client.conf for openqa-cli\n", k.User)
+		fmt.Fprintf(stderr, "API key for %s, scope %s: put the two lines under [HOST] in ~/.config/openqa/client.conf for openqa-cli\n", k.User, k.Grants())
 		return nil
 	case "revoke":
 		if err := bus.RevokeAPIKey(ctx, key); err != nil {
@@ -84,7 +93,7 @@ func cmdAdminAPIKey(args []string, stdout, stderr io.Writer) error {
 		}
 	}, func(a, b streams.APIKey) int { return a.Created.Compare(b.Created) })
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY\tUSER\tROLE\tCREATED\tEXPIRES\tSTATE")
+	fmt.Fprintln(tw, "KEY\tUSER\tSCOPE\tCREATED\tEXPIRES\tSTATE")
 	now := time.Now()
 	for _, k := range list {
 		exp, state := "never", "valid"
@@ -97,11 +106,7 @@ func cmdAdminAPIKey(args []string, stdout, stderr io.Writer) error {
 		case !k.Valid(now):
 			state = "expired"
 		}
-		role := "user"
-		if k.Admin {
-			role = "admin"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.Key, k.User, role, k.Created.Format(time.RFC3339), exp, state)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.Key, k.User, k.Grants(), k.Created.Format(time.RFC3339), exp, state)
 	}
 	return tw.Flush()
 }

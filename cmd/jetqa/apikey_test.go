@@ -33,7 +33,7 @@ func TestAdminAPIKeys(t *testing.T) {
 	}
 	key := m[1]
 	list, _, err := admin("list")
-	if err != nil || !regexp.MustCompile(key+`\s+alice\s+user\s+\S+\s+\S+\s+valid`).MatchString(list) {
+	if err != nil || !regexp.MustCompile(key+`\s+alice\s+operator\s+\S+\s+\S+\s+valid`).MatchString(list) {
 		t.Fatalf("list: %v\n%s", err, list)
 	}
 	if strings.Contains(list, m[2]) {
@@ -52,6 +52,14 @@ func TestAdminAPIKeys(t *testing.T) {
 	rootKey := regexp.MustCompile(`(?m)^key = ([0-9A-F]{16})$`).FindStringSubmatch(out)
 	if list, _, _ = admin("list"); rootKey == nil || !regexp.MustCompile(rootKey[1]+`\s+root\s+admin\s.*valid`).MatchString(list) {
 		t.Fatalf("an admin's key:\n%s\n%s", out, list)
+	}
+	out, _, err = admin("create", "--user", "ci", "--scope", "own")
+	ciKey := regexp.MustCompile(`(?m)^key = ([0-9A-F]{16})$`).FindStringSubmatch(out)
+	if list, _, _ = admin("list"); err != nil || ciKey == nil || !regexp.MustCompile(ciKey[1]+`\s+ci\s+own\s.*valid`).MatchString(list) {
+		t.Fatalf("a key of scope own: %v\n%s\n%s", err, out, list)
+	}
+	if _, _, err := admin("create", "--user", "ci", "--scope", "everything"); err == nil || !strings.Contains(err.Error(), "use own") {
+		t.Fatalf("an unknown scope: %v", err)
 	}
 	var code exitCode
 	if _, msg, err := admin("create"); !errors.As(err, &code) || !strings.Contains(msg, "--user") {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"jetqa/schemas"
 	"jetqa/streams"
 )
 
@@ -103,7 +104,7 @@ func ensureLocalAPIKey(ctx context.Context, bus *streams.Bus, dataDir, apiAddr s
 		if user == "" {
 			user = "local"
 		}
-		k, err := bus.CreateAPIKey(ctx, user, time.Time{}, true)
+		k, err := bus.CreateAPIKey(ctx, user, time.Time{}, schemas.ScopeAdmin)
 		if err != nil {
 			return fmt.Errorf("local API key: %w", err)
 		}

@@ -58,14 +58,14 @@ func TestDeveloperModeOverNATS(t *testing.T) {
 	s.waitFor(t, id, 3*time.Minute, "started", isKind[*schemas.JobStarted])
 
 	// Someone else's key may not touch the job.
-	other := s.otherKey(t, "mallory", false)
+	other := s.otherKey(t, "mallory", schemas.ScopeOperator)
 	resp := other.post(t, s.api+"/api/v1/jobs/"+ID+"/developer", "application/json", []byte(`{"action": "pause"}`))
 	if resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("mallory paused tester's job: %s", resp.Status)
 	}
 
 	// An admin may; the owner's rules and the admin's add up.
-	root := s.otherKey(t, "root", true)
+	root := s.otherKey(t, "root", schemas.ScopeAdmin)
 	if resp := root.post(t, s.api+"/api/v1/jobs/"+ID+"/developer", "application/json", []byte(`{"action": "pause", "module": "devmode"}`)); resp.StatusCode != http.StatusOK {
 		t.Fatalf("an admin could not pause tester's job: %s", resp.Status)
 	}
@@ -134,11 +134,11 @@ func TestDeveloperModeOverNATS(t *testing.T) {
 }
 
 // otherKey makes an API key for user, and returns once the API takes it.
-func (s *system) otherKey(t *testing.T, user string, admin bool) apiCredential {
+func (s *system) otherKey(t *testing.T, user string, scope schemas.KeyScope) apiCredential {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	k, err := s.bus.CreateAPIKey(ctx, user, time.Time{}, admin)
+	k, err := s.bus.CreateAPIKey(ctx, user, time.Time{}, scope)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -253,7 +253,7 @@ func addAPIKey(t *testing.T, bus *streams.Bus, apiURL, conf string) apiCredentia
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	k, err := bus.CreateAPIKey(ctx, "tester", time.Time{}, false)
+	k, err := bus.CreateAPIKey(ctx, "tester", time.Time{}, schemas.ScopeOperator)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -257,7 +257,7 @@ func TestWorkersAndMatchersCannotReadAPIKeysOrLoadTemplates(t *testing.T) {
 	s := startServerWithMatchers(t, 0)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if _, err := s.bus.CreateAPIKey(ctx, "alice", time.Time{}, false); err != nil {
+	if _, err := s.bus.CreateAPIKey(ctx, "alice", time.Time{}, schemas.ScopeOperator); err != nil {
 		t.Fatal(err)
 	}
 	for _, role := range []string{streams.RoleWorker, streams.RoleMatcher} {

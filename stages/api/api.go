@@ -56,7 +56,7 @@ type Bus interface {
 	LastUserSequence(ctx context.Context) (uint64, error)
 	LastAPIKeySequence(ctx context.Context) (uint64, error)
 	SessionSecret(ctx context.Context) ([]byte, error)
-	CreateAPIKey(ctx context.Context, user string, expires time.Time, admin bool) (schemas.APIKeyCreated, error)
+	CreateAPIKey(ctx context.Context, user string, expires time.Time, scope schemas.KeyScope) (schemas.APIKeyCreated, error)
 	RevokeAPIKey(ctx context.Context, key string) error
 }
 
@@ -228,7 +228,7 @@ func (s *Server) postJob(w http.ResponseWriter, r *http.Request) {
 		s.unavailable(w, "allocate a job id", err)
 		return
 	}
-	user, _ := r.Context().Value(userKey{}).(string)
+	user := callerOf(r.Context()).user
 	seq, err := s.bus.Append(r.Context(), id, schemas.JobCreated{Settings: settings, Owner: user})
 	if err != nil {
 		s.unavailable(w, "store the job", err)
@@ -542,11 +542,16 @@ func (s *Server) deleteJob(w http.ResponseWriter, r *http.Request) {
 	if agg == nil {
 		return
 	}
+	by := callerOf(r.Context())
+	if status, err := by.mayChange(agg, "delete"); err != nil {
+		fail(w, status, "%v", err)
+		return
+	}
 	if !agg.Final() {
 		fail(w, http.StatusConflict, "job %d is %s: cancel it first, then delete it", agg.ID, agg.State)
 		return
 	}
-	user, _ := r.Context().Value(userKey{}).(string)
+	user := by.user
 	_, err := s.bus.Append(r.Context(), agg.ID, schemas.JobDeleted{By: user})
 	switch {
 	case errors.Is(err, schemas.ErrTransition):
@@ -567,18 +572,20 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 	if agg == nil {
 		return
 	}
-	user, _ := r.Context().Value(userKey{}).(string)
-	if status, err := s.cancel(r.Context(), agg, user); err != nil {
+	if status, err := s.cancel(r.Context(), agg, callerOf(r.Context())); err != nil {
 		fail(w, status, "%v", err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"id": agg.ID, "result": 1})
 }
 
-// cancel asks for the job's end for user, and waits (a little) for the
+// cancel asks for the job's end for by, and waits (a little) for the
 // read model to show it. A refusal comes with its HTTP status.
-func (s *Server) cancel(ctx context.Context, agg *schemas.JobAggregate, user string) (int, error) {
-	seq, err := s.bus.Append(ctx, agg.ID, schemas.JobCancelRequested{By: user})
+func (s *Server) cancel(ctx context.Context, agg *schemas.JobAggregate, by caller) (int, error) {
+	if status, err := by.mayChange(agg, "cancel"); err != nil {
+		return status, err
+	}
+	seq, err := s.bus.Append(ctx, agg.ID, schemas.JobCancelRequested{By: by.user})
 	if errors.Is(err, schemas.ErrTransition) {
 		return http.StatusConflict, fmt.Errorf("job %d cannot be cancelled: it is %s (%s)", agg.ID, agg.State, agg.Result)
 	}
@@ -599,7 +606,7 @@ func (s *Server) cancel(ctx context.Context, agg *schemas.JobAggregate, user str
 	wait, cancel := context.WithTimeout(ctx, 5*time.Second)
 	s.view.waitForJob(wait, agg.ID, seq)
 	cancel()
-	s.log.Info("job cancel requested", "job", agg.ID, "by", user)
+	s.log.Info("job cancel requested", "job", agg.ID, "by", by.user)
 	return http.StatusOK, nil
 }
 
@@ -616,8 +623,7 @@ func (s *Server) restartJob(w http.ResponseWriter, r *http.Request) {
 	if agg == nil {
 		return
 	}
-	user, _ := r.Context().Value(userKey{}).(string)
-	clone, status, err := s.restart(r.Context(), agg, user)
+	clone, status, err := s.restart(r.Context(), agg, callerOf(r.Context()))
 	if err != nil {
 		fail(w, status, "%v", err)
 		return
@@ -630,16 +636,19 @@ func (s *Server) restartJob(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// restart clones a final job for user and returns the clone's id, or the
+// restart clones a final job for by and returns the clone's id, or the
 // refusal with its HTTP status.
-func (s *Server) restart(ctx context.Context, agg *schemas.JobAggregate, user string) (int64, int, error) {
+func (s *Server) restart(ctx context.Context, agg *schemas.JobAggregate, by caller) (int64, int, error) {
+	if status, err := by.mayChange(agg, "restart"); err != nil {
+		return 0, status, err
+	}
 	if !agg.Final() {
 		return 0, http.StatusConflict, fmt.Errorf("job %d is %s: cancel it first, then restart it", agg.ID, agg.State)
 	}
 	if agg.Clone != 0 {
 		return 0, http.StatusConflict, fmt.Errorf("job %d was already restarted as job %d: restart that one", agg.ID, agg.Clone)
 	}
-	clone, err := s.bus.Restart(ctx, agg, user, 0)
+	clone, err := s.bus.Restart(ctx, agg, by.user, 0)
 	switch {
 	case errors.Is(err, schemas.ErrTransition):
 		return 0, http.StatusConflict, fmt.Errorf("job %d: %w", agg.ID, err)
@@ -651,6 +660,6 @@ func (s *Server) restart(ctx context.Context, agg *schemas.JobAggregate, user st
 	wait, cancel := context.WithTimeout(ctx, 5*time.Second)
 	s.view.waitForJob(wait, clone, 1)
 	cancel()
-	s.log.Info("job restarted", "job", agg.ID, "clone", clone, "by", user)
+	s.log.Info("job restarted", "job", agg.ID, "clone", clone, "by", by.user)
 	return clone, http.StatusOK, nil
 }

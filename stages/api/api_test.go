@@ -27,7 +27,7 @@ type fixture struct {
 func start(t *testing.T) *fixture {
 	t.Helper()
 	srv := natstest.Start(t)
-	key, err := srv.Bus("admin").CreateAPIKey(context.Background(), "tester", time.Time{}, false)
+	key, err := srv.Bus("admin").CreateAPIKey(context.Background(), "tester", time.Time{}, schemas.ScopeOperator)
 	if err != nil {
 		t.Fatal(err)
 	}

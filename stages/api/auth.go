@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"jetqa/schemas"
 	"jetqa/streams"
 )
 
@@ -83,7 +84,7 @@ func (k *Keys) signed(log interface{ Warn(string, ...any) }, next http.HandlerFu
 			fail(w, http.StatusServiceUnavailable, "the server is still reading its API keys: try again in a moment")
 			return
 		}
-		user, err := k.Check(r)
+		key, err := k.check(r)
 		if err != nil {
 			if !errors.Is(err, ErrNotAuthorized) {
 				fail(w, http.StatusServiceUnavailable, "checking the signature: %v", err)
@@ -93,20 +94,39 @@ func (k *Keys) signed(log interface{ Warn(string, ...any) }, next http.HandlerFu
 			fail(w, http.StatusForbidden, "%v", err)
 			return
 		}
-		ctx := context.WithValue(r.Context(), userKey{}, user)
-		if key, ok := k.lookup(cmp.Or(r.Header.Get("X-Jetqa-Key"), r.Header.Get("X-API-Key"))); ok && key.Admin {
-			ctx = context.WithValue(ctx, adminKey{}, true)
-		}
-		next(w, r.WithContext(ctx))
+		by := caller{user: key.User, scope: key.Grants(), key: key.Key}
+		next(w, r.WithContext(context.WithValue(r.Context(), callerKey{}, by)))
 	}
 }
 
-// userKey is where a signed request's context holds its user; adminKey
-// is true there when the user's key is an admin's.
-type (
-	userKey  struct{}
-	adminKey struct{}
-)
+// caller is who signed a request, and what their key may change.
+type caller struct {
+	user  string
+	scope schemas.KeyScope
+	key   string // empty for a web UI user
+}
+
+// callerKey is where a signed request's context holds its caller.
+type callerKey struct{}
+
+func callerOf(ctx context.Context) caller {
+	c, _ := ctx.Value(callerKey{}).(caller)
+	return c
+}
+
+// mayChange refuses a caller whose scope does not reach a job of another
+// user: to do names the change, for the error.
+func (c caller) mayChange(agg *schemas.JobAggregate, do string) (int, error) {
+	if c.scope.Reaches(schemas.ScopeOperator) || agg.Owner != "" && agg.Owner == c.user {
+		return 0, nil
+	}
+	who := "this API key"
+	if c.key != "" {
+		who = "API key " + c.key
+	}
+	return http.StatusForbidden, fmt.Errorf("job %d belongs to %s: %s (scope %s) may %s only jobs of %s; an operator's key may %s any job",
+		agg.ID, cmp.Or(agg.Owner, "nobody"), who, c.scope, do, c.user, do)
+}
 
 // Set records a key as its events leave it.
 func (k *Keys) Set(key streams.APIKey) {
@@ -125,6 +145,12 @@ func (k *Keys) lookup(key string) (streams.APIKey, bool) {
 // Check says which user signed r, or why it is refused. It may read the
 // body (jetqa's scheme hashes it) and puts it back.
 func (k *Keys) Check(r *http.Request) (string, error) {
+	key, err := k.check(r)
+	return key.User, err
+}
+
+// check is Check, with the key that signed.
+func (k *Keys) check(r *http.Request) (streams.APIKey, error) {
 	h := r.Header
 	switch {
 	case h.Get("X-Jetqa-Key") != "":
@@ -132,7 +158,7 @@ func (k *Keys) Check(r *http.Request) (string, error) {
 	case h.Get("X-API-Key") != "":
 		return k.checkOpenQA(r)
 	}
-	return "", fmt.Errorf("%w: no API key (sign with X-API-Key as openqa-cli does, or X-Jetqa-Key)", ErrNotAuthorized)
+	return streams.APIKey{}, fmt.Errorf("%w: no API key (sign with X-API-Key as openqa-cli does, or X-Jetqa-Key)", ErrNotAuthorized)
 }
 
 func (k *Keys) key(name string) (streams.APIKey, error) {
@@ -161,52 +187,52 @@ func (k *Keys) inWindow(stamp string) error {
 	return nil
 }
 
-func (k *Keys) checkOpenQA(r *http.Request) (string, error) {
+func (k *Keys) checkOpenQA(r *http.Request) (streams.APIKey, error) {
 	key, err := k.key(r.Header.Get("X-API-Key"))
 	if err != nil {
-		return "", err
+		return streams.APIKey{}, err
 	}
 	stamp := r.Header.Get("X-API-Microtime")
 	if err := k.inWindow(stamp); err != nil {
-		return "", err
+		return streams.APIKey{}, err
 	}
 	want := OpenQASignature(key.Secret, r.URL.EscapedPath(), r.URL.RawQuery, stamp)
 	if !hmac.Equal([]byte(strings.ToLower(r.Header.Get("X-API-Hash"))), []byte(want)) {
-		return "", fmt.Errorf("%w: the signature does not match (wrong secret?)", ErrNotAuthorized)
+		return streams.APIKey{}, fmt.Errorf("%w: the signature does not match (wrong secret?)", ErrNotAuthorized)
 	}
-	return key.User, nil
+	return key, nil
 }
 
 var nonceRe = regexp.MustCompile(`^[A-Za-z0-9_-]{16,64}$`)
 
-func (k *Keys) checkJetqa(r *http.Request) (string, error) {
+func (k *Keys) checkJetqa(r *http.Request) (streams.APIKey, error) {
 	key, err := k.key(r.Header.Get("X-Jetqa-Key"))
 	if err != nil {
-		return "", err
+		return streams.APIKey{}, err
 	}
 	stamp, nonce := r.Header.Get("X-Jetqa-Time"), r.Header.Get("X-Jetqa-Nonce")
 	if err := k.inWindow(stamp); err != nil {
-		return "", err
+		return streams.APIKey{}, err
 	}
 	if !nonceRe.MatchString(nonce) {
-		return "", fmt.Errorf("%w: X-Jetqa-Nonce must be 16 to 64 letters, digits, - or _", ErrNotAuthorized)
+		return streams.APIKey{}, fmt.Errorf("%w: X-Jetqa-Nonce must be 16 to 64 letters, digits, - or _", ErrNotAuthorized)
 	}
 	body, err := readBody(r)
 	if err != nil {
-		return "", err
+		return streams.APIKey{}, err
 	}
 	want := JetqaSignature(key.Secret, r.Method, r.URL.EscapedPath(), r.URL.RawQuery, body, stamp, nonce)
 	if !hmac.Equal([]byte(strings.ToLower(r.Header.Get("X-Jetqa-Signature"))), []byte(want)) {
-		return "", fmt.Errorf("%w: the signature does not match (wrong secret?)", ErrNotAuthorized)
+		return streams.APIKey{}, fmt.Errorf("%w: the signature does not match (wrong secret?)", ErrNotAuthorized)
 	}
 	// Only a valid signature uses up its nonce: nobody can spend another's.
 	if err := k.nonce(r.Context(), key.Key, nonce); err != nil {
 		if errors.Is(err, streams.ErrNonceUsed) {
-			return "", fmt.Errorf("%w: %v", ErrNotAuthorized, err)
+			return streams.APIKey{}, fmt.Errorf("%w: %v", ErrNotAuthorized, err)
 		}
-		return "", err
+		return streams.APIKey{}, err
 	}
-	return key.User, nil
+	return key, nil
 }
 
 // readBody reads the request's body and puts it back for the handler.

@@ -56,18 +56,18 @@ func keysFor(t *testing.T) (*Keys, streams.APIKey, *streams.Bus) {
 	bus := natstest.Start(t).Bus("api")
 	ctx := context.Background()
 	k := NewKeys(bus.UseNonce)
-	made, err := bus.CreateAPIKey(ctx, "alice", time.Time{}, false)
+	made, err := bus.CreateAPIKey(ctx, "alice", time.Time{}, schemas.ScopeOperator)
 	if err != nil {
 		t.Fatal(err)
 	}
-	revoked, err := bus.CreateAPIKey(ctx, "bob", time.Time{}, false)
+	revoked, err := bus.CreateAPIKey(ctx, "bob", time.Time{}, schemas.ScopeOperator)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := bus.RevokeAPIKey(ctx, revoked.Key); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bus.CreateAPIKey(ctx, "carol", time.Now().Add(-time.Hour), false); err != nil {
+	if _, err := bus.CreateAPIKey(ctx, "carol", time.Now().Add(-time.Hour), schemas.ScopeOperator); err != nil {
 		t.Fatal(err)
 	}
 	keys, err := bus.APIKeys(ctx)

@@ -48,20 +48,19 @@ func (s *Server) developer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ctx := r.Context()
-	user, _ := ctx.Value(userKey{}).(string)
-	admin, _ := ctx.Value(adminKey{}).(bool)
+	by := callerOf(ctx)
 	var req DeveloperRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxSignedBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&req); err != nil {
-		if status, err := mayDevelop(agg, user, admin); err != nil {
+		if status, err := mayDevelop(agg, by); err != nil {
 			fail(w, status, "%v", err)
 			return
 		}
 		fail(w, http.StatusBadRequest, "developer command: %v (send JSON such as {\"action\": \"pause\"})", err)
 		return
 	}
-	seq, status, err := s.sendDeveloper(ctx, agg, user, admin, req)
+	seq, status, err := s.sendDeveloper(ctx, agg, by, req)
 	if err != nil {
 		fail(w, status, "%v", err)
 		return
@@ -71,18 +70,19 @@ func (s *Server) developer(w http.ResponseWriter, r *http.Request) {
 
 // mayDevelop refuses developer mode to whoever is neither the job's owner
 // nor an admin.
-func mayDevelop(agg *schemas.JobAggregate, user string, admin bool) (int, error) {
-	if admin || agg.Owner != "" && agg.Owner == user {
+func mayDevelop(agg *schemas.JobAggregate, by caller) (int, error) {
+	if by.scope.Reaches(schemas.ScopeAdmin) || agg.Owner != "" && agg.Owner == by.user {
 		return http.StatusOK, nil
 	}
 	owner := cmp.Or(agg.Owner, "nobody")
 	return http.StatusForbidden, fmt.Errorf("job %d belongs to %s: only its owner or an admin may use developer mode on it", agg.ID, owner)
 }
 
-// sendDeveloper appends the developer command req of user to the running
+// sendDeveloper appends the developer command req of by to the running
 // job, and returns its sequence, or the refusal with its HTTP status.
-func (s *Server) sendDeveloper(ctx context.Context, agg *schemas.JobAggregate, user string, admin bool, req DeveloperRequest) (uint64, int, error) {
-	if status, err := mayDevelop(agg, user, admin); err != nil {
+func (s *Server) sendDeveloper(ctx context.Context, agg *schemas.JobAggregate, by caller, req DeveloperRequest) (uint64, int, error) {
+	user := by.user
+	if status, err := mayDevelop(agg, by); err != nil {
 		return 0, status, err
 	}
 	if agg.State != schemas.StateRunning {

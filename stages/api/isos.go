@@ -94,7 +94,7 @@ func (s *Server) postIsos(w http.ResponseWriter, r *http.Request) {
 		fail(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	user, _ := r.Context().Value(userKey{}).(string)
+	user := callerOf(r.Context()).user
 	ctx := r.Context()
 	ids := make([]int64, 0, len(plan.Jobs))
 	var last uint64

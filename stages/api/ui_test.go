@@ -150,4 +150,25 @@ func TestUIPagesAndForms(t *testing.T) {
 	if code := f.do("POST", "/api/v1/jobs?TEST=signed-by-ui-key&DISTRI=testos", "", nil, &created); code != 200 {
 		t.Errorf("a job posted with the key made in the UI: %d", code)
 	}
+	// A key for her own jobs only cancels none of another's; she may not
+	// make an admin's key.
+	code, page = b.post("/api_keys", url.Values{"csrf": {b.csrf("/api_keys")}, "scope": {"own"}})
+	key = regexp.MustCompile(`key    ([0-9A-F]{16})\s+secret ([0-9A-F]{16})`).FindStringSubmatch(page)
+	if code != 200 || key == nil || !strings.Contains(page, "<td>own</td>") {
+		t.Fatalf("create a key of scope own: %d, key %v", code, key)
+	}
+	f.key = schemas.APIKeyCreated{Key: key[1], Secret: key[2]}
+	others, err := f.bus.NextJobID(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.bus.Append(context.Background(), others, schemas.JobCreated{Settings: map[string]string{"TEST": "bobs"}, Owner: "bob"}); err != nil {
+		t.Fatal(err)
+	}
+	if code := f.do("POST", "/api/v1/jobs/"+itoa(others)+"/cancel", "", nil, nil); code != http.StatusForbidden {
+		t.Errorf("bob's job cancelled with alice's key of scope own: %d, want 403", code)
+	}
+	if code, page := b.post("/api_keys", url.Values{"csrf": {b.csrf("/api_keys")}, "scope": {"admin"}}); code != http.StatusForbidden || !strings.Contains(page, "only an admin") {
+		t.Errorf("an admin's key made by a user who is none: %d", code)
+	}
 }

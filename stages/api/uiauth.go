@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -229,33 +230,38 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/tests", http.StatusSeeOther)
 }
 
-// formJob reads the job of a form's {id}, or writes the error page.
-func (s *Server) formJob(w http.ResponseWriter, r *http.Request) (*schemas.JobAggregate, string, bool) {
+// formJob reads the job of a form's {id}, or writes the error page, with
+// the signed-in user as the caller: an admin, or an operator.
+func (s *Server) formJob(w http.ResponseWriter, r *http.Request) (*schemas.JobAggregate, caller, bool) {
 	u, _ := s.viewer(r)
+	by := caller{user: u.Name, scope: schemas.ScopeOperator}
+	if u.Admin {
+		by.scope = schemas.ScopeAdmin
+	}
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
 		s.uiError(w, r, http.StatusNotFound, "job %q: no such job", r.PathValue("id"))
-		return nil, "", false
+		return nil, by, false
 	}
 	agg, err := s.bus.LoadJob(r.Context(), id)
 	switch {
 	case errors.Is(err, streams.ErrNoJob):
 		s.uiError(w, r, http.StatusNotFound, "job %d does not exist", id)
-		return nil, "", false
+		return nil, by, false
 	case err != nil:
 		status, err := s.failedStore("read the job", err)
 		s.uiError(w, r, status, "%v", err)
-		return nil, "", false
+		return nil, by, false
 	}
-	return agg, u.Name, true
+	return agg, by, true
 }
 
 func (s *Server) cancelForm(w http.ResponseWriter, r *http.Request) {
-	agg, user, ok := s.formJob(w, r)
+	agg, by, ok := s.formJob(w, r)
 	if !ok {
 		return
 	}
-	if status, err := s.cancel(r.Context(), agg, user); err != nil {
+	if status, err := s.cancel(r.Context(), agg, by); err != nil {
 		s.uiError(w, r, status, "%v", err)
 		return
 	}
@@ -263,11 +269,11 @@ func (s *Server) cancelForm(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) restartForm(w http.ResponseWriter, r *http.Request) {
-	agg, user, ok := s.formJob(w, r)
+	agg, by, ok := s.formJob(w, r)
 	if !ok {
 		return
 	}
-	clone, status, err := s.restart(r.Context(), agg, user)
+	clone, status, err := s.restart(r.Context(), agg, by)
 	if err != nil {
 		s.uiError(w, r, status, "%v", err)
 		return
@@ -278,17 +284,16 @@ func (s *Server) restartForm(w http.ResponseWriter, r *http.Request) {
 // developerForm sends the live view's developer-mode commands: pause,
 // resume, keys (names separated by spaces) and text to type.
 func (s *Server) developerForm(w http.ResponseWriter, r *http.Request) {
-	agg, user, ok := s.formJob(w, r)
+	agg, by, ok := s.formJob(w, r)
 	if !ok {
 		return
 	}
-	u, _ := s.viewer(r)
 	req := DeveloperRequest{Action: r.PostForm.Get("action"), Text: r.PostForm.Get("text"), Keys: strings.Fields(r.PostForm.Get("keys"))}
 	if !slices.Contains(schemas.DevActions, req.Action) || req.Action == schemas.DevRetry {
 		s.uiError(w, r, http.StatusBadRequest, "developer action %q: use pause, resume, keys or type", req.Action)
 		return
 	}
-	if _, status, err := s.sendDeveloper(r.Context(), agg, user, u.Admin, req); err != nil {
+	if _, status, err := s.sendDeveloper(r.Context(), agg, by, req); err != nil {
 		s.uiError(w, r, status, "%v", err)
 		return
 	}
@@ -325,7 +330,16 @@ func (s *Server) createKeyForm(w http.ResponseWriter, r *http.Request) {
 		}
 		expires = time.Now().Add(time.Duration(days) * 24 * time.Hour)
 	}
-	k, err := s.bus.CreateAPIKey(r.Context(), u.Name, expires, false)
+	scope, err := schemas.ParseKeyScope(cmp.Or(r.PostForm.Get("scope"), string(schemas.ScopeOperator)))
+	if err != nil {
+		s.uiError(w, r, http.StatusBadRequest, "%v", err)
+		return
+	}
+	if scope == schemas.ScopeAdmin && !u.Admin {
+		s.uiError(w, r, http.StatusForbidden, "only an admin may make an admin's key")
+		return
+	}
+	k, err := s.bus.CreateAPIKey(r.Context(), u.Name, expires, scope)
 	if err != nil {
 		status, err := s.failedStore("create the key", err)
 		s.uiError(w, r, status, "%v", err)
