@@ -169,10 +169,15 @@ func TestAReportSentTwiceIsStoredOnce(t *testing.T) {
 	msg.Header.Set("Jetqa-Report-Id", "same-report")
 	var answers []string
 	for range 2 {
-		resp, err := b.NC.RequestMsgWithContext(ctx, msg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		var resp *nats.Msg
+		// The authority may not listen yet: nobody answers until it does.
+		natstest.WaitUntil(t, ctx, func() (err error) {
+			resp, err = b.NC.RequestMsgWithContext(ctx, msg)
+			if err != nil && !errors.Is(err, nats.ErrNoResponders) {
+				t.Fatal(err)
+			}
+			return err
+		})
 		answers = append(answers, string(resp.Data))
 	}
 	if answers[0] != answers[1] {
