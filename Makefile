@@ -50,7 +50,7 @@ test-deps:
 test: test-deps testos vet
 	@bash deploy/check-units.sh
 	$(GO) test $(TESTFLAGS) ./...
-	JETQA_CLUSTER_TEST=1 $(GO) test -count=1 -timeout 20m -run TestClusterLosesTheWorkersNode ./cmd/jetqa
+	JETQA_CLUSTER_TEST=1 $(GO) test -count=1 -timeout 20m -run TestClusterLosesNodesAndWorkersAtRandomPoints ./cmd/jetqa
 	JETQA_LOAD_TEST=1 $(GO) test -count=1 -timeout 40m -run 'TestFleetUnderLoad|TestFaultsAtRandomPoints' ./cmd/jetqa
 	$(GO) test -tags matprofile -count=1 -run TestNoMatLeaks ./stages/match/needle/
 	FUZZTIME=$(FUZZTIME) bash deploy/fuzz.sh

@@ -79,12 +79,24 @@ func (b *Bus) publish(ctx context.Context, subj string, job int64, p schemas.Pay
 	}
 	msg.Header.Set(nats.MsgIdHdr, newReportID())
 	var ack *jetstream.PubAck
-	// A timeout is an acknowledgement lost; no responders is an answer:
-	// no stream takes the subject.
-	lost := func(err error) bool {
-		return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+	// A timeout is an acknowledgement lost; no responders is a stream
+	// without a leader, as while a cluster elects a new one after losing a
+	// node (a match request failed on it once): both are sent again. No
+	// responders where no stream takes the subject does not pass.
+	again := func(err error) bool {
+		if !unanswered(err) {
+			return false
+		}
+		if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) {
+			lookup, cancel := context.WithTimeout(ctx, publishTry)
+			defer cancel()
+			if _, err := b.JS.StreamNameBySubject(lookup, subj); errors.Is(err, jetstream.ErrStreamNotFound) {
+				return false
+			}
+		}
+		return true
 	}
-	err = b.untilAnswered(ctx, subj, "jetqa server did not acknowledge, sending again", lost, func(try context.Context) (err error) {
+	err = b.untilAnswered(ctx, subj, "jetqa server did not acknowledge, sending again", again, func(try context.Context) (err error) {
 		ack, err = b.JS.PublishMsg(try, msg, opts...)
 		return err
 	})

@@ -32,14 +32,7 @@ func TestFaultsAtRandomPoints(t *testing.T) {
 	if os.Getenv("JETQA_LOAD_TEST") == "" {
 		t.Skip("JETQA_LOAD_TEST=1 runs it (make test does)")
 	}
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv("JETQA_CHAOS_SEED"); v != "" {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			t.Fatalf("JETQA_CHAOS_SEED=%q: want a number", v)
-		}
-		seed = n
-	}
+	seed := chaosSeed(t)
 	during := 90 * time.Second
 	if v := os.Getenv("JETQA_CHAOS_TIME"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -48,7 +41,6 @@ func TestFaultsAtRandomPoints(t *testing.T) {
 		}
 		during = d
 	}
-	t.Logf("JETQA_CHAOS_SEED=%d", seed)
 	rnd := rand.New(rand.NewPCG(seed, seed))
 	const hosts, workerTimeout = 20, 8 * time.Second
 
@@ -187,4 +179,20 @@ func trimJobNumbers(reason string) string {
 		}
 	}
 	return string(out)
+}
+
+// chaosSeed is the seed of a test's random kills: JETQA_CHAOS_SEED, to
+// replay a run, or a new one. It is logged.
+func chaosSeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("JETQA_CHAOS_SEED"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			t.Fatalf("JETQA_CHAOS_SEED=%q: want a number", v)
+		}
+		seed = n
+	}
+	t.Logf("JETQA_CHAOS_SEED=%d", seed)
+	return seed
 }
