@@ -49,7 +49,7 @@ type Targeted interface {
 
 // JobCreated is the first event of every job.
 type JobCreated struct {
-	Settings map[string]string `json:"settings"`
+	Settings StringMap `json:"settings"`
 	// CloneOf is the job this one repeats (restarted by a user, or
 	// cloned automatically after its worker went offline); 0 for none.
 	CloneOf int64 `json:"clone_of,omitempty"`
@@ -167,10 +167,10 @@ func (RepoCheckedOut) Kind() string { return "repo.checked_out.v1" }
 // JobReady says everything the job needs is on the worker host: the boot
 // stage of that worker instance may start it.
 type JobReady struct {
-	Worker   WorkerRef         `json:"worker"`
-	Settings map[string]string `json:"settings"`
-	Assets   map[string]string `json:"assets"` // setting → local path
-	CaseDir  string            `json:"casedir"`
+	Worker   WorkerRef `json:"worker"`
+	Settings StringMap `json:"settings"`
+	Assets   StringMap `json:"assets"` // setting → local path
+	CaseDir  string    `json:"casedir"`
 	// ProductDir is where main.star is: CASEDIR, or its PRODUCTDIR.
 	ProductDir string `json:"productdir,omitempty"`
 	NeedlesDir string `json:"needles_dir"`
@@ -278,7 +278,7 @@ type JobFinished struct {
 	Reason  string         `json:"reason,omitempty"`
 	Modules []ModuleResult `json:"modules,omitempty"`
 	// Files lists the job's stored results: name → blob key.
-	Files map[string]string `json:"files,omitempty"`
+	Files StringMap `json:"files,omitempty"`
 }
 
 func (JobFinished) Kind() string { return "job.finished.v1" }
