@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -13,22 +14,36 @@ import (
 	"jetqa/streams/natstest"
 )
 
-// rebuildJobs is how many jobs' histories the rebuild benchmark folds: a
-// busy openQA instance keeps about as many.
-const rebuildJobs = 100_000
-
 // BenchmarkRebuild times how long the API needs after a restart to fold
-// the whole job stream into a fresh read model: 100 000 jobs of eight
-// events each (created … finished), stored beforehand with asynchronous
-// publishes. The reference is an ordered consumer reading the same
-// messages without decoding them, measured just before on the same
-// server: x-bare-read is the projection's time divided by its.
+// the whole job stream into a fresh read model, on two shapes of jobs,
+// stored beforehand with asynchronous publishes:
+//   - 100 000 jobs of eight events each (created … finished, one module):
+//     about as many as a busy openQA instance keeps, and the worst case,
+//     as most of the events carry the job's settings or results;
+//   - 20 000 jobs of 20 modules each (46 events): a job as openQA's
+//     distributions run them, where module events are most of the stream.
+//
+// The reference is an ordered consumer reading the same messages without
+// decoding them, measured just before on the same server: x-bare-read is
+// the projection's time divided by its.
 func BenchmarkRebuild(b *testing.B) {
+	for _, shape := range []struct {
+		name          string
+		jobs, modules int
+	}{
+		{"100k-jobs-1-module", 100_000, 1},
+		{"20k-jobs-20-modules", 20_000, 20},
+	} {
+		b.Run(shape.name, func(b *testing.B) { benchmarkRebuild(b, shape.jobs, shape.modules) })
+	}
+}
+
+func benchmarkRebuild(b *testing.B, jobs, modules int) {
 	srv := natstest.Start(b)
 	bus := srv.Bus("bench")
 	ctx := context.Background()
 	start := time.Now()
-	events := storeJobHistories(ctx, b, bus, rebuildJobs)
+	events := storeJobHistories(ctx, b, bus, jobs, modules)
 	last, err := bus.LastSequence(ctx, streams.StreamJobs)
 	if err != nil {
 		b.Fatal(err)
@@ -36,7 +51,7 @@ func BenchmarkRebuild(b *testing.B) {
 	if last != uint64(events) {
 		b.Fatalf("stream ends at %d, stored %d events", last, events)
 	}
-	b.Logf("stored %d events of %d jobs in %v", events, rebuildJobs, time.Since(start).Round(time.Millisecond))
+	b.Logf("stored %d events of %d jobs in %v", events, jobs, time.Since(start).Round(time.Millisecond))
 
 	var bare time.Duration // per read
 	b.Run("bare-read", func(b *testing.B) {
@@ -76,8 +91,8 @@ func BenchmarkRebuild(b *testing.B) {
 			if err := p.follow(ctx, bus, last); err != nil {
 				b.Fatal(err)
 			}
-			if p.seen != last || len(p.jobs) != rebuildJobs {
-				b.Fatalf("folded %d jobs up to sequence %d, want %d up to %d", len(p.jobs), p.seen, rebuildJobs, last)
+			if p.seen != last || len(p.jobs) != jobs {
+				b.Fatalf("folded %d jobs up to sequence %d, want %d up to %d", len(p.jobs), p.seen, jobs, last)
 			}
 		}
 		reportRebuild(b, events, bare)
@@ -96,28 +111,37 @@ func reportRebuild(b *testing.B, events int, ref time.Duration) {
 	}
 }
 
-// storeJobHistories stores the whole life of jobs 1…n, with the subjects
-// and headers Append gives them, 500 jobs at a time with their events
-// interleaved as on a busy server. It returns how many events it stored.
-func storeJobHistories(ctx context.Context, b *testing.B, bus *streams.Bus, n int) int {
+// storeJobHistories stores the whole life of jobs 1…n, each running
+// modules modules, with the subjects and headers Append gives them, 500
+// jobs at a time with their events interleaved as on a busy server. It
+// returns how many events it stored.
+func storeJobHistories(ctx context.Context, b *testing.B, bus *streams.Bus, n, modules int) int {
 	b.Helper()
 	const perBatch = 500
 	w := schemas.WorkerRef{Host: "worker-01.example", Instance: 3}
 	host := "." + streams.WorkerToken(w)
-	life := []struct {
+	type lifeStep struct {
 		token string
 		p     schemas.Payload
-	}{
+	}
+	life := []lifeStep{
 		{"created", schemas.JobCreated{Settings: benchSettings}},
 		{"assigned" + host, schemas.JobAssigned{Worker: w}},
 		{"ready" + host, schemas.JobReady{Worker: w, Settings: benchSettings, Assets: map[string]string{"ISO": "/var/lib/jetqa/cache/" + benchSettings["ISO"]},
 			CaseDir: "/var/lib/jetqa/tests/opensuse", NeedlesDir: "/var/lib/jetqa/tests/opensuse/products/opensuse/needles", JobDir: "/var/lib/jetqa/pool/3"}},
 		{"started", schemas.JobStarted{Worker: w, Accel: "kvm"}},
-		{"module", schemas.ModuleStarted{Module: benchModule.Name}},
-		{"module", schemas.ModuleFinished{ModuleResult: benchModule}},
-		{"tests_finished" + host, schemas.TestsFinished{Worker: w, Result: schemas.ResultPassed, Modules: []schemas.ModuleResult{benchModule}, ResultsDir: "/var/lib/jetqa/pool/3/results"}},
-		{"finished", schemas.JobFinished{Result: schemas.ResultPassed, Modules: []schemas.ModuleResult{benchModule}, Files: map[string]string{"autoinst-log.txt": "jobs/1/autoinst-log.txt"}}},
 	}
+	results := make([]schemas.ModuleResult, modules)
+	for i := range modules {
+		m := benchModule
+		m.Name = fmt.Sprintf("%s_%d", m.Name, i+1)
+		results[i] = m
+		life = append(life, lifeStep{"module", schemas.ModuleStarted{Module: m.Name}}, lifeStep{"module", schemas.ModuleFinished{ModuleResult: m}})
+	}
+	life = append(life, []lifeStep{
+		{"tests_finished" + host, schemas.TestsFinished{Worker: w, Result: schemas.ResultPassed, Modules: results, ResultsDir: "/var/lib/jetqa/pool/3/results"}},
+		{"finished", schemas.JobFinished{Result: schemas.ResultPassed, Modules: results, Files: map[string]string{"autoinst-log.txt": "jobs/1/autoinst-log.txt"}}},
+	}...)
 	stored := 0
 	var acks []jetstream.PubAckFuture
 	for first := 1; first <= n; first += perBatch {

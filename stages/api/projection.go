@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"runtime"
 	"slices"
@@ -155,23 +156,97 @@ func newProjection() *projection {
 func (p *projection) follow(ctx context.Context, bus Bus, until uint64) error {
 	// Decoding the events, not folding them, is most of a rebuild's work:
 	// it is spread over the cores.
-	decoders := max(2, runtime.GOMAXPROCS(0))
-	return bus.Watch(ctx, streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.SubjectJobs}, Decoders: decoders},
-		func(ev schemas.Event, pl schemas.Payload, d streams.Delivery) error {
-			p.mu.Lock()
-			before := len(p.jobs)
+	cfg := streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.SubjectJobs}, Decoders: max(2, runtime.GOMAXPROCS(0))}
+	// A rebuild to a known end decodes a module's events only where no
+	// later event of its job replaced the modules they make: most jobs'
+	// are, by their tests_finished.
+	var later *laterModules
+	if until > 0 {
+		later = &laterModules{jobs: map[int64][]*streams.Undecoded{}}
+		cfg.Undecoded = laterModuleKinds
+	}
+	err := bus.Watch(ctx, cfg, func(ev schemas.Event, pl schemas.Payload, d streams.Delivery) error {
+		p.mu.Lock()
+		before := len(p.jobs)
+		if later == nil || !later.hold(p.jobs, ev, pl) {
 			fold(p.jobs, ev, pl)
-			if len(p.jobs) != before {
-				p.ids = nil // sorted again when listed
-			}
-			if j := p.jobs[ev.Job]; j != nil {
-				j.Seq = d.Sequence
-			}
-			p.seen = d.Sequence
-			p.cond.Broadcast()
-			p.mu.Unlock()
-			return stopAt(d, until)
-		})
+		}
+		if len(p.jobs) != before {
+			p.ids = nil // sorted again when listed
+		}
+		if j := p.jobs[ev.Job]; j != nil {
+			j.Seq = d.Sequence
+		}
+		p.seen = d.Sequence
+		p.cond.Broadcast()
+		p.mu.Unlock()
+		return stopAt(d, until)
+	})
+	if err == nil && later != nil {
+		p.mu.Lock()
+		later.flushAll(p.jobs)
+		p.mu.Unlock()
+	}
+	return err
+}
+
+// laterModuleKinds are the events a rebuild decodes late: each only adds
+// to or updates its job's modules.
+var laterModuleKinds = []string{schemas.ModuleStarted{}.Kind(), schemas.ModuleFinished{}.Kind()}
+
+// laterModules keeps the module events of each job, undecoded, until a
+// later event replaces the modules they make (they are dropped) or might
+// read them (they are decoded and folded first, in order).
+type laterModules struct {
+	jobs map[int64][]*streams.Undecoded
+}
+
+// hold takes an undecoded module event, or handles what another event
+// means for those held: it reports whether the event was taken.
+func (l *laterModules) hold(jobs map[int64]*JobView, ev schemas.Event, pl schemas.Payload) bool {
+	if u, ok := pl.(*streams.Undecoded); ok {
+		if jobs[ev.Job] != nil {
+			l.jobs[ev.Job] = append(l.jobs[ev.Job], u)
+		}
+		return true
+	}
+	if len(l.jobs[ev.Job]) == 0 {
+		return false
+	}
+	switch e := pl.(type) {
+	case *schemas.TestsFinished, *schemas.JobDeleted:
+		delete(l.jobs, ev.Job) // modules replaced, or the job gone
+	case *schemas.JobFinished:
+		if len(e.Modules) > 0 {
+			delete(l.jobs, ev.Job)
+		}
+	case *schemas.JobAssigned, *schemas.JobUnassigned, *schemas.AssetFetched, *schemas.RepoCheckedOut, *schemas.JobReady,
+		*schemas.JobStarted, *schemas.JobPaused, *schemas.JobResumed, *schemas.JobRestarted, *schemas.JobFilesExpired:
+		// They leave the modules alone: keep holding.
+	default:
+		l.flush(jobs, ev.Job) // an event that might read them
+	}
+	return false
+}
+
+// flush decodes and folds a job's held events, in order.
+func (l *laterModules) flush(jobs map[int64]*JobView, job int64) {
+	for _, u := range l.jobs[job] {
+		ev, pl, err := u.Decode()
+		if err != nil {
+			slog.Warn("skipping unreadable event", "job", job, "kind", u.Kind(), "err", err)
+			continue
+		}
+		fold(jobs, ev, pl)
+	}
+	delete(l.jobs, job)
+}
+
+// flushAll folds what no later event replaced, at the rebuild's end.
+func (l *laterModules) flushAll(jobs map[int64]*JobView) {
+	for job := range l.jobs {
+		l.flush(jobs, job)
+	}
 }
 
 // followWorkers keeps the registered workers' classes, to say why a job
