@@ -157,18 +157,18 @@ func (p *projection) follow(ctx context.Context, bus Bus, until uint64) error {
 	// Decoding the events, not folding them, is most of a rebuild's work:
 	// it is spread over the cores.
 	cfg := streams.WatchConfig{Stream: streams.StreamJobs, Filters: []string{streams.SubjectJobs}, Decoders: max(2, runtime.GOMAXPROCS(0))}
-	// A rebuild to a known end decodes a module's events only where no
-	// later event of its job replaced the modules they make: most jobs'
-	// are, by their tests_finished.
-	var later *laterModules
+	// A rebuild to a known end decodes the events that make a job's
+	// modules only where no later event replaced them: most jobs' are, by
+	// their tests_finished and finished.
+	var later *laterEvents
 	if until > 0 {
-		later = &laterModules{jobs: map[int64][]*streams.Undecoded{}}
-		cfg.Undecoded = laterModuleKinds
+		later = &laterEvents{jobs: map[int64][]*streams.Undecoded{}}
+		cfg.Undecoded = laterKinds
 	}
 	err := bus.Watch(ctx, cfg, func(ev schemas.Event, pl schemas.Payload, d streams.Delivery) error {
 		p.mu.Lock()
 		before := len(p.jobs)
-		if later == nil || !later.hold(p.jobs, ev, pl) {
+		if later == nil || !later.take(p.jobs, ev, pl) {
 			fold(p.jobs, ev, pl)
 		}
 		if len(p.jobs) != before {
@@ -190,47 +190,71 @@ func (p *projection) follow(ctx context.Context, bus Bus, until uint64) error {
 	return err
 }
 
-// laterModuleKinds are the events a rebuild decodes late: each only adds
-// to or updates its job's modules.
-var laterModuleKinds = []string{schemas.ModuleStarted{}.Kind(), schemas.ModuleFinished{}.Kind()}
+// The events a rebuild decodes late, or never: module events only add to
+// or update their job's modules; tests_finished sets its state, pause and
+// modules, all of which a finished with modules sets again; job.ready is
+// folded by its kind alone (fold reads none of it: its settings are a
+// fifth of a rebuild's decoding).
+var (
+	moduleKinds = []string{schemas.ModuleStarted{}.Kind(), schemas.ModuleFinished{}.Kind()}
+	testsKind   = schemas.TestsFinished{}.Kind()
+	readyKind   = schemas.JobReady{}.Kind()
+	laterKinds  = append([]string{testsKind, readyKind}, moduleKinds...)
+)
 
-// laterModules keeps the module events of each job, undecoded, until a
-// later event replaces the modules they make (they are dropped) or might
-// read them (they are decoded and folded first, in order).
-type laterModules struct {
+// laterEvents keeps each job's module and tests_finished events,
+// undecoded and in order, until a later event replaces what they make
+// (they are dropped) or might read or change it (they are decoded and
+// folded first).
+type laterEvents struct {
 	jobs map[int64][]*streams.Undecoded
 }
 
-// hold takes an undecoded module event, or handles what another event
-// means for those held: it reports whether the event was taken.
-func (l *laterModules) hold(jobs map[int64]*JobView, ev schemas.Event, pl schemas.Payload) bool {
+// take folds or holds an event and reports whether it did: a held event of
+// the job may have been decoded and folded first.
+func (l *laterEvents) take(jobs map[int64]*JobView, ev schemas.Event, pl schemas.Payload) bool {
+	held := l.jobs[ev.Job]
+	testsHeld := slices.ContainsFunc(held, func(u *streams.Undecoded) bool { return u.Kind() == testsKind })
 	if u, ok := pl.(*streams.Undecoded); ok {
-		if jobs[ev.Job] != nil {
-			l.jobs[ev.Job] = append(l.jobs[ev.Job], u)
+		switch {
+		case jobs[ev.Job] == nil: // as fold ignores it
+		case u.Kind() == readyKind:
+			if testsHeld {
+				l.flush(jobs, ev.Job)
+			}
+			fold(jobs, ev, &schemas.JobReady{})
+		default:
+			l.jobs[ev.Job] = append(held, u)
 		}
 		return true
 	}
-	if len(l.jobs[ev.Job]) == 0 {
+	if len(held) == 0 {
 		return false
 	}
 	switch e := pl.(type) {
-	case *schemas.TestsFinished, *schemas.JobDeleted:
-		delete(l.jobs, ev.Job) // modules replaced, or the job gone
+	case *schemas.JobDeleted:
+		delete(l.jobs, ev.Job)
+		return false
 	case *schemas.JobFinished:
-		if len(e.Modules) > 0 {
+		if len(e.Modules) > 0 { // state, pause and modules set again
 			delete(l.jobs, ev.Job)
+			return false
 		}
-	case *schemas.JobAssigned, *schemas.JobUnassigned, *schemas.AssetFetched, *schemas.RepoCheckedOut, *schemas.JobReady,
+	case *schemas.TestsFinished: // one whose subject named no job: decoded
+		delete(l.jobs, ev.Job)
+		return false
+	case *schemas.JobAssigned, *schemas.JobUnassigned, *schemas.AssetFetched, *schemas.RepoCheckedOut,
 		*schemas.JobStarted, *schemas.JobPaused, *schemas.JobResumed, *schemas.JobRestarted, *schemas.JobFilesExpired:
-		// They leave the modules alone: keep holding.
-	default:
-		l.flush(jobs, ev.Job) // an event that might read them
+		if !testsHeld {
+			return false // they leave the modules alone: keep holding
+		}
 	}
+	l.flush(jobs, ev.Job) // an event that might read or change what they make
 	return false
 }
 
 // flush decodes and folds a job's held events, in order.
-func (l *laterModules) flush(jobs map[int64]*JobView, job int64) {
+func (l *laterEvents) flush(jobs map[int64]*JobView, job int64) {
 	for _, u := range l.jobs[job] {
 		ev, pl, err := u.Decode()
 		if err != nil {
@@ -243,7 +267,7 @@ func (l *laterModules) flush(jobs map[int64]*JobView, job int64) {
 }
 
 // flushAll folds what no later event replaced, at the rebuild's end.
-func (l *laterModules) flushAll(jobs map[int64]*JobView) {
+func (l *laterEvents) flushAll(jobs map[int64]*JobView) {
 	for job := range l.jobs {
 		l.flush(jobs, job)
 	}

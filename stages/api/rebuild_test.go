@@ -37,8 +37,17 @@ func TestARebuildMakesTheViewsOfFoldingEveryEvent(t *testing.T) {
 		5: {started, module("a", "passed"), {schemas.TestsFinished{Worker: w, Result: schemas.ResultPassed, Modules: both[:1]},
 			schemas.JobFinished{Result: schemas.ResultPassed}, schemas.JobDeleted{By: "alice"}}},
 		6: {started, module("a", "passed"), {schemas.JobFinished{Result: schemas.ResultIncomplete, Reason: "worker h:1 went offline"}}},
+		// Ready last, with what fold would read if it read job.ready.
+		7: {{schemas.JobCreated{Settings: map[string]string{"TEST": "t"}}, schemas.JobAssigned{Worker: w},
+			schemas.JobReady{Worker: w, Settings: map[string]string{"TEST": "t", "X": "y"}, Assets: map[string]string{"ISO": "/c/i.iso"},
+				CaseDir: "/c", ProductDir: "/c/p", NeedlesDir: "/n", JobDir: "/j"}}},
+		// Uploading at the end; finished without modules after tests_finished.
+		8: {started, module("a", "passed"), {schemas.TestsFinished{Worker: w, Result: schemas.ResultPassed, Modules: both}}},
+		9: {started, module("a", "passed"), {schemas.TestsFinished{Worker: w, Result: schemas.ResultFailed, Modules: both},
+			schemas.JobFinished{Result: schemas.ResultFailed, Reason: "upload: a file did not store"}}},
 	}
-	for job := int64(1); job <= 6; job++ {
+	const jobs = 9
+	for job := int64(1); job <= jobs; job++ {
 		if id, err := bus.NextJobID(ctx); err != nil || id != job {
 			t.Fatalf("job id %d, %v, want %d", id, err, job)
 		}
@@ -50,7 +59,7 @@ func TestARebuildMakesTheViewsOfFoldingEveryEvent(t *testing.T) {
 			}
 		}
 	}
-	if _, err := bus.Restart(ctx, mustLoad(t, bus, 6), "auto", 1); err != nil {
+	if _, err := bus.Restart(ctx, mustLoad(t, bus, 6), "auto", 1); err != nil { // job 10
 		t.Fatal(err)
 	}
 	rebuilt, _, err := Rebuild(ctx, bus)
@@ -73,8 +82,8 @@ func TestARebuildMakesTheViewsOfFoldingEveryEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rebuilt) != len(every) || len(every) != 6 {
-		t.Fatalf("rebuilt %d jobs, folding every event %d, want 6 (job 5 deleted, clone 7 made)", len(rebuilt), len(every))
+	if len(rebuilt) != len(every) || len(every) != jobs {
+		t.Fatalf("rebuilt %d jobs, folding every event %d, want %d (job 5 deleted, clone 10 made)", len(rebuilt), len(every), jobs)
 	}
 	for _, got := range rebuilt {
 		want := every[got.ID]
