@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"jetqa/internal/benchdata"
 	"jetqa/schemas"
 	"jetqa/streams"
 	"jetqa/streams/natstest"
@@ -44,7 +44,7 @@ func BenchmarkAppend(b *testing.B) {
 	srv := natstest.Start(b)
 	ctx := context.Background()
 	w := schemas.WorkerRef{Host: "worker-01.example", Instance: 7}
-	life := lifecycle(w)
+	life := benchdata.Life(w, 1)
 
 	var raw float64 // msgs/s
 	b.Run("raw", func(b *testing.B) {
@@ -90,32 +90,6 @@ func BenchmarkAppend(b *testing.B) {
 	})
 }
 
-// lifecycle is a job's life as a worker reports it, with payloads of
-// realistic size.
-func lifecycle(w schemas.WorkerRef) []schemas.Payload {
-	settings := map[string]string{
-		"DISTRI": "opensuse", "VERSION": "Tumbleweed", "FLAVOR": "DVD", "ARCH": "x86_64",
-		"BUILD": "20250101", "TEST": "textmode", "MACHINE": "64bit", "WORKER_CLASS": "qemu_x86_64",
-		"ISO":         "openSUSE-Tumbleweed-DVD-x86_64-Snapshot20250101-Media.iso",
-		"CASEDIR":     "https://github.com/os-autoinst/os-autoinst-distri-opensuse.git#master",
-		"NEEDLES_DIR": "https://github.com/os-autoinst/os-autoinst-needles-opensuse.git#master",
-		"QEMURAM":     "2048", "HDDSIZEGB": "20",
-	}
-	module := schemas.ModuleResult{Name: "boot_to_desktop", Result: schemas.ResultPassed, Duration: 42 * time.Second,
-		Details: []schemas.Step{{Kind: "match", Result: "ok", Screenshot: "boot_to_desktop-1.png", Needle: "generic-desktop-20240101", Similarity: 0.97}}}
-	return []schemas.Payload{
-		schemas.JobCreated{Settings: settings},
-		schemas.JobAssigned{Worker: w},
-		schemas.JobReady{Worker: w, Settings: settings, Assets: map[string]string{"ISO": "/var/lib/jetqa/cache/" + settings["ISO"]},
-			CaseDir: "/var/lib/jetqa/tests/opensuse", NeedlesDir: "/var/lib/jetqa/tests/opensuse/products/opensuse/needles", JobDir: "/var/lib/jetqa/pool/7"},
-		schemas.JobStarted{Worker: w, Accel: "kvm"},
-		schemas.ModuleStarted{Module: module.Name},
-		schemas.ModuleFinished{ModuleResult: module},
-		schemas.TestsFinished{Worker: w, Result: schemas.ResultPassed, Modules: []schemas.ModuleResult{module}, ResultsDir: "/var/lib/jetqa/pool/7/results"},
-		schemas.JobFinished{Result: schemas.ResultPassed, Modules: []schemas.ModuleResult{module}, Files: map[string]string{"autoinst-log.txt": "jobs/1/autoinst-log.txt"}},
-	}
-}
-
 // twoWriters runs two buses in lockstep: each round both append one
 // module event, writer 0 and 1 to jobOf(writer, round), at the same
 // moment. It returns stored events per second and reports retries/op.
@@ -128,7 +102,7 @@ func twoWriters(b *testing.B, srv *natstest.Server, w schemas.WorkerRef, jobOf f
 			if agg, err := setup.LoadJob(ctx, job); err == nil && agg.State == schemas.StateRunning {
 				continue // a second run of this benchmark, or the other writer's job
 			}
-			for _, p := range lifecycle(w)[:4] { // created, assigned, ready, started
+			for _, p := range benchdata.Life(w, 1)[:4] { // created, assigned, ready, started
 				if _, err := setup.Append(ctx, job, p); err != nil {
 					b.Fatal(err)
 				}
@@ -212,7 +186,7 @@ func reportRate(b *testing.B, rate, raw float64) {
 // the same run: x-of-interval is the second's rate over the first's.
 func BenchmarkSyncPolicy(b *testing.B) {
 	ctx := context.Background()
-	life := lifecycle(schemas.WorkerRef{Host: "worker-01.example", Instance: 7})
+	life := benchdata.Life(schemas.WorkerRef{Host: "worker-01.example", Instance: 7}, 1)
 	var interval float64
 	for _, always := range []bool{false, true} {
 		name := map[bool]string{false: "interval", true: "always"}[always]

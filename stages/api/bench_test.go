@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"jetqa/internal/benchdata"
 	"jetqa/schemas"
 	"jetqa/streams"
 	"jetqa/streams/natstest"
@@ -120,6 +121,7 @@ func storeJobHistories(ctx context.Context, b *testing.B, bus *streams.Bus, n, m
 	const perBatch = 500
 	w := schemas.WorkerRef{Host: "worker-01.example", Instance: 3}
 	host := "." + streams.WorkerToken(w)
+	benchSettings := benchdata.Settings()
 	type lifeStep struct {
 		token string
 		p     schemas.Payload
@@ -133,8 +135,7 @@ func storeJobHistories(ctx context.Context, b *testing.B, bus *streams.Bus, n, m
 	}
 	results := make([]schemas.ModuleResult, modules)
 	for i := range modules {
-		m := benchModule
-		m.Name = fmt.Sprintf("%s_%d", m.Name, i+1)
+		m := benchdata.Module(fmt.Sprintf("boot_to_desktop_%d", i+1))
 		results[i] = m
 		life = append(life, lifeStep{"module", schemas.ModuleStarted{Module: m.Name}}, lifeStep{"module", schemas.ModuleFinished{ModuleResult: m}})
 	}
@@ -182,15 +183,3 @@ func storeJobHistories(ctx context.Context, b *testing.B, bus *streams.Bus, n, m
 	}
 	return stored
 }
-
-var benchSettings = map[string]string{
-	"DISTRI": "opensuse", "VERSION": "Tumbleweed", "FLAVOR": "DVD", "ARCH": "x86_64",
-	"BUILD": "20250101", "TEST": "textmode", "MACHINE": "64bit", "WORKER_CLASS": "qemu_x86_64",
-	"ISO":         "openSUSE-Tumbleweed-DVD-x86_64-Snapshot20250101-Media.iso",
-	"CASEDIR":     "https://github.com/os-autoinst/os-autoinst-distri-opensuse.git#master",
-	"NEEDLES_DIR": "https://github.com/os-autoinst/os-autoinst-needles-opensuse.git#master",
-	"QEMURAM":     "2048", "HDDSIZEGB": "20",
-}
-
-var benchModule = schemas.ModuleResult{Name: "boot_to_desktop", Result: schemas.ResultPassed, Duration: 42 * time.Second,
-	Details: []schemas.Step{{Kind: "match", Result: "ok", Screenshot: "boot_to_desktop-1.png", Needle: "generic-desktop-20240101", Similarity: 0.97}}}
