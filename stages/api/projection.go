@@ -194,7 +194,8 @@ func (p *projection) follow(ctx context.Context, bus Bus, until uint64) error {
 // or update their job's modules; tests_finished sets its state, pause and
 // modules, all of which a finished with modules sets again; job.ready is
 // folded by its kind alone (fold reads none of it: its settings are a
-// fifth of a rebuild's decoding).
+// fifth of a rebuild's decoding; its subject is not checked against its
+// body, which only the server writes).
 var (
 	moduleKinds = []string{schemas.ModuleStarted{}.Kind(), schemas.ModuleFinished{}.Kind()}
 	testsKind   = schemas.TestsFinished{}.Kind()
