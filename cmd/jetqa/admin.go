@@ -23,9 +23,10 @@ const adminUsage = `usage:
   jetqa admin consumer add NAME [--from-start]               a result consumer: its credentials and its durable
                                                              consumer of finished jobs (from now on, or all)
   jetqa admin consumer revoke|list NAME                      end it, durable consumer too; list them
-  jetqa admin apikey create --user U [--admin] [--expires 720h|DATE]
+  jetqa admin apikey create --user U [--scope own|operator|admin] [--expires 720h|DATE]
                                                              an API key and secret, as openqa-cli uses them;
-                                                             an admin's may act on every job
+                                                             own: its user's jobs only; operator (default):
+                                                             every job; admin (--admin): developer mode too
   jetqa admin apikey revoke KEY | list                       end a key; list the keys
   jetqa admin user add --user U [--admin] [--password-file F]
                                                              a web UI user, or a new password for one: the password
