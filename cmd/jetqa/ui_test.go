@@ -43,7 +43,7 @@ func TestWebUIInARealBrowser(t *testing.T) {
 
 	// The live view shows the VM's screen, and the screen changes as the
 	// test types into the shell.
-	b.Run(t, chromedp.Click(row+" a"), chromedp.WaitVisible("#live-screen[src^='data:image/png']"))
+	b.Run(t, browser.Click(row+" a"), chromedp.WaitVisible("#live-screen[src^='data:image/png']"))
 	first := browser.Get(t, b, chromedp.Evaluate[string](`document.getElementById("live-screen").src`))
 	browser.Get(t, b, chromedp.Poll[bool](fmt.Sprintf(`document.getElementById("live-screen").src !== %q`, first)))
 	b.Screenshot(t, "live-view")
@@ -94,17 +94,17 @@ func TestWebUIInARealBrowser(t *testing.T) {
 	// Signed in as the job's owner: developer mode pauses the test, and
 	// cancel ends the job.
 	b.Run(t,
-		chromedp.Click("#sign-in"),
+		browser.Click("#sign-in"),
 		chromedp.WaitVisible("#user"),
 		chromedp.SendKeys("#user", owner),
 		chromedp.SendKeys("#password", "a password for the test"),
-		chromedp.Click("#sign-in-button"),
+		browser.Click("#sign-in-button"),
 		browser.WaitText("#signed-in", owner),
 	)
-	b.Run(t, chromedp.Navigate(page), chromedp.WaitVisible("#dev-pause"), chromedp.Click("#dev-pause"),
+	b.Run(t, chromedp.Navigate(page), chromedp.WaitVisible("#dev-pause"), browser.Click("#dev-pause"),
 		browser.WaitText("#live-paused", "paused"))
 	b.Screenshot(t, "paused")
-	b.Run(t, chromedp.Click("#cancel"), browser.WaitText("#job-result", schemas.ResultUserCancelled))
+	b.Run(t, browser.Click("#cancel"), browser.WaitText("#job-result", schemas.ResultUserCancelled))
 	b.Screenshot(t, "cancelled")
 	if fin := s.finish(t, running, time.Minute); fin.Result != schemas.ResultUserCancelled {
 		t.Errorf("job %d: %s, want user_cancelled", running, fin.Result)

@@ -22,6 +22,8 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/cdproto/target"
 	"github.com/chromedp/chromedp"
+
+	"jetqa/internal/artifacts"
 )
 
 const (
@@ -311,10 +313,8 @@ func (b *Browser) location() string {
 }
 
 // Screenshot saves the whole page of the first tab, beyond the window, as
-// name.png in the test's artifacts directory, and returns its path. The
-// directory is $JETQA_ARTIFACTS/<test name> (`make test` sets it to
-// artifacts/ in the checkout), else jetqa-artifacts/<test name> in the
-// temporary directory.
+// name.png in the test's artifacts directory (artifacts.Dir), and returns
+// its path.
 func (b *Browser) Screenshot(t testing.TB, name string) string {
 	t.Helper()
 	path, err := b.screenshot(t, name)
@@ -332,37 +332,15 @@ func (b *Browser) screenshot(t testing.TB, name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	dir := os.Getenv("JETQA_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join(os.TempDir(), "jetqa-artifacts")
-	}
-	// A subtest's name has slashes: each level is a directory.
-	for _, part := range strings.Split(t.Name(), "/") {
-		dir = filepath.Join(dir, fileName(part))
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, err := artifacts.Dir(t)
+	if err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, fileName(strings.TrimSuffix(name, ".png"))+".png")
+	path := filepath.Join(dir, artifacts.FileName(strings.TrimSuffix(name, ".png"))+".png")
 	if err := os.WriteFile(path, png, 0o644); err != nil {
 		return "", err
 	}
 	return path, nil
-}
-
-// fileName keeps letters, digits, '-', '_' and '.' of s, so that a test's or
-// a screenshot's name is one safe path element.
-func fileName(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r == '-' || r == '_' || r == '.' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' {
-			return r
-		}
-		return '_'
-	}, s)
-	if strings.Trim(s, ".") == "" {
-		return "_" + s
-	}
-	return s
 }
 
 // WaitText waits until the text that a person sees in the first element
@@ -388,6 +366,32 @@ func WaitText(selector, substring string) chromedp.Action[chromedp.Void] {
 			}
 		}
 	}
+}
+
+// Click clicks the first element that the CSS selector matches, as a
+// person does. A live page may swap the element for a new one between
+// finding it and clicking it, which a person never notices; Click then
+// finds it again, until the caller's deadline.
+func Click(selector string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		for {
+			_, err := chromedp.Click(selector)(ctx, t)
+			if err == nil || !replaced(err) || ctx.Err() != nil {
+				return chromedp.Void{}, err
+			}
+		}
+	}
+}
+
+// replaced reports whether an action failed because its element left the
+// page after it was found.
+func replaced(err error) bool {
+	for _, s := range []string{"Could not find node with given id", "No node with given id found", "Node is detached from document", "Node does not have a layout object"} {
+		if strings.Contains(err.Error(), s) {
+			return true
+		}
+	}
+	return false
 }
 
 // navigated reports whether a script failed because its page went away.

@@ -37,6 +37,20 @@ var pages = map[string]string{
 		<script>window.open("/throws-in-a-tab");</script>`,
 	"/throws-in-a-tab": `<!doctype html><title>tab</title>
 		<script>throw new Error("boom in the other tab");</script>`,
+	// The button is a new element every millisecond, as a live list's row
+	// is when its job's events arrive.
+	"/churning": `<!doctype html><title>churning</title>
+		<p id="status">not clicked</p><div id="box"></div>
+		<script>
+		const box = document.getElementById("box");
+		function swap() {
+			const b = document.createElement("button");
+			b.id = "go"; b.textContent = "go";
+			b.onclick = () => { document.getElementById("status").textContent = "clicked"; };
+			box.replaceChildren(b);
+		}
+		swap(); setInterval(swap, 1);
+		</script>`,
 	// Two colours, so that the screenshot shows what is past the window.
 	"/tall": `<!doctype html><title>tall</title>
 		<style>body { margin: 0 } div { height: 1500px }</style>
@@ -67,6 +81,19 @@ func TestCleanPageHasNoErrors(t *testing.T) {
 	if title := Get(t, b, chromedp.Title()); title != "second" {
 		t.Errorf("title %q, want second", title)
 	}
+	b.CheckNoErrors(t)
+}
+
+// A click lands although the element is replaced again and again while
+// the browser is told to click it.
+func TestClickFollowsAReplacedElement(t *testing.T) {
+	url := site(t)
+	b := Start(t)
+	b.Run(t, chromedp.Navigate(url+"/churning"), chromedp.WaitVisible("#go"))
+	for range 20 {
+		b.Run(t, Click("#go"))
+	}
+	b.Run(t, WaitText("#status", "clicked"))
 	b.CheckNoErrors(t)
 }
 

@@ -34,7 +34,9 @@ function followJobs(table) {
     t.innerHTML = job.html.trim();
     const row = t.content.firstElementChild;
     if (old) {
-      old.replaceWith(row);
+      // An event that changes nothing shown leaves the row be, so a
+      // pointer on its link stays there.
+      if (!old.isEqualNode(row)) old.replaceWith(row);
     } else if (table.dataset.first) {
       // Newest first: a new job goes above every older one.
       let before = null;
