@@ -23,6 +23,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/nats-io/nats.go"
 
+	"jetqa/internal/artifacts"
 	"jetqa/schemas"
 	"jetqa/stages/api"
 	"jetqa/streams"
@@ -81,7 +82,7 @@ func startSystem(t *testing.T) *system {
 func startSystemWith(t *testing.T, change func(*upConfig)) *system {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(systemLog(t), &slog.HandlerOptions{Level: slog.LevelInfo}))
 	data := t.TempDir()
 	c := upConfig{
 		DataDir: data, Listen: "127.0.0.1:0", NATSPort: -1, Host: "e2e", Instances: 1, Matchers: 2,
@@ -151,12 +152,45 @@ func (s *system) issue(t *testing.T, role, name string) string {
 	return path
 }
 
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
+// systemLog is where the jetqa stages and processes a test starts log:
+// system.log among the test's artifacts, so that the test's own messages
+// stand out in its output. A failed test prints the log's last lines and
+// where the rest is.
+func systemLog(t *testing.T) io.Writer {
+	t.Helper()
+	systemLogs.Lock()
+	defer systemLogs.Unlock()
+	if f, ok := systemLogs.open[t]; ok {
+		return f
+	}
+	dir, err := artifacts.Dir(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "system.log")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	systemLogs.open[t] = f
+	t.Cleanup(func() {
+		systemLogs.Lock()
+		delete(systemLogs.open, t)
+		systemLogs.Unlock()
+		// A process the test started writes to the file, not through f.
+		f.Close()
+		if t.Failed() {
+			data, _ := os.ReadFile(path)
+			t.Logf("the end of %s:\n%s", path, tail(data, 8000))
+		}
+	})
+	return f
 }
+
+var systemLogs = struct {
+	sync.Mutex
+	open map[*testing.T]*os.File
+}{open: map[*testing.T]*os.File{}}
 
 func (s *system) post(t *testing.T, settings map[string]string) int64 {
 	t.Helper()

@@ -118,7 +118,7 @@ func serverWithWorkerInNamespace(t *testing.T, host string) *system {
 	worker := exec.Command("ip", "netns", "exec", n.name, os.Args[0], "worker", "--nats", s.nats, "--creds", creds, "--tls-ca", files.CA,
 		"--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms", "--asset-paths", testosPath())
 	worker.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
-	worker.Stderr = testWriter{t}
+	worker.Stderr = systemLog(t)
 	if err := worker.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -54,7 +54,7 @@ type rigConfig struct {
 
 func startRig(t *testing.T, ctx context.Context, c rigConfig) *loadRig {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := slog.New(slog.NewTextHandler(systemLog(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 	r := &loadRig{t: t, ctx: ctx, ports: freePorts(t, 5), data: t.TempDir(), watched: make(chan error, 1)}
 	r.natsURL = fmt.Sprintf("nats://127.0.0.1:%d", r.ports[0])
 	r.startServer(c.workerTimeout)

@@ -24,7 +24,7 @@ func TestOneWorkerHostServesTwoServers(t *testing.T) {
 		a.nats, b.nats, a.nats, a.issue(t, streams.RoleWorker, "wa"), b.nats, b.issue(t, streams.RoleWorker, "wa")))
 	worker := exec.Command(os.Args[0], "worker", "--config", config, "--data", t.TempDir(), "--accel", "tcg", "--heartbeat", "500ms", "--asset-paths", testosPath())
 	worker.Env = append(os.Environ(), "JETQA_RUN_MAIN=1")
-	worker.Stderr = testWriter{t}
+	worker.Stderr = systemLog(t)
 	if err := worker.Start(); err != nil {
 		t.Fatal(err)
 	}
