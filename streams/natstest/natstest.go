@@ -3,10 +3,14 @@
 package natstest
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +39,70 @@ func Start(t testing.TB) *Server {
 		ns.WaitForShutdown()
 	})
 	s := &Server{URL: ns.ClientURL(), t: t}
+	if err := s.Bus("setup").Setup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// serveEnv names the store directory of the NATS server that a child
+// process of StartProcess serves.
+const serveEnv = "JETQA_NATSTEST_SERVE"
+
+// Main runs a package's tests, or, in a child process that StartProcess
+// started, serves a NATS server until its standard input closes. A
+// package whose tests use StartProcess calls it from TestMain.
+func Main(m *testing.M) {
+	if dir := os.Getenv(serveEnv); dir != "" {
+		os.Exit(serve(dir))
+	}
+	os.Exit(m.Run())
+}
+
+// serve runs the child's server: it prints the client URL as its first
+// line and stops once standard input closes.
+func serve(dir string) int {
+	ns, err := streams.StartServer(streams.ServerConfig{Port: -1, DataDir: dir})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Println(ns.ClientURL())
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	return 0
+}
+
+// StartProcess is Start with the server in a child process, as jetqa's
+// command-line clients meet it: what the test measures of a client, its
+// heap and collections, is the client's alone. The package's TestMain
+// must call Main.
+func StartProcess(t testing.TB) *Server {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), serveEnv+"="+t.TempDir())
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Wait()
+	})
+	url, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("the NATS server process said no URL (did TestMain call natstest.Main?): %v", err)
+	}
+	s := &Server{URL: strings.TrimSpace(url), t: t}
 	if err := s.Bus("setup").Setup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
