@@ -159,10 +159,10 @@ func storeJobHistories(ctx context.Context, b *testing.B, bus *streams.Bus, n, m
 		for _, step := range life {
 			for job := int64(first); job < int64(min(first+perBatch, n+1)); job++ {
 				p := step.p
-				switch _, end := p.(schemas.JobFinished); {
-				case job > running && (end || step.token == "tests_finished"+host):
-					continue
-				case job%20 == 0 && step.token == "tests_finished"+host:
+				_, tested := p.(schemas.TestsFinished)
+				_, end := p.(schemas.JobFinished)
+				switch {
+				case job > running && (tested || end), job%20 == 0 && tested:
 					continue
 				case job%20 == 0 && end:
 					p = incomplete
